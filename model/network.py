@@ -1,0 +1,210 @@
+"""The two-layer perceptron: parameters, forward pass, cross-entropy and backpropagation.
+
+For a batch of row vectors X (n, 4) of standardised measurements::
+
+    h_a = X @ W1.T + b1      (n, H)      W1: (H, 4)   b1: (H,)
+    h_s = relu(h_a)          (n, H)
+    o_a = h_s @ W2.T + b2    (n, 3)      W2: (3, H)   b2: (3,)
+    o_s = softmax(o_a)       (n, 3)      classes: setosa, versicolor, virginica
+    L_i = -log o_s[i, y_i]
+
+Everything is float64. A ``d`` prefix names a derivative of the loss: ``do_a`` is dL/do_a.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+Reduction = Literal["mean", "sum", "none"]
+
+N_FEATURES = 4
+N_CLASSES = 3
+REDUCTIONS: tuple[Reduction, ...] = ("mean", "sum", "none")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The network's parameters (or, from :func:`backward`, their gradients)."""
+
+    W1: FloatArray
+    b1: FloatArray
+    W2: FloatArray
+    b2: FloatArray
+
+    @property
+    def hidden_units(self) -> int:
+        return int(self.W1.shape[-2])
+
+    def arrays(self) -> dict[str, FloatArray]:
+        return {"W1": self.W1, "b1": self.b1, "W2": self.W2, "b2": self.b2}
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-feature mean and standard deviation of the training data: x = (raw - mean) / std."""
+
+    mean: FloatArray
+    std: FloatArray
+
+    @classmethod
+    def fit(cls, raw: FloatArray) -> Standardizer:
+        """Fit on raw measurements (n, 4); a constant feature gets std 1, not a division by 0."""
+        std = raw.std(axis=0)
+        return cls(mean=raw.mean(axis=0), std=np.where(std > 0, std, 1.0))
+
+    def transform(self, raw: FloatArray) -> FloatArray:
+        return (raw - self.mean) / self.std
+
+    def inverse(self, X: FloatArray) -> FloatArray:
+        return X * self.std + self.mean
+
+
+@dataclass(frozen=True)
+class Model:
+    """A trained network with the standardisation it was trained with."""
+
+    params: Params
+    standardizer: Standardizer
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Forward intermediates for a batch, kept for the backward pass."""
+
+    X: FloatArray
+    h_a: FloatArray
+    h_s: FloatArray
+    o_a: FloatArray
+    o_s: FloatArray
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """dL/d(everything) for a batch.
+
+    ``params`` holds dW1, db1, dW2, db2 (with a leading sample axis for reduction ``none``).
+    ``do_a``, ``dh_s``, ``dh_a`` and ``dx`` have one row per sample: for ``mean`` they are
+    the derivatives of the mean loss (so carry the 1/n), for ``sum`` and ``none`` those of
+    each sample's own loss.
+    """
+
+    params: Params
+    do_a: FloatArray
+    dh_s: FloatArray
+    dh_a: FloatArray
+    dx: FloatArray
+
+
+def init_params(hidden_units: int, rng: np.random.Generator) -> Params:
+    """He initialisation: W ~ N(0, 2 / fan_in), suited to the ReLU that follows W1; zero biases.
+
+    The draw order (W1 then W2) is part of the determinism contract: same seed, same weights.
+    """
+    if hidden_units < 1:
+        raise ValueError(f"hidden_units must be at least 1, got {hidden_units}")
+    W1 = rng.standard_normal((hidden_units, N_FEATURES)) * np.sqrt(2.0 / N_FEATURES)
+    W2 = rng.standard_normal((N_CLASSES, hidden_units)) * np.sqrt(2.0 / hidden_units)
+    return Params(W1=W1, b1=np.zeros(hidden_units), W2=W2, b2=np.zeros(N_CLASSES))
+
+
+def softmax(o_a: FloatArray) -> FloatArray:
+    """Row-wise softmax; subtracting the row maximum keeps exp() from overflowing."""
+    e: FloatArray = np.exp(o_a - o_a.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+def log_softmax(o_a: FloatArray) -> FloatArray:
+    """Row-wise log-softmax, o_a - logsumexp(o_a): finite for logits of any finite size.
+
+    Taking log(softmax(o_a)) instead would give -inf once a probability underflows to 0.
+    """
+    shifted: FloatArray = o_a - o_a.max(axis=1, keepdims=True)
+    shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return shifted
+
+
+def forward(params: Params, X: FloatArray) -> Cache:
+    """Forward pass for X (n, 4) standardised measurements."""
+    if X.ndim != 2 or X.shape[1] != N_FEATURES:
+        raise ValueError(f"X must have shape (n, {N_FEATURES}), got {X.shape}")
+    h_a = X @ params.W1.T + params.b1
+    h_s = np.maximum(h_a, 0.0)
+    o_a = h_s @ params.W2.T + params.b2
+    return Cache(X=X, h_a=h_a, h_s=h_s, o_a=o_a, o_s=softmax(o_a))
+
+
+def check_labels(y: IntArray, n: int) -> None:
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape ({n},), got {y.shape}")
+    if n and (y.min() < 0 or y.max() >= N_CLASSES):
+        raise ValueError(f"labels must be class indices in 0..{N_CLASSES - 1}")
+
+
+def loss(cache: Cache, y: IntArray, reduction: Reduction = "mean") -> FloatArray:
+    """Cross-entropy -log o_s[i, y_i]; a 0-d array for ``mean``/``sum``, (n,) for ``none``."""
+    check_labels(y, cache.o_a.shape[0])
+    per_sample = -log_softmax(cache.o_a)[np.arange(y.shape[0]), y]
+    if reduction == "none":
+        return per_sample
+    if reduction == "sum":
+        return np.asarray(per_sample.sum())
+    if reduction == "mean":
+        return np.asarray(per_sample.mean())
+    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def backward(params: Params, cache: Cache, y: IntArray, reduction: Reduction = "mean") -> Gradients:
+    """Backpropagate the cross-entropy of ``cache`` with labels ``y`` (n,).
+
+    Returns
+    -------
+    Gradients
+        For ``mean`` and ``sum``, parameter gradients in the parameters' shapes; for ``none``,
+        per-sample gradients with a leading sample axis: dW1 (n, H, 4), db1 (n, H),
+        dW2 (n, 3, H), db2 (n, 3), computed as batched outer products, not a loop.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    n = cache.o_s.shape[0]
+    check_labels(y, n)
+    # Softmax and cross-entropy differentiate together to o_s - onehot(y),
+    # so the softmax Jacobian is never formed.
+    do_a = cache.o_s.copy()
+    do_a[np.arange(n), y] -= 1.0
+    if reduction == "mean":
+        do_a /= n  # the mean divides every sample's share by n
+    dh_s = do_a @ params.W2
+    dh_a = dh_s * (cache.h_a > 0)  # gradient flows only where the ReLU was active
+    dx = dh_a @ params.W1
+    if reduction == "none":
+        grads = Params(
+            W1=np.einsum("nh,nf->nhf", dh_a, cache.X),
+            b1=dh_a.copy(),
+            W2=np.einsum("nk,nh->nkh", do_a, cache.h_s),
+            b2=do_a.copy(),
+        )
+    else:
+        grads = Params(
+            W1=dh_a.T @ cache.X,
+            b1=dh_a.sum(axis=0),
+            W2=do_a.T @ cache.h_s,
+            b2=do_a.sum(axis=0),
+        )
+    return Gradients(params=grads, do_a=do_a, dh_s=dh_s, dh_a=dh_a, dx=dx)
+
+
+def raw_input_gradient(dx: FloatArray, standardizer: Standardizer) -> FloatArray:
+    """dL/d(raw cm) from dL/dx: x = (raw - mean) / std, so dx/draw = 1 / std."""
+    return dx / standardizer.std
+
+
+def predict_proba(model: Model, raw: FloatArray) -> FloatArray:
+    """Class probabilities o_s (n, 3) for raw measurements in centimetres (n, 4)."""
+    return forward(model.params, model.standardizer.transform(raw)).o_s

@@ -1,0 +1,345 @@
+"""The versioned model store: atomic, checksummed, verified on load.
+
+Layout under ``root`` (``DATA_DIR/models``)::
+
+    <version>/weights.npz   W1 b1 W2 b2 mean std (float64, read with allow_pickle=False)
+    <version>/model.json    format version, classes, features, hyperparameters, metrics,
+                            history, created_at, sha256 of weights.npz
+    CURRENT                 the active version id
+
+A version is written into a temporary directory beside its final place, fsynced, and renamed
+into place; CURRENT is replaced with os.replace. A reader never sees half a model, and a
+crashed writer leaves only a ``.tmp-<pid>-*`` entry, which :meth:`ModelStore.clean` removes
+once that process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.data import CLASSES, FEATURES
+from model.errors import (
+    ChecksumMismatchError,
+    CorruptModelError,
+    DanglingCurrentError,
+    InvalidVersionError,
+    ModelNotFoundError,
+    NoCurrentModelError,
+    NonFiniteWeightsError,
+    ShapeError,
+    StoreWriteError,
+    UnreadableModelError,
+)
+from model.network import N_CLASSES, N_FEATURES, Model, Params, Standardizer
+
+FORMAT_VERSION = 1
+WEIGHTS = "weights.npz"
+METADATA = "model.json"
+CURRENT = "CURRENT"
+ARRAY_NAMES = ("W1", "b1", "W2", "b2", "mean", "std")
+# UTC creation time to the microsecond, then 8 random hex digits: sorts by creation, and
+# unique across processes (a clash is also caught by the rename into place).
+VERSION_PATTERN = r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8}$"
+_VERSION_RE = re.compile(VERSION_PATTERN)
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    version: str
+    model: Model
+    metadata: dict[str, Any]
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def check_version_id(version: str) -> str:
+    """Return ``version`` if well formed; anything else (a path, say) is refused."""
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise InvalidVersionError(f"{version!r} is not a version id (like {new_version_id()})")
+    return version
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def weights_bytes(model: Model) -> bytes:
+    buffer = io.BytesIO()
+    arrays = model.params.arrays() | {
+        "mean": model.standardizer.mean,
+        "std": model.standardizer.std,
+    }
+    contiguous: dict[str, Any] = {k: np.ascontiguousarray(v, np.float64) for k, v in arrays.items()}
+    np.savez(buffer, **contiguous)
+    return buffer.getvalue()
+
+
+def parse_weights(data: bytes, where: str) -> Model:
+    """Read and verify the arrays of weights.npz: names, dtypes, shapes, finiteness."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            names = set(npz.files)
+            if names != set(ARRAY_NAMES):
+                raise ShapeError(
+                    f"{where}: arrays {sorted(names)}, expected exactly {list(ARRAY_NAMES)}"
+                )
+            arrays = {name: npz[name] for name in ARRAY_NAMES}
+    except ValueError as error:  # object arrays refuse to load without pickle
+        if isinstance(error, CorruptModelError):
+            raise
+        raise UnreadableModelError(f"{where}: {error}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise UnreadableModelError(f"{where}: not a readable npz archive ({error})") from None
+
+    for name, array in arrays.items():
+        if array.dtype != np.float64:
+            raise ShapeError(f"{where}: {name} has dtype {array.dtype}, expected float64")
+    H = arrays["W1"].shape[0] if arrays["W1"].ndim == 2 else -1
+    expected = {
+        "W1": (H, N_FEATURES),
+        "b1": (H,),
+        "W2": (N_CLASSES, H),
+        "b2": (N_CLASSES,),
+        "mean": (N_FEATURES,),
+        "std": (N_FEATURES,),
+    }
+    for name, shape in expected.items():
+        if H < 1 or arrays[name].shape != shape:
+            raise ShapeError(f"{where}: {name} has shape {arrays[name].shape}, expected {shape}")
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise NonFiniteWeightsError(f"{where}: {name} holds NaN or infinite values")
+    if not (arrays["std"] > 0).all():
+        raise NonFiniteWeightsError(f"{where}: std must be positive, got {arrays['std'].tolist()}")
+    return Model(
+        params=Params(W1=arrays["W1"], b1=arrays["b1"], W2=arrays["W2"], b2=arrays["b2"]),
+        standardizer=Standardizer(mean=arrays["mean"], std=arrays["std"]),
+    )
+
+
+class ModelStore:
+    """Versions of the model under one directory (``DATA_DIR/models``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def path(self, version: str) -> Path:
+        return self.root / check_version_id(version)
+
+    def versions(self) -> list[str]:
+        """Every stored version id, oldest first (ids sort by creation)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if _VERSION_RE.fullmatch(entry.name) and entry.is_dir()
+        )
+
+    def current(self) -> str:
+        """The active version id; raises if CURRENT is missing or names no stored version."""
+        try:
+            text = (self.root / CURRENT).read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            raise NoCurrentModelError(
+                f"no active model: {self.root / CURRENT} is missing"
+            ) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise DanglingCurrentError(f"cannot read {self.root / CURRENT}: {error}") from None
+        if not _VERSION_RE.fullmatch(text) or not (self.root / text).is_dir():
+            raise DanglingCurrentError(
+                f"{self.root / CURRENT} names {text[:80]!r}, which is not a stored version"
+            )
+        return text
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        path = self.path(version)
+        try:
+            text = (path / METADATA).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if not path.is_dir():
+                raise ModelNotFoundError(f"no stored model version {version}") from None
+            raise UnreadableModelError(f"version {version}: {METADATA} is missing") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise UnreadableModelError(f"version {version}: {METADATA}: {error}") from None
+        try:
+            metadata = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UnreadableModelError(
+                f"version {version}: {METADATA} is not JSON: {error}"
+            ) from None
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("weights_sha256"), str):
+            raise UnreadableModelError(f"version {version}: {METADATA} has no weights_sha256")
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise UnreadableModelError(
+                f"version {version}: format_version {metadata.get('format_version')!r}, "
+                f"this code reads {FORMAT_VERSION}"
+            )
+        return metadata
+
+    def load(self, version: str) -> StoredModel:
+        """Load and verify a version: checksum, array names, shapes, dtypes, finiteness."""
+        metadata = self.metadata(version)
+        try:
+            data = (self.path(version) / WEIGHTS).read_bytes()
+        except OSError as error:
+            raise UnreadableModelError(f"version {version}: {WEIGHTS}: {error}") from None
+        if sha256(data) != metadata["weights_sha256"]:
+            raise ChecksumMismatchError(
+                f"version {version}: {WEIGHTS} does not match its recorded sha256 "
+                f"(the file is damaged or was changed)"
+            )
+        model = parse_weights(data, f"version {version}")
+        if metadata.get("hidden_units") != model.params.hidden_units:
+            raise ShapeError(
+                f"version {version}: {METADATA} says hidden_units "
+                f"{metadata.get('hidden_units')!r}, the weights have {model.params.hidden_units}"
+            )
+        return StoredModel(version=version, model=model, metadata=metadata)
+
+    def load_current(self) -> StoredModel:
+        return self.load(self.current())
+
+    # -- writing -------------------------------------------------------------------------
+
+    def save(
+        self, model: Model, info: Mapping[str, Any] | None = None, *, activate: bool = False
+    ) -> str:
+        """Store ``model`` as a new version (and make it current if asked); returns its id.
+
+        ``info`` adds keys to model.json (hyperparameters, metrics, history, ...).
+        """
+        with translate_os_errors("cannot save the model"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            weights = weights_bytes(model)
+            tmp = self.root / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            tmp.mkdir()
+            try:
+                write_file(tmp / WEIGHTS, weights)
+                version = self._place(tmp, model, weights, dict(info or {}))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            fsync_dir(self.root)
+        if activate:
+            self.activate(version)
+        return version
+
+    def _place(self, tmp: Path, model: Model, weights: bytes, info: dict[str, Any]) -> str:
+        """Write model.json for a fresh id and rename ``tmp`` to it, retrying on a clash."""
+        for _ in range(5):
+            version = new_version_id()
+            metadata = {
+                **info,
+                "format_version": FORMAT_VERSION,
+                "version": version,
+                "created_at": datetime.now(UTC).isoformat(),
+                "classes": list(CLASSES),
+                "features": list(FEATURES),
+                "hidden_units": model.params.hidden_units,
+                "weights_sha256": sha256(weights),
+            }
+            meta_path = tmp / METADATA
+            meta_path.unlink(missing_ok=True)
+            write_file(meta_path, json.dumps(metadata, indent=2, allow_nan=False).encode())
+            fsync_dir(tmp)
+            try:
+                os.rename(tmp, self.root / version)
+                return version
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        raise StoreWriteError("could not find a free version id after 5 tries")
+
+    def activate(self, version: str) -> None:
+        """Point CURRENT at ``version`` after verifying it (roll forward or back)."""
+        self.load(version)
+        with translate_os_errors(f"cannot activate version {version}"):
+            tmp = self.root / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.current"
+            try:
+                write_file(tmp, (version + "\n").encode("ascii"))
+                os.replace(tmp, self.root / CURRENT)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            fsync_dir(self.root)
+
+    def clean(self) -> list[str]:
+        """Remove leftovers of interrupted writes whose process is gone; returns their names."""
+        removed: list[str] = []
+        if not self.root.is_dir():
+            return removed
+        for entry in self.root.iterdir():
+            if not entry.name.startswith(TMP_PREFIX):
+                continue
+            pid = entry.name[len(TMP_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and pid_alive(int(pid)):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed.append(entry.name)
+        return removed
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def translate_os_errors(what: str) -> Iterator[None]:
+    """Turn an OSError of a write (full disk, read-only directory) into a StoreWriteError."""
+    try:
+        yield
+    except StoreWriteError:
+        raise
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise StoreWriteError(f"{what}: {reason} ({error.filename or ''})") from error
