@@ -19,12 +19,8 @@ import numpy as np
 from model.data import CLASSES, Dataset, load_csv, load_iris
 from model.errors import IrisModelError
 from model.network import forward
-from model.persistence import ModelStore
+from model.persistence import DEFAULT_DATA_DIR, ModelStore
 from model.train import EpochStats, Hyperparameters, evaluate, train
-
-DEFAULT_DATA_DIR = Path("data")
-"""The data directory the service uses when none is configured (relative to the working dir)."""
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__.splitlines()[0])

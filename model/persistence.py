@@ -48,6 +48,8 @@ from model.errors import (
 )
 from model.network import N_CLASSES, N_FEATURES, Model, Params, Standardizer
 
+DEFAULT_DATA_DIR = Path("data")
+"""The data directory when none is given (relative to the working directory)."""
 FORMAT_VERSION = 1
 WEIGHTS = "weights.npz"
 METADATA = "model.json"

@@ -1,0 +1,50 @@
+"""``iris-serve`` / ``python -m service``: run the app under uvicorn with the settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.config import Settings
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print(f"iris-serve: invalid settings: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker keeps its own counters; multiprocess mode merges them for /metrics.
+        metrics_dir = tempfile.mkdtemp(prefix="iris-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "service.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds) or None,
+            server_header=False,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

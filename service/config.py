@@ -1,0 +1,56 @@
+"""Settings: one object, read from ``IRIS_``-prefixed environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.persistence import DEFAULT_DATA_DIR
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the README's configuration table lists them."""
+
+    model_config = SettingsConfigDict(env_prefix="IRIS_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="models, jobs database and token")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, le=64, description="server processes")
+    api_token: SecretStr | None = Field(
+        None, description="bearer token for train, cancel and activate; generated if unset"
+    )
+    log_level: LogLevel = "info"
+    max_instances: int = Field(10_000, ge=1, description="rows per /predict or /gradients")
+    max_body_bytes: int = Field(16 * 2**20, ge=1024, description="request body size limit")
+    max_train_rows: int = Field(100_000, ge=15, description="rows of a training dataset")
+    model_poll_seconds: float = Field(
+        0.2, gt=0, le=5, description="how often each worker checks models/CURRENT"
+    )
+    job_heartbeat_timeout: float = Field(
+        5.0, ge=1, description="seconds without a heartbeat before a job counts as dead"
+    )
+    jobs_listed: int = Field(50, ge=1, le=1000, description="jobs shown by GET /train")
+    seed: int = Field(0, ge=0, description="seed of the default model trained at first start")
+    graceful_shutdown_seconds: float = Field(
+        8.0, ge=0, description="time in-flight requests get after SIGTERM"
+    )
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

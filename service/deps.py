@@ -1,0 +1,107 @@
+"""Request-scoped helpers: the app's state, the bearer token and raw-body parsing."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel
+
+from model.persistence import ModelStore
+from service.config import Settings
+from service.jobs import JobStore, Launcher
+from service.problems import ProblemError
+from service.registry import Registry
+
+log = logging.getLogger("iris.auth")
+Body = TypeVar("Body", bound=BaseModel)
+TOKEN_FILE = "api_token"
+
+
+@dataclass
+class State:
+    """What the lifespan builds once per worker and every route reads."""
+
+    settings: Settings
+    store: ModelStore
+    registry: Registry
+    jobs: JobStore
+    launcher: Launcher
+    token: bytes
+
+
+def state(request: Request) -> State:
+    value: State = request.app.state.iris
+    return value
+
+
+def require_token(request: Request) -> None:
+    """Bearer authentication for the mutating endpoints, compared in constant time."""
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    expected = state(request).token
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected):
+        reason = "missing bearer token" if not header else "invalid bearer token"
+        raise ProblemError(
+            401,
+            f"{reason}: send 'Authorization: Bearer <token>' (IRIS_API_TOKEN, "
+            f"or the token in the data directory's {TOKEN_FILE} file)",
+            headers={"WWW-Authenticate": 'Bearer realm="iris"'},
+        )
+
+
+def resolve_token(settings: Settings) -> bytes:
+    """IRIS_API_TOKEN, else the token in DATA_DIR/api_token, generated (mode 0600) if absent."""
+    if settings.api_token is not None and settings.api_token.get_secret_value():
+        log.info("API token taken from IRIS_API_TOKEN")
+        return settings.api_token.get_secret_value().encode()
+    path = settings.data_dir / TOKEN_FILE
+    if not path.exists():
+        create_token_file(path)
+    token = path.read_text(encoding="ascii").strip()
+    if not token:
+        raise RuntimeError(f"{path} is empty: delete it to have a new token generated")
+    log.warning("API token (from %s): %s", path, token)
+    return token.encode()
+
+
+def create_token_file(path: Path) -> None:
+    """Write a new token atomically; if another worker won the race, keep its token."""
+    tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (secrets.token_urlsafe(32) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if the file exists: first writer wins
+    except FileExistsError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+JSON_TYPES = ("application/json",)
+
+
+async def json_body(request: Request, schema: type[Body], *, empty_ok: bool = False) -> Body:
+    """Validate the raw body against ``schema`` in one pass (pydantic-core parses the bytes)."""
+    body = await request.body()
+    if not body and empty_ok:
+        return schema()
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES and not media.endswith("+json"):
+        raise ProblemError(
+            415,
+            f"send the body as JSON with 'Content-Type: application/json' "
+            f"(got {media or 'no Content-Type'})",
+        )
+    return schema.model_validate_json(body)

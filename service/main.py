@@ -1,0 +1,206 @@
+"""The FastAPI application: lifespan (model, jobs, token), middleware, error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from model.persistence import ModelStore
+from service import metrics, problems, schemas
+from service.config import Settings, get_settings
+from service.deps import State, resolve_token
+from service.jobs import JobError, JobStore, Launcher
+from service.registry import Registry, ensure_default_model
+from service.routes import router
+
+log = logging.getLogger("iris.service")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class EdgeMiddleware:
+    """Body size limit (before parsing, chunked bodies included) and request metrics.
+
+    The body is read up to the limit here and replayed to the app, so an oversized request
+    is answered 413 without the app ever seeing it.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            replay: Receive | None = receive
+            if scope["method"] in BODY_METHODS:
+                replay = await self.buffered(scope, receive, send_with_status)
+            if replay is not None:
+                await self.app(scope, replay, send_with_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            metrics.REQUESTS.labels(path, scope["method"], str(status)).inc()
+            metrics.LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - started)
+
+    async def buffered(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Read the whole body within the limit; None after answering 413 (or a disconnect)."""
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self.too_large(scope, send, f"Content-Length {int(value)}")
+                return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self.too_large(scope, send, f"more than {limit} bytes")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    async def too_large(self, scope: Scope, send: Send, what: str) -> None:
+        response = problems.problem(
+            413,
+            f"request body too large: {what}; the limit is {self.max_body_bytes} bytes "
+            "(IRIS_MAX_BODY_BYTES)",
+            scope.get("path"),
+            headers={"Connection": "close"},
+        )
+        await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def build_state(settings: Settings) -> State:
+    """Everything a worker needs before it serves: token, default model, registry, jobs."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token = resolve_token(settings)
+    store = ModelStore(settings.models_dir)
+    ensure_default_model(store, settings.seed)
+    registry = Registry(store)
+    registry.refresh()
+    metrics.set_active_model(registry.active.version if registry.active else None, None)
+    jobs = JobStore(settings.jobs_db, settings.job_heartbeat_timeout)
+    try:
+        jobs.initialize()
+        jobs.reap()
+    except JobError as error:
+        log.error("training is unavailable: %s", error)
+    launcher = Launcher(jobs, settings.models_dir, on_finish=record_job)
+    return State(settings, store, registry, jobs, launcher, token)
+
+
+def record_job(job: dict[str, Any]) -> None:
+    metrics.JOBS.labels(outcome=job["status"]).inc()
+    seconds = (job.get("metrics") or {}).get("training_seconds")
+    if seconds is not None:
+        metrics.JOB_DURATION.observe(seconds)
+
+
+async def follow_current(state: State) -> None:
+    """Swap in the version models/CURRENT names, checked every IRIS_MODEL_POLL_SECONDS."""
+    while True:
+        await asyncio.sleep(state.settings.model_poll_seconds)
+        before = state.registry.active.version if state.registry.active else None
+        try:
+            changed = await run_in_threadpool(state.registry.refresh)
+        except Exception:
+            log.exception("checking models/CURRENT failed")
+            continue
+        if changed:
+            after = state.registry.active.version if state.registry.active else None
+            metrics.set_active_model(after, before)
+
+
+def custom_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request bodies that routes parse themselves."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for body in (schemas.PredictRequest, schemas.GradientsRequest, schemas.TrainRequest):
+        spec = body.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(spec.pop("$defs", {}))
+        components[body.__name__] = spec
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await run_in_threadpool(build_state, settings)
+        app.state.iris = state
+        follower = asyncio.create_task(follow_current(state))
+        log.info(
+            "ready: serving %s from %s",
+            state.registry.active.version if state.registry.active else None,
+            settings.data_dir,
+        )
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await run_in_threadpool(state.launcher.shutdown)
+
+    app = FastAPIOffline(
+        title="Iris species service",
+        version="1.0.0",
+        description=(
+            "A two-layer perceptron (4 -> hidden ReLU -> softmax over 3 species) in NumPy: "
+            "predictions, training jobs, exact backpropagation gradients. Errors are RFC 9457 "
+            "problem documents."
+        ),
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    problems.install(app)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
+    return app

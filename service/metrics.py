@@ -1,0 +1,61 @@
+"""Prometheus metrics. With several workers, prometheus-client's multiprocess mode is used
+(``PROMETHEUS_MULTIPROC_DIR``, set by ``iris-serve`` before the workers start)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+REQUESTS = Counter(
+    "iris_http_requests_total",
+    "HTTP requests by route, method and status",
+    ["route", "method", "status"],
+)
+LATENCY = Histogram(
+    "iris_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+PREDICTIONS = Counter("iris_predictions_total", "Predicted rows by class", ["label"])
+JOBS = Counter(
+    "iris_training_jobs_total", "Training jobs started or refused by outcome", ["outcome"]
+)
+JOB_DURATION = Histogram(
+    "iris_training_job_duration_seconds",
+    "Training time of finished jobs",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+ACTIVE_MODEL = Gauge(
+    "iris_active_model_info",
+    "1 for the model version a worker serves",
+    ["version"],
+    multiprocess_mode="liveall",
+)
+
+
+def set_active_model(version: str | None, previous: str | None) -> None:
+    if previous is not None:
+        ACTIVE_MODEL.remove(previous)
+    if version is not None:
+        ACTIVE_MODEL.labels(version=version).set(1)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text (merged across workers in multiprocess mode) and its media type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

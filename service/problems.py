@@ -1,0 +1,146 @@
+"""RFC 9457 problem documents, and the one place that maps errors to status codes."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from model.errors import (
+    CorruptModelError,
+    DataError,
+    HyperparameterError,
+    InvalidVersionError,
+    ModelNotFoundError,
+    ModelStoreError,
+    StoreWriteError,
+)
+from service.jobs import (
+    JobConflictError,
+    JobFinishedError,
+    JobNotFoundError,
+    JobsUnavailableError,
+)
+from service.registry import NotReadyError
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("iris.errors")
+
+
+class ProblemError(Exception):
+    """Raise to answer with a problem document."""
+
+    def __init__(
+        self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
+def problem(
+    status: int,
+    detail: str,
+    instance: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **({"instance": instance} if instance else {}),
+        **extra,
+    }
+    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def location(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    return ".".join(str(part) for part in loc if part not in ("body",)) or "body"
+
+
+def validation_problem(errors: list[Any], instance: str) -> Response:
+    """400 for a body that is not JSON, else 422 listing every field that is wrong."""
+    listed = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+    if any(e["type"] in ("json_invalid", "json_type") for e in listed):
+        first = next(e for e in listed if e["type"] in ("json_invalid", "json_type"))
+        return problem(400, f"the body is not valid JSON: {first['msg']}", instance)
+    shown = "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in listed[:5])
+    more = f" (and {len(listed) - 5} more)" if len(listed) > 5 else ""
+    return problem(422, f"invalid request: {shown}{more}", instance, errors=listed[:100])
+
+
+# (exception type, status) in order: the first match wins.
+DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
+    (InvalidVersionError, 404),
+    (ModelNotFoundError, 404),
+    (JobNotFoundError, 404),
+    (DataError, 422),
+    (HyperparameterError, 422),
+    (CorruptModelError, 409),
+    (JobConflictError, 409),
+    (JobFinishedError, 409),
+    (NotReadyError, 503),
+    (StoreWriteError, 507),
+    (JobsUnavailableError, 503),
+    (ModelStoreError, 503),
+]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def on_problem(request: Request, error: ProblemError) -> Response:
+        return problem(
+            error.status, error.detail, request.url.path, headers=error.headers, **error.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def on_request_validation(request: Request, error: RequestValidationError) -> Response:
+        return validation_problem(list(error.errors()), request.url.path)
+
+    @app.exception_handler(ValidationError)
+    async def on_validation(request: Request, error: ValidationError) -> Response:
+        return validation_problem(list(error.errors()), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, error: StarletteHTTPException) -> Response:
+        detail = error.detail if isinstance(error.detail, str) else str(error.detail)
+        if error.status_code == 404 and detail == "Not Found":
+            detail = f"no endpoint at {request.url.path}"
+        elif error.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return problem(
+            error.status_code, detail, request.url.path, headers=dict(error.headers or {})
+        )
+
+    for kind, status in DOMAIN_STATUS:
+        app.add_exception_handler(kind, domain_handler(status))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem(500, "internal error; the server log has the details", request.url.path)
+
+
+def domain_handler(status: int) -> Any:
+    async def handle(request: Request, error: Exception) -> Response:
+        extra: dict[str, Any] = (
+            {"job_id": error.job_id} if isinstance(error, JobConflictError) else {}
+        )
+        return problem(status, str(error), request.url.path, **extra)
+
+    return handle

@@ -1,0 +1,119 @@
+"""The model a worker serves, and its swap when models/CURRENT changes.
+
+A request takes ``registry.active`` once and uses that object to the end, so a swap (one
+attribute assignment) never shows a request a mix of two models.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from model.data import load_iris
+from model.errors import ModelStoreError
+from model.persistence import ModelStore, StoredModel
+from model.train import Hyperparameters, train
+
+log = logging.getLogger("iris.registry")
+
+
+class NotReadyError(Exception):
+    """No model can be served yet."""
+
+
+class Registry:
+    def __init__(self, store: ModelStore, cache_size: int = 4) -> None:
+        self.store = store
+        self.active: StoredModel | None = None
+        self.problem: str | None = None
+        self._seen: str | None = None
+        self._pinned: OrderedDict[str, StoredModel] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Follow models/CURRENT; returns True when the served version changed."""
+        try:
+            marker = self.store.current()
+        except ModelStoreError as error:
+            marker = f"error: {error}"
+        if marker == self._seen:
+            return False
+        self._seen = marker
+        before = self.active.version if self.active else None
+        try:
+            self.active = self.store.load_current()
+            self.problem = None
+        except ModelStoreError as error:
+            self._fall_back(error)
+        after = self.active.version if self.active else None
+        if after != before:
+            log.info("serving model version %s (was %s)", after, before)
+        return after != before
+
+    def _fall_back(self, error: ModelStoreError) -> None:
+        """CURRENT is missing or names a bad version: keep (or find) a valid one, say why."""
+        if self.active is not None:
+            self.problem = f"{error}; still serving {self.active.version}"
+        else:
+            for version in reversed(self.store.versions()):
+                try:
+                    self.active = self.store.load(version)
+                except ModelStoreError:
+                    continue
+                self.problem = f"{error}; serving the newest valid version {version} instead"
+                break
+            else:
+                self.problem = f"{error}; no valid stored version to serve"
+        log.error("model store: %s", self.problem)
+
+    def get(self, version: str | None = None) -> StoredModel:
+        """The active model, or a stored version by id (verified, kept in a small cache)."""
+        active = self.active
+        if version is None or (active is not None and version == active.version):
+            if active is None:
+                raise NotReadyError(self.problem or "no model is loaded yet")
+            return active
+        with self._lock:
+            stored = self._pinned.get(version)
+            if stored is not None:
+                self._pinned.move_to_end(version)
+                return stored
+        stored = self.store.load(version)
+        with self._lock:
+            self._pinned[version] = stored
+            while len(self._pinned) > self._cache_size:
+                self._pinned.popitem(last=False)
+        return stored
+
+
+def ensure_default_model(store: ModelStore, seed: int) -> str | None:
+    """On an empty store, train and activate the default model; returns its version.
+
+    A file lock makes several workers starting at once train it only once.
+    """
+    store.root.mkdir(parents=True, exist_ok=True)
+    lock_path: Path = store.root / ".bootstrap.lock"
+    with open(lock_path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            store.clean()
+            if store.versions():
+                return None
+            started = time.perf_counter()
+            hp = Hyperparameters(seed=seed)
+            result = train(load_iris(), hp)
+            seconds = time.perf_counter() - started
+            info = result.record(hp) | {
+                "data": {"source": "iris", "rows": 150},
+                "training_seconds": seconds,
+            }
+            version = store.save(result.model, info, activate=True)
+            log.info("trained the default model %s in %.2f s", version, seconds)
+            return version
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

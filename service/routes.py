@@ -1,0 +1,349 @@
+"""The native HTTP API. Each route validates, calls model/ (or the job store), serializes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from model.data import CLASSES, Dataset, from_rows, load_iris
+from model.errors import ModelStoreError
+from model.network import backward, forward, loss, raw_input_gradient
+from model.persistence import StoredModel, check_version_id
+from model.train import Hyperparameters
+from service import metrics, schemas
+from service.deps import json_body, require_token, state
+from service.jobs import JobConflictError, JobSpec
+from service.problems import PROBLEM_JSON, ProblemError
+
+router = APIRouter()
+# Bodies above this size are validated and computed in the thread pool, so a large
+# request never holds the event loop; small ones skip the thread hop.
+INLINE_BODY_BYTES = 16 * 1024
+NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(content, option=NUMPY_JSON), status, headers, "application/json")
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem documents a route may answer with."""
+    described = {
+        400: "the body is not JSON",
+        401: "missing or wrong bearer token",
+        404: "unknown model version or job",
+        409: "conflicting state (a job is running, the version is corrupt, the job ended)",
+        413: "body over IRIS_MAX_BODY_BYTES",
+        415: "the body is not sent as application/json",
+        422: "the body breaks a rule; the detail names the fields",
+        503: "no model is loaded yet, or the jobs database is unavailable",
+        507: "the model store cannot be written",
+    }
+    return {
+        code: {
+            "description": described[code],
+            "model": schemas.Problem,
+            "content": {PROBLEM_JSON: {}},
+        }
+        for code in codes
+    }
+
+
+def body_schema(model: type[Any], required: bool = True) -> dict[str, Any]:
+    """openapi_extra for a route that reads its raw body itself."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}
+
+
+def check_rows(n: int, limit: int, field: str) -> None:
+    if n > limit:
+        raise ProblemError(
+            422, f"{field}: {n} rows, more than the limit of {limit} (IRIS_MAX_INSTANCES)"
+        )
+
+
+def measurements(instances: list[schemas.Instance]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.array(
+        [(i.sepal_length, i.sepal_width, i.petal_length, i.petal_width) for i in instances],
+        dtype=np.float64,
+    )
+
+
+# -- predict -------------------------------------------------------------------------------
+
+
+def predict_rows(stored: StoredModel, raw: np.ndarray[Any, Any]) -> bytes:
+    model = stored.model
+    o_s = forward(model.params, model.standardizer.transform(raw)).o_s
+    index = o_s.argmax(axis=1)
+    counts = np.bincount(index, minlength=len(CLASSES))
+    for label, count in zip(CLASSES, counts.tolist(), strict=True):
+        if count:
+            metrics.PREDICTIONS.labels(label=label).inc(count)
+    setosa, versicolor, virginica = CLASSES
+    predictions = [
+        {
+            "label": CLASSES[k],
+            "class_index": k,
+            "probabilities": {setosa: p[0], versicolor: p[1], virginica: p[2]},
+        }
+        for k, p in zip(index.tolist(), o_s.tolist(), strict=True)
+    ]
+    return orjson.dumps({"model_version": stored.version, "predictions": predictions})
+
+
+def predict_body(request: Request, body: schemas.PredictRequest) -> bytes:
+    st = state(request)
+    check_rows(len(body.instances), st.settings.max_instances, "instances")
+    stored = st.registry.get(body.model_version)
+    return predict_rows(stored, measurements(body.instances))
+
+
+@router.post(
+    "/predict",
+    response_model=schemas.PredictResponse,
+    openapi_extra=body_schema(schemas.PredictRequest),
+    responses=problems(400, 404, 409, 413, 415, 422, 503),
+    summary="Species and probabilities for flower measurements",
+)
+async def predict(request: Request) -> Response:
+    body = await json_body(request, schemas.PredictRequest)
+    if int(request.headers.get("content-length") or 0) > INLINE_BODY_BYTES:
+        content = await run_in_threadpool(predict_body, request, body)
+    else:
+        content = predict_body(request, body)
+    return Response(content, media_type="application/json")
+
+
+# -- gradients -----------------------------------------------------------------------------
+
+
+def gradients_body(request: Request, body: schemas.GradientsRequest) -> dict[str, Any]:
+    st = state(request)
+    check_rows(len(body.instances), st.settings.max_instances, "instances")
+    stored = st.registry.get(body.model_version)
+    model = stored.model
+    y = np.array(
+        [CLASSES.index(label) if isinstance(label, str) else label for label in body.labels],
+        dtype=np.int64,
+    )
+    cache = forward(model.params, model.standardizer.transform(measurements(body.instances)))
+    value = loss(cache, y, body.reduction)
+    grads = backward(model.params, cache, y, body.reduction)
+    answer: dict[str, Any] = {
+        "model_version": stored.version,
+        "reduction": body.reduction,
+        "loss": value if body.reduction == "none" else float(value),
+        "gradients": grads.params.arrays(),
+    }
+    if "activations" in body.include:
+        answer["activations"] = {
+            "x": cache.X,
+            "h_a": cache.h_a,
+            "h_s": cache.h_s,
+            "o_a": cache.o_a,
+            "o_s": cache.o_s,
+        }
+    if "intermediates" in body.include:
+        answer["intermediates"] = {"do_a": grads.do_a, "dh_s": grads.dh_s, "dh_a": grads.dh_a}
+    if "input" in body.include:
+        answer["input_gradients"] = {
+            "x": grads.dx,
+            "measurements": raw_input_gradient(grads.dx, model.standardizer),
+        }
+    return answer
+
+
+@router.post(
+    "/gradients",
+    response_model=schemas.GradientsResponse,
+    openapi_extra=body_schema(schemas.GradientsRequest),
+    responses=problems(400, 404, 409, 413, 415, 422, 503),
+    summary="Loss and exact backpropagation gradients for inputs and labels",
+)
+async def gradients(request: Request) -> Response:
+    body = await json_body(request, schemas.GradientsRequest)
+    answer = await run_in_threadpool(gradients_body, request, body)
+    return await run_in_threadpool(json_response, answer)
+
+
+# -- training jobs -------------------------------------------------------------------------
+
+
+def start_job(request: Request, body: schemas.TrainRequest) -> dict[str, Any]:
+    st = state(request)
+    hp = body.hyperparameters.model_dump()
+    Hyperparameters(**hp)  # the model core's own checks, before any work
+    dataset: Dataset
+    if body.dataset is None:
+        dataset, source = load_iris(), "iris"
+    else:
+        rows = len(body.dataset.samples)
+        if rows > st.settings.max_train_rows:
+            raise ProblemError(
+                422,
+                f"dataset.samples: {rows} rows, more than the limit of "
+                f"{st.settings.max_train_rows} (IRIS_MAX_TRAIN_ROWS)",
+            )
+        dataset = from_rows(sample.model_dump() for sample in body.dataset.samples)
+        source = "request"
+    spec = JobSpec(
+        hyperparameters=hp,
+        dataset={"source": source, "rows": len(dataset)},
+        activate=body.activate,
+        min_validation_accuracy=body.min_validation_accuracy,
+    )
+    try:
+        job = st.jobs.create(spec)
+    except JobConflictError:
+        metrics.JOBS.labels(outcome="refused").inc()
+        raise
+    st.launcher.launch(job["job_id"], spec, dataset)
+    metrics.JOBS.labels(outcome="started").inc()
+    return job
+
+
+@router.post(
+    "/train",
+    status_code=202,
+    response_model=schemas.Job,
+    dependencies=[Depends(require_token)],
+    openapi_extra=body_schema(schemas.TrainRequest, required=False),
+    responses=problems(400, 401, 409, 413, 415, 422, 503),
+    summary="Start a training job (token required)",
+)
+async def train(request: Request) -> Response:
+    body = await json_body(request, schemas.TrainRequest, empty_ok=True)
+    job = await run_in_threadpool(start_job, request, body)
+    return json_response(job, 202, {"Location": f"/train/{job['job_id']}"})
+
+
+@router.get("/train", response_model=schemas.JobList, summary="Recent training jobs, newest first")
+def list_jobs(request: Request, limit: int | None = Query(None, ge=1, le=1000)) -> Response:
+    st = state(request)
+    return json_response({"jobs": st.jobs.recent(limit or st.settings.jobs_listed)})
+
+
+@router.get(
+    "/train/{job_id}",
+    response_model=schemas.Job,
+    responses=problems(404, 422),
+    summary="A training job: status, progress, metrics, resulting version",
+)
+def get_job(request: Request, job_id: str) -> Response:
+    return json_response(state(request).jobs.get(valid_job_id(job_id)))
+
+
+@router.delete(
+    "/train/{job_id}",
+    status_code=202,
+    response_model=schemas.Job,
+    dependencies=[Depends(require_token)],
+    responses=problems(401, 404, 409),
+    summary="Cancel a queued or running job (token required)",
+)
+def cancel_job(request: Request, job_id: str) -> Response:
+    return json_response(state(request).jobs.request_cancel(valid_job_id(job_id)), 202)
+
+
+def valid_job_id(job_id: str) -> str:
+    if len(job_id) != 32 or any(c not in "0123456789abcdef" for c in job_id):
+        raise ProblemError(404, f"no training job {job_id[:80]!r}: job ids are 32 hex digits")
+    return job_id
+
+
+# -- models --------------------------------------------------------------------------------
+
+
+def current_or_none(request: Request) -> str | None:
+    try:
+        return state(request).store.current()
+    except ModelStoreError:
+        return None
+
+
+def summary(request: Request, version: str, current: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"version": version, "active": version == current}
+    try:
+        meta = state(request).store.metadata(version)
+    except ModelStoreError as error:
+        return entry | {"error": str(error)}
+    return entry | {
+        "created_at": meta.get("created_at"),
+        "hidden_units": meta.get("hidden_units"),
+        "metrics": meta.get("metrics"),
+    }
+
+
+@router.get("/models", response_model=schemas.ModelList, summary="Stored model versions")
+def list_models(request: Request) -> Response:
+    st = state(request)
+    current = current_or_none(request)
+    versions = reversed(st.store.versions())
+    active = st.registry.active
+    return json_response(
+        {
+            "current": current,
+            "serving": active.version if active else None,
+            "models": [summary(request, v, current) for v in versions],
+        }
+    )
+
+
+@router.get(
+    "/models/{version}",
+    responses=problems(404, 409),
+    summary="One version's metadata: hyperparameters, metrics, history",
+)
+def get_model(request: Request, version: str) -> Response:
+    st = state(request)
+    meta = st.store.metadata(check_version_id(version))
+    return json_response(meta | {"active": version == current_or_none(request)})
+
+
+@router.post(
+    "/models/{version}/activate",
+    dependencies=[Depends(require_token)],
+    responses=problems(401, 404, 409, 507),
+    summary="Make a stored version the served one (roll forward or back; token required)",
+)
+def activate_model(request: Request, version: str) -> Response:
+    st = state(request)
+    st.store.activate(check_version_id(version))
+    st.registry.refresh()
+    return json_response({"current": version, "serving": version})
+
+
+# -- health and metrics --------------------------------------------------------------------
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz", responses=problems(503), summary="Readiness: a model is loaded")
+async def readyz(request: Request) -> Response:
+    registry = state(request).registry
+    if registry.active is None:
+        raise ProblemError(503, f"not ready: {registry.problem or 'no model is loaded yet'}")
+    return json_response(
+        {
+            "status": "ready",
+            "model_version": registry.active.version,
+            "problem": registry.problem,
+        }
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def prometheus(request: Request) -> Response:
+    content, media_type = metrics.render()
+    return Response(content, media_type=media_type)

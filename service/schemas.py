@@ -1,0 +1,221 @@
+"""Request and response bodies: pydantic at the edge only, nothing of it crosses into model/."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model.data import CLASSES, MAX_MEASUREMENT_CM
+from model.persistence import VERSION_PATTERN
+
+Measurement = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=MAX_MEASUREMENT_CM,
+        strict=True,  # strings and booleans are not numbers
+        allow_inf_nan=False,
+        description="centimetres, above 0 and at most 100",
+    ),
+]
+Species = Literal["setosa", "versicolor", "virginica"]
+ClassIndex = Annotated[int, Field(ge=0, le=len(CLASSES) - 1, strict=True)]
+Version = Annotated[
+    str, Field(pattern=VERSION_PATTERN, examples=["20261128T004614.062920Z-7483c053"])
+]
+JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Reduction = Literal["mean", "sum", "none"]
+Include = Literal["activations", "intermediates", "input"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Instance(Strict):
+    sepal_length: Measurement
+    sepal_width: Measurement
+    petal_length: Measurement
+    petal_width: Measurement
+
+
+class Sample(Instance):
+    species: Species
+
+
+class PredictRequest(Strict):
+    instances: list[Instance] = Field(min_length=1, description="at most IRIS_MAX_INSTANCES rows")
+    model_version: Version | None = Field(
+        None, description="a stored version; default: the active one"
+    )
+
+
+class Prediction(BaseModel):
+    label: Species
+    class_index: int
+    probabilities: dict[Species, float]
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+class GradientsRequest(Strict):
+    instances: list[Instance] = Field(min_length=1, description="at most IRIS_MAX_INSTANCES rows")
+    labels: list[Species | ClassIndex] = Field(
+        min_length=1, description="one per instance, by name or by class index"
+    )
+    reduction: Reduction = "mean"
+    include: list[Include] = Field(default_factory=list)
+    model_version: Version | None = None
+
+    @model_validator(mode="after")
+    def one_label_per_instance(self) -> GradientsRequest:
+        if len(self.labels) != len(self.instances):
+            raise ValueError(
+                f"labels: {len(self.labels)} labels for {len(self.instances)} instances; "
+                "give one label per instance"
+            )
+        return self
+
+
+Nested = list[Any]
+
+
+class ParamGradients(BaseModel):
+    W1: Nested
+    b1: Nested
+    W2: Nested
+    b2: Nested
+
+
+class Activations(BaseModel):
+    x: Nested
+    h_a: Nested
+    h_s: Nested
+    o_a: Nested
+    o_s: Nested
+
+
+class Intermediates(BaseModel):
+    do_a: Nested
+    dh_s: Nested
+    dh_a: Nested
+
+
+class InputGradients(BaseModel):
+    x: Nested = Field(description="dL/dx of the standardised input")
+    measurements: Nested = Field(description="dL/d(raw measurement in cm)")
+
+
+class GradientsResponse(BaseModel):
+    model_version: str
+    reduction: Reduction
+    loss: float | list[float]
+    gradients: ParamGradients
+    activations: Activations | None = None
+    intermediates: Intermediates | None = None
+    input_gradients: InputGradients | None = None
+
+
+class HyperparametersIn(Strict):
+    hidden_units: int = Field(4, ge=1, le=1024, strict=True)
+    learning_rate: float = Field(0.1, gt=0, le=10, allow_inf_nan=False)
+    epochs: int = Field(200, ge=1, le=10_000, strict=True)
+    batch_size: int = Field(16, ge=1, le=10_000, strict=True)
+    momentum: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    validation_fraction: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, lt=2**63, strict=True)
+    early_stopping: bool = False
+    patience: int = Field(10, ge=1, le=10_000, strict=True)
+
+    @model_validator(mode="after")
+    def early_stopping_needs_validation(self) -> HyperparametersIn:
+        if self.early_stopping and self.validation_fraction == 0:
+            raise ValueError("early_stopping needs validation_fraction above 0")
+        return self
+
+
+class DatasetIn(Strict):
+    samples: list[Sample] = Field(min_length=15, description="at most IRIS_MAX_TRAIN_ROWS rows")
+
+
+class TrainRequest(Strict):
+    hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
+    dataset: DatasetIn | None = Field(None, description="default: the shipped Iris data")
+    activate: bool = True
+    min_validation_accuracy: float | None = Field(
+        None, ge=0, le=1, description="quality gate: activate only at or above this"
+    )
+
+    @model_validator(mode="after")
+    def gate_needs_validation(self) -> TrainRequest:
+        if self.min_validation_accuracy is not None and (
+            self.hyperparameters.validation_fraction == 0
+        ):
+            raise ValueError(
+                "min_validation_accuracy needs hyperparameters.validation_fraction above 0"
+            )
+        return self
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    validation_loss: float | None = None
+    validation_accuracy: float | None = None
+
+
+class Job(BaseModel):
+    job_id: str
+    status: JobStatus
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: Progress
+    hyperparameters: dict[str, Any]
+    dataset: dict[str, Any]
+    activate: bool
+    min_validation_accuracy: float | None = None
+    metrics: dict[str, Any] | None = None
+    model_version: str | None = None
+    activated: bool = False
+    error: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+class ModelSummary(BaseModel):
+    version: str
+    created_at: str | None = None
+    active: bool
+    hidden_units: int | None = None
+    metrics: dict[str, Any] | None = None
+    error: str | None = Field(None, description="why this version cannot be served")
+
+
+class ModelList(BaseModel):
+    current: str | None
+    serving: str | None = Field(description="the version this worker serves")
+    models: list[ModelSummary]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (application/problem+json)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,131 @@
+"""The training child: ``python -m service.worker DB HEARTBEAT TIMEOUT`` with the job on stdin.
+
+It trains with model/, writes progress and heartbeats into the job row, stores the new
+version, activates it when asked and the quality gate passes, and ends the row. It exits
+on its own when the server that started it is gone, and when its job stops being active.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.data import Dataset
+from model.errors import IrisModelError, TrainingCancelledError
+from model.persistence import ModelStore
+from model.train import EpochStats, Hyperparameters, train
+from service.jobs import JobError, JobStore
+
+PARENT_GONE_EXIT = 3
+
+
+class Heartbeat(threading.Thread):
+    """Writes liveness and the latest progress every ``interval`` seconds; watches the parent."""
+
+    def __init__(self, jobs: JobStore, job_id: str, interval: float, parent: int) -> None:
+        super().__init__(daemon=True, name="heartbeat")
+        self.jobs = jobs
+        self.job_id = job_id
+        self.interval = interval
+        self.parent = parent
+        self.progress: dict[str, Any] | None = None
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            if os.getppid() != self.parent:
+                with contextlib.suppress(JobError):
+                    self.jobs.finish(
+                        self.job_id,
+                        "failed",
+                        error="interrupted: the server that started it stopped",
+                    )
+                os._exit(PARENT_GONE_EXIT)
+            try:
+                active, cancel = self.jobs.heartbeat(self.job_id, self.progress)
+            except JobError:
+                continue  # a busy database: the next beat tries again
+            if cancel or not active:
+                self.cancel.set()
+
+
+def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: int) -> int:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+        header = json.loads(npz["header"].tobytes())
+        dataset = Dataset(raw=npz["raw"], y=npz["y"])
+    job_id = header["job_id"]
+    jobs = JobStore(db_path, heartbeat_timeout=timeout)
+    jobs.start(job_id, os.getpid())
+    beat = Heartbeat(jobs, job_id, interval, parent)
+    beat.start()
+
+    def on_epoch(stats: EpochStats) -> None:
+        beat.progress = asdict(stats)
+
+    hp = Hyperparameters(**header["hyperparameters"])
+    started = time.perf_counter()
+    try:
+        result = train(dataset, hp, on_epoch=on_epoch, should_stop=beat.cancel.is_set)
+        seconds = time.perf_counter() - started
+        gate = header["min_validation_accuracy"]
+        accuracy = result.metrics.get("validation_accuracy")
+        passed = gate is None or (accuracy is not None and accuracy >= gate)
+        store = ModelStore(header["models_dir"])
+        info = result.record(hp) | {
+            "data": header["dataset"],
+            "training_seconds": seconds,
+            "job_id": job_id,
+        }
+        version = store.save(result.model, info)
+        activated = bool(header["activate"] and passed)
+        if activated:
+            store.activate(version)
+        metrics = result.metrics | {"training_seconds": seconds}
+        if not passed:
+            metrics["quality_gate"] = (
+                f"validation_accuracy {accuracy} is below min_validation_accuracy {gate}: "
+                "stored, not activated"
+            )
+        beat.done.set()
+        jobs.finish(
+            job_id,
+            "succeeded",
+            model_version=version,
+            activated=int(activated),
+            metrics=metrics,
+            epoch=result.history[-1].epoch,
+            progress=json.dumps(asdict(result.history[-1])),
+        )
+    except TrainingCancelledError as error:
+        beat.done.set()
+        jobs.finish(job_id, "cancelled", error=str(error))
+    except IrisModelError as error:
+        beat.done.set()
+        jobs.finish(job_id, "failed", error=str(error))
+    except Exception as error:
+        beat.done.set()
+        traceback.print_exc()
+        jobs.finish(job_id, "failed", error=f"internal error: {type(error).__name__}: {error}")
+        return 1
+    return 0
+
+
+def main() -> int:
+    db_path, interval, timeout = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    return run(sys.stdin.buffer.read(), db_path, interval, timeout, os.getppid())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
