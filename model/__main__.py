@@ -22,6 +22,7 @@ from model.network import forward
 from model.persistence import DEFAULT_DATA_DIR, ModelStore
 from model.train import EpochStats, Hyperparameters, evaluate, train
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

@@ -154,12 +154,14 @@ def train(
 
     for epoch in range(1, hp.epochs + 1):
         order = rng.permutation(n)
-        for start in range(0, n, hp.batch_size):
-            batch = order[start : start + hp.batch_size]
-            params = sgd_step(params, velocity, X[batch], y[batch], hp)
-
-        model = Model(params=params, standardizer=standardizer)
-        train_loss, train_accuracy = evaluate(model, train_set)
+        # A diverging run overflows on its way to inf/NaN; that is reported below as
+        # TrainingDivergedError rather than as floating-point warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, n, hp.batch_size):
+                batch = order[start : start + hp.batch_size]
+                params = sgd_step(params, velocity, X[batch], y[batch], hp)
+            model = Model(params=params, standardizer=standardizer)
+            train_loss, train_accuracy = evaluate(model, train_set)
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(epoch, train_loss)
         val_loss, val_accuracy = evaluate(model, validation) if validation else (None, None)

@@ -1,0 +1,699 @@
+"""The HTTP API through the ASGI app (lifespan included): every endpoint, status and limit."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from model.data import CLASSES, FEATURES, load_iris
+from model.network import Params, forward
+from model.persistence import ModelStore
+from service.config import Settings
+from service.main import create_app
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
+
+
+def make_client(data_dir: Path, **overrides: Any) -> TestClient:
+    settings = Settings(
+        data_dir=data_dir,
+        api_token=TOKEN,
+        model_poll_seconds=0.05,
+        max_instances=overrides.pop("max_instances", 200),
+        max_body_bytes=overrides.pop("max_body_bytes", 64 * 1024),
+        max_train_rows=overrides.pop("max_train_rows", 500),
+        **overrides,
+    )
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with make_client(tmp_path) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A client for tests that do not change state."""
+    with make_client(tmp_path_factory.mktemp("shared")) as c:
+        yield c
+
+
+def iris_rows(n: int = 150) -> tuple[list[dict[str, float]], list[int]]:
+    data = load_iris()
+    rows = [dict(zip(FEATURES, map(float, r), strict=True)) for r in data.raw[:n]]
+    return rows, data.y[:n].tolist()
+
+
+def independent_probabilities(data_dir: Path, version: str, rows: list[dict[str, float]]) -> Any:
+    """o_s from the stored arrays, read straight from weights.npz (not through the registry)."""
+    with np.load(data_dir / "models" / version / "weights.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    raw = np.array([[r[f] for f in FEATURES] for r in rows])
+    X = (raw - arrays["mean"]) / arrays["std"]
+    params = Params(W1=arrays["W1"], b1=arrays["b1"], W2=arrays["W2"], b2=arrays["b2"])
+    return forward(params, X).o_s
+
+
+def assert_problem(response: Any, status: int, *words: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    for word in words:
+        assert word in body["detail"], body["detail"]
+    return body
+
+
+def wait_for_job(client: TestClient, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/train/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
+
+
+def wait_for_serving(client: TestClient, version: str, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/readyz").json().get("model_version") == version:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{version} was not served within {timeout} s")
+
+
+# -- health, start-up ---------------------------------------------------------------------
+
+
+def test_healthz_answers_ok(shared: TestClient) -> None:
+    assert shared.get("/healthz").json() == {"status": "ok"}
+
+
+def test_first_start_trains_and_serves_the_default_model(tmp_path: Path) -> None:
+    with make_client(tmp_path) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        version = ready.json()["model_version"]
+        store = ModelStore(tmp_path / "models")
+        assert store.current() == version
+        assert store.load(version).metadata["metrics"]["train_accuracy"] > 0.9
+
+
+def test_restart_serves_the_stored_model_without_retraining(tmp_path: Path) -> None:
+    with make_client(tmp_path) as client:
+        first = client.get("/readyz").json()["model_version"]
+    with make_client(tmp_path) as client:
+        assert client.get("/readyz").json()["model_version"] == first
+    assert len(ModelStore(tmp_path / "models").versions()) == 1
+
+
+def test_corrupt_current_version_falls_back_to_newest_valid(tmp_path: Path) -> None:
+    with make_client(tmp_path) as client:
+        good = client.get("/readyz").json()["model_version"]
+    store = ModelStore(tmp_path / "models")
+    model = store.load(good).model
+    bad = store.save(model, {}, activate=True)
+    weights = tmp_path / "models" / bad / "weights.npz"
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with make_client(tmp_path) as client:
+        ready = client.get("/readyz").json()
+        assert ready["model_version"] == good
+        assert bad in ready["problem"]
+        assert "sha256" in ready["problem"]
+        assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == good
+    assert store.current() == bad  # the service reports, it does not rewrite CURRENT
+
+
+def test_missing_current_serves_newest_valid_version(tmp_path: Path) -> None:
+    with make_client(tmp_path) as client:
+        version = client.get("/readyz").json()["model_version"]
+    (tmp_path / "models" / "CURRENT").unlink()
+    with make_client(tmp_path) as client:
+        ready = client.get("/readyz").json()
+        assert ready["model_version"] == version
+        assert "CURRENT" in ready["problem"]
+
+
+def test_readyz_is_503_when_no_version_can_be_served(tmp_path: Path) -> None:
+    with make_client(tmp_path) as client:
+        version = client.get("/readyz").json()["model_version"]
+    (tmp_path / "models" / version / "weights.npz").write_bytes(b"not an npz")
+    with make_client(tmp_path) as client:
+        assert_problem(client.get("/readyz"), 503, "no valid stored version")
+        assert_problem(client.post("/predict", json={"instances": [ROW]}), 503)
+
+
+# -- predict ------------------------------------------------------------------------------
+
+
+def test_predict_matches_the_stored_models_mathematics_bit_for_bit(
+    shared: TestClient, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    rows, y = iris_rows()
+    response = shared.post("/predict", json={"instances": rows})
+    assert response.status_code == 200
+    body = response.json()
+    data_dir = Path(shared.app.state.iris.settings.data_dir)  # type: ignore[attr-defined]
+    expected = independent_probabilities(data_dir, body["model_version"], rows)
+    got = np.array([[p["probabilities"][c] for c in CLASSES] for p in body["predictions"]])
+    assert np.array_equal(got, expected)
+    labels = [p["class_index"] for p in body["predictions"]]
+    assert labels == expected.argmax(axis=1).tolist()
+    assert [p["label"] for p in body["predictions"]] == [CLASSES[k] for k in labels]
+    assert np.mean(np.array(labels) == np.array(y)) > 0.95
+
+
+def test_predict_one_row_of_each_species(shared: TestClient) -> None:
+    body = shared.post("/predict", json={"instances": [ROW, VIRGINICA]}).json()
+    assert [p["label"] for p in body["predictions"]] == ["setosa", "virginica"]
+    for p in body["predictions"]:
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_predict_accepts_integers_as_measurements(shared: TestClient) -> None:
+    row = {"sepal_length": 5, "sepal_width": 3, "petal_length": 1, "petal_width": 1}
+    assert shared.post("/predict", json={"instances": [row]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (0, "greater than 0"),
+        (-1.0, "greater than 0"),
+        (100.5, "less than or equal to 100"),
+        ("5.1", "valid number"),
+        (True, "valid number"),
+        (None, "valid number"),
+        (1e308 * 10, "finite"),
+    ],
+)
+def test_predict_rejects_a_bad_measurement_naming_the_field(
+    shared: TestClient, value: Any, words: str
+) -> None:
+    body = json.dumps({"instances": [ROW, {**ROW, "petal_width": value}]}, allow_nan=True)
+    response = shared.post("/predict", content=body, headers={"content-type": "application/json"})
+    problem = assert_problem(response, 422, "instances.1.petal_width", words)
+    assert problem["errors"][0]["loc"] == ["instances", 1, "petal_width"]
+
+
+def test_predict_rejects_nan_and_infinity_literals(shared: TestClient) -> None:
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        body = json.dumps({"instances": [ROW]}).replace("0.2", literal)
+        response = shared.post(
+            "/predict", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code in (400, 422), literal
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_predict_rejects_missing_and_extra_fields(shared: TestClient) -> None:
+    missing = {k: v for k, v in ROW.items() if k != "sepal_width"}
+    assert_problem(shared.post("/predict", json={"instances": [missing]}), 422, "sepal_width")
+    extra = {**ROW, "colour": 1.0}
+    assert_problem(shared.post("/predict", json={"instances": [extra]}), 422, "colour")
+    assert_problem(shared.post("/predict", json={"rows": [ROW]}), 422, "instances")
+
+
+def test_predict_rejects_empty_and_oversized_batches(shared: TestClient) -> None:
+    assert_problem(shared.post("/predict", json={"instances": []}), 422, "instances")
+    response = shared.post("/predict", json={"instances": [ROW] * 201})
+    assert_problem(response, 422, "201 rows", "limit of 200")
+
+
+def test_predict_rejects_a_body_that_is_not_json(shared: TestClient) -> None:
+    headers = {"content-type": "application/json"}
+    assert_problem(shared.post("/predict", content=b"{not json", headers=headers), 400, "JSON")
+    assert_problem(shared.post("/predict", content=b"\xff\xfe\x00", headers=headers), 400, "JSON")
+    assert_problem(shared.post("/predict", content=b"[1, 2]", headers=headers), 422)
+
+
+def test_predict_requires_a_json_content_type(shared: TestClient) -> None:
+    body = json.dumps({"instances": [ROW]})
+    response = shared.post("/predict", content=body, headers={"content-type": "text/plain"})
+    assert_problem(response, 415, "application/json", "text/plain")
+    assert_problem(shared.post("/predict", content=body), 415, "no Content-Type")
+
+
+def test_body_over_the_limit_is_413_before_parsing(shared: TestClient) -> None:
+    big = json.dumps({"instances": [ROW] * 2000})  # over 64 KiB
+    response = shared.post("/predict", content=big, headers={"content-type": "application/json"})
+    assert_problem(response, 413, "too large", "IRIS_MAX_BODY_BYTES")
+
+
+def test_chunked_body_over_the_limit_is_413(shared: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"instances": ['
+        for _ in range(3000):
+            yield json.dumps(ROW).encode() + b","
+        yield b"]}"
+
+    response = shared.post(
+        "/predict", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413, "too large")
+
+
+def test_predict_with_a_pinned_version(client: TestClient, tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    current = store.current()
+    other = store.save(store.load(current).model, {}, activate=False)
+    body = client.post("/predict", json={"instances": [ROW], "model_version": other}).json()
+    assert body["model_version"] == other
+    assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == current
+
+
+def test_predict_unknown_model_returns_404(shared: TestClient) -> None:
+    version = "20200101T000000.000000Z-00000000"
+    response = shared.post("/predict", json={"instances": [ROW], "model_version": version})
+    assert_problem(response, 404, version)
+
+
+def test_predict_version_that_is_a_path_is_refused(shared: TestClient) -> None:
+    response = shared.post("/predict", json={"instances": [ROW], "model_version": "../../etc"})
+    assert_problem(response, 422, "model_version")
+
+
+# -- gradients ----------------------------------------------------------------------------
+
+
+def reference_gradients(client: TestClient, rows: list[dict[str, float]], y: list[int]) -> Any:
+    from model.network import backward, loss
+
+    state = client.app.state.iris  # type: ignore[attr-defined]
+    model = state.registry.active.model
+    raw = np.array([[r[f] for f in FEATURES] for r in rows])
+    cache = forward(model.params, model.standardizer.transform(raw))
+    return model, cache, loss, backward, np.array(y)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradients_equal_the_model_backward_pass(shared: TestClient, reduction: str) -> None:
+    rows, y = iris_rows()
+    rows, y = rows[::10], y[::10]
+    body = {
+        "instances": rows,
+        "labels": y,
+        "reduction": reduction,
+        "include": ["activations", "intermediates", "input"],
+    }
+    response = shared.post("/gradients", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    model, cache, loss, backward, labels = reference_gradients(shared, rows, y)
+    grads = backward(model.params, cache, labels, reduction)
+    assert answer["reduction"] == reduction
+    assert np.array_equal(np.array(answer["loss"]), loss(cache, labels, reduction))
+    for name, expected in grads.params.arrays().items():
+        got = np.array(answer["gradients"][name])
+        assert got.shape == expected.shape
+        assert np.array_equal(got, expected), name
+    n, hidden = len(rows), model.params.hidden_units
+    if reduction == "none":
+        assert np.array(answer["gradients"]["W1"]).shape == (n, hidden, 4)
+    else:
+        assert np.array(answer["gradients"]["W2"]).shape == (3, hidden)
+    assert np.array_equal(np.array(answer["activations"]["o_s"]), cache.o_s)
+    assert np.array_equal(np.array(answer["activations"]["h_a"]), cache.h_a)
+    assert np.array_equal(np.array(answer["intermediates"]["dh_a"]), grads.dh_a)
+    assert np.array_equal(np.array(answer["input_gradients"]["x"]), grads.dx)
+    measured = np.array(answer["input_gradients"]["measurements"])
+    assert np.array_equal(measured, grads.dx / model.standardizer.std)
+
+
+def test_gradients_by_label_name_equal_gradients_by_index(shared: TestClient) -> None:
+    by_index = shared.post("/gradients", json={"instances": [ROW, VIRGINICA], "labels": [0, 2]})
+    by_name = shared.post(
+        "/gradients", json={"instances": [ROW, VIRGINICA], "labels": ["setosa", "virginica"]}
+    )
+    assert by_index.status_code == 200
+    assert by_index.json() == by_name.json()
+    assert "activations" not in by_index.json()
+
+
+def test_gradients_input_gradient_matches_finite_differences_in_centimetres(
+    shared: TestClient,
+) -> None:
+    body = {"instances": [VIRGINICA], "labels": [1], "reduction": "sum", "include": ["input"]}
+    analytic = np.array(
+        shared.post("/gradients", json=body).json()["input_gradients"]["measurements"]
+    )
+    h = 1e-6
+    for j, feature in enumerate(FEATURES):
+        losses = []
+        for sign in (1, -1):
+            row = {**VIRGINICA, feature: VIRGINICA[feature] + sign * h}
+            losses.append(
+                shared.post("/gradients", json={**body, "instances": [row]}).json()["loss"]
+            )
+        numeric = (losses[0] - losses[1]) / (2 * h)
+        assert analytic[0][j] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"instances": [ROW, ROW], "labels": [0]}, "1 labels for 2 instances"),
+        ({"instances": [ROW], "labels": ["rose"]}, "labels.0"),
+        ({"instances": [ROW], "labels": [3]}, "labels.0"),
+        ({"instances": [ROW], "labels": [True]}, "labels.0"),
+        ({"instances": [ROW], "labels": [0], "reduction": "max"}, "reduction"),
+        ({"instances": [ROW], "labels": [0], "include": ["weights"]}, "include.0"),
+        ({"instances": [ROW]}, "labels"),
+    ],
+)
+def test_gradients_reject_bad_requests(shared: TestClient, body: Any, words: str) -> None:
+    assert_problem(shared.post("/gradients", json=body), 422, words)
+
+
+# -- training -----------------------------------------------------------------------------
+
+
+def test_train_requires_the_token(shared: TestClient) -> None:
+    response = shared.post("/train", json={})
+    assert_problem(response, 401, "bearer token")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    wrong = shared.post("/train", json={}, headers={"Authorization": "Bearer nope"})
+    assert_problem(wrong, 401, "invalid")
+    basic = shared.post("/train", json={}, headers={"Authorization": f"Basic {TOKEN}"})
+    assert_problem(basic, 401)
+
+
+def test_train_runs_a_job_and_the_new_version_is_served(client: TestClient) -> None:
+    before = client.get("/readyz").json()["model_version"]
+    response = client.post(
+        "/train", json={"hyperparameters": {"epochs": 30, "seed": 7}}, headers=AUTH
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/train/{job['job_id']}"
+    assert job["status"] in ("queued", "running")
+    assert job["hyperparameters"]["epochs"] == 30
+    done = wait_for_job(client, job["job_id"])
+    assert done["status"] == "succeeded", done
+    assert done["progress"]["epoch"] == 30
+    assert done["activated"] is True
+    assert done["metrics"]["train_accuracy"] > 0.5
+    assert done["model_version"] != before
+    wait_for_serving(client, done["model_version"])
+    listed = client.get("/train").json()["jobs"]
+    assert listed[0]["job_id"] == job["job_id"]
+
+
+def test_train_on_samples_from_the_request(client: TestClient) -> None:
+    rows, y = iris_rows()
+    samples = [{**r, "species": CLASSES[k]} for r, k in zip(rows, y, strict=True)][::3]
+    response = client.post(
+        "/train",
+        json={
+            "dataset": {"samples": samples},
+            "hyperparameters": {"epochs": 20},
+            "activate": False,
+        },
+        headers=AUTH,
+    )
+    assert response.status_code == 202, response.text
+    done = wait_for_job(client, response.json()["job_id"])
+    assert done["status"] == "succeeded"
+    assert done["dataset"] == {"source": "request", "rows": 50}
+    assert done["activated"] is False
+    assert ModelStore(client.app.state.iris.settings.models_dir).current() != done["model_version"]  # type: ignore[attr-defined]
+
+
+def test_second_training_job_gets_409_naming_the_running_one(client: TestClient) -> None:
+    first = client.post("/train", json={"hyperparameters": {"epochs": 10_000}}, headers=AUTH).json()
+    second = client.post("/train", json={}, headers=AUTH)
+    problem = assert_problem(second, 409, first["job_id"])
+    assert problem["job_id"] == first["job_id"]
+    cancelled = client.delete(f"/train/{first['job_id']}", headers=AUTH)
+    assert cancelled.status_code == 202
+    assert wait_for_job(client, first["job_id"])["status"] == "cancelled"
+
+
+def test_cancel_needs_the_token_and_a_finished_job_cannot_be_cancelled(client: TestClient) -> None:
+    job = client.post("/train", json={"hyperparameters": {"epochs": 5}}, headers=AUTH).json()
+    assert_problem(client.delete(f"/train/{job['job_id']}"), 401)
+    wait_for_job(client, job["job_id"])
+    assert_problem(client.delete(f"/train/{job['job_id']}", headers=AUTH), 409, "already")
+
+
+def test_quality_gate_stores_but_does_not_activate(client: TestClient) -> None:
+    before = client.get("/readyz").json()["model_version"]
+    body = {
+        "hyperparameters": {"epochs": 1, "learning_rate": 1e-6, "validation_fraction": 0.2},
+        "min_validation_accuracy": 0.99,
+    }
+    done = wait_for_job(client, client.post("/train", json=body, headers=AUTH).json()["job_id"])
+    assert done["status"] == "succeeded"
+    assert done["activated"] is False
+    assert "min_validation_accuracy" in done["metrics"]["quality_gate"]
+    assert done["metrics"]["validation_accuracy"] < 0.99
+    time.sleep(0.2)
+    assert client.get("/readyz").json()["model_version"] == before
+
+
+def test_diverging_training_fails_and_keeps_the_served_model(client: TestClient) -> None:
+    before = client.get("/readyz").json()["model_version"]
+    versions = ModelStore(client.app.state.iris.settings.models_dir).versions()  # type: ignore[attr-defined]
+    body = {
+        "hyperparameters": {
+            "learning_rate": 10,
+            "hidden_units": 1024,
+            "epochs": 50,
+            "batch_size": 1,
+            "momentum": 0.99,
+        },
+    }
+    done = wait_for_job(client, client.post("/train", json=body, headers=AUTH).json()["job_id"])
+    assert done["status"] == "failed", done
+    assert "diverged" in done["error"]
+    assert client.get("/readyz").json()["model_version"] == before
+    assert ModelStore(client.app.state.iris.settings.models_dir).versions() == versions  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "field"),
+    [
+        ({"hidden_units": 0}, "hidden_units"),
+        ({"hidden_units": 1025}, "hidden_units"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 10_001}, "epochs"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"learning_rate": 10.5}, "learning_rate"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 10_001}, "batch_size"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"momentum": -0.1}, "momentum"),
+        ({"weight_decay": -1e-9}, "weight_decay"),
+        ({"validation_fraction": 0.51}, "validation_fraction"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"epochs": "10"}, "epochs"),
+        ({"seed": -1}, "seed"),
+        ({"early_stopping": True}, "validation_fraction"),
+        ({"depth": 3}, "depth"),
+    ],
+)
+def test_train_rejects_hyperparameters_out_of_bounds(
+    shared: TestClient, hyperparameters: dict[str, Any], field: str
+) -> None:
+    response = shared.post("/train", json={"hyperparameters": hyperparameters}, headers=AUTH)
+    assert_problem(response, 422, field)
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters"),
+    [
+        {
+            "hidden_units": 1024,
+            "epochs": 1,
+            "learning_rate": 10,
+            "batch_size": 10_000,
+            "momentum": 0.999,
+            "validation_fraction": 0.5,
+            "early_stopping": True,
+        },
+        {"hidden_units": 1, "epochs": 1, "learning_rate": 1e-9, "batch_size": 1, "momentum": 0},
+    ],
+)
+def test_train_accepts_hyperparameters_at_the_bounds(
+    client: TestClient, hyperparameters: dict[str, Any]
+) -> None:
+    response = client.post("/train", json={"hyperparameters": hyperparameters}, headers=AUTH)
+    assert response.status_code == 202, response.text
+    assert wait_for_job(client, response.json()["job_id"])["status"] in ("succeeded", "failed")
+
+
+def test_train_rejects_bad_datasets_naming_the_problem(shared: TestClient) -> None:
+    rows, y = iris_rows()
+    samples = [{**r, "species": CLASSES[k]} for r, k in zip(rows, y, strict=True)]
+    few_setosa = samples[:3] + samples[50:]
+    response = shared.post("/train", json={"dataset": {"samples": few_setosa}}, headers=AUTH)
+    assert_problem(response, 422, "setosa (3)")
+    unknown = [*samples[:20], {**samples[0], "species": "rose"}]
+    assert_problem(
+        shared.post("/train", json={"dataset": {"samples": unknown}}, headers=AUTH), 422, "species"
+    )
+    too_many = samples * 4  # 600 rows, over the limit of 500
+    assert_problem(
+        shared.post("/train", json={"dataset": {"samples": too_many}}, headers=AUTH),
+        422,
+        "600 rows",
+        "IRIS_MAX_TRAIN_ROWS",
+    )
+    gate = {"min_validation_accuracy": 0.9}
+    assert_problem(shared.post("/train", json=gate, headers=AUTH), 422, "validation_fraction")
+
+
+def test_job_ids_that_are_not_well_formed_are_404(shared: TestClient) -> None:
+    assert_problem(shared.get("/train/..%2F..%2Fjobs.sqlite3"), 404)
+    assert_problem(shared.get("/train/not-a-job"), 404, "32 hex digits")
+    assert_problem(shared.get("/train/" + "0" * 32), 404, "no training job")
+    assert_problem(shared.delete("/train/" + "0" * 32, headers=AUTH), 404)
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+def test_models_lists_versions_and_metadata(client: TestClient) -> None:
+    listing = client.get("/models").json()
+    assert listing["current"] == listing["serving"]
+    [entry] = listing["models"]
+    assert entry["version"] == listing["current"]
+    assert entry["active"] is True
+    detail = client.get(f"/models/{entry['version']}").json()
+    assert detail["classes"] == list(CLASSES)
+    assert detail["features"] == list(FEATURES)
+    assert len(detail["history"]) == detail["hyperparameters"]["epochs"]
+    assert detail["active"] is True
+
+
+def test_activate_rolls_back_and_forward(client: TestClient, tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    old = store.current()
+    new = store.save(store.load(old).model, {}, activate=False)
+    assert_problem(client.post(f"/models/{new}/activate"), 401)
+    response = client.post(f"/models/{new}/activate", headers=AUTH)
+    assert response.status_code == 200
+    assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == new
+    client.post(f"/models/{old}/activate", headers=AUTH)
+    assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == old
+    assert [m["version"] for m in client.get("/models").json()["models"]] == [new, old]
+
+
+def test_activate_refuses_a_corrupt_version_and_keeps_current(
+    client: TestClient, tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    current = store.current()
+    bad = store.save(store.load(current).model, {}, activate=False)
+    (tmp_path / "models" / bad / "weights.npz").write_bytes(b"garbage")
+    assert_problem(client.post(f"/models/{bad}/activate", headers=AUTH), 409, "sha256")
+    assert store.current() == current
+    entry = next(m for m in client.get("/models").json()["models"] if m["version"] == bad)
+    assert entry["active"] is False
+
+
+def test_unknown_and_malformed_versions_are_404(shared: TestClient) -> None:
+    assert_problem(shared.get("/models/20200101T000000.000000Z-00000000"), 404)
+    assert_problem(shared.get("/models/..%2F..%2Fapi_token"), 404)
+    assert_problem(shared.get("/models/..%2e"), 404, "not a version id")
+    assert_problem(shared.get("/models/CURRENT"), 404)
+    assert_problem(shared.post("/models/nope/activate", headers=AUTH), 404)
+
+
+# -- errors, metrics, docs ----------------------------------------------------------------
+
+
+def test_unknown_path_and_wrong_method_are_problems(shared: TestClient) -> None:
+    assert_problem(shared.get("/nothing-here"), 404, "/nothing-here")
+    assert_problem(shared.get("/predict"), 405, "GET")
+    assert_problem(shared.put("/models"), 405)
+
+
+def test_metrics_count_requests_predictions_and_the_active_model(shared: TestClient) -> None:
+    shared.post("/predict", json={"instances": [ROW, ROW, VIRGINICA]})
+    text = shared.get("/metrics").text
+    version = shared.get("/readyz").json()["model_version"]
+    assert 'iris_http_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert (
+        'iris_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/predict"}'
+        in text
+    )
+    assert 'iris_predictions_total{label="virginica"}' in text
+    assert f'iris_active_model_info{{version="{version}"}} 1.0' in text
+
+
+def test_docs_page_uses_no_cdn(shared: TestClient) -> None:
+    html = shared.get("/docs").text
+    assert "cdn." not in html
+    script = next(part.split('"')[0] for part in html.split('src="')[1:])
+    assert shared.get(script).status_code == 200
+
+
+def test_openapi_describes_every_endpoint_with_its_errors(shared: TestClient) -> None:
+    spec = shared.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in (
+        "/predict",
+        "/gradients",
+        "/train",
+        "/train/{job_id}",
+        "/models",
+        "/models/{version}",
+        "/models/{version}/activate",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in paths, path
+    predict = paths["/predict"]["post"]
+    assert predict["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/PredictRequest"
+    )
+    assert {"400", "413", "415", "422"} <= set(predict["responses"])
+    assert "401" in paths["/train"]["post"]["responses"]
+    schemas = spec["components"]["schemas"]
+    for name in ("PredictRequest", "Instance", "GradientsRequest", "TrainRequest", "Problem"):
+        assert name in schemas
+
+
+def test_token_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, model_poll_seconds=0.05)
+    with TestClient(create_app(settings)) as c:
+        token = (tmp_path / "api_token").read_text().strip()
+        assert (tmp_path / "api_token").stat().st_mode & 0o777 == 0o600
+        assert len(token) >= 32
+        assert c.post("/train", json={"hyperparameters": {"epochs": 1}}).status_code == 401
+        ok = c.post(
+            "/train",
+            json={"hyperparameters": {"epochs": 1}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert ok.status_code == 202
+        wait_for_job(c, ok.json()["job_id"])
+    with TestClient(create_app(settings)):
+        assert (tmp_path / "api_token").read_text().strip() == token
+
+
+def test_problem_bodies_are_json_even_for_unexpected_errors(shared: TestClient) -> None:
+    response = shared.post(
+        "/predict", content=io.BytesIO(b"{}").read(), headers={"content-type": "application/json"}
+    )
+    assert_problem(response, 422, "instances")
