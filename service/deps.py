@@ -92,9 +92,10 @@ def create_token_file(path: Path) -> None:
 JSON_TYPES = ("application/json",)
 
 
-async def json_body(request: Request, schema: type[Body], *, empty_ok: bool = False) -> Body:
+def parse_json(
+    request: Request, body: bytes, schema: type[Body], *, empty_ok: bool = False
+) -> Body:
     """Validate the raw body against ``schema`` in one pass (pydantic-core parses the bytes)."""
-    body = await request.body()
     if not body and empty_ok:
         return schema()
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()

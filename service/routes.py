@@ -16,7 +16,7 @@ from model.network import backward, forward, loss, raw_input_gradient
 from model.persistence import StoredModel, check_version_id
 from model.train import Hyperparameters
 from service import metrics, schemas
-from service.deps import json_body, require_token, state
+from service.deps import parse_json, require_token, state
 from service.jobs import JobConflictError, JobSpec
 from service.problems import PROBLEM_JSON, ProblemError
 
@@ -99,11 +99,12 @@ def predict_rows(stored: StoredModel, raw: np.ndarray[Any, Any]) -> bytes:
     return orjson.dumps({"model_version": stored.version, "predictions": predictions})
 
 
-def predict_body(request: Request, body: schemas.PredictRequest) -> bytes:
+def predict_body(request: Request, body: bytes) -> bytes:
     st = state(request)
-    check_rows(len(body.instances), st.settings.max_instances, "instances")
-    stored = st.registry.get(body.model_version)
-    return predict_rows(stored, measurements(body.instances))
+    parsed = parse_json(request, body, schemas.PredictRequest)
+    check_rows(len(parsed.instances), st.settings.max_instances, "instances")
+    stored = st.registry.get(parsed.model_version)
+    return predict_rows(stored, measurements(parsed.instances))
 
 
 @router.post(
@@ -114,8 +115,8 @@ def predict_body(request: Request, body: schemas.PredictRequest) -> bytes:
     summary="Species and probabilities for flower measurements",
 )
 async def predict(request: Request) -> Response:
-    body = await json_body(request, schemas.PredictRequest)
-    if int(request.headers.get("content-length") or 0) > INLINE_BODY_BYTES:
+    body = await request.body()
+    if len(body) > INLINE_BODY_BYTES:
         content = await run_in_threadpool(predict_body, request, body)
     else:
         content = predict_body(request, body)
@@ -125,8 +126,9 @@ async def predict(request: Request) -> Response:
 # -- gradients -----------------------------------------------------------------------------
 
 
-def gradients_body(request: Request, body: schemas.GradientsRequest) -> dict[str, Any]:
+def gradients_body(request: Request, raw_body: bytes) -> bytes:
     st = state(request)
+    body = parse_json(request, raw_body, schemas.GradientsRequest)
     check_rows(len(body.instances), st.settings.max_instances, "instances")
     stored = st.registry.get(body.model_version)
     model = stored.model
@@ -158,7 +160,7 @@ def gradients_body(request: Request, body: schemas.GradientsRequest) -> dict[str
             "x": grads.dx,
             "measurements": raw_input_gradient(grads.dx, model.standardizer),
         }
-    return answer
+    return orjson.dumps(answer, option=NUMPY_JSON)
 
 
 @router.post(
@@ -169,16 +171,20 @@ def gradients_body(request: Request, body: schemas.GradientsRequest) -> dict[str
     summary="Loss and exact backpropagation gradients for inputs and labels",
 )
 async def gradients(request: Request) -> Response:
-    body = await json_body(request, schemas.GradientsRequest)
-    answer = await run_in_threadpool(gradients_body, request, body)
-    return await run_in_threadpool(json_response, answer)
+    body = await request.body()
+    if len(body) > INLINE_BODY_BYTES:
+        content = await run_in_threadpool(gradients_body, request, body)
+    else:
+        content = gradients_body(request, body)
+    return Response(content, media_type="application/json")
 
 
 # -- training jobs -------------------------------------------------------------------------
 
 
-def start_job(request: Request, body: schemas.TrainRequest) -> dict[str, Any]:
+def start_job(request: Request, raw_body: bytes) -> dict[str, Any]:
     st = state(request)
+    body = parse_json(request, raw_body, schemas.TrainRequest, empty_ok=True)
     hp = body.hyperparameters.model_dump()
     Hyperparameters(**hp)  # the model core's own checks, before any work
     dataset: Dataset
@@ -220,8 +226,7 @@ def start_job(request: Request, body: schemas.TrainRequest) -> dict[str, Any]:
     summary="Start a training job (token required)",
 )
 async def train(request: Request) -> Response:
-    body = await json_body(request, schemas.TrainRequest, empty_ok=True)
-    job = await run_in_threadpool(start_job, request, body)
+    job = await run_in_threadpool(start_job, request, await request.body())
     return json_response(job, 202, {"Location": f"/train/{job['job_id']}"})
 
 
