@@ -98,6 +98,9 @@ def parse_json(
     """Validate the raw body against ``schema`` in one pass (pydantic-core parses the bytes)."""
     if not body and empty_ok:
         return schema()
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise ProblemError(415, f"Content-Encoding {encoding!r} is not supported; send plain JSON")
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media not in JSON_TYPES and not media.endswith("+json"):
         raise ProblemError(

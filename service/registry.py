@@ -96,6 +96,9 @@ def ensure_default_model(store: ModelStore, seed: int) -> str | None:
 
     A file lock makes several workers starting at once train it only once.
     """
+    if store.versions():
+        store.clean()
+        return None  # no lock needed, so a read-only data directory still serves
     store.root.mkdir(parents=True, exist_ok=True)
     lock_path: Path = store.root / ".bootstrap.lock"
     with open(lock_path, "a+b") as lock:

@@ -697,3 +697,11 @@ def test_problem_bodies_are_json_even_for_unexpected_errors(shared: TestClient) 
         "/predict", content=io.BytesIO(b"{}").read(), headers={"content-type": "application/json"}
     )
     assert_problem(response, 422, "instances")
+
+
+def test_compressed_bodies_are_refused_with_415(shared: TestClient) -> None:
+    import gzip
+
+    body = gzip.compress(json.dumps({"instances": [ROW]}).encode())
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    assert_problem(shared.post("/predict", content=body, headers=headers), 415, "gzip")
