@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -23,8 +23,15 @@ from model.persistence import DEFAULT_DATA_DIR, ModelStore
 from model.train import EpochStats, Hyperparameters, evaluate, train
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m model", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     defaults = Hyperparameters()
 

@@ -42,8 +42,8 @@ def measurement(value: object, where: str) -> float:
         raise DataError(f"{where}: {value!r} is not a number")
     try:
         number = float(value)
-    except ValueError:
-        raise DataError(f"{where}: {value!r} is not a number") from None
+    except (ValueError, OverflowError):
+        raise DataError(f"{where}: {str(value)[:40]!r} is not a number in range") from None
     if not math.isfinite(number):
         raise DataError(f"{where}: {value!r} is not finite")
     if not 0.0 < number <= MAX_MEASUREMENT_CM:
@@ -82,6 +82,8 @@ def read_csv_text(text: str, source: str = "CSV") -> Dataset:
     """Parse CSV text whose header names the five columns (in any order), then validate it."""
     reader = csv.reader(io.StringIO(text))
     header = [h.strip() for h in next(reader, [])]
+    if not header:
+        raise DataError(f"{source}: empty file; expected the header {','.join(COLUMNS)}")
     problems = []
     if missing := [c for c in COLUMNS if c not in header]:
         problems.append(f"missing column(s) {', '.join(missing)}")
@@ -131,7 +133,7 @@ def collect(rows: Iterable[tuple[str, Mapping[str, object]]]) -> Dataset:
 def load_csv(path: str | Path) -> Dataset:
     """Load and validate a user CSV file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Excel) is not a column
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"cannot read {path}: {error}") from None
     return read_csv_text(text, source=str(path))

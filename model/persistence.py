@@ -125,7 +125,7 @@ def parse_weights(data: bytes, where: str) -> Model:
         if isinstance(error, CorruptModelError):
             raise
         raise UnreadableModelError(f"{where}: {error}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError) as error:
         raise UnreadableModelError(f"{where}: not a readable npz archive ({error})") from None
 
     for name, array in arrays.items():

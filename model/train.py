@@ -44,18 +44,26 @@ class Hyperparameters:
     patience: int = 10
 
     def __post_init__(self) -> None:
-        checks = [
-            ("hidden_units", 1 <= self.hidden_units <= 1024, "an integer in 1..1024"),
-            ("epochs", 1 <= self.epochs <= 10_000, "an integer in 1..10000"),
+        counts = [
+            ("hidden_units", 1, 1024),
+            ("epochs", 1, 10_000),
+            ("batch_size", 1, 10_000),
+            ("seed", 0, 2**63 - 1),
+            ("patience", 1, 10_000),
+        ]
+        for name, low, high in counts:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise HyperparameterError(
+                    f"{name} must be an integer in {low}..{high}, got {value!r}"
+                )
+        rates = [
             ("learning_rate", 0 < self.learning_rate <= 10, "in (0, 10]"),
-            ("batch_size", 1 <= self.batch_size <= 10_000, "an integer in 1..10000"),
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("weight_decay", 0 <= self.weight_decay < math.inf, "finite and >= 0"),
             ("validation_fraction", 0 <= self.validation_fraction <= 0.5, "in [0, 0.5]"),
-            ("seed", 0 <= self.seed < 2**63, "an integer in 0..2**63-1"),
-            ("patience", 1 <= self.patience <= 10_000, "an integer in 1..10000"),
         ]
-        for name, ok, rule in checks:
+        for name, ok, rule in rates:
             if not ok:
                 raise HyperparameterError(f"{name} must be {rule}, got {getattr(self, name)!r}")
         if self.early_stopping and self.validation_fraction == 0:
@@ -162,9 +170,9 @@ def train(
                 params = sgd_step(params, velocity, X[batch], y[batch], hp)
             model = Model(params=params, standardizer=standardizer)
             train_loss, train_accuracy = evaluate(model, train_set)
+            val_loss, val_accuracy = evaluate(model, validation) if validation else (None, None)
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(epoch, train_loss)
-        val_loss, val_accuracy = evaluate(model, validation) if validation else (None, None)
         stats = EpochStats(epoch, hp.epochs, train_loss, train_accuracy, val_loss, val_accuracy)
         history.append(stats)
         if on_epoch is not None:

@@ -1,0 +1,49 @@
+"""Shared fixtures, one section per package under test.
+
+Fixtures that only one test module needs live in that module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.data import Dataset, load_iris
+from model.persistence import ModelStore
+from model.train import Hyperparameters, TrainResult, train
+
+# ---------------------------------------------------------------------------------------------
+# model/ (the model core)
+# ---------------------------------------------------------------------------------------------
+
+# Few epochs: these fixtures need a real trained model, not a good one.
+SMALL_HYPERPARAMETERS = Hyperparameters(epochs=20, validation_fraction=0.2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def iris() -> Dataset:
+    """The shipped Iris data (read-only: do not modify its arrays)."""
+    return load_iris()
+
+
+@pytest.fixture(scope="session")
+def small_hyperparameters() -> Hyperparameters:
+    return SMALL_HYPERPARAMETERS
+
+
+@pytest.fixture(scope="session")
+def trained(iris: Dataset) -> TrainResult:
+    """A quickly trained model with history and validation metrics (read-only)."""
+    return train(iris, SMALL_HYPERPARAMETERS)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    """An empty model store in a fresh directory (``tmp_path / "models"``, not yet created)."""
+    return ModelStore(tmp_path / "models")
+
+
+# ---------------------------------------------------------------------------------------------
+# service/ (the HTTP layer): its fixtures go below this line
+# ---------------------------------------------------------------------------------------------
