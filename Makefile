@@ -33,6 +33,7 @@ test: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
@@ -44,3 +45,29 @@ bench: $(VENV)/.installed-bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+
+# ---- container image ------------------------------------------------------------------------
+# `make image` builds with docker where an engine answers (`docker info`), else with podman.
+# On machines without Docker Hub: `bash .ci/podman-setup.sh` once, then
+# `make image BASE_IMAGE=localhost/debian-python:bookworm`.
+IMAGE      ?= iris-service:latest
+BASE_IMAGE ?= python:3.12-slim
+# podman: --format docker keeps the HEALTHCHECK; pip inside the build trusts the host's CAs
+CA_BUNDLE  ?= /etc/ssl/certs/ca-certificates.crt
+PODMAN_BUILD_FLAGS ?= --format docker $(if $(wildcard $(CA_BUNDLE)),--volume $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro)
+
+.PHONY: image container-test
+
+image:
+	@if docker info >/dev/null 2>&1; then \
+		echo "docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --tag $(IMAGE) ."; \
+		docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --tag $(IMAGE) .; \
+	else \
+		echo "podman build $(PODMAN_BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --tag $(IMAGE) ."; \
+		podman build $(PODMAN_BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --tag $(IMAGE) .; \
+	fi
+
+# Builds and runs the image with podman on a debootstrapped Debian base (shared/CONTAINERS.md);
+# installs podman first where it is missing. Needs root.
+container-test:
+	bash .ci/container-test.sh
