@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -29,6 +30,9 @@ def main() -> int:
         # Each worker keeps its own counters; multiprocess mode merges them for /metrics.
         metrics_dir = tempfile.mkdtemp(prefix="iris-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # uvicorn drains, restores the previous handler and re-raises the signal it caught; this
+    # handler turns that into a clean exit (status 0) instead of death by SIGTERM.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         uvicorn.run(
             "service.main:create_app",

@@ -119,7 +119,6 @@ def build_state(settings: Settings) -> State:
     ensure_default_model(store, settings.seed)
     registry = Registry(store)
     registry.refresh()
-    metrics.set_active_model(registry.active.version if registry.active else None, None)
     jobs = JobStore(settings.jobs_db, settings.job_heartbeat_timeout)
     try:
         jobs.initialize()
@@ -141,15 +140,10 @@ async def follow_current(state: State) -> None:
     """Swap in the version models/CURRENT names, checked every IRIS_MODEL_POLL_SECONDS."""
     while True:
         await asyncio.sleep(state.settings.model_poll_seconds)
-        before = state.registry.active.version if state.registry.active else None
         try:
-            changed = await run_in_threadpool(state.registry.refresh)
+            await run_in_threadpool(state.registry.refresh)
         except Exception:
             log.exception("checking models/CURRENT failed")
-            continue
-        if changed:
-            after = state.registry.active.version if state.registry.active else None
-            metrics.set_active_model(after, before)
 
 
 def custom_openapi(app: FastAPI) -> dict[str, Any]:

@@ -44,8 +44,11 @@ ACTIVE_MODEL = Gauge(
 
 
 def set_active_model(version: str | None, previous: str | None) -> None:
-    if previous is not None:
-        ACTIVE_MODEL.remove(previous)
+    if previous is not None and previous != version:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            ACTIVE_MODEL.labels(version=previous).set(0)  # multiprocess mode cannot remove
+        else:
+            ACTIVE_MODEL.remove(previous)
     if version is not None:
         ACTIVE_MODEL.labels(version=version).set(1)
 

@@ -17,6 +17,7 @@ from model.data import load_iris
 from model.errors import ModelStoreError
 from model.persistence import ModelStore, StoredModel
 from model.train import Hyperparameters, train
+from service import metrics
 
 log = logging.getLogger("iris.registry")
 
@@ -53,6 +54,7 @@ class Registry:
         after = self.active.version if self.active else None
         if after != before:
             log.info("serving model version %s (was %s)", after, before)
+            metrics.set_active_model(after, before)
         return after != before
 
     def _fall_back(self, error: ModelStoreError) -> None:

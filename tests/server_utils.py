@@ -1,0 +1,363 @@
+"""Helpers for tests that run ``iris-serve`` as a real process (see test_server_process.py).
+
+A :class:`ServerProcess` starts the console script on a free port of 127.0.0.1 with its own
+data directory, waits for /readyz, and always stops it again. Every process it starts (the
+server, its uvicorn workers, their training children, which run in sessions of their own)
+carries a marker in its environment, so :func:`kill_marked` finds and ends any of them that
+outlived a test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+from model.data import CLASSES, FEATURES
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = "IRIS_SERVER_PROCESS_TEST"
+READY_SECONDS = 20.0
+STOP_SECONDS = 10.0
+T = TypeVar("T")
+
+
+class DeadlineError(AssertionError):
+    """A condition polled for did not hold before its deadline."""
+
+
+def wait_for(probe: Callable[[], T | None], seconds: float, what: str, interval: float = 0.05) -> T:
+    """Call ``probe`` until it returns something other than None (or False); bounded."""
+    deadline = time.monotonic() + seconds
+    last: T | None = None
+    while True:
+        last = probe()
+        if last is not None and last is not False:
+            return last
+        if time.monotonic() >= deadline:
+            raise DeadlineError(f"{what}: not within {seconds:g} s (last probe: {last!r})")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serve_command() -> list[str]:
+    """The installed ``iris-serve`` console script next to this interpreter, or ``-m service``."""
+    script = Path(sys.executable).with_name("iris-serve")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "service"]
+
+
+# -- processes, found through /proc ------------------------------------------------------------
+
+
+def proc_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def marked_pids(marker_value: str) -> list[int]:
+    """Live processes whose environment carries ``MARKER=marker_value``."""
+    needle = f"{MARKER}={marker_value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and proc_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_marked(marker_value: str) -> list[int]:
+    """SIGKILL every live process carrying the marker; returns their pids."""
+    pids = marked_pids(marker_value)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren, ...)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def worker_pids(server_pid: int) -> set[int]:
+    """The uvicorn workers of a multi-worker server (the server itself when it has one)."""
+    spawned = {pid for pid in descendants(server_pid) if "--multiprocessing-fork" in cmdline(pid)}
+    return spawned or {server_pid}
+
+
+def socket_owner(server_port: int, client_port: int, candidates: set[int]) -> int | None:
+    """The process among ``candidates`` holding the server end of a connection to 127.0.0.1.
+
+    The server side of the connection is the /proc/net/tcp row whose local port is
+    ``server_port`` and whose remote port is ``client_port``; its inode names the socket
+    that one worker's file descriptor table points at.
+    """
+    local, remote = f":{server_port:04X}", f":{client_port:04X}"
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[1].endswith(local) and fields[2].endswith(remote):
+                    inode = fields[9]
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in candidates:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == target:
+                        return pid
+    return None
+
+
+# -- the jobs database, read directly --------------------------------------------------------
+
+
+def job_pid(jobs_db: Path, job_id: str) -> int | None:
+    """The training child's pid recorded in the job row (the API does not show it)."""
+    db = sqlite3.connect(f"file:{jobs_db}?mode=ro", uri=True, timeout=5.0)
+    try:
+        row = db.execute("SELECT pid FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    finally:
+        db.close()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def job_row(jobs_db: Path, job_id: str) -> dict[str, Any]:
+    db = sqlite3.connect(f"file:{jobs_db}?mode=ro", uri=True, timeout=5.0)
+    try:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    finally:
+        db.close()
+    if row is None:
+        raise AssertionError(f"no job {job_id} in {jobs_db}")
+    return dict(row)
+
+
+# -- request bodies ------------------------------------------------------------------------------
+
+# Per-species centres of the Iris measurements (cm), for synthetic training sets.
+CENTRES = {
+    "setosa": (5.0, 3.4, 1.5, 0.25),
+    "versicolor": (5.9, 2.8, 4.3, 1.3),
+    "virginica": (6.6, 3.0, 5.6, 2.0),
+}
+
+
+def synthetic_samples(per_species: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Valid training rows: every measurement within (0, 100] cm, ``per_species`` of each."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for species, centre in CENTRES.items():
+        values = rng.normal(centre, 0.35, size=(per_species, 4)).clip(0.1, 100.0).round(2)
+        for row in values.tolist():
+            samples.append(dict(zip(FEATURES, row, strict=True)) | {"species": species})
+    return samples
+
+
+def instances(raw: np.ndarray[Any, Any]) -> list[dict[str, float]]:
+    return [dict(zip(FEATURES, row, strict=True)) for row in raw.tolist()]
+
+
+def probabilities(prediction: dict[str, Any]) -> list[float]:
+    return [prediction["probabilities"][label] for label in CLASSES]
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """``iris-serve`` in a process group of its own, logging to ``log_path``."""
+
+    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.extra_env = dict(env or {})
+        self.marker = uuid.uuid4().hex
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = self.extra_env.get("IRIS_API_TOKEN")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-20_000:]
+        except OSError:
+            return "(no log)"
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("IRIS_") and key != "PROMETHEUS_MULTIPROC_DIR"
+        }
+        env |= {
+            "IRIS_DATA_DIR": str(self.data_dir),
+            "IRIS_HOST": "127.0.0.1",
+            "IRIS_PORT": str(self.port),
+            "PYTHONUNBUFFERED": "1",
+            MARKER: self.marker,
+        }
+        return env | self.extra_env
+
+    def start(self, ready_seconds: float = READY_SECONDS) -> ServerProcess:
+        """Start on a free port and wait for /readyz; retries when the port was taken."""
+        for _ in range(3):
+            self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                log.write(f"--- iris-serve on port {self.port}\n".encode())
+                log.flush()
+                self.proc = subprocess.Popen(
+                    serve_command(),
+                    cwd=ROOT,
+                    env=self.environment(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            if self.wait_ready(ready_seconds):
+                return self
+            if "address already in use" not in self.log().lower():
+                break
+        self.stop()
+        raise AssertionError(f"iris-serve did not become ready; its log:\n{self.log()}")
+
+    def wait_ready(self, seconds: float) -> bool:
+        """True once /readyz answers 200; False if the process exited first."""
+        assert self.proc is not None
+        deadline = time.monotonic() + seconds
+        with httpx.Client(base_url=self.url, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    return False
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/readyz").status_code == 200:
+                        return True
+                time.sleep(0.05)
+        raise AssertionError(f"/readyz not 200 within {seconds:g} s; log:\n{self.log()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL the group; then kill anything else that carries the marker."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(DeadlineError):
+            wait_for(lambda: not kill_marked(self.marker), 5.0, "leftover processes killed")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10.0, **kwargs)
+
+    def auth(self, token: str | None = None) -> dict[str, str]:
+        token = token or self.token
+        assert token is not None, "no API token known for this server"
+        return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.contextmanager
+def running_server(
+    data_dir: Path, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(data_dir, log_path, env)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def post_fresh_connection(
+    server: ServerProcess, path: str, body: dict[str, Any], workers: set[int] | None = None
+) -> tuple[int, dict[str, Any], int | None]:
+    """POST on a new TCP connection; returns status, JSON body and the worker pid that answered.
+
+    The worker (one of ``workers``, default every process below the server) is found while
+    the connection is still open: the server keeps it alive after answering.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10.0)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        payload = json.loads(response.read())
+        client_port = conn.sock.getsockname()[1] if conn.sock is not None else -1
+        worker = socket_owner(server.port, client_port, workers or descendants(server.pid))
+        return response.status, payload, worker
+    finally:
+        conn.close()
