@@ -16,12 +16,12 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.persistence import ModelStore
-from service import metrics, problems, schemas
+from service import metrics, problems, schemas, v2
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
 from service.jobs import JobError, JobStore, Launcher
 from service.registry import Registry, ensure_default_model
-from service.routes import router
+from service.routes import json_response, router
 
 log = logging.getLogger("iris.service")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -97,13 +97,16 @@ class EdgeMiddleware:
         return replay
 
     async def too_large(self, scope: Scope, send: Send, what: str) -> None:
-        response = problems.problem(
-            413,
+        detail = (
             f"request body too large: {what}; the limit is {self.max_body_bytes} bytes "
-            "(IRIS_MAX_BODY_BYTES)",
-            scope.get("path"),
-            headers={"Connection": "close"},
+            "(IRIS_MAX_BODY_BYTES)"
         )
+        headers = {"Connection": "close"}
+        path = scope.get("path", "")
+        if path == "/v2" or path.startswith("/v2/"):  # the protocol's own error shape
+            response = json_response({"error": detail}, 413, headers)
+        else:
+            response = problems.problem(413, detail, path, headers=headers)
         await response(scope, _no_receive, send)
 
 
@@ -194,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(v2.router)
     problems.install(app)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]

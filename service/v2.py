@@ -1,0 +1,563 @@
+"""The Open Inference Protocol (KServe v2) REST endpoints, beside the native API.
+
+The protocol is kserve/open-inference-protocol, ``specification/protocol/inference_rest.md``.
+This server has one model, ``iris``, whose versions are the stored version ids::
+
+    input   measurements   FP64 (FP32 accepted)  [-1, 4]   centimetres, as in /predict
+    output  probabilities  FP64                  [-1, 3]   setosa, versicolor, virginica
+    output  class_index    INT64                 [-1]
+    output  label          BYTES                 [-1]      the species name
+
+Every error is ``{"error": "..."}``, as the protocol asks, never a problem document: the
+routes use :class:`ProtocolRoute`, which answers for them before the app's handlers could.
+Bodies are parsed here whatever their Content-Type says, because tritonclient sends none.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import zlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from starlette.responses import Response
+from starlette.routing import Match
+
+from model.data import CLASSES, FEATURES, MAX_MEASUREMENT_CM
+from model.network import N_CLASSES, N_FEATURES, FloatArray, IntArray, predict_proba
+from model.persistence import StoredModel
+from service import metrics, problems
+from service.deps import State, state
+from service.routes import INLINE_BODY_BYTES, json_response
+
+log = logging.getLogger("iris.v2")
+
+MODEL_NAME = "iris"
+PLATFORM = "numpy"
+SERVER_NAME = "iris-service"
+try:
+    SERVER_VERSION = importlib.metadata.version("iris-service")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+    SERVER_VERSION = "unknown"
+
+INPUT = "measurements"
+INPUT_DATATYPES = ("FP64", "FP32")
+OUTPUTS: dict[str, tuple[str, list[int]]] = {
+    "probabilities": ("FP64", [-1, N_CLASSES]),
+    "class_index": ("INT64", [-1]),
+    "label": ("BYTES", [-1]),
+}
+# The protocol's tensor datatypes; they are case-sensitive.
+DATATYPES = (
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+)  # fmt: skip
+MAX_DIMENSION = 2**64 - 1  # "each dimension must be ... an unsigned 64-bit integer"
+MAX_ELEMENTS = 2**63 - 1  # what a NumPy index (int64) can count
+BINARY_HEADER = "inference-header-content-length"
+NO_BINARY = (
+    "the binary tensor data extension is not supported: send every tensor as JSON "
+    "'data' (tritonclient: set_data_from_numpy(array, binary_data=False))"
+)
+# Tensor parameters of extensions this server does not implement: a clear 400, rather than
+# an answer the client would misread.
+UNSUPPORTED = {
+    "binary_data_size": NO_BINARY,
+    "shared_memory_region": "the shared-memory extension is not supported: send tensors as JSON",
+    "classification": "the classification extension is not supported: request the "
+    "'probabilities', 'class_index' and 'label' outputs instead",
+}
+# Content-Encoding -> zlib wbits: gzip framing, or the zlib format HTTP calls deflate.
+INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class ProtocolError(Exception):
+    """Raise in a /v2 route to answer ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def bad_request(message: str) -> ProtocolError:
+    return ProtocolError(400, message)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps({"error": message}), status, headers, "application/json")
+
+
+def domain_status(error: Exception) -> int | None:
+    """The status the native API gives a model or store error (one table for both APIs)."""
+    return next((code for kind, code in problems.DOMAIN_STATUS if isinstance(error, kind)), None)
+
+
+class ProtocolRoute(APIRoute):
+    """A route whose every error, expected or not, is answered ``{"error": ...}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ProtocolError as error:
+                return error_response(error.status, error.message, error.headers)
+            except Exception as error:
+                status = domain_status(error)
+                if status is not None:
+                    return error_response(status, str(error))
+                log.exception("unexpected error on %s %s", request.method, request.url.path)
+                return error_response(500, "internal error; the server log has the details")
+
+        return guarded
+
+
+class ErrorResponse(BaseModel):
+    """The protocol's error object."""
+
+    error: str
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error objects a route may answer with."""
+    described = {
+        400: "a bad request; the error names the problem",
+        404: "unknown model or version",
+        409: "the version is stored but corrupt",
+        413: "body over IRIS_MAX_BODY_BYTES (a problem document, from the edge middleware)",
+        415: "a Content-Encoding other than gzip or deflate",
+        503: "no model is loaded yet",
+    }
+    return {code: {"description": described[code], "model": ErrorResponse} for code in codes}
+
+
+router = APIRouter(route_class=ProtocolRoute, tags=["Open Inference Protocol (v2)"])
+
+
+# -- request bodies (pydantic at the edge; nothing of it leaves this module) --------------
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestInput(Strict):
+    name: StrictStr
+    shape: list[StrictInt]
+    datatype: StrictStr
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class RequestOutput(Strict):
+    name: StrictStr
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(Strict):
+    id: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+def parse(body: bytes) -> InferenceRequest:
+    """Validate the raw body in one pass; any failure is a 400 naming where it is."""
+    try:
+        return InferenceRequest.model_validate_json(body)
+    except ValidationError as error:
+        listed = error.errors(include_url=False, include_input=False)
+        first = listed[0]
+        if first["type"] == "json_invalid":
+            reason = first.get("ctx", {}).get("error", first["msg"])
+            raise bad_request(f"the body is not valid JSON: {reason}") from None
+        shown = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in listed[:3])
+        more = f" (and {len(listed) - 3} more)" if len(listed) > 3 else ""
+        raise bad_request(f"invalid inference request: {shown}{more}") from None
+
+
+def where(loc: tuple[int | str, ...]) -> str:
+    """``('inputs', 0, 'shape', 1)`` -> ``inputs[0].shape[1]``; the body itself is ``body``."""
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return text.lstrip(".") or "body"
+
+
+def inflated(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body with its Content-Encoding (gzip or deflate) undone, never over ``limit``."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding not in INFLATE_WBITS:
+        raise ProtocolError(
+            415,
+            f"Content-Encoding {encoding[:40]!r} is not supported: send gzip, deflate or none",
+            {"Accept-Encoding": "gzip, deflate"},
+        )
+    inflater = zlib.decompressobj(INFLATE_WBITS[coding])
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise bad_request(f"the body is not valid {coding} data: {error}") from None
+    if len(data) > limit:
+        # The edge middleware bounds the compressed size; this bounds what it inflates to.
+        raise ProtocolError(
+            413, f"the {coding} body inflates to more than {limit} bytes (IRIS_MAX_BODY_BYTES)"
+        )
+    if not inflater.eof:
+        raise bad_request(f"the {coding} body is truncated")
+    return data
+
+
+# -- tensors ------------------------------------------------------------------------------
+
+
+def the_input(inputs: list[RequestInput]) -> RequestInput:
+    """The one input the model takes; duplicates and unknown names are refused."""
+    seen: set[str] = set()
+    for tensor in inputs:
+        if tensor.name in seen:
+            raise bad_request(f"input {tensor.name[:80]!r} is given more than once")
+        seen.add(tensor.name)
+        if tensor.name != INPUT:
+            raise bad_request(
+                f"unknown input {tensor.name[:80]!r}: model {MODEL_NAME!r} takes one input, "
+                f"{INPUT!r} (FP64 or FP32, shape [n, {N_FEATURES}])"
+            )
+    return inputs[0]
+
+
+def check_datatype(datatype: str) -> None:
+    if datatype in INPUT_DATATYPES:
+        return
+    if datatype.upper() in INPUT_DATATYPES:
+        raise bad_request(
+            f"input {INPUT!r}: datatype {datatype!r} is not a protocol datatype; "
+            f"datatypes are case-sensitive: use {datatype.upper()!r}"
+        )
+    kind = "takes" if datatype in DATATYPES else "is not a protocol datatype; the input takes"
+    raise bad_request(f"input {INPUT!r}: datatype {datatype[:40]!r} {kind} FP64 or FP32")
+
+
+def check_shape(shape: list[int], limit: int) -> int:
+    """The row count n of a shape that must be [n, 4] with 1 <= n <= ``limit``."""
+    shown = f"input {INPUT!r}: shape {str(shape)[:100]}"
+    if any(dim < 0 for dim in shape):
+        raise bad_request(f"{shown} has a negative dimension")
+    if any(dim > MAX_DIMENSION for dim in shape):
+        raise bad_request(f"{shown} overflows: a dimension exceeds 2**64 - 1")
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise bad_request(f"{shown} overflows: more than 2**63 - 1 elements")
+    if len(shape) != 2 or shape[1] != N_FEATURES:
+        raise bad_request(f"{shown} is not [n, {N_FEATURES}]: one row of {N_FEATURES} per flower")
+    n = shape[0]
+    if n < 1:
+        raise bad_request(f"{shown} has no rows")
+    if n > limit:
+        raise bad_request(f"{shown}: {n} rows, more than the limit of {limit} (IRIS_MAX_INSTANCES)")
+    return n
+
+
+def position(flat: int, dims: list[int]) -> str:
+    """The index, as ``[i][j]``, of element ``flat`` in row-major order of ``dims``."""
+    index: list[int] = []
+    for size in reversed(dims):
+        flat, i = divmod(flat, size)
+        index.append(i)
+    return "".join(f"[{i}]" for i in reversed(index))
+
+
+def data_shape(data: list[Any]) -> list[int]:
+    """The dimensions of ``data``: nested lists, equally long at each depth, of numbers.
+
+    Booleans and strings are not numbers; the error names the first element that breaks a rule.
+    """
+    dims: list[int] = []
+    level: list[Any] = [data]
+    while True:
+        lengths = sorted({len(node) for node in level})
+        if len(lengths) > 1:
+            raise bad_request(
+                f"input {INPUT!r}: data is ragged: arrays at depth {len(dims) + 1} have "
+                f"{lengths[0]} and {lengths[-1]} elements"
+            )
+        dims.append(lengths[0])
+        items = [item for node in level for item in node]
+        nested = sum(type(item) is list for item in items)
+        if items and nested == len(items):
+            level = items
+            continue
+        if nested:
+            raise bad_request(
+                f"input {INPUT!r}: data is ragged: it mixes arrays and numbers at depth "
+                f"{len(dims) + 1}"
+            )
+        for flat, item in enumerate(items):
+            if type(item) not in (int, float):  # exactly: bool is a subclass of int
+                raise bad_request(
+                    f"input {INPUT!r}: data{position(flat, dims)} is {item!r:.40}, not a number"
+                )
+        return dims
+
+
+def measurements(tensor: RequestInput, limit: int) -> FloatArray:
+    """The raw measurements (n, 4) in centimetres, under the same rules as /predict."""
+    check_datatype(tensor.datatype)
+    refuse_extensions(tensor.parameters)
+    n = check_shape(tensor.shape, limit)
+    if tensor.data is None:
+        raise bad_request(f"input {INPUT!r} has no 'data'")
+    dims = data_shape(tensor.data)
+    if math.prod(dims) != n * N_FEATURES:
+        raise bad_request(
+            f"input {INPUT!r}: shape {tensor.shape} holds {n * N_FEATURES} values, "
+            f"data has {math.prod(dims)}"
+        )
+    if dims not in (tensor.shape, [n * N_FEATURES]):
+        raise bad_request(
+            f"input {INPUT!r}: data is nested as {dims}; send it as the shape {tensor.shape} "
+            "or flat, in row-major order"
+        )
+    try:
+        # FP32 data arrives as JSON numbers too: computing in float64 loses nothing.
+        raw = np.array(tensor.data, dtype=np.float64).reshape(n, N_FEATURES)
+    except OverflowError:
+        raise bad_request(f"input {INPUT!r}: data holds an integer too large for FP64") from None
+    valid = np.isfinite(raw) & (raw > 0) & (raw <= MAX_MEASUREMENT_CM)
+    if not valid.all():
+        row, column = (int(i) for i in np.argwhere(~valid)[0])
+        value = float(raw[row, column])
+        reason = (
+            "is not finite"
+            if not math.isfinite(value)
+            else f"cm is outside (0, {MAX_MEASUREMENT_CM:g}]"
+        )
+        raise bad_request(f"input {INPUT!r}, row {row}, {FEATURES[column]}: {value!r} {reason}")
+    return raw
+
+
+def refuse_extensions(parameters: dict[str, Any] | None) -> None:
+    for name, message in UNSUPPORTED.items():
+        if parameters and name in parameters:
+            raise bad_request(message)
+
+
+def output_names(requested: list[RequestOutput] | None) -> list[str]:
+    """The outputs to answer, in the order asked; all of them when none are named."""
+    if not requested:
+        return list(OUTPUTS)
+    names: list[str] = []
+    for output in requested:
+        refuse_extensions(output.parameters)
+        if output.name not in OUTPUTS:
+            raise bad_request(
+                f"unknown output {output.name[:80]!r}: model {MODEL_NAME!r} has outputs "
+                f"{', '.join(OUTPUTS)}"
+            )
+        if output.name in names:
+            raise bad_request(f"output {output.name!r} is requested more than once")
+        names.append(output.name)
+    return names
+
+
+def tensor(name: str, n: int, data: Any) -> dict[str, Any]:
+    datatype, shape = OUTPUTS[name]
+    return {"name": name, "datatype": datatype, "shape": [n, *shape[1:]], "data": data}
+
+
+def count_predictions(index: IntArray) -> None:
+    counts = np.bincount(index, minlength=len(CLASSES))
+    for label, count in zip(CLASSES, counts.tolist(), strict=True):
+        if count:
+            metrics.PREDICTIONS.labels(label=label).inc(count)
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+def check_model(name: str) -> None:
+    if name != MODEL_NAME:
+        raise ProtocolError(
+            404, f"unknown model {name[:80]!r}: this server serves one model, {MODEL_NAME!r}"
+        )
+
+
+def served(request: Request, name: str, version: str | None) -> StoredModel:
+    """The active model, or a stored version: 404 unknown, 409 corrupt, 503 not ready."""
+    check_model(name)
+    return state(request).registry.get(version)
+
+
+def model_metadata(request: Request, name: str, version: str | None) -> Response:
+    check_model(name)
+    if version is not None:
+        served(request, name, version)
+    return json_response(
+        {
+            "name": MODEL_NAME,
+            "versions": state(request).store.versions(),
+            "platform": PLATFORM,
+            "inputs": [{"name": INPUT, "datatype": "FP64", "shape": [-1, N_FEATURES]}],
+            "outputs": [
+                {"name": name, "datatype": datatype, "shape": shape}
+                for name, (datatype, shape) in OUTPUTS.items()
+            ],
+        }
+    )
+
+
+def model_ready(request: Request, name: str, version: str | None) -> Response:
+    served(request, name, version)
+    return json_response({"name": MODEL_NAME, "ready": True})
+
+
+def infer_body(st: State, body: bytes, version: str | None) -> Response:
+    request = parse(body)
+    raw = measurements(the_input(request.inputs), st.settings.max_instances)
+    names = output_names(request.outputs)
+    stored = st.registry.get(version)
+    o_s = predict_proba(stored.model, raw)
+    index = o_s.argmax(axis=1)
+    count_predictions(index)
+    n = raw.shape[0]
+    # Response data is flat, row-major, as the protocol writes it.
+    data = {
+        "probabilities": o_s.ravel(),
+        "class_index": index.astype(np.int64),
+        "label": [CLASSES[k] for k in index.tolist()],
+    }
+    answer: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": stored.version}
+    if request.id is not None:
+        answer["id"] = request.id
+    answer["outputs"] = [tensor(name, n, data[name]) for name in names]
+    return json_response(answer)
+
+
+async def infer(request: Request, name: str, version: str | None) -> Response:
+    st = state(request)
+    served(request, name, version)  # 404 or 503 before the body is read
+    if BINARY_HEADER in request.headers:
+        raise bad_request(NO_BINARY)
+    body = inflated(
+        await request.body(),
+        request.headers.get("content-encoding", ""),
+        st.settings.max_body_bytes,
+    )
+    if len(body) > INLINE_BODY_BYTES:
+        return await run_in_threadpool(infer_body, st, body, version)
+    return infer_body(st, body, version)
+
+
+# -- routes -------------------------------------------------------------------------------
+
+
+@router.get("/v2", summary="Server metadata: name, version, extensions")
+async def server_metadata() -> Response:
+    return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+
+
+@router.get("/v2/health/live", summary="Server liveness: the process answers")
+async def server_live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get(
+    "/v2/health/ready", responses=errors(503), summary="Server readiness: a model is loaded"
+)
+async def server_ready(request: Request) -> Response:
+    registry = state(request).registry
+    if registry.active is None:
+        raise ProtocolError(503, f"not ready: {registry.problem or 'no model is loaded yet'}")
+    # The specification's ready object reads {"live": ...}; "ready" says what it means.
+    return json_response({"live": True, "ready": True})
+
+
+@router.get(
+    "/v2/models/{model_name}",
+    responses=errors(404),
+    summary="Model metadata: versions, input and output tensors",
+)
+def get_model_metadata(request: Request, model_name: str) -> Response:
+    return model_metadata(request, model_name, None)
+
+
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}",
+    responses=errors(404, 409),
+    summary="Model metadata, for a stored version",
+)
+def get_version_metadata(request: Request, model_name: str, model_version: str) -> Response:
+    return model_metadata(request, model_name, model_version)
+
+
+@router.get(
+    "/v2/models/{model_name}/ready",
+    responses=errors(404, 503),
+    summary="Model readiness: the active version is loaded",
+)
+def get_model_ready(request: Request, model_name: str) -> Response:
+    return model_ready(request, model_name, None)
+
+
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}/ready",
+    responses=errors(404, 409),
+    summary="Model readiness, for a stored version",
+)
+def get_version_ready(request: Request, model_name: str, model_version: str) -> Response:
+    return model_ready(request, model_name, model_version)
+
+
+@router.post(
+    "/v2/models/{model_name}/infer",
+    responses=errors(400, 404, 409, 413, 415, 503),
+    summary="Inference with the active version (JSON tensors)",
+)
+async def post_infer(request: Request, model_name: str) -> Response:
+    return await infer(request, model_name, None)
+
+
+@router.post(
+    "/v2/models/{model_name}/versions/{model_version}/infer",
+    responses=errors(400, 404, 409, 413, 415, 503),
+    summary="Inference with a stored version (JSON tensors)",
+)
+async def post_version_infer(request: Request, model_name: str, model_version: str) -> Response:
+    return await infer(request, model_name, model_version)
+
+
+# Last, so every other /v2 route matches first: what is left gets {"error"}, not a problem.
+@router.api_route(
+    "/v2/{path:path}",
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+@router.api_route(
+    "/v2", methods=["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False
+)
+async def unmatched(request: Request) -> Response:
+    allowed = sorted(
+        method
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        and route.endpoint is not unmatched
+        and route.matches(request.scope)[0] is Match.PARTIAL
+        for method in route.methods or ()
+    )
+    if allowed:
+        raise ProtocolError(
+            405,
+            f"{request.method} is not allowed on {request.url.path}",
+            {"Allow": ", ".join(allowed)},
+        )
+    raise ProtocolError(404, f"no endpoint at {request.url.path[:200]}")

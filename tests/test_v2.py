@@ -1,0 +1,676 @@
+"""The Open Inference Protocol (KServe v2) endpoints: through the ASGI app, and through
+tritonclient.http, a client we did not write, against ``iris-serve`` as a real process.
+
+The process tests start the console script on a free port of 127.0.0.1 with a temporary data
+directory holding two model versions, and always stop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+import tritonclient.http as triton
+from fastapi.testclient import TestClient
+from tritonclient.utils import InferenceServerException
+
+from model.data import CLASSES, FEATURES, Dataset, load_iris
+from model.persistence import ModelStore
+from model.train import Hyperparameters, TrainResult, train
+from service.config import Settings
+from service.main import create_app
+
+TOKEN = "v2-test-token-0123456789"
+IRIS = load_iris()
+RAW = IRIS.raw  # (150, 4) centimetres
+INFER = "/v2/models/iris/infer"
+MAX_INSTANCES = 5000
+OUTPUT_NAMES = ["probabilities", "class_index", "label"]
+
+
+def make_client(data_dir: Path, **overrides: Any) -> TestClient:
+    settings = Settings(
+        data_dir=data_dir,
+        api_token=TOKEN,
+        model_poll_seconds=0.05,
+        max_instances=overrides.pop("max_instances", MAX_INSTANCES),
+        max_body_bytes=overrides.pop("max_body_bytes", 2**20),
+        **overrides,
+    )
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@dataclass(frozen=True)
+class Versions:
+    old: str  # stored, not active: reachable only by pinning it
+    active: str
+
+
+def store_two_versions(data_dir: Path, trained: TrainResult, iris: Dataset) -> Versions:
+    """An older version and a different, active one, written before the server starts."""
+    store = ModelStore(data_dir / "models")
+    old = store.save(trained.model, {"note": "older"})
+    newer = train(iris, Hyperparameters(epochs=30, seed=11))
+    return Versions(old=old, active=store.save(newer.model, {"note": "active"}, activate=True))
+
+
+@pytest.fixture(scope="module")
+def versions_dir(
+    tmp_path_factory: pytest.TempPathFactory, trained: TrainResult, iris: Dataset
+) -> tuple[Path, Versions]:
+    data_dir = tmp_path_factory.mktemp("v2-data")
+    return data_dir, store_two_versions(data_dir, trained, iris)
+
+
+@pytest.fixture(scope="module")
+def shared(versions_dir: tuple[Path, Versions]) -> Iterator[TestClient]:
+    """A client for tests that do not change state."""
+    with make_client(versions_dir[0]) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def versions(versions_dir: tuple[Path, Versions]) -> Versions:
+    return versions_dir[1]
+
+
+def tensor(raw: Any = RAW, **changes: Any) -> dict[str, Any]:
+    array = np.asarray(raw)
+    body = {
+        "name": "measurements",
+        "shape": list(array.shape),
+        "datatype": "FP64",
+        "data": array.tolist(),
+    }
+    return body | changes
+
+
+def request(raw: Any = RAW, **changes: Any) -> dict[str, Any]:
+    return {"inputs": [tensor(raw)]} | changes
+
+
+def post(client: TestClient, body: Any, path: str = INFER, **headers: str) -> httpx.Response:
+    """POST raw bytes with no Content-Type, as tritonclient does (json: integers of any size)."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post(path, content=content, headers=headers)
+
+
+def assert_error(response: httpx.Response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}, body
+    for word in words:
+        assert word in body["error"], body["error"]
+    message: str = body["error"]
+    return message
+
+
+def outputs(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {output["name"]: output for output in body["outputs"]}
+
+
+def predict(client: TestClient | httpx.Client, raw: Any, version: str | None = None) -> Any:
+    """What the native /predict answers for the same rows: (version, o_s, index, labels)."""
+    instances = [dict(zip(FEATURES, row, strict=True)) for row in np.asarray(raw).tolist()]
+    body: dict[str, Any] = {"instances": instances}
+    if version is not None:
+        body["model_version"] = version
+    response = client.post("/predict", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    predictions = answer["predictions"]
+    o_s = np.array([[p["probabilities"][c] for c in CLASSES] for p in predictions])
+    index = np.array([p["class_index"] for p in predictions])
+    return answer["model_version"], o_s, index, [p["label"] for p in predictions]
+
+
+# -- health and metadata ----------------------------------------------------------------------
+
+
+def test_server_metadata_names_the_server(shared: TestClient) -> None:
+    body = shared.get("/v2").json()
+    assert body["name"] == "iris-service"
+    assert isinstance(body["version"], str)
+    assert body["extensions"] == []
+
+
+def test_server_live_and_ready(shared: TestClient) -> None:
+    assert shared.get("/v2/health/live").json() == {"live": True}
+    ready = shared.get("/v2/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True
+
+
+def test_model_metadata_describes_the_tensors_and_versions(
+    shared: TestClient, versions: Versions
+) -> None:
+    for path in ("/v2/models/iris", f"/v2/models/iris/versions/{versions.old}"):
+        body = shared.get(path).json()
+        assert body["name"] == "iris"
+        assert body["platform"] == "numpy"
+        assert body["versions"] == sorted([versions.old, versions.active])
+        assert body["inputs"] == [{"name": "measurements", "datatype": "FP64", "shape": [-1, 4]}]
+        assert body["outputs"] == [
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, 3]},
+            {"name": "class_index", "datatype": "INT64", "shape": [-1]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        ]
+
+
+def test_model_ready_for_the_active_and_a_stored_version(
+    shared: TestClient, versions: Versions
+) -> None:
+    assert shared.get("/v2/models/iris/ready").json() == {"name": "iris", "ready": True}
+    pinned = shared.get(f"/v2/models/iris/versions/{versions.old}/ready")
+    assert pinned.json() == {"name": "iris", "ready": True}
+
+
+def test_not_ready_is_503_and_a_corrupt_version_409(tmp_path: Path, trained: TrainResult) -> None:
+    version = ModelStore(tmp_path / "models").save(trained.model, {}, activate=True)
+    (tmp_path / "models" / version / "weights.npz").write_bytes(b"not an npz")
+    with make_client(tmp_path) as client:
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2").status_code == 200
+        assert client.get("/v2/models/iris").status_code == 200  # the signature is static
+        assert_error(client.get("/v2/health/ready"), 503, "not ready")
+        assert_error(client.get("/v2/models/iris/ready"), 503, "no valid stored version")
+        assert_error(post(client, request()), 503)
+        pinned = f"/v2/models/iris/versions/{version}"
+        assert_error(client.get(f"{pinned}/ready"), 409, "sha256")
+        assert_error(post(client, request(), f"{pinned}/infer"), 409)
+
+
+# -- inference ------------------------------------------------------------------------------
+
+
+def test_infer_equals_predict_for_the_150_iris_rows(shared: TestClient, versions: Versions) -> None:
+    response = post(shared, request(id="all-150"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    version, o_s, index, labels = predict(shared, RAW)
+    assert body["model_name"] == "iris"
+    assert body["model_version"] == version == versions.active
+    assert body["id"] == "all-150"
+    got = outputs(body)
+    assert list(got) == OUTPUT_NAMES
+    assert got["probabilities"]["datatype"] == "FP64"
+    assert got["probabilities"]["shape"] == [150, 3]
+    assert len(got["probabilities"]["data"]) == 450  # flat, row-major
+    assert np.array_equal(np.reshape(got["probabilities"]["data"], (150, 3)), o_s)
+    assert got["class_index"] == {
+        "name": "class_index",
+        "datatype": "INT64",
+        "shape": [150],
+        "data": index.tolist(),
+    }
+    assert got["label"] == {"name": "label", "datatype": "BYTES", "shape": [150], "data": labels}
+    assert np.mean(index == IRIS.y) > 0.9
+
+
+def test_flat_and_nested_data_give_the_same_answer(shared: TestClient) -> None:
+    nested = post(shared, request(RAW[:5]))
+    flat = post(shared, {"inputs": [tensor(RAW[:5], data=RAW[:5].ravel().tolist())]})
+    assert nested.status_code == flat.status_code == 200
+    assert nested.json() == flat.json()
+
+
+def test_fp32_and_integer_data_are_accepted(shared: TestClient) -> None:
+    rows32 = RAW[:10].astype(np.float32)
+    response = post(shared, {"inputs": [tensor(rows32, datatype="FP32")]})
+    assert response.status_code == 200, response.text
+    _, o_s, _, _ = predict(shared, rows32.astype(np.float64))
+    got = np.reshape(outputs(response.json())["probabilities"]["data"], (10, 3))
+    assert np.array_equal(got, o_s)
+    assert post(shared, request([[5, 3, 1, 1]])).status_code == 200
+
+
+def test_version_pinned_infer_uses_that_version(shared: TestClient, versions: Versions) -> None:
+    path = f"/v2/models/iris/versions/{versions.old}/infer"
+    body = post(shared, request(), path).json()
+    version, o_s, _, _ = predict(shared, RAW, versions.old)
+    assert body["model_version"] == version == versions.old
+    got = np.reshape(outputs(body)["probabilities"]["data"], (150, 3))
+    assert np.array_equal(got, o_s)
+    _, active, _, _ = predict(shared, RAW)
+    assert not np.array_equal(got, active)
+
+
+def test_requested_outputs_are_answered_in_the_order_asked(shared: TestClient) -> None:
+    body = request(
+        RAW[:3],
+        outputs=[{"name": "label"}, {"name": "class_index", "parameters": {"binary_data": False}}],
+    )
+    answer = post(shared, body).json()
+    assert [o["name"] for o in answer["outputs"]] == ["label", "class_index"]
+    assert "id" not in answer  # echoed only when given
+    assert post(shared, request(RAW[:3], outputs=[])).json()["outputs"][0]["name"] == (
+        "probabilities"
+    )
+
+
+def test_parameters_are_accepted_at_every_level(shared: TestClient) -> None:
+    body = {
+        "id": "p",
+        "parameters": {"binary_data_output": True, "priority": 1, "tag": "x"},
+        "inputs": [tensor(RAW[:2], parameters={"note": "ok"})],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    }
+    response = post(shared, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"]  # JSON tensors even when binary is asked for
+
+
+def test_any_content_type_is_parsed_as_json(shared: TestClient) -> None:
+    for media in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
+        assert post(shared, request(RAW[:1]), **{"Content-Type": media}).status_code == 200
+
+
+def test_large_requests_are_answered(shared: TestClient) -> None:
+    raw = np.tile(RAW, (20, 1))  # 3000 rows, computed off the event loop
+    body = post(shared, request(raw)).json()
+    assert outputs(body)["class_index"]["shape"] == [3000]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_compressed_bodies_are_inflated(shared: TestClient, coding: str) -> None:
+    raw = orjson.dumps(request(RAW[:4]))
+    packed = gzip.compress(raw) if coding == "gzip" else zlib.compress(raw)
+    response = post(shared, packed, **{"Content-Encoding": coding})
+    assert response.status_code == 200, response.text
+    assert response.json() == post(shared, raw).json()
+
+
+def test_bad_compressed_bodies_are_refused(shared: TestClient) -> None:
+    raw = orjson.dumps(request(RAW[:4]))
+    assert_error(post(shared, raw, **{"Content-Encoding": "gzip"}), 400, "not valid gzip")
+    truncated = gzip.compress(raw)[:-12]
+    assert_error(post(shared, truncated, **{"Content-Encoding": "gzip"}), 400, "truncated")
+    response = post(shared, raw, **{"Content-Encoding": "br"})
+    assert_error(response, 415, "'br'", "gzip")
+    assert response.headers["accept-encoding"] == "gzip, deflate"
+    bomb = gzip.compress(b" " * (2**20 + 1))
+    assert_error(post(shared, bomb, **{"Content-Encoding": "gzip"}), 413, "IRIS_MAX_BODY_BYTES")
+
+
+# -- bad requests: 400 naming the problem -------------------------------------------------------
+
+NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        # datatypes are case-sensitive, and only FP64 or FP32 carries measurements
+        ({"inputs": [tensor(RAW[:2], datatype="fp64")]}, ["'fp64'", "case-sensitive", "'FP64'"]),
+        ({"inputs": [tensor(RAW[:2], datatype="INT64")]}, ["'INT64'", "FP64 or FP32"]),
+        ({"inputs": [tensor(RAW[:2], datatype="FLOAT")]}, ["not a protocol datatype"]),
+        # shape, datatype and data that disagree
+        ({"inputs": [tensor(RAW[:2], data=RAW[:2].ravel().tolist()[:7])]}, ["8 values", "has 7"]),
+        ({"inputs": [tensor(RAW[:2], shape=[3, 4])]}, ["12 values", "has 8"]),
+        ({"inputs": [tensor(RAW[:2], data=RAW[:2].reshape(4, 2).tolist())]}, ["nested as [4, 2]"]),
+        ({"inputs": [tensor(RAW[:2], data=[RAW[:2].tolist()])]}, ["nested as [1, 2, 4]"]),
+        ({"inputs": [tensor(RAW[:2], shape=[8])]}, ["shape [8]", "[n, 4]"]),
+        ({"inputs": [tensor(RAW[:2], shape=[2, 4, 1])]}, ["[n, 4]"]),
+        ({"inputs": [tensor(RAW[:2], shape=[2, 2])]}, ["[n, 4]"]),
+        ({"inputs": [tensor(RAW[:0].reshape(0, 4))]}, ["no rows"]),
+        ({"inputs": [tensor(RAW[:1], shape=[-1, 4])]}, ["negative"]),
+        ({"inputs": [tensor(RAW[:1], shape=[1.0, 4])]}, ["inputs[0].shape[0]", "integer"]),
+        ({"inputs": [tensor(RAW[:1], shape=[True, 4])]}, ["inputs[0].shape[0]", "integer"]),
+        ({"inputs": [tensor(RAW[:1], shape="1,4")]}, ["inputs[0].shape"]),
+        ({"inputs": [tensor(RAW[:1], data=None)]}, ["no 'data'"]),
+        ({"inputs": [tensor(RAW[:1], data=5.1)]}, ["inputs[0].data"]),
+        # a shape that overflows, and one over the row limit
+        ({"inputs": [tensor(RAW[:1], shape=[2**62, 2**62])]}, ["overflows"]),
+        ({"inputs": [tensor(RAW[:1], shape=[2**64, 4])]}, ["overflows", "2**64 - 1"]),
+        ({"inputs": [tensor(RAW[:1], shape=[2**62, 4])]}, ["overflows"]),
+        ({"inputs": [tensor(RAW[:1], shape=[2**40, 4])]}, ["IRIS_MAX_INSTANCES"]),
+        ({"inputs": [tensor(np.tile(RAW, (34, 1)))]}, ["5100 rows", "5000"]),
+        # ragged data, and data that are not numbers
+        ({"inputs": [tensor(RAW[:2], data=[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2]])]}, ["ragged"]),
+        ({"inputs": [tensor(RAW[:1], data=[[5.1, 3.5], 1.4, 0.2])]}, ["ragged", "mixes"]),
+        ({"inputs": [tensor(RAW[:1], data=[[5.1, True, 1.4, 0.2]])]}, ["data[0][1]", "True"]),
+        ({"inputs": [tensor(RAW[:1], data=[5.1, 3.5, "1.4", 0.2])]}, ["data[2]", "'1.4'"]),
+        ({"inputs": [tensor(RAW[:1], data=[[5.1, 3.5, 1.4, None]])]}, ["data[0][3]", "None"]),
+        ({"inputs": [tensor(RAW[:1], data=[[5.1, 3.5, 1.4, {}]])]}, ["not a number"]),
+        ({"inputs": [tensor(RAW[:1], data=[[5.1, 3.5, 1.4, 10**400]])]}, ["too large for FP64"]),
+        # the native measurement rules: above 0 and at most 100 cm
+        ({"inputs": [tensor(NEGATIVE)]}, ["row 0", "petal_length", "-1.4", "(0, 100]"]),
+        ({"inputs": [tensor([[0, 1, 1, 1]])]}, ["sepal_length", "0.0 cm"]),
+        ({"inputs": [tensor(RAW[:3], data=[*RAW[:2].tolist(), [1, 1, 1, 100.5]])]}, ["row 2"]),
+        # inputs: a wrong name, duplicates, none
+        ({"inputs": [tensor(RAW[:1], name="input0")]}, ["unknown input 'input0'", "measurements"]),
+        ({"inputs": [tensor(RAW[:1]), tensor(RAW[:1])]}, ["'measurements'", "more than once"]),
+        ({"inputs": [tensor(RAW[:1]), tensor(RAW[:1], name="x")]}, ["unknown input 'x'"]),
+        ({"inputs": []}, ["inputs", "at least 1"]),
+        ({"id": "no-inputs"}, ["inputs", "required"]),
+        # outputs: unknown and repeated names
+        (request(RAW[:1], outputs=[{"name": "logits"}]), ["unknown output 'logits'", "label"]),
+        (request(RAW[:1], outputs=[{"name": "label"}] * 2), ["'label'", "more than once"]),
+        (request(RAW[:1], outputs=[{}]), ["outputs[0].name"]),
+        # the envelope
+        (request(RAW[:1], id=7), ["id"]),
+        (request(RAW[:1], parameters=[1]), ["parameters"]),
+        (request(RAW[:1], input=[]), ["input", "Extra inputs"]),
+        ({"inputs": [tensor(RAW[:1], dims=[1, 4])]}, ["inputs[0].dims"]),
+        ([request(RAW[:1])], ["body", "object"]),
+        ("inputs", ["body", "object"]),
+        # extensions this server does not implement
+        (
+            {"inputs": [tensor(RAW[:1], data=None, parameters={"binary_data_size": 32})]},
+            ["binary tensor data extension", "binary_data=False"],
+        ),
+        (
+            {"inputs": [tensor(RAW[:1], parameters={"shared_memory_region": "r"})]},
+            ["shared-memory"],
+        ),
+        (
+            request(RAW[:1], outputs=[{"name": "label", "parameters": {"classification": 2}}]),
+            ["classification extension"],
+        ),
+    ],
+)
+def test_bad_requests_are_400_naming_the_problem(
+    shared: TestClient, body: Any, words: list[str]
+) -> None:
+    assert_error(post(shared, body), 400, *words)
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"", ["not valid JSON", "EOF"]),
+        (b"{", ["not valid JSON"]),
+        (b"inputs=1", ["not valid JSON"]),
+        (b"\xff\xfe{}", ["not valid JSON"]),
+        (b'{"id": "\xff", "inputs": []}', ["not valid JSON"]),
+        (b'{"inputs": [{"name": "measurements", "shape": [1, 4], "datatype": "FP64", '
+         b'"data": [5.1, NaN, 1.4, 0.2]}]}', ["sepal_width", "nan", "not finite"]),
+        (b'{"inputs": [{"name": "measurements", "shape": [1, 4], "datatype": "FP64", '
+         b'"data": [5.1, 3.5, Infinity, 0.2]}]}', ["petal_length", "inf", "not finite"]),
+        (b'{"inputs": [{"name": "measurements", "shape": [1, 4], "datatype": "FP64", '
+         b'"data": [5.1, 3.5, 1.4, -1e400]}]}', ["petal_width", "-inf", "not finite"]),
+    ],
+)  # fmt: skip
+def test_bodies_that_are_not_json_or_not_finite_are_400(
+    shared: TestClient, raw: bytes, words: list[str]
+) -> None:
+    assert_error(post(shared, raw), 400, *words)
+
+
+def test_binary_tensor_extension_header_is_a_clear_400(shared: TestClient) -> None:
+    body = orjson.dumps(request(RAW[:1]))
+    response = post(shared, body, **{"Inference-Header-Content-Length": str(len(body))})
+    assert_error(response, 400, "binary tensor data extension is not supported", "JSON")
+
+
+# -- unknown models, versions and paths ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/other",
+        "/v2/models/other/ready",
+        "/v2/models/IRIS",
+        "/v2/models/iris/versions/20200101T000000.000000Z-00000000",
+        "/v2/models/iris/versions/20200101T000000.000000Z-00000000/ready",
+        "/v2/models/iris/versions/1",
+        "/v2/models/iris/versions/..%2F..%2Fapi_token/ready",
+        "/v2/models/iris/versions/CURRENT",
+    ],
+)
+def test_unknown_models_and_versions_are_404(shared: TestClient, path: str) -> None:
+    assert_error(shared.get(path), 404)
+
+
+def test_infer_on_an_unknown_model_or_version_is_404(shared: TestClient) -> None:
+    assert_error(post(shared, request(), "/v2/models/resnet/infer"), 404, "'resnet'", "'iris'")
+    absent = "/v2/models/iris/versions/20200101T000000.000000Z-00000000/infer"
+    assert_error(post(shared, request(), absent), 404, "no stored model version")
+    assert_error(post(shared, request(), "/v2/models/iris/versions/v1/infer"), 404, "'v1'")
+
+
+def test_unknown_paths_and_methods_under_v2_are_errors_not_problems(shared: TestClient) -> None:
+    assert_error(shared.get("/v2/models/iris/stats"), 404, "/v2/models/iris/stats")
+    assert_error(shared.get("/v2/repository/index"), 404)
+    response = shared.get(INFER)
+    assert_error(response, 405, "GET")
+    assert response.headers["allow"] == "POST"
+    assert_error(shared.post("/v2"), 405, "POST")
+    assert_error(shared.delete("/v2/health/live"), 405)
+
+
+def test_openapi_lists_the_v2_endpoints(shared: TestClient) -> None:
+    paths = shared.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{model_name}",
+        "/v2/models/{model_name}/versions/{model_version}",
+        "/v2/models/{model_name}/ready",
+        "/v2/models/{model_name}/versions/{model_version}/ready",
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+    ):
+        assert path in paths, path
+    assert "/v2/{path}" not in paths
+    assert "400" in paths["/v2/models/{model_name}/infer"]["post"]["responses"]
+
+
+# -- tritonclient against iris-serve as a real process ------------------------------------------
+
+READY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Server:
+    port: int
+    versions: Versions
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serve_command() -> list[str]:
+    script = Path(sys.executable).with_name("iris-serve")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "service"]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, trained: TrainResult, iris: Dataset
+) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("v2-server")
+    versions = store_two_versions(data_dir, trained, iris)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")} | {
+        "IRIS_DATA_DIR": str(data_dir),
+        "IRIS_HOST": "127.0.0.1",
+        "IRIS_PORT": str(port),
+        "IRIS_API_TOKEN": TOKEN,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = data_dir / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            serve_command(),
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as http:
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"iris-serve did not become ready:\n{log_path.read_text()}")
+                with contextlib.suppress(httpx.TransportError):
+                    if http.get("/readyz").status_code == 200:
+                        break
+                time.sleep(0.05)
+        yield Server(port, versions)
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(url=server.address) as c:
+        yield c
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://{server.address}", timeout=10.0) as c:
+        yield c
+
+
+def json_inputs(raw: Any) -> list[triton.InferInput]:
+    measurements = triton.InferInput("measurements", list(raw.shape), "FP64")
+    measurements.set_data_from_numpy(raw, binary_data=False)
+    return [measurements]
+
+
+def json_outputs() -> list[triton.InferRequestedOutput]:
+    return [triton.InferRequestedOutput(name, binary_data=False) for name in OUTPUT_NAMES]
+
+
+@pytest.mark.slow
+def test_tritonclient_sees_the_server_live_ready_and_described(
+    client: triton.InferenceServerClient,
+) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.get_server_metadata()["name"] == "iris-service"
+
+
+@pytest.mark.slow
+def test_tritonclient_model_ready_and_metadata(
+    client: triton.InferenceServerClient, server: Server
+) -> None:
+    assert client.is_model_ready("iris")
+    assert client.is_model_ready("iris", server.versions.old)
+    assert not client.is_model_ready("resnet")
+    metadata = client.get_model_metadata("iris")
+    assert metadata["name"] == "iris"
+    assert metadata["versions"] == sorted([server.versions.old, server.versions.active])
+    assert metadata["inputs"] == [{"name": "measurements", "datatype": "FP64", "shape": [-1, 4]}]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in metadata["outputs"]] == [
+        ("probabilities", "FP64", [-1, 3]),
+        ("class_index", "INT64", [-1]),
+        ("label", "BYTES", [-1]),
+    ]
+
+
+@pytest.mark.slow
+def test_tritonclient_infer_on_the_150_iris_rows_equals_predict(
+    client: triton.InferenceServerClient, http: httpx.Client, server: Server
+) -> None:
+    result = client.infer("iris", json_inputs(RAW), outputs=json_outputs(), request_id="iris-150")
+    response = result.get_response()
+    version, o_s, index, labels = predict(http, RAW)
+    assert response["id"] == "iris-150"
+    assert response["model_version"] == version == server.versions.active
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.dtype == np.float64
+    assert probabilities.shape == (150, 3)
+    assert np.array_equal(probabilities, o_s)
+    assert np.array_equal(result.as_numpy("class_index"), index)
+    assert result.as_numpy("label").tolist() == labels
+
+
+@pytest.mark.slow
+def test_tritonclient_version_pinned_infer(
+    client: triton.InferenceServerClient, http: httpx.Client, server: Server
+) -> None:
+    old = server.versions.old
+    result = client.infer("iris", json_inputs(RAW), model_version=old, outputs=json_outputs())
+    version, o_s, index, _ = predict(http, RAW, old)
+    assert result.get_response()["model_version"] == version == old
+    assert np.array_equal(result.as_numpy("probabilities"), o_s)
+    assert np.array_equal(result.as_numpy("class_index"), index)
+
+
+@pytest.mark.slow
+def test_tritonclient_defaults_and_compression_work(
+    client: triton.InferenceServerClient, http: httpx.Client
+) -> None:
+    # No outputs named: the client asks for binary outputs, and reads the JSON ones it gets.
+    rows = RAW[::10]
+    result = client.infer("iris", json_inputs(rows), request_compression_algorithm="gzip")
+    _, o_s, _, labels = predict(http, rows)
+    assert np.array_equal(result.as_numpy("probabilities"), o_s)
+    assert result.as_numpy("label").tolist() == labels
+
+
+@pytest.mark.slow
+def test_tritonclient_reads_the_servers_errors(client: triton.InferenceServerClient) -> None:
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("resnet", json_inputs(RAW[:1]))
+    assert unknown.value.status() == "404"
+    assert "'resnet'" in unknown.value.message()
+
+    binary = triton.InferInput("measurements", [1, 4], "FP64")
+    binary.set_data_from_numpy(RAW[:1])  # binary_data=True by default
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("iris", [binary])
+    assert refused.value.status() == "400"
+    assert "binary_data=False" in refused.value.message()
+
+    wrong = triton.InferInput("measurements", [1, 4], "INT64")
+    wrong.set_data_from_numpy(np.ones((1, 4), dtype=np.int64), binary_data=False)
+    with pytest.raises(InferenceServerException) as datatype:
+        client.infer("iris", [wrong])
+    assert datatype.value.status() == "400"
+    assert "FP64 or FP32" in datatype.value.message()
+
+
+def test_body_over_the_limit_is_a_protocol_error(shared: TestClient) -> None:
+    limit = shared.app.state.iris.settings.max_body_bytes  # type: ignore[attr-defined]
+    body = b'{"inputs": [' + b" " * limit + b"]}"
+    assert_error(post(shared, body), 413, "IRIS_MAX_BODY_BYTES")
