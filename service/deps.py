@@ -8,10 +8,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from fastapi import Request
-from pydantic import BaseModel
 
 from model.persistence import ModelStore
 from service.config import Settings
@@ -20,7 +18,6 @@ from service.problems import ProblemError
 from service.registry import Registry
 
 log = logging.getLogger("iris.auth")
-Body = TypeVar("Body", bound=BaseModel)
 TOKEN_FILE = "api_token"
 
 
@@ -87,25 +84,3 @@ def create_token_file(path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-
-
-JSON_TYPES = ("application/json",)
-
-
-def parse_json(
-    request: Request, body: bytes, schema: type[Body], *, empty_ok: bool = False
-) -> Body:
-    """Validate the raw body against ``schema`` in one pass (pydantic-core parses the bytes)."""
-    if not body and empty_ok:
-        return schema()
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
-        raise ProblemError(415, f"Content-Encoding {encoding!r} is not supported; send plain JSON")
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES and not media.endswith("+json"):
-        raise ProblemError(
-            415,
-            f"send the body as JSON with 'Content-Type: application/json' "
-            f"(got {media or 'no Content-Type'})",
-        )
-    return schema.model_validate_json(body)

@@ -16,7 +16,8 @@ from model.network import backward, forward, loss, raw_input_gradient
 from model.persistence import StoredModel, check_version_id
 from model.train import Hyperparameters
 from service import metrics, schemas
-from service.deps import parse_json, require_token, state
+from service.body import check_media_type, fast_instances, parse_json
+from service.deps import require_token, state
 from service.jobs import JobConflictError, JobSpec
 from service.problems import PROBLEM_JSON, ProblemError
 
@@ -101,10 +102,15 @@ def predict_rows(stored: StoredModel, raw: np.ndarray[Any, Any]) -> bytes:
 
 def predict_body(request: Request, body: bytes) -> bytes:
     st = state(request)
-    parsed = parse_json(request, body, schemas.PredictRequest)
-    check_rows(len(parsed.instances), st.settings.max_instances, "instances")
-    stored = st.registry.get(parsed.model_version)
-    return predict_rows(stored, measurements(parsed.instances))
+    check_media_type(request)
+    fast = fast_instances(body)
+    if fast is not None:
+        raw, version = fast
+    else:
+        parsed = parse_json(request, body, schemas.PredictRequest)
+        raw, version = measurements(parsed.instances), parsed.model_version
+    check_rows(raw.shape[0], st.settings.max_instances, "instances")
+    return predict_rows(st.registry.get(version), raw)
 
 
 @router.post(

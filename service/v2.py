@@ -35,7 +35,9 @@ from model.data import CLASSES, FEATURES, MAX_MEASUREMENT_CM
 from model.network import N_CLASSES, N_FEATURES, FloatArray, IntArray, predict_proba
 from model.persistence import StoredModel
 from service import metrics, problems
+from service.body import refuse_duplicate_keys
 from service.deps import State, state
+from service.problems import ProblemError
 from service.routes import INLINE_BODY_BYTES, json_response
 
 log = logging.getLogger("iris.v2")
@@ -113,6 +115,8 @@ class ProtocolRoute(APIRoute):
                 return await handler(request)
             except ProtocolError as error:
                 return error_response(error.status, error.message, error.headers)
+            except ProblemError as error:  # shared checks (duplicate keys) speak native
+                return error_response(error.status, error.detail, error.headers)
             except Exception as error:
                 status = domain_status(error)
                 if status is not None:
@@ -175,7 +179,7 @@ class InferenceRequest(Strict):
 def parse(body: bytes) -> InferenceRequest:
     """Validate the raw body in one pass; any failure is a 400 naming where it is."""
     try:
-        return InferenceRequest.model_validate_json(body)
+        request = InferenceRequest.model_validate_json(body)
     except ValidationError as error:
         listed = error.errors(include_url=False, include_input=False)
         first = listed[0]
@@ -185,6 +189,8 @@ def parse(body: bytes) -> InferenceRequest:
         shown = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in listed[:3])
         more = f" (and {len(listed) - 3} more)" if len(listed) > 3 else ""
         raise bad_request(f"invalid inference request: {shown}{more}") from None
+    refuse_duplicate_keys(body)
+    return request
 
 
 def where(loc: tuple[int | str, ...]) -> str:

@@ -705,3 +705,67 @@ def test_compressed_bodies_are_refused_with_415(shared: TestClient) -> None:
     body = gzip.compress(json.dumps({"instances": [ROW]}).encode())
     headers = {"content-type": "application/json", "content-encoding": "gzip"}
     assert_problem(shared.post("/predict", content=body, headers=headers), 415, "gzip")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances": [{"sepal_length": 5.1, "sepal_length": 5.2, "sepal_width": 3.5,'
+        b' "petal_length": 1.4, "petal_width": 0.2}]}',
+        b'{"instances": [], "instances": [{"sepal_length": 5.1, "sepal_width": 3.5,'
+        b' "petal_length": 1.4, "petal_width": 0.2}]}',
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key(shared: TestClient, body: bytes) -> None:
+    headers = {"content-type": "application/json"}
+    assert_problem(shared.post("/predict", content=body, headers=headers), 400, "duplicate key")
+    gradients = body.replace(b'{"instances"', b'{"labels": [0], "instances"')
+    assert_problem(shared.post("/gradients", content=gradients, headers=headers), 400, "duplicate")
+
+
+def test_predict_accepts_escaped_keys_through_the_validating_path(shared: TestClient) -> None:
+    body = json.dumps({"instances": [ROW]}).replace("sepal_length", "sepal\\u005flength")
+    response = shared.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    fast = shared.post("/predict", json={"instances": [ROW]}).json()
+    assert response.json() == fast
+
+
+def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
+    from service.body import fast_instances
+    from service.schemas import PredictRequest
+
+    good = {"instances": [ROW, VIRGINICA], "model_version": "20261128T004614.062920Z-7483c053"}
+    cases: list[Any] = [
+        good,
+        {"instances": [ROW]},
+        {"instances": [{**ROW, "sepal_width": 3}]},
+        {"instances": [{**ROW, "sepal_width": True}]},
+        {"instances": [{**ROW, "sepal_width": "3.5"}]},
+        {"instances": [{**ROW, "sepal_width": None}]},
+        {"instances": [{**ROW, "sepal_width": 0}]},
+        {"instances": [{**ROW, "sepal_width": 100}]},
+        {"instances": [{**ROW, "sepal_width": 100.0000001}]},
+        {"instances": [{**ROW, "extra": 1.0}]},
+        {"instances": [[5.1, 3.5, 1.4, 0.2]]},
+        {"instances": ["abcd"]},
+        {"instances": []},
+        {"instances": [ROW], "model_version": "../x"},
+        {"instances": [ROW], "model_version": None},
+        {"instances": [ROW], "other": 1},
+        [ROW],
+    ]
+    assert fast_instances(json.dumps(good).encode()) is not None  # the common body is fast
+    for case in cases:
+        body = json.dumps(case).encode()
+        fast = fast_instances(body)
+        try:
+            parsed = PredictRequest.model_validate_json(body)
+        except ValueError:
+            assert fast is None, case
+            continue
+        if fast is not None:
+            raw, version = fast
+            assert version == parsed.model_version
+            expected = [[getattr(i, f) for f in FEATURES] for i in parsed.instances]
+            assert raw.tolist() == expected
