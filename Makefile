@@ -71,3 +71,11 @@ image:
 # installs podman first where it is missing. Needs root.
 container-test:
 	bash .ci/container-test.sh
+
+# ---- reliability ----------------------------------------------------------------------------
+.PHONY: soak
+SOAK_ARGS ?=
+# Bounded soak: 60 s, 32 keep-alive connections, 10 retrains and 10 activations, at
+# IRIS_WORKERS=1 and 2; every answer checked against its version's math. Exit 1 on FAIL.
+soak: $(VENV)/.installed-test
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)

@@ -27,7 +27,7 @@ class NotReadyError(Exception):
 
 
 class Registry:
-    def __init__(self, store: ModelStore, cache_size: int = 4) -> None:
+    def __init__(self, store: ModelStore, cache_size: int = 8) -> None:
         self.store = store
         self.active: StoredModel | None = None
         self.problem: str | None = None
@@ -35,27 +35,36 @@ class Registry:
         self._pinned: OrderedDict[str, StoredModel] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
 
     def refresh(self) -> bool:
-        """Follow models/CURRENT; returns True when the served version changed."""
-        try:
-            marker = self.store.current()
-        except ModelStoreError as error:
-            marker = f"error: {error}"
-        if marker == self._seen:
-            return False
-        self._seen = marker
-        before = self.active.version if self.active else None
-        try:
-            self.active = self.store.load_current()
-            self.problem = None
-        except ModelStoreError as error:
-            self._fall_back(error)
-        after = self.active.version if self.active else None
-        if after != before:
-            log.info("serving model version %s (was %s)", after, before)
-            metrics.set_active_model(after, before)
-        return after != before
+        """Follow models/CURRENT; returns True when the served version changed.
+
+        The poller and the activate route both call this from pool threads; the lock keeps a
+        slow load of an older CURRENT from landing after a newer one.
+        """
+        with self._refresh_lock:
+            try:
+                version: str | None = self.store.current()
+                marker = version
+            except ModelStoreError as error:
+                version, marker, problem = None, f"error: {error}", error
+            if marker == self._seen:
+                return False
+            self._seen = marker
+            before = self.active.version if self.active else None
+            try:
+                if version is None:
+                    raise problem
+                self.active = self.store.load(version)
+                self.problem = None
+            except ModelStoreError as error:
+                self._fall_back(error)
+            after = self.active.version if self.active else None
+            if after != before:
+                log.info("serving model version %s (was %s)", after, before)
+                metrics.set_active_model(after, before)
+            return after != before
 
     def _fall_back(self, error: ModelStoreError) -> None:
         """CURRENT is missing or names a bad version: keep (or find) a valid one, say why."""

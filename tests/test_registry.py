@@ -1,0 +1,81 @@
+"""The per-worker registry: following models/CURRENT, falling back, the pinned-version cache."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from model.data import load_iris
+from model.persistence import ModelStore, StoredModel
+from model.train import Hyperparameters, train
+from service.registry import NotReadyError, Registry
+
+
+@pytest.fixture(scope="module")
+def trained_model() -> object:
+    return train(load_iris(), Hyperparameters(epochs=2)).model
+
+
+class GatedStore(ModelStore):
+    """Loading one chosen version blocks until the test opens the gate."""
+
+    def __init__(self, root: Path, slow_version: str) -> None:
+        super().__init__(root)
+        self.slow_version = slow_version
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def load(self, version: str) -> StoredModel:
+        if version == self.slow_version:
+            self.entered.set()
+            assert self.gate.wait(10)
+        return super().load(version)
+
+
+def test_slow_load_of_an_older_current_never_overwrites_a_newer_one(
+    tmp_path: Path, trained_model: object
+) -> None:
+    plain = ModelStore(tmp_path)
+    a = plain.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    b = plain.save(trained_model, {})  # type: ignore[arg-type]
+    c = plain.save(trained_model, {})  # type: ignore[arg-type]
+    store = GatedStore(tmp_path, slow_version=b)
+    registry = Registry(store)
+    registry.refresh()
+    assert registry.get().version == a
+
+    plain.activate(b)
+    poller = threading.Thread(target=registry.refresh)
+    poller.start()
+    assert store.entered.wait(10)  # the poller is loading b
+    plain.activate(c)
+    activator = threading.Thread(target=registry.refresh)
+    activator.start()
+    activator.join(0.5)  # with the refresh lock it waits for the poller
+    store.gate.set()
+    poller.join(10)
+    activator.join(10)
+    registry.refresh()
+    assert registry.get().version == c
+
+
+def test_registry_without_any_version_is_not_ready(tmp_path: Path) -> None:
+    registry = Registry(ModelStore(tmp_path))
+    registry.refresh()
+    with pytest.raises(NotReadyError, match="no valid stored version"):
+        registry.get()
+
+
+def test_pinned_versions_are_served_from_a_bounded_cache(
+    tmp_path: Path, trained_model: object
+) -> None:
+    store = ModelStore(tmp_path)
+    versions = [store.save(trained_model, {}, activate=True) for _ in range(3)]  # type: ignore[arg-type]
+    registry = Registry(store, cache_size=1)
+    registry.refresh()
+    assert registry.get(versions[0]).version == versions[0]
+    assert registry.get(versions[0]) is registry.get(versions[0])  # cached
+    registry.get(versions[1])
+    assert len(registry._pinned) == 1
