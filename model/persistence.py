@@ -248,7 +248,7 @@ class ModelStore:
 
         ``info`` adds keys to model.json (hyperparameters, metrics, history, ...).
         """
-        with translate_os_errors("cannot save the model"):
+        with translate_os_errors(f"cannot save the model in {self.root}"):
             self.root.mkdir(parents=True, exist_ok=True)
             weights = weights_bytes(model)
             tmp = self.root / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
@@ -293,7 +293,7 @@ class ModelStore:
     def activate(self, version: str) -> None:
         """Point CURRENT at ``version`` after verifying it (roll forward or back)."""
         self.load(version)
-        with translate_os_errors(f"cannot activate version {version}"):
+        with translate_os_errors(f"cannot activate version {version} in {self.root}"):
             tmp = self.root / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.current"
             try:
                 write_file(tmp, (version + "\n").encode("ascii"))
@@ -344,4 +344,5 @@ def translate_os_errors(what: str) -> Iterator[None]:
         raise
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
-        raise StoreWriteError(f"{what}: {reason} ({error.filename or ''})") from error
+        where = f" ({error.filename})" if error.filename else ""
+        raise StoreWriteError(f"{what}: {reason}{where}") from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -41,7 +42,7 @@ def main() -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
-            timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds) or None,
+            timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown_seconds),
             server_header=False,
         )
     finally:

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = "info"
     max_instances: int = Field(10_000, ge=1, description="rows per /predict or /gradients")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="request body size limit")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="time a request body may take to arrive (408 after)"
+    )
     max_train_rows: int = Field(100_000, ge=15, description="rows of a training dataset")
     model_poll_seconds: float = Field(
         0.2, gt=0, le=5, description="how often each worker checks models/CURRENT"

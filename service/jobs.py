@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -113,16 +114,30 @@ class JobStore:
             db = sqlite3.connect(self.path, timeout=15.0, isolation_level=None)
         except sqlite3.Error as error:
             raise JobsUnavailableError(
-                f"cannot open the jobs database {self.path}: {error}"
+                f"cannot open the jobs database {self.path}: {error}{self.diagnosis()}"
             ) from None
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout = 15000")
             yield db
         except sqlite3.OperationalError as error:
-            raise JobsUnavailableError(f"the jobs database {self.path}: {error}") from None
+            raise JobsUnavailableError(
+                f"the jobs database {self.path}: {error}{self.diagnosis()}"
+            ) from None
         finally:
             db.close()
+
+    def diagnosis(self) -> str:
+        """What SQLite's terse errors ('disk I/O error', 'unable to open') usually mean."""
+        try:
+            fs = os.statvfs(self.path.parent)
+        except OSError:
+            return ""
+        if fs.f_flag & os.ST_RDONLY:
+            return f" (the data directory {self.path.parent} is on a read-only file system)"
+        if fs.f_bavail * fs.f_frsize < 256 * 1024:
+            return f" (no space left on the device of {self.path.parent})"
+        return ""
 
     def initialize(self) -> None:
         with self.connect() as db:

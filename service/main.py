@@ -28,15 +28,16 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class EdgeMiddleware:
-    """Body size limit (before parsing, chunked bodies included) and request metrics.
+    """Body size limit and body deadline (before parsing, chunked bodies included) and metrics.
 
-    The body is read up to the limit here and replayed to the app, so an oversized request
-    is answered 413 without the app ever seeing it.
+    The body is read here, within the limits, and replayed to the app, so an oversized or
+    stalled request is answered (413, 408) without the app ever seeing it.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,27 +65,30 @@ class EdgeMiddleware:
             metrics.LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - started)
 
     async def buffered(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
-        """Read the whole body within the limit; None after answering 413 (or a disconnect)."""
+        """The app's receive, replaying the whole body; None once this answered for the app."""
         limit = self.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await self.too_large(scope, send, f"Content-Length {int(value)}")
+                await self.refuse(scope, send, 413, self.too_large(f"Content-Length {int(value)}"))
                 return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self.too_large(scope, send, f"more than {limit} bytes")
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await self.read_body(receive)
+        except TimeoutError:
+            detail = (
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                "(IRIS_BODY_TIMEOUT_SECONDS)"
+            )
+            await self.refuse(scope, send, 408, detail)
+            return None
+        except asyncio.CancelledError:  # shutdown's grace period ended while we waited
+            await self.refuse(scope, send, 503, "the server shut down before the body arrived")
+            return None
+        except BodyTooLargeError:
+            await self.refuse(scope, send, 413, self.too_large(f"more than {limit} bytes"))
+            return None
+        if body is None:
+            return None  # the client went away
         sent = False
 
         async def replay() -> Message:
@@ -96,18 +100,40 @@ class EdgeMiddleware:
 
         return replay
 
-    async def too_large(self, scope: Scope, send: Send, what: str) -> None:
-        detail = (
+    async def read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLargeError
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def too_large(self, what: str) -> str:
+        return (
             f"request body too large: {what}; the limit is {self.max_body_bytes} bytes "
             "(IRIS_MAX_BODY_BYTES)"
         )
+
+    async def refuse(self, scope: Scope, send: Send, status: int, detail: str) -> None:
+        """Answer for the app and close the connection; /v2 in the protocol's error shape."""
         headers = {"Connection": "close"}
         path = scope.get("path", "")
-        if path == "/v2" or path.startswith("/v2/"):  # the protocol's own error shape
-            response = json_response({"error": detail}, 413, headers)
+        if path == "/v2" or path.startswith("/v2/"):
+            response = json_response({"error": detail}, status, headers)
         else:
-            response = problems.problem(413, detail, path, headers=headers)
+            response = problems.problem(status, detail, path, headers=headers)
         await response(scope, _no_receive, send)
+
+
+class BodyTooLargeError(Exception):
+    pass
 
 
 async def _no_receive() -> Message:
@@ -199,6 +225,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(v2.router)
     problems.install(app)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout_seconds,
+    )
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app
