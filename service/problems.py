@@ -101,46 +101,35 @@ DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ProblemError)
-    async def on_problem(request: Request, error: ProblemError) -> Response:
-        return problem(
-            error.status, error.detail, request.url.path, headers=error.headers, **error.extra
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def on_request_validation(request: Request, error: RequestValidationError) -> Response:
-        return validation_problem(list(error.errors()), request.url.path)
-
-    @app.exception_handler(ValidationError)
-    async def on_validation(request: Request, error: ValidationError) -> Response:
-        return validation_problem(list(error.errors()), request.url.path)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, error: StarletteHTTPException) -> Response:
+def problem_for(request: Request, error: Exception) -> Response:
+    """The problem document for any exception: the one mapping of errors to statuses."""
+    path = request.url.path
+    if isinstance(error, ProblemError):
+        return problem(error.status, error.detail, path, headers=error.headers, **error.extra)
+    if isinstance(error, (RequestValidationError, ValidationError)):
+        return validation_problem(list(error.errors()), path)
+    if isinstance(error, StarletteHTTPException):
         detail = error.detail if isinstance(error.detail, str) else str(error.detail)
         if error.status_code == 404 and detail == "Not Found":
-            detail = f"no endpoint at {request.url.path}"
+            detail = f"no endpoint at {path}"
         elif error.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem(
-            error.status_code, detail, request.url.path, headers=dict(error.headers or {})
-        )
-
+            detail = f"{request.method} is not allowed on {path}"
+        return problem(error.status_code, detail, path, headers=dict(error.headers or {}))
     for kind, status in DOMAIN_STATUS:
-        app.add_exception_handler(kind, domain_handler(status))
+        if isinstance(error, kind):
+            extra: dict[str, Any] = (
+                {"job_id": error.job_id} if isinstance(error, JobConflictError) else {}
+            )
+            return problem(status, str(error), path, **extra)
+    log.exception("unexpected error on %s %s", request.method, path, exc_info=error)
+    return problem(500, "internal error; the server log has the details", path)
 
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, error: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return problem(500, "internal error; the server log has the details", request.url.path)
+
+async def handle(request: Request, error: Exception) -> Response:
+    return problem_for(request, error)
 
 
-def domain_handler(status: int) -> Any:
-    async def handle(request: Request, error: Exception) -> Response:
-        extra: dict[str, Any] = (
-            {"job_id": error.job_id} if isinstance(error, JobConflictError) else {}
-        )
-        return problem(status, str(error), request.url.path, **extra)
-
-    return handle
+def install(app: FastAPI) -> None:
+    kinds = [ProblemError, RequestValidationError, ValidationError, StarletteHTTPException]
+    for kind in [*kinds, *(k for k, _ in DOMAIN_STATUS), Exception]:
+        app.add_exception_handler(kind, handle)
