@@ -29,10 +29,14 @@ _FEATURE_KEYS = tuple(f'"{f}"'.encode() for f in FEATURES)
 
 def check_media_type(request: Request) -> None:
     """415 unless the body is sent as uncompressed JSON."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    media, encoding = "", "identity"
+    for name, value in request.scope["headers"]:  # raw, lower-case names: no Headers object
+        if name == b"content-type":
+            media = value.decode("latin-1").split(";", 1)[0].strip().lower()
+        elif name == b"content-encoding":
+            encoding = value.decode("latin-1").strip().lower()
     if encoding != "identity":
         raise ProblemError(415, f"Content-Encoding {encoding!r} is not supported; send plain JSON")
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise ProblemError(
             415,

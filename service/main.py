@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
@@ -21,7 +21,7 @@ from service.config import Settings, get_settings
 from service.deps import State, resolve_token
 from service.jobs import JobError, JobStore, Launcher
 from service.registry import Registry, ensure_default_model
-from service.routes import json_response, router
+from service.routes import HOT_ROUTES, BodyHandler, json_response, router, run_sized
 
 log = logging.getLogger("iris.service")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -34,10 +34,17 @@ class EdgeMiddleware:
     stalled request is answered (413, 408) without the app ever seeing it.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        body_timeout: float,
+        hot_routes: Mapping[tuple[str, str], BodyHandler] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
+        self.hot_routes = hot_routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,6 +52,7 @@ class EdgeMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        route: str | None = None
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -53,19 +61,41 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            replay: Receive | None = receive
-            if scope["method"] in BODY_METHODS:
-                replay = await self.buffered(scope, receive, send_with_status)
-            if replay is not None:
-                await self.app(scope, replay, send_with_status)
+            method = scope["method"]
+            if method not in BODY_METHODS:
+                await self.app(scope, receive, send_with_status)
+                return
+            body = await self.buffered(scope, receive, send_with_status)
+            if body is None:
+                return  # answered here (413, 408, 503) or the client left
+            handler = self.hot_routes.get((method, scope["path"]))
+            if handler is not None:
+                route = scope["path"]
+                await self.answer(scope, send_with_status, handler, body)
+            else:
+                await self.app(scope, replaying(body, receive), send_with_status)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            metrics.REQUESTS.labels(path, scope["method"], str(status)).inc()
-            metrics.LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - started)
+            if route is None:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
 
-    async def buffered(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
-        """The app's receive, replaying the whole body; None once this answered for the app."""
+    async def answer(self, scope: Scope, send: Send, handler: BodyHandler, body: bytes) -> None:
+        """Run a hot route's handler and send its JSON (or the problem it raised)."""
+        request = Request(scope)
+        try:
+            content = await run_sized(handler, request, body)
+        except Exception as error:
+            await problems.problem_for(request, error)(scope, _no_receive, send)
+            return
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(content)),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    async def buffered(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body within the limits; None once this answered for the app."""
         limit = self.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -73,32 +103,18 @@ class EdgeMiddleware:
                 return None
         try:
             async with asyncio.timeout(self.body_timeout):
-                body = await self.read_body(receive)
+                return await self.read_body(receive)
         except TimeoutError:
             detail = (
                 f"the request body did not arrive within {self.body_timeout:g} s "
                 "(IRIS_BODY_TIMEOUT_SECONDS)"
             )
             await self.refuse(scope, send, 408, detail)
-            return None
         except asyncio.CancelledError:  # shutdown's grace period ended while we waited
             await self.refuse(scope, send, 503, "the server shut down before the body arrived")
-            return None
         except BodyTooLargeError:
             await self.refuse(scope, send, 413, self.too_large(f"more than {limit} bytes"))
-            return None
-        if body is None:
-            return None  # the client went away
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return replay
+        return None
 
     async def read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
@@ -134,6 +150,20 @@ class EdgeMiddleware:
 
 class BodyTooLargeError(Exception):
     pass
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the connection's events."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _no_receive() -> Message:
@@ -221,6 +251,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "problem documents."
         ),
         lifespan=lifespan,
+        # Prometheus metrics are ours; FastAPI's native OpenTelemetry hooks would cost a
+        # check of the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(router)
     app.include_router(v2.router)
@@ -229,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         EdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout_seconds,
+        hot_routes=HOT_ROUTES,
     )
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,6 +15,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+
+from model.data import CLASSES
 
 REQUESTS = Counter(
     "iris_http_requests_total",
@@ -27,6 +30,7 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 PREDICTIONS = Counter("iris_predictions_total", "Predicted rows by class", ["label"])
+PREDICTED = [PREDICTIONS.labels(label=label) for label in CLASSES]  # by class index
 JOBS = Counter(
     "iris_training_jobs_total", "Training jobs started or refused by outcome", ["outcome"]
 )
@@ -41,6 +45,22 @@ ACTIVE_MODEL = Gauge(
     ["version"],
     multiprocess_mode="liveall",
 )
+
+
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count a request and its latency (the labelled children are looked up once)."""
+    children = _request_children.get((route, method, status))
+    if children is None:
+        children = (
+            REQUESTS.labels(route, method, str(status)),
+            LATENCY.labels(route, method),
+        )
+        _request_children[(route, method, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def set_active_model(version: str | None, previous: str | None) -> None:
