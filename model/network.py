@@ -13,6 +13,7 @@ Everything is float64. A ``d`` prefix names a derivative of the loss: ``do_a`` i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -113,10 +114,25 @@ def init_params(hidden_units: int, rng: np.random.Generator) -> Params:
     return Params(W1=W1, b1=np.zeros(hidden_units), W2=W2, b2=np.zeros(N_CLASSES))
 
 
+def row_max(a: FloatArray) -> FloatArray:
+    """Maximum of each row, as a column (n, 1).
+
+    Taken column by column: with 3 classes, a reduction along axis 1 runs a short inner loop
+    per row and is 20x slower than 2 element-wise maxima over whole columns.
+    """
+    return functools.reduce(np.maximum, a.T)[:, None]  # type: ignore[no-any-return]
+
+
+def row_sum(a: FloatArray) -> FloatArray:
+    """Sum of each row, as a column (n, 1), added left to right like np.sum(axis=1)."""
+    return functools.reduce(np.add, a.T)[:, None]  # type: ignore[no-any-return]
+
+
 def softmax(o_a: FloatArray) -> FloatArray:
     """Row-wise softmax; subtracting the row maximum keeps exp() from overflowing."""
-    e: FloatArray = np.exp(o_a - o_a.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
+    e: FloatArray = o_a - row_max(o_a)
+    np.exp(e, out=e)
+    e /= row_sum(e)
     return e
 
 
@@ -125,18 +141,24 @@ def log_softmax(o_a: FloatArray) -> FloatArray:
 
     Taking log(softmax(o_a)) instead would give -inf once a probability underflows to 0.
     """
-    shifted: FloatArray = o_a - o_a.max(axis=1, keepdims=True)
-    shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    shifted: FloatArray = o_a - row_max(o_a)
+    shifted -= np.log(row_sum(np.exp(shifted)))
     return shifted
 
 
 def forward(params: Params, X: FloatArray) -> Cache:
-    """Forward pass for X (n, 4) standardised measurements."""
+    """Forward pass for X (n, 4) standardised measurements.
+
+    The biases are added in place to the fresh matmul results: a second (n, H) temporary
+    would cost more than the matmul itself at 100,000 rows.
+    """
     if X.ndim != 2 or X.shape[1] != N_FEATURES:
         raise ValueError(f"X must have shape (n, {N_FEATURES}), got {X.shape}")
-    h_a = X @ params.W1.T + params.b1
+    h_a = X @ params.W1.T
+    h_a += params.b1
     h_s = np.maximum(h_a, 0.0)
-    o_a = h_s @ params.W2.T + params.b2
+    o_a = h_s @ params.W2.T
+    o_a += params.b2
     return Cache(X=X, h_a=h_a, h_s=h_s, o_a=o_a, o_s=softmax(o_a))
 
 

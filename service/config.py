@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         5.0, ge=1, description="seconds without a heartbeat before a job counts as dead"
     )
     jobs_listed: int = Field(50, ge=1, le=1000, description="jobs shown by GET /train")
+    blas_threads: int = Field(
+        1, ge=1, le=256, description="BLAS threads per server and training process"
+    )
     seed: int = Field(0, ge=0, description="seed of the default model trained at first start")
     graceful_shutdown_seconds: float = Field(
         8.0, ge=0, description="time in-flight requests get after SIGTERM"

@@ -33,6 +33,8 @@ import numpy as np
 from model.data import Dataset
 
 ACTIVE = ("queued", "running")
+# Read by OpenBLAS, MKL and OpenMP when NumPy loads in the training child.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 SCHEMA = """
@@ -328,8 +330,10 @@ class Launcher:
         models_dir: Path,
         heartbeat_seconds: float = 0.25,
         on_finish: Callable[[dict[str, Any]], None] | None = None,
+        blas_threads: int = 1,
     ) -> None:
         self.jobs = jobs
+        self.blas_threads = blas_threads
         self.on_finish = on_finish
         self.models_dir = models_dir
         self.heartbeat_seconds = heartbeat_seconds
@@ -349,6 +353,7 @@ class Launcher:
                     str(self.jobs.heartbeat_timeout),
                 ],
                 stdin=subprocess.PIPE,
+                env=os.environ | dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.blas_threads)),
                 start_new_session=True,  # a Ctrl-C in the server's terminal is for the server
             )
         except OSError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -14,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from threadpoolctl import threadpool_limits
 
 from model.persistence import ModelStore
 from service import metrics, problems, schemas, v2
@@ -172,6 +174,9 @@ async def _no_receive() -> Message:
 
 def build_state(settings: Settings) -> State:
     """Everything a worker needs before it serves: token, default model, registry, jobs."""
+    # The matrices here are thin (4 to 1024 by 3 or 4): a multi-threaded BLAS spends longer
+    # waking its threads than multiplying, and workers already use the cores.
+    threadpool_limits(settings.blas_threads, user_api="blas")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     token = resolve_token(settings)
     store = ModelStore(settings.models_dir)
@@ -184,7 +189,9 @@ def build_state(settings: Settings) -> State:
         jobs.reap()
     except JobError as error:
         log.error("training is unavailable: %s", error)
-    launcher = Launcher(jobs, settings.models_dir, on_finish=record_job)
+    launcher = Launcher(
+        jobs, settings.models_dir, on_finish=record_job, blas_threads=settings.blas_threads
+    )
     return State(settings, store, registry, jobs, launcher, token)
 
 
@@ -228,6 +235,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await run_in_threadpool(build_state, settings)
         app.state.iris = state
+        # Everything loaded so far lives as long as the worker: keep it out of the cyclic
+        # collector's passes, which otherwise walk the whole heap during large requests.
+        gc.collect()
+        gc.freeze()
         follower = asyncio.create_task(follow_current(state))
         log.info(
             "ready: serving %s from %s",

@@ -89,23 +89,41 @@ def measurements(instances: list[schemas.Instance]) -> np.ndarray[Any, np.dtype[
 # -- predict -------------------------------------------------------------------------------
 
 
-def predict_rows(stored: StoredModel, raw: np.ndarray[Any, Any]) -> bytes:
-    model = stored.model
-    o_s = forward(model.params, model.standardizer.transform(raw)).o_s
+# One prediction's JSON up to its first probability, by class index; the probabilities are
+# spliced in as orjson prints them (the shortest text that reads back to the same float64).
+_PREDICTION_HEADS = [
+    b'{"label":"%s","class_index":%d,"probabilities":{"%s":'
+    % (label.encode(), k, CLASSES[0].encode())
+    for k, label in enumerate(CLASSES)
+]
+_BETWEEN = [b',"%s":' % label.encode() for label in CLASSES[1:]]
+
+
+def predictions_json(version: str, o_s: np.ndarray[Any, Any]) -> bytes:
+    """The /predict answer for probabilities o_s (n, 3), written without per-row dicts.
+
+    Equal, once parsed, to orjson.dumps({"model_version": ..., "predictions": [{"label",
+    "class_index", "probabilities": {...}}, ...]}), at a third of its cost for large batches.
+    """
     index = o_s.argmax(axis=1)
     for k, count in enumerate(np.bincount(index, minlength=len(CLASSES)).tolist()):
         if count:
             metrics.PREDICTED[k].inc(count)
-    setosa, versicolor, virginica = CLASSES
-    predictions = [
-        {
-            "label": CLASSES[k],
-            "class_index": k,
-            "probabilities": {setosa: p[0], versicolor: p[1], virginica: p[2]},
-        }
-        for k, p in zip(index.tolist(), o_s.tolist(), strict=True)
-    ]
-    return orjson.dumps({"model_version": stored.version, "predictions": predictions})
+    rows = orjson.dumps(o_s, option=NUMPY_JSON)[2:-2].split(b"],[")
+    second, third = _BETWEEN
+    parts = []
+    for k, row in zip(index.tolist(), rows, strict=True):
+        p0, p1, p2 = row.split(b",")
+        parts.append(b"".join((_PREDICTION_HEADS[k], p0, second, p1, third, p2, b"}}")))
+    head = b'{"model_version":%s,"predictions":[' % orjson.dumps(version)
+    return head + b",".join(parts) + b"]}"
+
+
+def predict_rows(stored: StoredModel, raw: np.ndarray[Any, Any]) -> bytes:
+    model = stored.model
+    return predictions_json(
+        stored.version, forward(model.params, model.standardizer.transform(raw)).o_s
+    )
 
 
 def predict_body(request: Request, body: bytes) -> bytes:

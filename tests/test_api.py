@@ -769,3 +769,28 @@ def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
             assert version == parsed.model_version
             expected = [[getattr(i, f) for f in FEATURES] for i in parsed.instances]
             assert raw.tolist() == expected
+
+
+def test_prediction_json_equals_the_plain_serialisation() -> None:
+    import orjson
+
+    from service.routes import predictions_json
+
+    rng = np.random.default_rng(5)
+    o_s = rng.dirichlet([0.2, 0.2, 0.2], size=500)
+    o_s[0] = [1.0, 0.0, 0.0]
+    o_s[1] = [1e-300, 5e-324, 1.0 - 1e-16]
+    expected = {
+        "model_version": "v1",
+        "predictions": [
+            {
+                "label": CLASSES[k],
+                "class_index": k,
+                "probabilities": dict(zip(CLASSES, row, strict=True)),
+            }
+            for k, row in zip(o_s.argmax(axis=1).tolist(), o_s.tolist(), strict=True)
+        ],
+    }
+    text = predictions_json("v1", o_s)
+    assert orjson.loads(text) == expected
+    assert json.loads(text) == expected
