@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck check bench clean
+.PHONY: serve test lint typecheck check bench bench-http clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
@@ -43,6 +43,13 @@ check: lint typecheck test
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench_train.py
 
+BENCH_HTTP_ARGS ?=
+# HTTP benchmark, about 7 minutes (BENCH_HTTP_ARGS=--quick: about 1.5). Needs wrk (apt-get
+# install wrk); uses PyTorch only if it is already importable.
+bench-http: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null || { echo "bench-http needs wrk: apt-get install wrk" >&2; exit 2; }
+	$(BIN)/python bench/bench_http.py $(BENCH_HTTP_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
 
@@ -79,3 +86,13 @@ SOAK_ARGS ?=
 # IRIS_WORKERS=1 and 2; every answer checked against its version's math. Exit 1 on FAIL.
 soak: $(VENV)/.installed-test
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
+# A longer schemathesis campaign against iris-serve as a real process: every phase and check,
+# with the token, bounded by FUZZ_SECONDS. use_after_free is left out: DELETE /train/{id}
+# cancels a job, whose record stays readable by design.
+FUZZ_SECONDS ?= 300
+FUZZ_ARGS    ?= --exclude-checks use_after_free
+
+.PHONY: fuzz
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python bench/fuzz_live.py --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)

@@ -44,6 +44,7 @@ def main() -> int:
             log_level=settings.log_level,
             timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown_seconds),
             server_header=False,
+            http="service.server:BoundedHttpToolsProtocol",
         )
     finally:
         if metrics_dir:

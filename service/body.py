@@ -85,7 +85,11 @@ def parse_json(
     if not body and empty_ok:
         return schema()
     check_media_type(request)
-    parsed = schema.model_validate_json(body)
+    try:
+        parsed = schema.model_validate_json(body)
+    except ValueError:
+        refuse_duplicate_keys(body)  # the ambiguity first: it may be what made the body invalid
+        raise
     refuse_duplicate_keys(body)
     return parsed
 
@@ -98,6 +102,8 @@ def fast_instances(body: bytes) -> tuple[FloatArray, str | None] | None:
     checked here too: exactly the four keys per row, numbers that are not booleans, finite and
     in (0, 100], a well-formed version; and no key twice, by counting the keys in the bytes.
     """
+    if b"\\" in body:
+        return None  # escapes could spell a key twice past the byte counts below
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -371,9 +371,13 @@ class Launcher:
     def _feed_and_watch(self, job_id: str, child: subprocess.Popen[bytes], payload: bytes) -> None:
         try:
             assert child.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
+            try:
                 child.stdin.write(payload)
-                child.stdin.close()
+            except BrokenPipeError:
+                pass  # the child died before reading: its exit status says why
+            finally:
+                with contextlib.suppress(OSError):
+                    child.stdin.close()
             code = child.wait()
         finally:
             with self.lock:

@@ -27,6 +27,11 @@ from service.routes import HOT_ROUTES, BodyHandler, json_response, router, run_s
 
 log = logging.getLogger("iris.service")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TOKEN_ROUTES = (
+    ("/train", "post"),
+    ("/train/{job_id}", "delete"),
+    ("/models/{version}/activate", "post"),
+)
 
 
 class EdgeMiddleware:
@@ -220,10 +225,35 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for body in (schemas.PredictRequest, schemas.GradientsRequest, schemas.TrainRequest):
+    bodies = (
+        schemas.PredictRequest,
+        schemas.GradientsRequest,
+        schemas.TrainRequest,
+        schemas.Problem,
+    )
+    for body in bodies:
         spec = body.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(spec.pop("$defs", {}))
         components[body.__name__] = spec
+    for item in schema["paths"].values():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            default = responses.get("422", {}).get("content", {}).get("application/json")
+            if default and default["schema"].get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]  # FastAPI's default; this app answers problem documents
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.update(v2.REQUEST_SCHEMAS)
+    for path in v2.INFER_PATHS:
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}
+            },
+        }
+    schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, method in TOKEN_ROUTES:
+        schema["paths"][path][method]["security"] = [{"bearer": []}]
     app.openapi_schema = schema
     return schema
 

@@ -110,11 +110,13 @@ def problem_for(request: Request, error: Exception) -> Response:
         return validation_problem(list(error.errors()), path)
     if isinstance(error, StarletteHTTPException):
         detail = error.detail if isinstance(error.detail, str) else str(error.detail)
+        headers = dict(error.headers or {})
         if error.status_code == 404 and detail == "Not Found":
             detail = f"no endpoint at {path}"
         elif error.status_code == 405:
             detail = f"{request.method} is not allowed on {path}"
-        return problem(error.status_code, detail, path, headers=dict(error.headers or {}))
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem(error.status_code, detail, path, headers=headers)
     for kind, status in DOMAIN_STATUS:
         if isinstance(error, kind):
             extra: dict[str, Any] = (
@@ -123,6 +125,22 @@ def problem_for(request: Request, error: Exception) -> Response:
             return problem(status, str(error), path, **extra)
     log.exception("unexpected error on %s %s", request.method, path, exc_info=error)
     return problem(500, "internal error; the server log has the details", path)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some native route serves at this path (Starlette names only the first)."""
+    from starlette.routing import Match, Route
+
+    from service.routes import router  # /v2 answers its own 405s
+
+    return sorted(
+        {
+            method
+            for route in router.routes
+            if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
+            for method in route.methods or ()
+        }
+    )
 
 
 async def handle(request: Request, error: Exception) -> Response:

@@ -59,8 +59,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {
             "description": described[code],
-            "model": schemas.Problem,
-            "content": {PROBLEM_JSON: {}},
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for code in codes
     }
@@ -256,7 +255,12 @@ async def train(request: Request) -> Response:
     return json_response(job, 202, {"Location": f"/train/{job['job_id']}"})
 
 
-@router.get("/train", response_model=schemas.JobList, summary="Recent training jobs, newest first")
+@router.get(
+    "/train",
+    response_model=schemas.JobList,
+    responses=problems(422),
+    summary="Recent training jobs, newest first",
+)
 def list_jobs(request: Request, limit: int | None = Query(None, ge=1, le=1000)) -> Response:
     st = state(request)
     return json_response({"jobs": st.jobs.recent(limit or st.settings.jobs_listed)})

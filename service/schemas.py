@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from model.data import CLASSES, MAX_MEASUREMENT_CM
 from model.persistence import VERSION_PATTERN
@@ -19,8 +19,23 @@ Measurement = Annotated[
         description="centimetres, above 0 and at most 100",
     ),
 ]
+
+
+def integral(value: Any) -> Any:
+    """JSON Schema counts 1.0 as an integer, so accept it as 1; 2.5, "1" and true stay refused."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, Strict(), BeforeValidator(integral)]
+Number = Annotated[float, Strict()]  # ints are numbers; strings and booleans are not
+Boolean = Annotated[bool, Strict()]
 Species = Literal["setosa", "versicolor", "virginica"]
-ClassIndex = Annotated[int, Field(ge=0, le=len(CLASSES) - 1, strict=True)]
+# The validator after Field keeps minimum/maximum (not ge/le) in the JSON Schema of the union.
+ClassIndex = Annotated[
+    int, Field(ge=0, le=len(CLASSES) - 1, strict=True), BeforeValidator(integral)
+]
 Version = Annotated[
     str, Field(pattern=VERSION_PATTERN, examples=["20261128T004614.062920Z-7483c053"])
 ]
@@ -29,11 +44,11 @@ Reduction = Literal["mean", "sum", "none"]
 Include = Literal["activations", "intermediates", "input"]
 
 
-class Strict(BaseModel):
+class Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Instance(Strict):
+class Instance(Closed):
     sepal_length: Measurement
     sepal_width: Measurement
     petal_length: Measurement
@@ -44,7 +59,7 @@ class Sample(Instance):
     species: Species
 
 
-class PredictRequest(Strict):
+class PredictRequest(Closed):
     instances: list[Instance] = Field(min_length=1, description="at most IRIS_MAX_INSTANCES rows")
     model_version: Version | None = Field(
         None, description="a stored version; default: the active one"
@@ -62,7 +77,7 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class GradientsRequest(Strict):
+class GradientsRequest(Closed):
     instances: list[Instance] = Field(min_length=1, description="at most IRIS_MAX_INSTANCES rows")
     labels: list[Species | ClassIndex] = Field(
         min_length=1, description="one per instance, by name or by class index"
@@ -120,17 +135,31 @@ class GradientsResponse(BaseModel):
     input_gradients: InputGradients | None = None
 
 
-class HyperparametersIn(Strict):
-    hidden_units: int = Field(4, ge=1, le=1024, strict=True)
-    learning_rate: float = Field(0.1, gt=0, le=10, allow_inf_nan=False)
-    epochs: int = Field(200, ge=1, le=10_000, strict=True)
-    batch_size: int = Field(16, ge=1, le=10_000, strict=True)
-    momentum: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
-    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
-    validation_fraction: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
-    seed: int = Field(0, ge=0, lt=2**63, strict=True)
-    early_stopping: bool = False
-    patience: int = Field(10, ge=1, le=10_000, strict=True)
+class HyperparametersIn(BaseModel):
+    # The cross-field rule in JSON Schema too, so clients and fuzzers can know it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {
+                "properties": {"early_stopping": {"const": True}},
+                "required": ["early_stopping"],
+            },
+            "then": {
+                "properties": {"validation_fraction": {"exclusiveMinimum": 0}},
+                "required": ["validation_fraction"],
+            },
+        },
+    )
+    hidden_units: Integer = Field(4, ge=1, le=1024)
+    learning_rate: Number = Field(0.1, gt=0, le=10, allow_inf_nan=False)
+    epochs: Integer = Field(200, ge=1, le=10_000)
+    batch_size: Integer = Field(16, ge=1, le=10_000)
+    momentum: Number = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    weight_decay: Number = Field(0.0, ge=0, allow_inf_nan=False)
+    validation_fraction: Number = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
+    seed: Integer = Field(0, ge=0, lt=2**63)
+    early_stopping: Boolean = False
+    patience: Integer = Field(10, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def early_stopping_needs_validation(self) -> HyperparametersIn:
@@ -139,15 +168,33 @@ class HyperparametersIn(Strict):
         return self
 
 
-class DatasetIn(Strict):
+class DatasetIn(Closed):
     samples: list[Sample] = Field(min_length=15, description="at most IRIS_MAX_TRAIN_ROWS rows")
 
 
-class TrainRequest(Strict):
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {
+                "properties": {"min_validation_accuracy": {"type": "number"}},
+                "required": ["min_validation_accuracy"],
+            },
+            "then": {
+                "properties": {
+                    "hyperparameters": {
+                        "properties": {"validation_fraction": {"exclusiveMinimum": 0}},
+                        "required": ["validation_fraction"],
+                    }
+                },
+                "required": ["hyperparameters"],
+            },
+        },
+    )
     hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
     dataset: DatasetIn | None = Field(None, description="default: the shipped Iris data")
-    activate: bool = True
-    min_validation_accuracy: float | None = Field(
+    activate: Boolean = True
+    min_validation_accuracy: Number | None = Field(
         None, ge=0, le=1, description="quality gate: activate only at or above this"
     )
 

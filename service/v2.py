@@ -27,7 +27,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -39,6 +39,7 @@ from service.body import refuse_duplicate_keys
 from service.deps import State, state
 from service.problems import ProblemError
 from service.routes import INLINE_BODY_BYTES, json_response
+from service.schemas import Integer
 
 log = logging.getLogger("iris.v2")
 
@@ -139,7 +140,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "a bad request; the error names the problem",
         404: "unknown model or version",
         409: "the version is stored but corrupt",
-        413: "body over IRIS_MAX_BODY_BYTES (a problem document, from the edge middleware)",
+        413: "body over IRIS_MAX_BODY_BYTES",
         415: "a Content-Encoding other than gzip or deflate",
         503: "no model is loaded yet",
     }
@@ -158,7 +159,7 @@ class Strict(BaseModel):
 
 class RequestInput(Strict):
     name: StrictStr
-    shape: list[StrictInt]
+    shape: list[Integer]
     datatype: StrictStr
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = None
@@ -176,11 +177,86 @@ class InferenceRequest(Strict):
     outputs: list[RequestOutput] | None = None
 
 
+_MEASUREMENT = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MEASUREMENT_CM}
+_EXTENSIONS = {"not": {"anyOf": [{"required": [name]} for name in UNSUPPORTED]}}
+# The inference request as this server accepts it, for the OpenAPI document: tighter than
+# the protocol's generic tensor (one input, named and shaped as the model needs).
+REQUEST_SCHEMAS: dict[str, Any] = {
+    "InferenceRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1,
+                "items": {"$ref": "#/components/schemas/InferenceInput"},
+            },
+            "outputs": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/InferenceOutput"},
+            },
+        },
+    },
+    "InferenceInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"const": INPUT},
+            "shape": {
+                "type": "array",
+                "prefixItems": [
+                    {"type": "integer", "minimum": 1, "maximum": MAX_ELEMENTS // N_FEATURES},
+                    {"const": N_FEATURES},
+                ],
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            "datatype": {"enum": list(INPUT_DATATYPES)},
+            "parameters": {"type": "object", **_EXTENSIONS},
+            "data": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "anyOf": [
+                        _MEASUREMENT,
+                        {
+                            "type": "array",
+                            "minItems": N_FEATURES,
+                            "maxItems": N_FEATURES,
+                            "items": _MEASUREMENT,
+                        },
+                    ]
+                },
+            },
+        },
+    },
+    "InferenceOutput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {"enum": list(OUTPUTS)},
+            "parameters": {"type": "object", **_EXTENSIONS},
+        },
+    },
+}
+INFER_PATHS = (
+    "/v2/models/{model_name}/infer",
+    "/v2/models/{model_name}/versions/{model_version}/infer",
+)
+
+
 def parse(body: bytes) -> InferenceRequest:
     """Validate the raw body in one pass; any failure is a 400 naming where it is."""
     try:
         request = InferenceRequest.model_validate_json(body)
     except ValidationError as error:
+        refuse_duplicate_keys(body)  # the ambiguity first: it may be what made the body invalid
         listed = error.errors(include_url=False, include_input=False)
         first = listed[0]
         if first["type"] == "json_invalid":

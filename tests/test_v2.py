@@ -332,7 +332,7 @@ NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
         ({"inputs": [tensor(RAW[:2], shape=[2, 2])]}, ["[n, 4]"]),
         ({"inputs": [tensor(RAW[:0].reshape(0, 4))]}, ["no rows"]),
         ({"inputs": [tensor(RAW[:1], shape=[-1, 4])]}, ["negative"]),
-        ({"inputs": [tensor(RAW[:1], shape=[1.0, 4])]}, ["inputs[0].shape[0]", "integer"]),
+        ({"inputs": [tensor(RAW[:1], shape=[1.5, 4])]}, ["inputs[0].shape[0]", "integer"]),
         ({"inputs": [tensor(RAW[:1], shape=[True, 4])]}, ["inputs[0].shape[0]", "integer"]),
         ({"inputs": [tensor(RAW[:1], shape="1,4")]}, ["inputs[0].shape"]),
         ({"inputs": [tensor(RAW[:1], data=None)]}, ["no 'data'"]),
