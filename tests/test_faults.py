@@ -680,7 +680,7 @@ def post_once(port: int, body: bytes, rows: int) -> Outcome:
         try:
             conn.connect()
         except ConnectionRefusedError:
-            outcome.kind = "refused"
+            outcome.kind, outcome.done = "refused", time.monotonic()
             return outcome
         try:
             conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
@@ -790,7 +790,11 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
     kinds = {kind: sum(o.kind == kind for o in every) for kind in ("ok", "refused", "no response")}
     broken = [o for o in every if o.kind in ("cut", "bad")]
     assert not broken, broken[:5]
-    first_refused = min((o.started for o in every if o.kind == "refused"), default=None)
+    # When the first refusal was seen: a client's start stamp precedes its connect, and threads
+    # interleave, so only a connection begun after a refusal came back proves a reopened listener.
+    first_refused = min(
+        (o.done for o in every if o.kind == "refused" and o.done is not None), default=None
+    )
     assert first_refused is not None, "no client saw the listener closed"
     assert all(out[-1].kind == "refused" for out in outcomes), "a client never saw it closed"
     assert not [o for o in every if o.kind != "refused" and o.started > first_refused], (
