@@ -597,6 +597,9 @@ def pass_vs_memory(plan: Plan) -> dict[str, Any]:
     from model.network import backward, forward, init_params
 
     rng = np.random.default_rng(0)
+    from service.tuning import keep_large_allocations
+
+    keep_large_allocations()  # as every server worker and training child does
     params = init_params(P5_HIDDEN, rng)
     X = rng.standard_normal((P5_ROWS, 4))
     y = rng.integers(0, 3, P5_ROWS)

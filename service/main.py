@@ -15,7 +15,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from threadpoolctl import threadpool_limits
 
 from model.persistence import ModelStore
 from service import metrics, problems, schemas, v2
@@ -24,6 +23,7 @@ from service.deps import State, resolve_token
 from service.jobs import JobError, JobStore, Launcher
 from service.registry import Registry, ensure_default_model
 from service.routes import HOT_ROUTES, BodyHandler, json_response, router, run_sized
+from service.tuning import tune_process
 
 log = logging.getLogger("iris.service")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -179,9 +179,7 @@ async def _no_receive() -> Message:
 
 def build_state(settings: Settings) -> State:
     """Everything a worker needs before it serves: token, default model, registry, jobs."""
-    # The matrices here are thin (4 to 1024 by 3 or 4): a multi-threaded BLAS spends longer
-    # waking its threads than multiplying, and workers already use the cores.
-    threadpool_limits(settings.blas_threads, user_api="blas")
+    tune_process(settings.blas_threads)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     token = resolve_token(settings)
     store = ModelStore(settings.models_dir)

@@ -26,6 +26,7 @@ from model.errors import IrisModelError, TrainingCancelledError
 from model.persistence import ModelStore
 from model.train import EpochStats, Hyperparameters, train
 from service.jobs import JobError, JobStore
+from service.tuning import keep_large_allocations
 
 PARENT_GONE_EXIT = 3
 
@@ -124,6 +125,7 @@ def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: 
 
 def main() -> int:
     db_path, interval, timeout = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    keep_large_allocations()  # the BLAS threads come from the environment the server set
     return run(sys.stdin.buffer.read(), db_path, interval, timeout, os.getppid())
 
 
