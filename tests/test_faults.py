@@ -682,6 +682,9 @@ def post_once(port: int, body: bytes, rows: int) -> Outcome:
         except ConnectionRefusedError:
             outcome.kind, outcome.done = "refused", time.monotonic()
             return outcome
+        except ConnectionResetError as error:  # reset in the listen backlog at shutdown
+            outcome.detail = repr(error)  # (uvicorn closes what it has not read yet)
+            return outcome
         try:
             conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
             outcome.sent = time.monotonic()
