@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from model.data import Dataset, load_iris
+from model.network import Model, Params, Standardizer
 from model.persistence import ModelStore
 from model.train import Hyperparameters, TrainResult, train
 
@@ -36,6 +38,20 @@ def small_hyperparameters() -> Hyperparameters:
 def trained(iris: Dataset) -> TrainResult:
     """A quickly trained model with history and validation metrics (read-only)."""
     return train(iris, SMALL_HYPERPARAMETERS)
+
+
+def random_model(hidden: int = 3, seed: int = 0) -> Model:
+    """A model with random parameters and standardisation (not trained: for storage tests)."""
+    rng = np.random.default_rng(seed)
+    return Model(
+        params=Params(
+            W1=rng.standard_normal((hidden, 4)),
+            b1=rng.standard_normal(hidden),
+            W2=rng.standard_normal((3, hidden)),
+            b2=rng.standard_normal(3),
+        ),
+        standardizer=Standardizer(mean=rng.uniform(1, 6, 4), std=rng.uniform(0.2, 2, 4)),
+    )
 
 
 @pytest.fixture

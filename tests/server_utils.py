@@ -361,3 +361,23 @@ def post_fresh_connection(
         return response.status, payload, worker
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def server_pool(tmp_path: Path) -> Iterator[Callable[[Path | None, dict[str, str]], ServerProcess]]:
+    """``start(data_dir, env)`` starts iris-serve; every server is stopped and its log shown."""
+    servers: list[ServerProcess] = []
+
+    def start(data_dir: Path | None, env: dict[str, str]) -> ServerProcess:
+        log = tmp_path / f"server-{len(servers)}.log"
+        server = ServerProcess(data_dir or tmp_path / "data", log, env)
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+        for server in servers:
+            print(f"===== {server.log_path.name} (port {server.port})\n{server.log()}")

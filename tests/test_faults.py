@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from conftest import random_model
 from server_utils import (
     ROOT,
     ServerProcess,
@@ -39,6 +40,7 @@ from server_utils import (
     instances,
     job_pid,
     proc_alive,
+    server_pool,
     socket_owner,
     synthetic_samples,
     wait_for,
@@ -46,7 +48,7 @@ from server_utils import (
 
 from model.data import load_iris
 from model.errors import StoreWriteError
-from model.network import Model, Params, Standardizer
+from model.network import Model
 from model.persistence import TMP_PREFIX, ModelStore, new_version_id, weights_bytes
 from model.train import TrainResult
 from service.jobs import JobSpec, JobStore
@@ -124,20 +126,12 @@ def mounts() -> Iterator[Mounts]:
 @pytest.fixture
 def serve(tmp_path: Path, mounts: Mounts) -> Iterator[Callable[..., ServerProcess]]:
     """Start ``iris-serve`` (``serve(data_dir, **env)``); stopped before any mount is undone."""
-    servers: list[ServerProcess] = []
+    with server_pool(tmp_path) as start_server:
 
-    def start(data_dir: Path | None = None, **env: str) -> ServerProcess:
-        environment = {"IRIS_API_TOKEN": TOKEN, "IRIS_LOG_LEVEL": "info"} | env
-        log = tmp_path / f"server-{len(servers)}.log"
-        server = ServerProcess(data_dir or tmp_path / "data", log, environment)
-        servers.append(server)
-        return server.start()
+        def start(data_dir: Path | None = None, **env: str) -> ServerProcess:
+            return start_server(data_dir, {"IRIS_API_TOKEN": TOKEN, "IRIS_LOG_LEVEL": "info"} | env)
 
-    yield start
-    for server in servers:
-        server.stop()
-    for server in servers:
-        print(f"===== {server.log_path.name} (port {server.port})\n{server.log()}")
+        yield start
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -199,16 +193,7 @@ def fill_completely(directory: Path) -> None:
 
 
 def wide_model(hidden: int = 1024, seed: int = 0) -> Model:
-    rng = np.random.default_rng(seed)
-    return Model(
-        params=Params(
-            W1=rng.standard_normal((hidden, 4)),
-            b1=rng.standard_normal(hidden),
-            W2=rng.standard_normal((3, hidden)),
-            b2=rng.standard_normal(3),
-        ),
-        standardizer=Standardizer(mean=rng.uniform(1, 6, 4), std=rng.uniform(0.2, 2, 4)),
-    )
+    return random_model(hidden, seed)
 
 
 def snapshot(models_dir: Path) -> dict[str, bytes]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_model
 
 from model.errors import (
     ChecksumMismatchError,
@@ -30,7 +31,7 @@ from model.errors import (
     ShapeError,
     UnreadableModelError,
 )
-from model.network import Model, Params, Standardizer
+from model.network import Model, Params
 from model.persistence import VERSION_PATTERN, ModelStore
 from model.train import Hyperparameters, TrainResult
 
@@ -42,16 +43,7 @@ def model_arrays(model: Model) -> dict[str, np.ndarray]:
 
 
 def tiny_model(hidden: int = 3, seed: int = 0) -> Model:
-    rng = np.random.default_rng(seed)
-    return Model(
-        params=Params(
-            W1=rng.standard_normal((hidden, 4)),
-            b1=rng.standard_normal(hidden),
-            W2=rng.standard_normal((3, hidden)),
-            b2=rng.standard_normal(3),
-        ),
-        standardizer=Standardizer(mean=rng.uniform(1, 6, 4), std=rng.uniform(0.2, 2, 4)),
-    )
+    return random_model(hidden, seed)
 
 
 def assert_same_model(actual: Model, expected: Model) -> None:

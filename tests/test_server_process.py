@@ -30,6 +30,7 @@ from server_utils import (
     post_fresh_connection,
     probabilities,
     proc_alive,
+    server_pool,
     synthetic_samples,
     wait_for,
     worker_pids,
@@ -69,24 +70,17 @@ LONG_JOB = {
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start ``iris-serve`` (``serve(workers=2, token=None, data_dir=...)``); always stopped."""
-    servers: list[ServerProcess] = []
+    with server_pool(tmp_path) as start_server:
 
-    def start(
-        workers: int = 1, token: str | None = TOKEN, data_dir: Path | None = None
-    ) -> ServerProcess:
-        env = {"IRIS_WORKERS": str(workers), "IRIS_LOG_LEVEL": "info"}
-        if token is not None:
-            env["IRIS_API_TOKEN"] = token
-        log = tmp_path / f"server-{len(servers)}.log"
-        server = ServerProcess(data_dir or tmp_path / "data", log, env)
-        servers.append(server)
-        return server.start()
+        def start(
+            workers: int = 1, token: str | None = TOKEN, data_dir: Path | None = None
+        ) -> ServerProcess:
+            env = {"IRIS_WORKERS": str(workers), "IRIS_LOG_LEVEL": "info"}
+            if token is not None:
+                env["IRIS_API_TOKEN"] = token
+            return start_server(data_dir, env)
 
-    yield start
-    for server in servers:
-        server.stop()
-    for server in servers:
-        print(f"===== {server.log_path.name} (port {server.port})\n{server.log()}")
+        yield start
 
 
 def predict(client: httpx.Client) -> dict[str, Any]:

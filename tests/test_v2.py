@@ -12,9 +12,7 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ import orjson
 import pytest
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
+from server_utils import free_port, serve_command
 from tritonclient.utils import InferenceServerException
 
 from model.data import CLASSES, FEATURES, Dataset, load_iris
@@ -489,20 +488,6 @@ class Server:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def serve_command() -> list[str]:
-    script = Path(sys.executable).with_name("iris-serve")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "service"]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
