@@ -202,8 +202,7 @@ def backward(params: Params, cache: Cache, y: IntArray, reduction: Reduction = "
     do_a[np.arange(n), y] -= 1.0
     if reduction == "mean":
         do_a /= n  # the mean divides every sample's share by n
-    dh_s = do_a @ params.W2
-    dh_a = dh_s * (cache.h_a > 0)  # gradient flows only where the ReLU was active
+    dh_s, dh_a = hidden_gradients(params, cache, do_a)
     dx = dh_a @ params.W1
     if reduction == "none":
         grads = Params(
@@ -213,16 +212,42 @@ def backward(params: Params, cache: Cache, y: IntArray, reduction: Reduction = "
             b2=do_a.copy(),
         )
     else:
-        # The bias gradients sum the rows; as a matrix-vector product (ones @ rows) the BLAS
-        # does it 8x faster than sum(axis=0) over a tall, narrow array.
-        ones = np.ones(n)
-        grads = Params(
-            W1=dh_a.T @ cache.X,
-            b1=ones @ dh_a,
-            W2=do_a.T @ cache.h_s,
-            b2=ones @ do_a,
-        )
+        grads = summed_parameter_gradients(cache, do_a, dh_a)
     return Gradients(params=grads, do_a=do_a, dh_s=dh_s, dh_a=dh_a, dx=dx)
+
+
+def hidden_gradients(
+    params: Params, cache: Cache, do_a: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """dh_s = do_a W2 and dh_a = dh_s * 1[h_a > 0]."""
+    dh_s = do_a @ params.W2
+    return dh_s, dh_s * (cache.h_a > 0)  # gradient flows only where the ReLU was active
+
+
+def summed_parameter_gradients(cache: Cache, do_a: FloatArray, dh_a: FloatArray) -> Params:
+    """dW1 = dh_a^T X, db1 = sum of dh_a rows, dW2 = do_a^T h_s, db2 = sum of do_a rows."""
+    # The bias gradients sum the rows; as a matrix-vector product (ones @ rows) the BLAS
+    # does it 8x faster than sum(axis=0) over a tall, narrow array.
+    ones = np.ones(do_a.shape[0])
+    return Params(W1=dh_a.T @ cache.X, b1=ones @ dh_a, W2=do_a.T @ cache.h_s, b2=ones @ do_a)
+
+
+def one_hot(y: IntArray) -> FloatArray:
+    """Rows Y (n, 3) with a 1 in column y_i: the targets the softmax is compared with."""
+    Y = np.zeros((y.shape[0], N_CLASSES))
+    Y[np.arange(y.shape[0]), y] = 1.0
+    return Y
+
+
+def mean_gradients(params: Params, cache: Cache, Y: FloatArray) -> Params:
+    """dL/dtheta of the mean loss for one-hot targets Y (n, 3): the training step's path.
+
+    :func:`backward` with ``mean`` and the same bits (o_s - Y subtracts exactly 1 at each
+    label and 0 elsewhere), without its label checks (training checks once) and without dx.
+    """
+    do_a = (cache.o_s - Y) / Y.shape[0]
+    _, dh_a = hidden_gradients(params, cache, do_a)
+    return summed_parameter_gradients(cache, do_a, dh_a)
 
 
 def raw_input_gradient(dx: FloatArray, standardizer: Standardizer) -> FloatArray:

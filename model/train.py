@@ -16,10 +16,12 @@ from model.network import (
     Model,
     Params,
     Standardizer,
-    backward,
+    check_labels,
     forward,
     init_params,
     loss,
+    mean_gradients,
+    one_hot,
 )
 
 
@@ -37,7 +39,7 @@ class Hyperparameters:
     epochs: int = 200
     batch_size: int = 16
     momentum: float = 0.0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.005
     validation_fraction: float = 0.0
     seed: int = 0
     early_stopping: bool = False
@@ -155,6 +157,8 @@ def train(
     X = standardizer.transform(train_set.raw)
     y = train_set.y
     n = len(train_set)
+    check_labels(y, n)
+    Y = one_hot(y)
     params = init_params(hp.hidden_units, rng)
     velocity = [np.zeros_like(p) for p in params.arrays().values()]
     history: list[EpochStats] = []
@@ -165,11 +169,15 @@ def train(
         # A diverging run overflows on its way to inf/NaN; that is reported below as
         # TrainingDivergedError rather than as floating-point warnings.
         with np.errstate(over="ignore", invalid="ignore"):
+            # One gather per epoch; each batch is then a view of the shuffled rows.
+            X_epoch, Y_epoch = X[order], Y[order]
             for start in range(0, n, hp.batch_size):
-                batch = order[start : start + hp.batch_size]
-                params = sgd_step(params, velocity, X[batch], y[batch], hp)
+                stop = start + hp.batch_size
+                params = sgd_step(params, velocity, X_epoch[start:stop], Y_epoch[start:stop], hp)
             model = Model(params=params, standardizer=standardizer)
-            train_loss, train_accuracy = evaluate(model, train_set)
+            cache = forward(params, X)  # X is standardised already
+            train_loss = float(loss(cache, y))
+            train_accuracy = float((cache.o_s.argmax(axis=1) == y).mean())
             val_loss, val_accuracy = evaluate(model, validation) if validation else (None, None)
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(epoch, train_loss)
@@ -198,11 +206,12 @@ def sgd_step(
     params: Params,
     velocity: list[np.ndarray[Any, Any]],
     X: np.ndarray[Any, Any],
-    y: IntArray,
+    Y: np.ndarray[Any, Any],
     hp: Hyperparameters,
 ) -> Params:
-    """One step on a batch; ``velocity`` (one array per parameter) is updated in place."""
-    grads = backward(params, forward(params, X), y, "mean").params
+    """One step on a batch (one-hot targets Y); ``velocity`` is updated in place."""
+    grads = mean_gradients(params, forward(params, X), Y)
+    lr = hp.learning_rate
     updated = []
     for name, v, theta, g in zip(
         ("W1", "b1", "W2", "b2"),
@@ -215,10 +224,10 @@ def sgd_step(
             g = g + hp.weight_decay * theta  # d/dtheta of (weight_decay / 2) * ||theta||^2
         if hp.momentum:
             v *= hp.momentum
-            v -= hp.learning_rate * g
+            v -= lr * g
             updated.append(theta + v)
         else:
-            updated.append(theta - hp.learning_rate * g)
+            updated.append(theta - lr * g)
     return Params(*updated)
 
 

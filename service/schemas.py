@@ -155,7 +155,7 @@ class HyperparametersIn(BaseModel):
     epochs: Integer = Field(200, ge=1, le=10_000)
     batch_size: Integer = Field(16, ge=1, le=10_000)
     momentum: Number = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
-    weight_decay: Number = Field(0.0, ge=0, allow_inf_nan=False)
+    weight_decay: Number = Field(0.005, ge=0, allow_inf_nan=False)
     validation_fraction: Number = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
     seed: Integer = Field(0, ge=0, lt=2**63)
     early_stopping: Boolean = False

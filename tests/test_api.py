@@ -474,11 +474,10 @@ def test_diverging_training_fails_and_keeps_the_served_model(client: TestClient)
     versions = ModelStore(client.app.state.iris.settings.models_dir).versions()  # type: ignore[attr-defined]
     body = {
         "hyperparameters": {
+            # every step multiplies W1 and W2 by 1 - 10 * 1 = -9: certain to overflow
             "learning_rate": 10,
-            "hidden_units": 1024,
+            "weight_decay": 1,
             "epochs": 50,
-            "batch_size": 1,
-            "momentum": 0.99,
         },
     }
     done = wait_for_job(client, client.post("/train", json=body, headers=AUTH).json()["job_id"])

@@ -14,7 +14,7 @@ from model.errors import (
     TrainingCancelledError,
     TrainingDivergedError,
 )
-from model.network import Params, predict_proba
+from model.network import Params, one_hot, predict_proba
 from model.train import EpochStats, Hyperparameters, sgd_step, stratified_split, train
 
 # -- one SGD step worked by hand ------------------------------------------------------------
@@ -113,9 +113,13 @@ def test_sgd_step_matches_a_step_worked_by_hand(count: int) -> None:
     expected = [
         minus(theta, scaled(lr, g)) for theta, g in zip((W1, B1, W2, B2), grads, strict=True)
     ]
-    hp = Hyperparameters(learning_rate=lr)
+    hp = Hyperparameters(learning_rate=lr, weight_decay=0)
     updated = sgd_step(
-        hand_params(), zero_velocity(hand_params()), np.array(samples), np.array(labels), hp
+        hand_params(),
+        zero_velocity(hand_params()),
+        np.array(samples),
+        one_hot(np.array(labels)),
+        hp,
     )
     assert_params_close(updated, expected)
 
@@ -131,7 +135,11 @@ def test_sgd_step_from_a_zero_output_layer_moves_only_the_output_layer() -> None
     )
     x = np.array([[1.0, 2.0, 3.0, 4.0]])
     updated = sgd_step(
-        params, zero_velocity(params), x, np.array([1]), Hyperparameters(learning_rate=0.3)
+        params,
+        zero_velocity(params),
+        x,
+        one_hot(np.array([1])),
+        Hyperparameters(learning_rate=0.3, weight_decay=0),
     )
     np.testing.assert_array_equal(updated.W1, params.W1)
     np.testing.assert_array_equal(updated.b1, params.b1)
@@ -142,9 +150,9 @@ def test_sgd_step_from_a_zero_output_layer_moves_only_the_output_layer() -> None
 def test_sgd_step_with_momentum_follows_the_velocity_formula() -> None:
     # v <- momentum * v - lr * g;  theta <- theta + v, two steps on the same batch
     lr, momentum = 0.5, 0.9
-    hp = Hyperparameters(learning_rate=lr, momentum=momentum)
+    hp = Hyperparameters(learning_rate=lr, momentum=momentum, weight_decay=0)
     velocity = zero_velocity(hand_params())
-    X, y = np.array(SAMPLES), np.array(LABELS)
+    X, y = np.array(SAMPLES), one_hot(np.array(LABELS))
 
     theta0 = [W1, B1, W2, B2]
     v1 = [scaled(-lr, g) for g in hand_gradients(theta0, SAMPLES, LABELS)]
@@ -175,14 +183,24 @@ def test_sgd_step_with_weight_decay_shrinks_weights_but_not_biases() -> None:
     ]
     hp = Hyperparameters(learning_rate=lr, weight_decay=decay)
     updated = sgd_step(
-        hand_params(), zero_velocity(hand_params()), np.array(SAMPLES), np.array(LABELS), hp
+        hand_params(),
+        zero_velocity(hand_params()),
+        np.array(SAMPLES),
+        one_hot(np.array(LABELS)),
+        hp,
     )
     assert_params_close(updated, expected)
 
 
 def test_sgd_step_does_not_modify_its_input_params() -> None:
     params = hand_params()
-    sgd_step(params, zero_velocity(params), np.array(SAMPLES), np.array(LABELS), Hyperparameters())
+    sgd_step(
+        params,
+        zero_velocity(params),
+        np.array(SAMPLES),
+        one_hot(np.array(LABELS)),
+        Hyperparameters(),
+    )
     for name, value in zip(("W1", "b1", "W2", "b2"), (W1, B1, W2, B2), strict=True):
         np.testing.assert_array_equal(params.arrays()[name], value)
 
