@@ -210,25 +210,21 @@ def sgd_step(
     hp: Hyperparameters,
 ) -> Params:
     """One step on a batch (one-hot targets Y); ``velocity`` is updated in place."""
-    grads = mean_gradients(params, forward(params, X), Y)
-    lr = hp.learning_rate
-    updated = []
-    for name, v, theta, g in zip(
-        ("W1", "b1", "W2", "b2"),
-        velocity,
-        params.arrays().values(),
-        grads.arrays().values(),
-        strict=True,
-    ):
-        if hp.weight_decay and name in ("W1", "W2"):
-            g = g + hp.weight_decay * theta  # d/dtheta of (weight_decay / 2) * ||theta||^2
-        if hp.momentum:
-            v *= hp.momentum
-            v -= lr * g
-            updated.append(theta + v)
-        else:
-            updated.append(theta - lr * g)
-    return Params(*updated)
+    g = mean_gradients(params, forward(params, X), Y)
+    lr, decay = hp.learning_rate, hp.weight_decay
+    if decay:  # d/dtheta of (weight_decay / 2) * ||W||^2, on the weights only
+        g = Params(W1=g.W1 + decay * params.W1, b1=g.b1, W2=g.W2 + decay * params.W2, b2=g.b2)
+    if not hp.momentum:
+        return Params(
+            W1=params.W1 - lr * g.W1,
+            b1=params.b1 - lr * g.b1,
+            W2=params.W2 - lr * g.W2,
+            b2=params.b2 - lr * g.b2,
+        )
+    for v, grad in zip(velocity, (g.W1, g.b1, g.W2, g.b2), strict=True):
+        v *= hp.momentum
+        v -= lr * grad
+    return Params(*(theta + v for theta, v in zip(params.arrays().values(), velocity, strict=True)))
 
 
 def final_metrics(model: Model, train_set: Dataset, validation: Dataset | None) -> dict[str, Any]:
