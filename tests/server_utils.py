@@ -381,3 +381,11 @@ def server_pool(tmp_path: Path) -> Iterator[Callable[[Path | None, dict[str, str
             server.stop()
         for server in servers:
             print(f"===== {server.log_path.name} (port {server.port})\n{server.log()}")
+
+
+def start_job(server: ServerProcess, client: httpx.Client, body: dict[str, Any]) -> str:
+    response = client.post("/train", json=body, headers=server.auth())
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    assert response.headers["location"] == f"/train/{job_id}"
+    return job_id

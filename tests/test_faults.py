@@ -42,6 +42,7 @@ from server_utils import (
     proc_alive,
     server_pool,
     socket_owner,
+    start_job,
     synthetic_samples,
     wait_for,
 )
@@ -142,13 +143,6 @@ def served_version(client: httpx.Client) -> str:
     assert response.status_code == 200, response.text
     version: str = response.json()["model_version"]
     return version
-
-
-def start_job(server: ServerProcess, client: httpx.Client, body: dict[str, Any]) -> str:
-    response = client.post("/train", json=body, headers=server.auth())
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
 
 
 def wait_job(client: httpx.Client, job_id: str, seconds: float = JOB_SECONDS) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import pytest
 from fastapi.testclient import TestClient
 from server_utils import ServerProcess, synthetic_samples
 from test_api import AUTH, ROW, VIRGINICA, assert_problem, make_client
+from test_v2 import assert_error
 
 from model.data import CLASSES, FEATURES, load_iris
 
@@ -144,18 +145,6 @@ def train(client: TestClient, body: bytes | str | dict[str, Any]) -> httpx.Respo
     if response.status_code == 202:
         end_job(client, response.json()["job_id"])
     return response
-
-
-def assert_error(response: httpx.Response, status: int, *words: str) -> str:
-    """A /v2 error: ``{"error": ...}`` as application/json, naming the problem."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"}, body
-    for word in words:
-        assert word in body["error"], body["error"]
-    message: str = body["error"]
-    return message
 
 
 def infer_body(data: Any = None, **tensor: Any) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from server_utils import (
     probabilities,
     proc_alive,
     server_pool,
+    start_job,
     synthetic_samples,
     wait_for,
     worker_pids,
@@ -101,14 +102,6 @@ def ready_version(server: ServerProcess) -> str:
     assert response.status_code == 200, response.text
     version: str = response.json()["model_version"]
     return version
-
-
-def start_job(server: ServerProcess, client: httpx.Client, body: dict[str, Any]) -> str:
-    response = client.post("/train", json=body, headers=server.auth())
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    assert response.headers["location"] == f"/train/{job_id}"
-    return job_id
 
 
 def wait_job(
