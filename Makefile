@@ -40,8 +40,9 @@ typecheck: $(VENV)/.installed-test
 
 check: lint typecheck test
 
+BENCH_ARGS ?=
 bench: $(VENV)/.installed-bench
-	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_train.py $(BENCH_ARGS)
 
 BENCH_HTTP_ARGS ?=
 # HTTP benchmark, about 7 minutes (BENCH_HTTP_ARGS=--quick: about 1.5). Needs wrk (apt-get

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     t.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
     t.add_argument("--early-stopping", action="store_true")
+    t.add_argument("--patience", type=int, default=defaults.patience)
     t.add_argument("--no-activate", action="store_true", help="store without making it current")
     t.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -72,6 +73,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         validation_fraction=args.validation_fraction,
         seed=args.seed,
         early_stopping=args.early_stopping,
+        patience=args.patience,
     )
     dataset, source = load_data(args.csv)
     every = max(1, hp.epochs // 10)

@@ -1,4 +1,4 @@
-"""Request-scoped helpers: the app's state, the bearer token and raw-body parsing."""
+"""Request-scoped helpers: the app's state and the bearer token."""
 
 from __future__ import annotations
 

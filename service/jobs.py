@@ -32,10 +32,10 @@ import numpy as np
 
 from model.data import Dataset
 
-ACTIVE = ("queued", "running")
 # Read by OpenBLAS, MKL and OpenMP when NumPy loads in the training child.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 TERMINAL = ("succeeded", "failed", "cancelled")
+QUEUED_GRACE = 30.0  # seconds a queued job may wait for its process to start
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -122,7 +122,7 @@ class JobStore:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout = 15000")
             yield db
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:  # OperationalError, or a damaged file
             raise JobsUnavailableError(
                 f"the jobs database {self.path}: {error}{self.diagnosis()}"
             ) from None
@@ -158,15 +158,18 @@ class JobStore:
             db.execute("COMMIT")
 
     def _reap(self, db: sqlite3.Connection, now: float) -> None:
-        """Fail queued or running jobs whose process stopped sending heartbeats."""
+        """Fail running jobs whose process stopped sending heartbeats, and queued jobs whose
+        process never started (they get QUEUED_GRACE more: a child imports NumPy first)."""
         db.execute(
             "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
-            "WHERE status IN ('queued', 'running') AND heartbeat_at < ?",
+            "WHERE (status = 'running' AND heartbeat_at < ?) "
+            "OR (status = 'queued' AND heartbeat_at < ?)",
             (
                 now,
                 "interrupted: the training process stopped sending heartbeats "
                 "(it or its server died)",
                 now - self.heartbeat_timeout,
+                now - self.heartbeat_timeout - QUEUED_GRACE,
             ),
         )
 
@@ -231,14 +234,16 @@ class JobStore:
 
     # -- written by the training child and by the worker that watches it ------------------
 
-    def start(self, job_id: str, pid: int) -> None:
+    def start(self, job_id: str, pid: int) -> bool:
+        """Mark the job running; False if it is no longer queued (cancelled or reaped)."""
         now = time.time()
         with self.transaction() as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, pid = ? "
-                "WHERE job_id = ? AND status = 'queued'",
+                "WHERE job_id = ? AND status = 'queued' AND cancel_requested = 0",
                 (now, now, pid, job_id),
             )
+            return cursor.rowcount == 1
 
     def heartbeat(self, job_id: str, progress: dict[str, Any] | None) -> tuple[bool, bool]:
         """Record liveness and progress; returns (still active, cancel requested)."""
@@ -357,8 +362,9 @@ class Launcher:
                 start_new_session=True,  # a Ctrl-C in the server's terminal is for the server
             )
         except OSError as error:
-            self.jobs.finish(job_id, "failed", error=f"cannot start the training process: {error}")
-            raise
+            message = f"cannot start the training process: {error}"
+            self.jobs.finish(job_id, "failed", error=message)
+            raise JobsUnavailableError(message) from error
         with self.lock:
             self.children[job_id] = child
         threading.Thread(

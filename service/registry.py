@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from model.train import Hyperparameters, train
 from service import metrics
 
 log = logging.getLogger("iris.registry")
+RETRY_SECONDS = 5.0
 
 
 class NotReadyError(Exception):
@@ -32,6 +34,8 @@ class Registry:
         self.active: StoredModel | None = None
         self.problem: str | None = None
         self._seen: str | None = None
+        self._retry_at = math.inf  # when to look again at a CURRENT that failed to load
+        self._reported = ""
         self._pinned: OrderedDict[str, StoredModel] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -49,9 +53,10 @@ class Registry:
                 marker = version
             except ModelStoreError as error:
                 version, marker, problem = None, f"error: {error}", error
-            if marker == self._seen:
+            if marker == self._seen and time.monotonic() < self._retry_at:
                 return False
             self._seen = marker
+            self._retry_at = math.inf
             before = self.active.version if self.active else None
             try:
                 if version is None:
@@ -60,6 +65,7 @@ class Registry:
                 self.problem = None
             except ModelStoreError as error:
                 self._fall_back(error)
+                self._retry_at = time.monotonic() + RETRY_SECONDS  # it may be repaired
             after = self.active.version if self.active else None
             if after != before:
                 log.info("serving model version %s (was %s)", after, before)
@@ -80,7 +86,9 @@ class Registry:
                 break
             else:
                 self.problem = f"{error}; no valid stored version to serve"
-        log.error("model store: %s", self.problem)
+        if str(error) != self._reported:  # retries of the same failure stay quiet
+            self._reported = str(error)
+            log.error("model store: %s", self.problem)
 
     def get(self, version: str | None = None) -> StoredModel:
         """The active model, or a stored version by id (verified, kept in a small cache)."""

@@ -1,8 +1,9 @@
 """The training child: ``python -m service.worker DB HEARTBEAT TIMEOUT`` with the job on stdin.
 
 It trains with model/, writes progress and heartbeats into the job row, stores the new
-version, activates it when asked and the quality gate passes, and ends the row. It exits
-on its own when the server that started it is gone, and when its job stops being active.
+version, activates it when asked, the quality gate passes and the job is still wanted, and
+ends the row. It exits on its own when the server that started it is gone; a cancel (or a
+row that stopped being active) stops training at the next epoch boundary.
 """
 
 from __future__ import annotations
@@ -62,13 +63,21 @@ class Heartbeat(threading.Thread):
                 self.cancel.set()
 
 
+def still_wanted(jobs: JobStore, job_id: str) -> bool:
+    """The job is still running and nobody asked to cancel it."""
+    active, cancel = jobs.heartbeat(job_id, None)
+    return active and not cancel
+
+
 def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: int) -> int:
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         header = json.loads(npz["header"].tobytes())
         dataset = Dataset(raw=npz["raw"], y=npz["y"])
     job_id = header["job_id"]
     jobs = JobStore(db_path, heartbeat_timeout=timeout)
-    jobs.start(job_id, os.getpid())
+    if not jobs.start(job_id, os.getpid()):  # cancelled while queued, or given up on
+        jobs.finish(job_id, "cancelled", error="cancelled before training started")
+        return 0
     beat = Heartbeat(jobs, job_id, interval, parent)
     beat.start()
 
@@ -89,8 +98,12 @@ def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: 
             "training_seconds": seconds,
             "job_id": job_id,
         }
+        if not still_wanted(jobs, job_id):
+            raise TrainingCancelledError(result.history[-1].epoch)
         version = store.save(result.model, info)
-        activated = bool(header["activate"] and passed)
+        # A job that ended meanwhile (cancelled, or failed by a server shutting down) must
+        # not change the served model: check again right before CURRENT moves.
+        activated = bool(header["activate"] and passed) and still_wanted(jobs, job_id)
         if activated:
             store.activate(version)
         metrics = result.metrics | {"training_seconds": seconds}

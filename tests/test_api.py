@@ -793,3 +793,12 @@ def test_prediction_json_equals_the_plain_serialisation() -> None:
     text = predictions_json("v1", o_s)
     assert orjson.loads(text) == expected
     assert json.loads(text) == expected
+
+
+def test_a_damaged_jobs_database_leaves_predictions_serving_and_training_503(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "jobs.sqlite3").write_bytes(b"this is not a database" * 100)
+    with make_client(tmp_path) as client:
+        assert client.post("/predict", json={"instances": [ROW]}).status_code == 200
+        assert_problem(client.post("/train", json={}, headers=AUTH), 503, "jobs database")

@@ -79,3 +79,40 @@ def test_pinned_versions_are_served_from_a_bounded_cache(
     assert registry.get(versions[0]) is registry.get(versions[0])  # cached
     registry.get(versions[1])
     assert len(registry._pinned) == 1
+
+
+def test_a_current_version_that_failed_to_load_is_retried_once_repaired(
+    tmp_path: Path, trained_model: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.registry
+
+    monkeypatch.setattr(service.registry, "RETRY_SECONDS", 0.0)
+    store = ModelStore(tmp_path)
+    good = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    broken = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    weights = tmp_path / broken / "weights.npz"
+    intact = weights.read_bytes()
+    weights.write_bytes(b"damaged")
+    registry = Registry(store)
+    registry.refresh()
+    assert registry.get().version == good
+    assert registry.problem is not None
+    weights.write_bytes(intact)  # repaired (say, restored from a backup)
+    registry.refresh()
+    assert registry.get().version == broken
+    assert registry.problem is None
+
+
+def test_a_job_cancelled_while_queued_never_starts(tmp_path: Path) -> None:
+    from service.jobs import JobSpec, JobStore
+
+    jobs = JobStore(tmp_path / "jobs.sqlite3")
+    jobs.initialize()
+    job = jobs.create(
+        JobSpec(hyperparameters={"epochs": 5}, dataset={"source": "iris", "rows": 150})
+    )
+    jobs.request_cancel(job["job_id"])
+    assert jobs.start(job["job_id"], pid=1) is False
+    assert jobs.get(job["job_id"])["status"] == "queued"
+    assert jobs.finish(job["job_id"], "cancelled") is True
+    assert jobs.get(job["job_id"])["status"] == "cancelled"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -408,20 +409,37 @@ def test_non_integer_count_hyperparameter_is_refused_by_name(field: str, value: 
         Hyperparameters(**{field: value})
 
 
-def test_hyperparameter_range_ends_are_accepted() -> None:
-    Hyperparameters(hidden_units=1, epochs=1, learning_rate=1e-12, batch_size=1, patience=1, seed=0)
-    Hyperparameters(
-        hidden_units=1024,
-        epochs=10_000,
-        learning_rate=10,
-        batch_size=10_000,
-        momentum=0.999,
-        weight_decay=1e6,
-        validation_fraction=0.5,
-        seed=2**63 - 1,
-        patience=10_000,
-        early_stopping=True,
-    )
+@pytest.mark.parametrize(
+    "ends",
+    [
+        {
+            "hidden_units": 1,
+            "epochs": 1,
+            "batch_size": 1,
+            "patience": 1,
+            "seed": 0,
+            "learning_rate": 5e-324,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "validation_fraction": 0.0,
+        },
+        {
+            "hidden_units": 1024,
+            "epochs": 10_000,
+            "batch_size": 10_000,
+            "patience": 10_000,
+            "seed": 2**63 - 1,
+            "learning_rate": 10.0,
+            "momentum": 0.9999999999999999,
+            "weight_decay": 1e300,
+            "validation_fraction": 0.5,
+            "early_stopping": True,
+        },
+    ],
+)
+def test_hyperparameter_range_ends_are_accepted(ends: dict[str, Any]) -> None:
+    hp = Hyperparameters(**ends)
+    assert {name: getattr(hp, name) for name in ends} == ends
 
 
 def test_early_stopping_without_validation_fraction_is_refused() -> None:
