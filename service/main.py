@@ -358,7 +358,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(v2.router)
-    problems.install(app)
+    problems.install(app, router.routes)
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
