@@ -90,10 +90,11 @@ backend replicas
     http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost
     http-check expect status 200
     # Out after two failed checks, or at once when live traffic cannot connect;
-    # back after two good checks. Connections to a backend marked down are closed.
+    # back after two good checks. Requests already on a backend that is marked down run
+    # to their end: a replica that stops drains what it has.
     default-server inter {check_interval_ms}ms fastinter {check_interval_ms}ms \
 downinter {check_interval_ms}ms fall 2 rise 2 observe layer4 error-limit 1 \
-on-error mark-down on-marked-down shutdown-sessions
+on-error mark-down
 {servers}
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from haproxy import HAProxy, check_config, config_text
+from server_utils import wait_for
 
 REQUESTS = 40
+SLOW_SECONDS = 1.0
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -68,6 +71,8 @@ class Backend:
                     self.answer(200 if backend.ready else 503, b"ready")
                     return
                 self.count()
+                if self.path == "/slow":
+                    time.sleep(SLOW_SECONDS)
                 self.answer(200, backend.name.encode())
 
             def do_POST(self) -> None:
@@ -96,6 +101,11 @@ class Backend:
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self.thread.start()
+
+    def stop_listening(self) -> None:
+        """As a replica that got SIGTERM: no new connections, requests in flight go on."""
+        self.server.shutdown()
+        self.server.socket.close()
 
     def stop(self) -> None:
         """Gone as a killed process is: no listener, and every open connection cut."""
@@ -156,6 +166,27 @@ def test_a_stopped_backend_is_taken_out(balancer: HAProxy, backends: list[Backen
     assert {r.text for r in answers} == {"a"}
     balancer.wait_server_down("replica1")
     assert balancer.server_states()["replica0"] == "UP"
+
+
+def test_a_request_in_flight_on_a_stopping_backend_is_answered(
+    balancer: HAProxy, backends: list[Backend]
+) -> None:
+    """Marking a backend down never cuts what it is still answering (a replica draining)."""
+    answers: list[httpx.Response] = []
+    with httpx.Client(base_url=balancer.url, timeout=5) as slow_client:
+        slow = threading.Thread(target=lambda: answers.append(slow_client.get("/slow")))
+        slow.start()
+        busy = wait_for(
+            lambda: next((b for b in backends if b.hits["/slow"]), None), 5, "the slow request"
+        )
+        busy.stop_listening()
+        with httpx.Client(base_url=balancer.url, timeout=5) as client:
+            others = [client.get("/who") for _ in range(10)]
+        balancer.wait_server_down(f"replica{backends.index(busy)}")
+        slow.join(timeout=10)
+    assert [r.status_code for r in others] == [200] * 10
+    assert {r.text for r in others} == {b.name for b in backends if b is not busy}
+    assert [(r.status_code, r.text) for r in answers] == [(200, busy.name)]
 
 
 def test_a_backend_that_is_not_ready_gets_no_requests(
