@@ -83,6 +83,10 @@ class JobFinishedError(JobError):
     """The job has already ended (it cannot be cancelled)."""
 
 
+class JobActiveError(JobError):
+    """The job is still queued or running (its record cannot be deleted)."""
+
+
 class JobsUnavailableError(JobError):
     """The jobs database cannot be opened or written (read-only data directory, full disk)."""
 
