@@ -9,8 +9,10 @@ psycopg_pool keeps connections open and replaces broken ones in the background. 
   stale connections are dropped and replaced, without the pool's own growing back-off;
 - a short fail-fast window after a connection failure: for ``FAIL_FAST_SECONDS`` every caller
   gets the error at once instead of each waiting for the timeout, so a thread pool is never
-  filled with callers waiting on a database that is down. The next call after the window tries
-  again, which is also how a replica finds the database back without a restart.
+  filled with callers waiting on a database that is down. The first call after the window
+  makes one direct connection attempt (a refused connection fails in a millisecond) and only
+  when that succeeds asks the pool again: this is how a replica finds the database back
+  without a restart.
 
 Connections are in autocommit mode; a store opens a transaction with ``conn.transaction()``.
 """
@@ -29,6 +31,12 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 log = logging.getLogger("iris.postgres")
+# The pool logs every checkout at INFO and every failed reconnection attempt at WARNING; our
+# own single line says when the database becomes unavailable. An explicit level set by the
+# application still wins.
+_pool_log = logging.getLogger("psycopg.pool")
+if _pool_log.level == logging.NOTSET:
+    _pool_log.setLevel(logging.ERROR)
 
 CONNECT_TIMEOUT = 3
 """Seconds libpq may take to open a connection (whole seconds; libpq's minimum is 2)."""
@@ -100,11 +108,15 @@ class Database:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._down_reason = ""
+        # True until a connection has worked, and again after a failure: then the next caller
+        # probes with one direct connection attempt before it waits on the pool.
+        self._suspect = True
+        self._connect_kwargs = connect_kwargs(connect_timeout, name)
         self.pool = _Pool(
             url,
             min_size=min_size,
             max_size=max_size,
-            kwargs=connect_kwargs(connect_timeout, name) | {"autocommit": True},
+            kwargs=self._connect_kwargs | {"autocommit": True},
             timeout=timeout,
             # Give up background reconnection quickly: the next caller starts a fresh attempt
             # at once, instead of waiting out an exponential back-off grown during an outage.
@@ -133,7 +145,16 @@ class Database:
         with self._lock:
             if time.monotonic() < self._down_until:
                 raise DatabaseUnavailableError(self._down_reason)
+            suspect = self._suspect
+        if suspect:
+            self._probe()
         conn = self._checked()
+        if suspect:
+            with self._lock:
+                recovered, self._suspect = bool(self._down_reason), False
+                self._down_reason = ""
+            if recovered:
+                log.warning("database available again: %s", self.where)
         try:
             yield conn
         except psycopg.Error as error:
@@ -143,6 +164,17 @@ class Database:
             raise
         finally:
             self.pool.putconn(conn)
+
+    def _probe(self) -> None:
+        """After a failure, one direct connection attempt decides before the pool is asked.
+
+        The pool would make the caller wait its whole timeout while its own reconnection
+        attempts back off; a refused connection answers in a millisecond.
+        """
+        try:
+            psycopg.connect(self.url, **self._connect_kwargs).close()
+        except psycopg.Error as error:
+            raise self._trip(f"cannot connect to {self.where}: {first_line(error)}") from None
 
     def _checked(self) -> Connection:
         deadline = time.monotonic() + self.timeout
@@ -158,15 +190,17 @@ class Database:
                 conn.execute("")  # an empty query: one round trip, no work on the server
             except psycopg.Error:
                 self.pool.putconn(conn)  # broken (the server restarted): the pool replaces it
+                self._probe()  # down, rather than restarted: say so now, not after a timeout
                 continue
             return conn
         raise self._trip(f"every pooled connection to {self.where} was broken")
 
     def _trip(self, reason: str) -> DatabaseUnavailableError:
         with self._lock:
-            first = time.monotonic() >= self._down_until
+            first = not self._down_reason  # once per outage, not once per attempt
             self._down_until = time.monotonic() + FAIL_FAST_SECONDS
             self._down_reason = reason
+            self._suspect = True
         if first:
             log.warning("database unavailable: %s", reason)
         return DatabaseUnavailableError(reason)
