@@ -332,6 +332,26 @@ def test_a_read_only_database_refuses_writes_and_still_serves(stores: Stores, pg
         store.close()
 
 
+def test_the_bootstrap_lock_admits_one_replica_at_a_time(pg_url: str) -> None:
+    first, second = PostgresModelStore(pg_url), PostgresModelStore(pg_url)
+    entered = threading.Event()
+
+    def take() -> None:
+        with second.bootstrap_lock():
+            entered.set()
+
+    try:
+        with first.bootstrap_lock():
+            waiter = threading.Thread(target=take)
+            waiter.start()
+            assert not entered.wait(0.5)  # held by the first replica
+        assert entered.wait(5)  # released with the block
+        waiter.join(5)
+    finally:
+        first.close()
+        second.close()
+
+
 # -- the job store --------------------------------------------------------------------------
 
 
