@@ -572,24 +572,33 @@ def test_migrations_create_the_schema_once(empty_url: str) -> None:
 
 
 def test_migrations_are_safe_when_replicas_start_at_once(empty_url: str) -> None:
-    start_at = time.time() + 1.5  # every process connects first, then all go at once
+    # Each process connects and says so, then waits for the word to go: all apply at once.
     script = (
-        "import sys, time, psycopg\n"
+        "import sys, psycopg\n"
         "from service.postgres import migrations\n"
         "conn = psycopg.connect(sys.argv[1], autocommit=True)\n"
-        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
         "print(migrations.apply(conn))\n"
     )
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", script, empty_url, str(start_at)],
+            [sys.executable, "-c", script, empty_url],
             cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(6)
     ]
+    for process in processes:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
     outputs = [process.communicate(timeout=60) for process in processes]
     for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr
