@@ -37,6 +37,7 @@ SERVER_SETTINGS = {
     "full_page_writes": "off",
     "max_connections": "200",
     "shared_buffers": "32MB",
+    "autovacuum": "off",  # short-lived databases; a worker in one would slow its DROP
     "log_min_messages": "warning",
     "log_min_error_statement": "panic",  # tests provoke errors on purpose
 }
