@@ -64,7 +64,7 @@ class Registry:
                 self.active = self.store.load(version)
                 self.problem = None
             except ModelStoreError as error:
-                self._fall_back(error)
+                self._fall_back(error, version)
                 self._retry_at = time.monotonic() + RETRY_SECONDS  # it may be repaired
             after = self.active.version if self.active else None
             if after != before:
@@ -72,20 +72,26 @@ class Registry:
                 metrics.set_active_model(after, before)
             return after != before
 
-    def _fall_back(self, error: ModelStoreError) -> None:
-        """CURRENT is missing or names a bad version: keep (or find) a valid one, say why."""
+    def _fall_back(self, error: ModelStoreError, failing: str | None) -> None:
+        """CURRENT is missing or names a bad version: keep (or find) a valid one, say why.
+
+        Only a version that was active before (models/ACTIVATIONS) may stand in: a version
+        stored but never activated may have failed its quality gate.
+        """
         if self.active is not None:
             self.problem = f"{error}; still serving {self.active.version}"
         else:
-            for version in reversed(self.store.versions()):
+            for version in reversed(self.store.activations()):
+                if version == failing:
+                    continue
                 try:
                     self.active = self.store.load(version)
                 except ModelStoreError:
                     continue
-                self.problem = f"{error}; serving the newest valid version {version} instead"
+                self.problem = f"{error}; serving {version}, the version active before it"
                 break
             else:
-                self.problem = f"{error}; no valid stored version to serve"
+                self.problem = f"{error}; no version that was active before can be served"
         if str(error) != self._reported:  # retries of the same failure stay quiet
             self._reported = str(error)
             log.error("model store: %s", self.problem)

@@ -64,8 +64,29 @@ def test_slow_load_of_an_older_current_never_overwrites_a_newer_one(
 def test_registry_without_any_version_is_not_ready(tmp_path: Path) -> None:
     registry = Registry(ModelStore(tmp_path))
     registry.refresh()
-    with pytest.raises(NotReadyError, match="no valid stored version"):
+    with pytest.raises(NotReadyError, match="no version that was active before can be served"):
         registry.get()
+
+
+def test_fallback_serves_the_latest_earlier_activation_never_an_unactivated_version(
+    tmp_path: Path, trained_model: object
+) -> None:
+    store = ModelStore(tmp_path)
+    a = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    b = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    store.activate(a)  # rolled back: a is the latest activation before c
+    c = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    store.save(trained_model, {})  # type: ignore[arg-type]  # newer, never activated
+    (tmp_path / c / "weights.npz").write_bytes(b"truncated")
+    registry = Registry(store)
+    registry.refresh()
+    assert registry.get().version == a
+    assert registry.problem is not None
+    assert f"serving {a}" in registry.problem
+    (tmp_path / a / "weights.npz").write_bytes(b"truncated")
+    registry = Registry(store)
+    registry.refresh()
+    assert registry.get().version == b
 
 
 def test_pinned_versions_are_served_from_a_bounded_cache(
