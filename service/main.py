@@ -21,6 +21,7 @@ from service import metrics, problems, schemas, v2
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
 from service.jobs import JobError, JobStore, Launcher
+from service.lifecycle import watch_parent
 from service.registry import Registry, ensure_default_model
 from service.routes import HOT_ROUTES, BodyHandler, json_response, router, run_sized
 from service.tuning import tune_process
@@ -268,6 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         follower = asyncio.create_task(follow_current(state))
+        parent_watch = watch_parent()
         log.info(
             "ready: serving %s from %s",
             state.registry.active.version if state.registry.active else None,
@@ -276,6 +278,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if parent_watch is not None:
+                parent_watch.set()
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
