@@ -30,6 +30,7 @@ log = logging.getLogger("iris.service")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TOKEN_ROUTES = (
     ("/train", "post"),
+    ("/train/{job_id}/cancel", "post"),
     ("/train/{job_id}", "delete"),
     ("/models/{version}/activate", "post"),
 )

@@ -23,6 +23,7 @@ from model.errors import (
     StoreWriteError,
 )
 from service.jobs import (
+    JobActiveError,
     JobConflictError,
     JobFinishedError,
     JobNotFoundError,
@@ -94,6 +95,7 @@ DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
     (CorruptModelError, 409),
     (JobConflictError, 409),
     (JobFinishedError, 409),
+    (JobActiveError, 409),
     (NotReadyError, 503),
     (StoreWriteError, 507),
     (JobsUnavailableError, 503),

@@ -276,16 +276,29 @@ def get_job(request: Request, job_id: str) -> Response:
     return json_response(state(request).jobs.get(valid_job_id(job_id)))
 
 
-@router.delete(
-    "/train/{job_id}",
+@router.post(
+    "/train/{job_id}/cancel",
     status_code=202,
     response_model=schemas.Job,
     dependencies=[Depends(require_token)],
     responses=problems(401, 404, 409),
-    summary="Cancel a queued or running job (token required)",
+    summary="Cancel a queued or running job (token required); its record stays readable",
 )
 def cancel_job(request: Request, job_id: str) -> Response:
     return json_response(state(request).jobs.request_cancel(valid_job_id(job_id)), 202)
+
+
+@router.delete(
+    "/train/{job_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Depends(require_token)],
+    responses={204: {"description": "the record is gone"}, **problems(401, 404, 409)},
+    summary="Delete an ended job's record (token required; 409 while it runs)",
+)
+def delete_job(request: Request, job_id: str) -> Response:
+    state(request).jobs.delete(valid_job_id(job_id))
+    return Response(status_code=204)
 
 
 def valid_job_id(job_id: str) -> str:
@@ -374,6 +387,18 @@ async def readyz(request: Request) -> Response:
             "status": "ready",
             "model_version": registry.active.version,
             "problem": registry.problem,
+        }
+    )
+
+
+@router.get("/limits", response_model=schemas.Limits, summary="The request limits in force")
+def limits(request: Request) -> Response:
+    settings = state(request).settings
+    return json_response(
+        {
+            "max_instances": settings.max_instances,
+            "max_body_bytes": settings.max_body_bytes,
+            "max_train_rows": settings.max_train_rows,
         }
     )
 

@@ -257,6 +257,14 @@ class ModelList(BaseModel):
     models: list[ModelSummary]
 
 
+class Limits(BaseModel):
+    """What one request may hold; clients split their work to fit."""
+
+    max_instances: int = Field(description="rows per /predict, /gradients or /v2 infer")
+    max_body_bytes: int = Field(description="bytes of a request body")
+    max_train_rows: int = Field(description="rows of a training dataset")
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document (application/problem+json)."""
 

@@ -519,6 +519,8 @@ ALLOWED = {
     "/gradients": {"POST"},
     "/train": {"GET", "POST"},
     f"/train/{JOB_LIKE}": {"GET", "DELETE"},
+    f"/train/{JOB_LIKE}/cancel": {"POST"},
+    "/limits": {"GET"},
     "/models": {"GET"},
     f"/models/{VERSION_LIKE}": {"GET"},
     f"/models/{VERSION_LIKE}/activate": {"POST"},
@@ -923,6 +925,7 @@ def test_job_ids_that_try_to_be_paths_are_404_for_reading_and_cancelling(
     client: TestClient, job_id: str
 ) -> None:
     assert_problem(client.get(f"/train/{job_id}"), 404)
+    assert_problem(client.post(f"/train/{job_id}/cancel", headers=AUTH), 404)
     assert_problem(client.delete(f"/train/{job_id}", headers=AUTH), 404)
 
 
