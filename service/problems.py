@@ -27,6 +27,7 @@ from service.jobs import (
     JobConflictError,
     JobFinishedError,
     JobNotFoundError,
+    JobsBusyError,
     JobsUnavailableError,
 )
 from service.registry import NotReadyError
@@ -124,7 +125,8 @@ def problem_for(request: Request, error: Exception) -> Response:
             extra: dict[str, Any] = (
                 {"job_id": error.job_id} if isinstance(error, JobConflictError) else {}
             )
-            return problem(status, str(error), path, **extra)
+            retry = {"Retry-After": "1"} if isinstance(error, JobsBusyError) else None
+            return problem(status, str(error), path, headers=retry, **extra)
     log.exception("unexpected error on %s %s", request.method, path, exc_info=error)
     return problem(500, "internal error; the server log has the details", path)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -28,6 +30,8 @@ router = APIRouter()
 INLINE_BODY_BYTES = 16 * 1024
 NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
 BodyHandler = Callable[[Request, bytes], bytes]
+JOB_THREADS = 8
+T = TypeVar("T")
 
 
 async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> bytes:
@@ -35,6 +39,19 @@ async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> byte
     if len(body) > INLINE_BODY_BYTES:
         return await run_in_threadpool(handler, request, body)
     return handler(request, body)
+
+
+def jobs_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The threads for job-store calls: never the default pool that large /predict bodies
+    use, so a locked jobs database cannot delay a prediction."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "jobs_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.jobs_limiter = anyio.CapacityLimiter(JOB_THREADS)
+    return limiter
+
+
+async def in_jobs_thread(request: Request, call: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(call, *args, limiter=jobs_limiter(request))
 
 
 def json_response(
@@ -251,7 +268,7 @@ def start_job(request: Request, raw_body: bytes) -> dict[str, Any]:
     summary="Start a training job (token required)",
 )
 async def train(request: Request) -> Response:
-    job = await run_in_threadpool(start_job, request, await request.body())
+    job = await in_jobs_thread(request, start_job, request, await request.body())
     return json_response(job, 202, {"Location": f"/train/{job['job_id']}"})
 
 
@@ -261,9 +278,10 @@ async def train(request: Request) -> Response:
     responses=problems(422),
     summary="Recent training jobs, newest first",
 )
-def list_jobs(request: Request, limit: int | None = Query(None, ge=1, le=1000)) -> Response:
+async def list_jobs(request: Request, limit: int | None = Query(None, ge=1, le=1000)) -> Response:
     st = state(request)
-    return json_response({"jobs": st.jobs.recent(limit or st.settings.jobs_listed)})
+    jobs = await in_jobs_thread(request, st.jobs.recent, limit or st.settings.jobs_listed)
+    return json_response({"jobs": jobs})
 
 
 @router.get(
@@ -272,8 +290,9 @@ def list_jobs(request: Request, limit: int | None = Query(None, ge=1, le=1000)) 
     responses=problems(404, 422),
     summary="A training job: status, progress, metrics, resulting version",
 )
-def get_job(request: Request, job_id: str) -> Response:
-    return json_response(state(request).jobs.get(valid_job_id(job_id)))
+async def get_job(request: Request, job_id: str) -> Response:
+    job = await in_jobs_thread(request, state(request).jobs.get, valid_job_id(job_id))
+    return json_response(job)
 
 
 @router.post(
@@ -284,8 +303,11 @@ def get_job(request: Request, job_id: str) -> Response:
     responses=problems(401, 404, 409),
     summary="Cancel a queued or running job (token required); its record stays readable",
 )
-def cancel_job(request: Request, job_id: str) -> Response:
-    return json_response(state(request).jobs.request_cancel(valid_job_id(job_id)), 202)
+async def cancel_job(request: Request, job_id: str) -> Response:
+    jobs = state(request).jobs
+    return json_response(
+        await in_jobs_thread(request, jobs.request_cancel, valid_job_id(job_id)), 202
+    )
 
 
 @router.delete(
@@ -296,8 +318,8 @@ def cancel_job(request: Request, job_id: str) -> Response:
     responses={204: {"description": "the record is gone"}, **problems(401, 404, 409)},
     summary="Delete an ended job's record (token required; 409 while it runs)",
 )
-def delete_job(request: Request, job_id: str) -> Response:
-    state(request).jobs.delete(valid_job_id(job_id))
+async def delete_job(request: Request, job_id: str) -> Response:
+    await in_jobs_thread(request, state(request).jobs.delete, valid_job_id(job_id))
     return Response(status_code=204)
 
 

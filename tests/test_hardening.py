@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 from server_utils import (
     ROOT,
     ServerProcess,
+    instances,
     proc_alive,
     serve_command,
     server_pool,
+    start_job,
     wait_for,
     worker_pids,
 )
+
+from model.data import load_iris
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +86,113 @@ def test_workers_exit_when_the_main_process_is_killed_and_the_port_is_free_again
         assert again.wait_ready(20.0), again.log()
     finally:
         again.stop()
+
+
+# -- a locked jobs database ------------------------------------------------------------------
+
+READS = 48  # more than the 40 threads of the default pool
+LOCK_SECONDS = 4.0  # longer than the heartbeat timeout below (1 s)
+LONG_JOB = {"hyperparameters": {"epochs": 10_000, "hidden_units": 256, "seed": 1}}
+LARGE_PREDICT = {"instances": instances(load_iris().raw[np.arange(300) % 150])}  # > 16 KB
+
+
+def hold_lock(jobs_db: Path, seconds: float, exclusive_mode: bool) -> threading.Thread:
+    """Hold the jobs database's write lock from another connection for ``seconds`` (in a
+    thread; returns once the lock is held). With ``exclusive_mode`` readers are shut out too."""
+    held = threading.Event()
+
+    def hold() -> None:
+        db = sqlite3.connect(jobs_db, timeout=10.0, isolation_level=None)
+        try:
+            if exclusive_mode:
+                db.execute("PRAGMA locking_mode = EXCLUSIVE")
+            db.execute("BEGIN EXCLUSIVE")
+            db.execute("UPDATE jobs SET progress = progress WHERE 0")
+            held.set()
+            time.sleep(seconds)
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(10.0), "the test could not take the lock"
+    return thread
+
+
+def send_get(port: int, path: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30.0)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+    return sock
+
+
+def read_status(sock: socket.socket) -> tuple[int, float]:
+    """The status of the answer on ``sock`` and when it was complete (perf_counter)."""
+    with sock:
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), time.perf_counter()
+
+
+def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.perf_counter()
+    response = call()
+    return response, time.perf_counter() - started
+
+
+def test_a_locked_jobs_database_delays_no_prediction_and_fails_no_live_job(
+    serve: Callable[..., ServerProcess],
+) -> None:
+    server = serve(IRIS_JOB_HEARTBEAT_TIMEOUT="1")
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        job_id = start_job(server, client, LONG_JOB)
+        wait_for(
+            lambda: client.get(f"/train/{job_id}").json()["status"] == "running", 20.0, "running"
+        )
+        lock = hold_lock(server.jobs_db, LOCK_SECONDS, exclusive_mode=False)
+        sent = time.perf_counter()
+        sockets = [send_get(server.port, "/train") for _ in range(READS)]
+        with ThreadPoolExecutor(READS) as pool:
+            reads = [pool.submit(read_status, sock) for sock in sockets]
+            time.sleep(1.0)  # the reads are in the server's hands
+            predicted, predict_seconds = timed(lambda: client.post("/predict", json=LARGE_PREDICT))
+            statuses = {future.result()[0] for future in reads}
+            read_seconds = [future.result()[1] - sent for future in reads]
+        lock.join()
+        print(
+            f"writer holds the lock {LOCK_SECONDS:g} s: {READS} GET /train answered "
+            f"{sorted(statuses)} in at most {max(read_seconds):.2f} s; "
+            f"a 300-row /predict took {predict_seconds:.2f} s"
+        )
+        assert predicted.status_code == 200, predicted.text
+        assert predict_seconds < 1.5
+        assert statuses == {200}
+        assert max(read_seconds) < 1.5
+
+        lock = hold_lock(server.jobs_db, 2.5, exclusive_mode=True)
+        busy, busy_seconds = timed(lambda: client.get(f"/train/{job_id}"))
+        predicted, predict_seconds = timed(lambda: client.post("/predict", json=LARGE_PREDICT))
+        lock.join()
+        print(
+            f"readers locked out: GET /train/{{id}} {busy.status_code} in {busy_seconds:.2f} s; "
+            f"/predict {predict_seconds:.2f} s"
+        )
+        assert busy.status_code == 503, busy.text
+        assert "jobs database is busy" in busy.json()["detail"]
+        assert busy.headers.get("retry-after")
+        assert busy_seconds < 3.0
+        assert predicted.status_code == 200
+        assert predict_seconds < 1.5
+
+        time.sleep(1.5)  # past the heartbeat timeout once more: the child is alive
+        job = client.get(f"/train/{job_id}").json()
+        assert job["status"] == "running", job
+        cancel = client.post(f"/train/{job_id}/cancel", headers=server.auth())
+        assert cancel.status_code == 202, cancel.text
+        ended = wait_for(
+            lambda: (j := client.get(f"/train/{job_id}").json())["status"] != "running" and j,
+            20.0,
+            "the job cancelled",
+        )
+        assert ended["status"] == "cancelled", ended
