@@ -1,0 +1,81 @@
+"""Issue 10 hardening through the ASGI app (lifespan included): file modes and the token,
+paths kept out of answers, answer-size and training-time bounds, the model listing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
+
+TOKEN = "app-hardening-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def make_client(data_dir: Path, **overrides: Any) -> TestClient:
+    settings = Settings(data_dir=data_dir, model_poll_seconds=0.05, **overrides)
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# -- file modes and the token -----------------------------------------------------------------
+
+
+def test_data_directory_token_and_jobs_database_are_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with make_client(data_dir) as client:
+        assert client.get("/train").status_code == 200
+        assert mode(data_dir) == 0o700
+        assert mode(data_dir / "api_token") == 0o600
+        for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"):
+            if (data_dir / name).exists():
+                assert mode(data_dir / name) == 0o600, name
+
+
+def test_the_generated_token_is_logged_once_by_the_process_that_created_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="iris.auth")
+    for _ in range(2):
+        with make_client(tmp_path):
+            pass
+    token = (tmp_path / "api_token").read_text().strip()
+    assert sum(token in record.getMessage() for record in caplog.records) == 1
+
+
+@pytest.mark.parametrize("file_mode", [0o644, 0o620, 0o604])
+def test_a_token_file_open_to_group_or_others_is_refused_naming_chmod_600(
+    tmp_path: Path, file_mode: int
+) -> None:
+    token_file = tmp_path / "api_token"
+    token_file.write_text("a-token-someone-else-may-have-read\n")
+    token_file.chmod(file_mode)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env=env | {"IRIS_DATA_DIR": str(tmp_path), "IRIS_PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert str(token_file) in lines[0]
+    assert f"chmod 600 {token_file}" in lines[0]
+    with pytest.raises(RuntimeError, match="chmod 600"), make_client(tmp_path):
+        pass
