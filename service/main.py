@@ -183,6 +183,7 @@ def build_state(settings: Settings) -> State:
     """Everything a worker needs before it serves: token, default model, registry, jobs."""
     tune_process(settings.blas_threads)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets and jobs
+    problems.hide_paths(settings.data_dir)
     token = resolve_token(settings)
     store = ModelStore(settings.models_dir)
     ensure_default_model(store, settings.seed)

@@ -22,7 +22,7 @@ from service import metrics, schemas
 from service.body import check_media_type, fast_instances, parse_json
 from service.deps import require_token, state
 from service.jobs import JobConflictError, JobSpec
-from service.problems import PROBLEM_JSON, ProblemError
+from service.problems import PROBLEM_JSON, ProblemError, public
 
 router = APIRouter()
 # Bodies above this size are validated and computed in the thread pool, so a large
@@ -344,7 +344,7 @@ def summary(request: Request, version: str, current: str | None) -> dict[str, An
     try:
         meta = state(request).store.metadata(version)
     except ModelStoreError as error:
-        return entry | {"error": str(error)}
+        return entry | {"error": public(str(error))}
     return entry | {
         "created_at": meta.get("created_at"),
         "hidden_units": meta.get("hidden_units"),
@@ -408,7 +408,7 @@ async def readyz(request: Request) -> Response:
         {
             "status": "ready",
             "model_version": registry.active.version,
-            "problem": registry.problem,
+            "problem": public(registry.problem) if registry.problem else None,
         }
     )
 

@@ -8,7 +8,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +70,7 @@ def test_a_token_file_open_to_group_or_others_is_refused_naming_chmod_600(
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -79,3 +79,33 @@ def test_a_token_file_open_to_group_or_others_is_refused_naming_chmod_600(
     assert f"chmod 600 {token_file}" in lines[0]
     with pytest.raises(RuntimeError, match="chmod 600"), make_client(tmp_path):
         pass
+
+
+# -- no paths in answers ----------------------------------------------------------------------
+
+
+def test_answers_name_the_data_directory_data_dir_and_the_log_keeps_the_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    with make_client(data_dir, api_token=TOKEN):
+        pass
+    (data_dir / "models" / "CURRENT").unlink()
+    (data_dir / "models" / "ACTIVATIONS").unlink()
+    (data_dir / "jobs.sqlite3").unlink()
+    (data_dir / "jobs.sqlite3").mkdir()  # the jobs database cannot be opened
+    caplog.set_level(logging.INFO)
+    with make_client(data_dir, api_token=TOKEN) as client:
+        answers = [
+            client.get("/readyz"),
+            client.get("/v2/health/ready"),
+            client.get("/train"),
+            client.post("/predict", json={"instances": [ROW]}),
+        ]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert str(tmp_path) not in answer.text, answer.text
+        assert "DATA_DIR/" in answer.text, answer.text
+    logged = caplog.text
+    assert f"{data_dir.resolve()}/models/CURRENT is missing" in logged
+    assert f"{data_dir.resolve()}/jobs.sqlite3" in logged
