@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = "info"
     max_instances: int = Field(10_000, ge=1, description="rows per /predict or /gradients")
+    max_answer_values: int = Field(
+        2_000_000, ge=1000, description="numbers in one /gradients answer (422 beyond)"
+    )
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="request body size limit")
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="time a request body may take to arrive (408 after)"

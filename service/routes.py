@@ -178,6 +178,13 @@ def gradients_body(request: Request, raw_body: bytes) -> bytes:
     check_rows(len(body.instances), st.settings.max_instances, "instances")
     stored = st.registry.get(body.model_version)
     model = stored.model
+    check_answer_size(
+        len(body.instances),
+        model.params.hidden_units,
+        body.reduction,
+        set(body.include),
+        st.settings.max_answer_values,
+    )
     y = np.array(
         [CLASSES.index(label) if isinstance(label, str) else label for label in body.labels],
         dtype=np.int64,
@@ -207,6 +214,33 @@ def gradients_body(request: Request, raw_body: bytes) -> bytes:
             "measurements": raw_input_gradient(grads.dx, model.standardizer),
         }
     return orjson.dumps(answer, option=NUMPY_JSON)
+
+
+def answer_values(n: int, H: int, reduction: str, include: set[str]) -> int:
+    """How many numbers a /gradients answer holds, from its shapes alone."""
+    per_sample = reduction == "none"
+    count = (8 * H + 3) * (n if per_sample else 1)  # dW1, db1, dW2, db2 (per row for none)
+    count += n if per_sample else 1  # the loss
+    if "activations" in include:
+        count += n * (4 + H + H + 3 + 3)  # x, h_a, h_s, o_a, o_s
+    if "intermediates" in include:
+        count += n * (3 + H + H)  # do_a, dh_s, dh_a
+    if "input" in include:
+        count += n * (4 + 4)  # dx, and in centimetres
+    return count
+
+
+def check_answer_size(n: int, H: int, reduction: str, include: set[str], limit: int) -> None:
+    """Refuse, before any work, a /gradients answer of more than ``limit`` numbers."""
+    count = answer_values(n, H, reduction, include)
+    if count > limit:
+        raise ProblemError(
+            422,
+            f"the answer would hold {count} numbers ({n} instances, {H} hidden units, "
+            f"reduction {reduction!r}, include {sorted(include)}), more than the limit of "
+            f"{limit} (IRIS_MAX_ANSWER_VALUES): send fewer instances, use reduction 'mean' "
+            "or 'sum' instead of 'none', or include fewer parts",
+        )
 
 
 @router.post(

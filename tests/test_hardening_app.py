@@ -8,14 +8,19 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from model.data import FEATURES, load_iris
+from model.persistence import ModelStore
+from model.train import Hyperparameters, train
 from service.config import Settings
 from service.main import create_app
+from service.routes import answer_values
 
 TOKEN = "app-hardening-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -109,3 +114,54 @@ def test_answers_name_the_data_directory_data_dir_and_the_log_keeps_the_path(
     logged = caplog.text
     assert f"{data_dir.resolve()}/models/CURRENT is missing" in logged
     assert f"{data_dir.resolve()}/jobs.sqlite3" in logged
+
+
+# -- the size of a /gradients answer ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A server whose active model has 1024 hidden units."""
+    data_dir = tmp_path_factory.mktemp("wide")
+    model = train(load_iris(), Hyperparameters(hidden_units=1024, epochs=1)).model
+    ModelStore(data_dir / "models").save(model, {}, activate=True)
+    with make_client(data_dir, api_token=TOKEN, max_body_bytes=2**24) as client:
+        yield client
+
+
+def gradients_body(n: int, reduction: str, include: list[str]) -> dict[str, Any]:
+    raw = load_iris().raw
+    rows = [dict(zip(FEATURES, map(float, raw[i % 150]), strict=True)) for i in range(n)]
+    return {"instances": rows, "labels": [0] * n, "reduction": reduction, "include": include}
+
+
+def test_a_gradients_answer_over_the_limit_is_refused_before_any_work(wide: TestClient) -> None:
+    every = ["activations", "intermediates", "input"]
+    body = gradients_body(1000, "none", every)
+    answer = wide.post("/gradients", json=body)
+    assert answer.status_code == 422, answer.status_code
+    detail = answer.json()["detail"]
+    # dW1 db1 dW2 db2 per row, the loss per row, then activations, intermediates, input
+    expected = 1000 * (8 * 1024 + 3) + 1000 + 1000 * (10 + 2048) + 1000 * (3 + 2048) + 8000
+    for words in (str(expected), "IRIS_MAX_ANSWER_VALUES", "fewer instances", "'mean'"):
+        assert words in detail, detail
+    # What the detail suggests fits: the mean gradients and the input gradients.
+    fits = wide.post("/gradients", json=gradients_body(1000, "mean", ["input"]))
+    assert fits.status_code == 200, fits.text
+    assert len(fits.content) < 2_000_000 * 25
+
+
+def test_answer_values_counts_every_number_of_a_real_answer(wide: TestClient) -> None:
+    for reduction in ("none", "mean"):
+        body = gradients_body(3, reduction, ["activations", "intermediates", "input"])
+        answer = wide.post("/gradients", json=body).json()
+        expected = answer_values(3, 1024, reduction, set(body["include"]))
+        assert count_numbers(answer) == expected
+
+
+def count_numbers(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(count_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(count_numbers(v) for v in value)
+    return 1 if isinstance(value, (int, float)) else 0
