@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="time a request body may take to arrive (408 after)"
     )
     max_train_rows: int = Field(100_000, ge=15, description="rows of a training dataset")
+    max_training_seconds: float = Field(
+        3600.0, gt=0, description="time a training job may run before it is failed"
+    )
     model_poll_seconds: float = Field(
         0.2, gt=0, le=5, description="how often each worker checks models/CURRENT"
     )

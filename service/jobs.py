@@ -37,6 +37,9 @@ from model.persistence import pid_alive
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 TERMINAL = ("succeeded", "failed", "cancelled")
 QUEUED_GRACE = 30.0  # seconds a queued job may wait for its process to start
+# Seconds past IRIS_MAX_TRAINING_SECONDS after which a child that did not stop is killed
+# (it is started at launch: its NumPy import and data loading count against the limit).
+KILL_GRACE_SECONDS = 30.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -403,9 +406,16 @@ def job_view(row: sqlite3.Row) -> dict[str, Any]:
 # -- launching ------------------------------------------------------------------------------
 
 
-def encode_payload(job_id: str, spec: JobSpec, dataset: Dataset, models_dir: Path) -> bytes:
+def encode_payload(
+    job_id: str,
+    spec: JobSpec,
+    dataset: Dataset,
+    models_dir: Path,
+    max_training_seconds: float | None = None,
+) -> bytes:
     """Everything the child needs, as one npz on its standard input."""
     header = {
+        "max_training_seconds": max_training_seconds,
         "job_id": job_id,
         "hyperparameters": spec.hyperparameters,
         "dataset": spec.dataset,
@@ -433,8 +443,11 @@ class Launcher:
         heartbeat_seconds: float = 0.25,
         on_finish: Callable[[dict[str, Any]], None] | None = None,
         blas_threads: int = 1,
+        *,
+        max_training_seconds: float | None = None,
     ) -> None:
         self.jobs = jobs
+        self.max_training_seconds = max_training_seconds
         self.blas_threads = blas_threads
         self.on_finish = on_finish
         self.models_dir = models_dir
@@ -443,7 +456,7 @@ class Launcher:
         self.lock = threading.Lock()
 
     def launch(self, job_id: str, spec: JobSpec, dataset: Dataset) -> None:
-        payload = encode_payload(job_id, spec, dataset, self.models_dir)
+        payload = encode_payload(job_id, spec, dataset, self.models_dir, self.max_training_seconds)
         try:
             child = subprocess.Popen(
                 [
@@ -481,11 +494,16 @@ class Launcher:
             finally:
                 with contextlib.suppress(OSError):
                     child.stdin.close()
-            code = child.wait()
+            code, overran = self._wait(child)
         finally:
             with self.lock:
                 self.children.pop(job_id, None)
-        if code < 0:
+        if overran:
+            reason = (
+                f"ran {self.max_training_seconds:g} s (IRIS_MAX_TRAINING_SECONDS) plus "
+                f"{KILL_GRACE_SECONDS:g} s without stopping, and was killed"
+            )
+        elif code < 0:
             reason = f"killed by signal {signal.Signals(-code).name}"
         else:
             reason = f"exited with status {code}"
@@ -495,6 +513,20 @@ class Launcher:
             )
             if self.on_finish is not None:
                 self.on_finish(self.jobs.get(job_id))
+
+    def _wait(self, child: subprocess.Popen[bytes]) -> tuple[int, bool]:
+        """The child's exit status, and whether it was killed for overrunning the limit.
+
+        The child stops itself at the first epoch boundary past the limit; one that does
+        not (an epoch that takes minutes, a stopped process) is killed after the grace.
+        """
+        if self.max_training_seconds is None:
+            return child.wait(), False
+        try:
+            return child.wait(self.max_training_seconds + KILL_GRACE_SECONDS), False
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait(), True
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop every child of this worker; their jobs end failed as interrupted."""

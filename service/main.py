@@ -196,7 +196,11 @@ def build_state(settings: Settings) -> State:
     except JobError as error:
         log.error("training is unavailable: %s", error)
     launcher = Launcher(
-        jobs, settings.models_dir, on_finish=record_job, blas_threads=settings.blas_threads
+        jobs,
+        settings.models_dir,
+        on_finish=record_job,
+        blas_threads=settings.blas_threads,
+        max_training_seconds=settings.max_training_seconds,
     )
     return State(settings, store, registry, jobs, launcher, token)
 

@@ -40,6 +40,16 @@ DB_RETRY_SECONDS = 60.0
 T = TypeVar("T")
 
 
+class TimeLimitError(Exception):
+    """Training ran past IRIS_MAX_TRAINING_SECONDS (checked at every epoch boundary)."""
+
+    def __init__(self, epoch: int, elapsed: float, limit: float) -> None:
+        super().__init__(
+            f"training stopped after epoch {epoch}: it ran {elapsed:.1f} s, past the limit of "
+            f"{limit:g} s (IRIS_MAX_TRAINING_SECONDS); use fewer epochs or rows, or raise it"
+        )
+
+
 def retrying(call: Callable[[], T], seconds: float = DB_RETRY_SECONDS) -> T:
     """``call()``, again while the jobs database is busy, for at most ``seconds``."""
     deadline = time.monotonic() + seconds
@@ -106,11 +116,16 @@ def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: 
     beat = Heartbeat(jobs, job_id, interval, parent)
     beat.start()
 
-    def on_epoch(stats: EpochStats) -> None:
-        beat.progress = asdict(stats)
-
     hp = Hyperparameters(**header["hyperparameters"])
     started = time.perf_counter()
+    limit = header.get("max_training_seconds")
+
+    def on_epoch(stats: EpochStats) -> None:
+        beat.progress = asdict(stats)
+        elapsed = time.perf_counter() - started
+        if limit is not None and elapsed > limit and stats.epoch < stats.epochs:
+            raise TimeLimitError(stats.epoch, elapsed, limit)
+
     try:
         result = train(dataset, hp, on_epoch=on_epoch, should_stop=beat.cancel.is_set)
         seconds = time.perf_counter() - started
@@ -148,6 +163,9 @@ def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: 
             epoch=result.history[-1].epoch,
             progress=json.dumps(asdict(result.history[-1])),
         )
+    except TimeLimitError as error:
+        beat.done.set()
+        finish(jobs, job_id, "failed", error=str(error))
     except TrainingCancelledError as error:
         beat.done.set()
         finish(jobs, job_id, "cancelled", error=str(error))

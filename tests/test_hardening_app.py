@@ -3,21 +3,26 @@ paths kept out of answers, answer-size and training-time bounds, the model listi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import random_model
 from fastapi.testclient import TestClient
+from server_utils import job_pid, proc_alive, wait_for
 
+import service.jobs
 from model.data import FEATURES, load_iris
 from model.persistence import ModelStore
-from model.train import Hyperparameters, train
 from service.config import Settings
 from service.main import create_app
 from service.routes import answer_values
@@ -123,8 +128,7 @@ def test_answers_name_the_data_directory_data_dir_and_the_log_keeps_the_path(
 def wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """A server whose active model has 1024 hidden units."""
     data_dir = tmp_path_factory.mktemp("wide")
-    model = train(load_iris(), Hyperparameters(hidden_units=1024, epochs=1)).model
-    ModelStore(data_dir / "models").save(model, {}, activate=True)
+    ModelStore(data_dir / "models").save(random_model(hidden=1024), {}, activate=True)
     with make_client(data_dir, api_token=TOKEN, max_body_bytes=2**24) as client:
         yield client
 
@@ -165,3 +169,62 @@ def count_numbers(value: Any) -> int:
     if isinstance(value, list):
         return sum(count_numbers(v) for v in value)
     return 1 if isinstance(value, (int, float)) else 0
+
+
+# -- training jobs: time limit, no improvement ------------------------------------------------
+
+LONG_JOB = {"hyperparameters": {"epochs": 10_000, "hidden_units": 256, "seed": 1}}
+
+
+def wait_job(client: TestClient, job_id: str, seconds: float = 30.0) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/train/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(ended, seconds, f"job {job_id} ending")
+
+
+def test_a_job_past_the_training_time_limit_fails_naming_the_setting(tmp_path: Path) -> None:
+    with make_client(tmp_path, api_token=TOKEN, max_training_seconds=1.0) as client:
+        served = client.get("/readyz").json()["model_version"]
+        started = time.monotonic()
+        job_id = client.post("/train", json=LONG_JOB, headers=AUTH).json()["job_id"]
+        job = wait_job(client, job_id, seconds=20.0)
+        print(
+            f"a 10,000-epoch job under a 1 s limit ended {job['status']} after "
+            f"{time.monotonic() - started:.1f} s at epoch {job['progress']['epoch']}"
+        )
+        assert job["status"] == "failed", job
+        assert "IRIS_MAX_TRAINING_SECONDS" in job["error"], job
+        assert job["model_version"] is None
+        assert client.get("/readyz").json()["model_version"] == served
+
+
+def test_a_child_that_overruns_the_limit_by_the_grace_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service.jobs, "KILL_GRACE_SECONDS", 1.0)
+    with make_client(tmp_path, api_token=TOKEN, max_training_seconds=1.0) as client:
+        job_id = client.post("/train", json=LONG_JOB, headers=AUTH).json()["job_id"]
+        pid = wait_for(lambda: job_pid(tmp_path / "jobs.sqlite3", job_id), 20.0, "child pid")
+        os.kill(pid, signal.SIGSTOP)  # never reaches an epoch boundary again
+        try:
+            job = wait_job(client, job_id, seconds=20.0)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert job["status"] == "failed", job
+        assert "IRIS_MAX_TRAINING_SECONDS" in job["error"], job
+        assert "killed" in job["error"], job
+        assert not proc_alive(pid)
+
+
+def test_a_job_whose_loss_does_not_improve_fails_and_is_never_activated(tmp_path: Path) -> None:
+    body = {"hyperparameters": {"epochs": 50, "learning_rate": 10, "momentum": 0.9999}}
+    with make_client(tmp_path, api_token=TOKEN) as client:
+        served = client.get("/readyz").json()["model_version"]
+        job = wait_job(client, client.post("/train", json=body, headers=AUTH).json()["job_id"])
+        assert job["status"] == "failed", job
+        assert "did not improve" in job["error"], job
+        assert job["model_version"] is None
+        assert client.get("/readyz").json()["model_version"] == served
