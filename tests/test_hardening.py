@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from server_utils import (
     ROOT,
     ServerProcess,
@@ -196,3 +197,49 @@ def test_a_locked_jobs_database_delays_no_prediction_and_fails_no_live_job(
             "the job cancelled",
         )
         assert ended["status"] == "cancelled", ended
+
+
+# -- metrics of a dead worker ----------------------------------------------------------------
+
+
+def active_model_pids(text: str) -> set[str]:
+    """The worker pids that iris_active_model_info has a series for."""
+    return {
+        sample.labels["pid"]
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "iris_active_model_info" and "pid" in sample.labels
+    }
+
+
+def test_metrics_forget_the_active_model_of_a_worker_killed_with_sigkill(
+    serve: Callable[..., ServerProcess],
+) -> None:
+    server = serve(workers=2)
+    wait_for(lambda: len(worker_pids(server.pid)) == 2, 10.0, "two workers")
+    with server.client() as client:
+        # (A worker the supervisor found unresponsive while the other trained the default
+        # model may have been replaced: compare with the workers alive at each probe.)
+        before = wait_for(
+            lambda: (
+                (pids := active_model_pids(client.get("/metrics").text))
+                == {str(pid) for pid in worker_pids(server.pid)}
+                and len(pids) == 2
+                and pids
+            ),
+            30.0,
+            "both workers serve a model",
+        )
+        workers = {int(pid) for pid in before}
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not proc_alive(victim), 10.0, "the worker died")
+        # The supervisor starts a replacement; ask until a live worker answers ready again.
+        wait_for(lambda: len(worker_pids(server.pid) - {victim}) == 2, 20.0, "a new worker")
+        wait_for(lambda: client.get("/readyz").status_code == 200, 20.0, "ready again")
+        after = active_model_pids(client.get("/metrics").text)
+    print(
+        f"series of iris_active_model_info by pid: before {before}, after killing {victim}: {after}"
+    )
+    assert str(victim) not in after, after
+    assert after <= {str(pid) for pid in worker_pids(server.pid)}, after
