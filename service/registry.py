@@ -22,6 +22,8 @@ from service import metrics
 
 log = logging.getLogger("iris.registry")
 RETRY_SECONDS = 5.0
+# Versions kept loaded for pinned requests (a 4-unit model is about 1 kB of arrays).
+PINNED_CACHE_SIZE = 64
 
 
 class NotReadyError(Exception):
@@ -29,7 +31,7 @@ class NotReadyError(Exception):
 
 
 class Registry:
-    def __init__(self, store: ModelStore, cache_size: int = 8) -> None:
+    def __init__(self, store: ModelStore, cache_size: int = PINNED_CACHE_SIZE) -> None:
         self.store = store
         self.active: StoredModel | None = None
         self.problem: str | None = None
@@ -96,8 +98,8 @@ class Registry:
             self._reported = str(error)
             log.error("model store: %s", self.problem)
 
-    def get(self, version: str | None = None) -> StoredModel:
-        """The active model, or a stored version by id (verified, kept in a small cache)."""
+    def cached(self, version: str | None = None) -> StoredModel | None:
+        """Like :meth:`get`, without touching the disk: None for a version not loaded yet."""
         active = self.active
         if version is None or (active is not None and version == active.version):
             if active is None:
@@ -107,7 +109,14 @@ class Registry:
             stored = self._pinned.get(version)
             if stored is not None:
                 self._pinned.move_to_end(version)
-                return stored
+            return stored
+
+    def get(self, version: str | None = None) -> StoredModel:
+        """The active model, or a stored version by id (verified, kept in a small cache)."""
+        stored = self.cached(version)
+        if stored is not None:
+            return stored
+        assert version is not None  # cached() answers for the active model
         stored = self.store.load(version)
         with self._lock:
             self._pinned[version] = stored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import anyio
@@ -23,6 +24,7 @@ from service.body import check_media_type, fast_instances, parse_json
 from service.deps import require_token, state
 from service.jobs import JobConflictError, JobSpec
 from service.problems import PROBLEM_JSON, ProblemError, public
+from service.registry import Registry
 
 router = APIRouter()
 # Bodies above this size are validated and computed in the thread pool, so a large
@@ -35,10 +37,35 @@ T = TypeVar("T")
 
 
 async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> bytes:
-    """Run a body handler inline for a small body, in the thread pool for a large one."""
+    """Run a body handler inline for a small body, in the thread pool for a large one (or
+    for one that needs a model version loaded from disk)."""
     if len(body) > INLINE_BODY_BYTES:
         return await run_in_threadpool(handler, request, body)
-    return handler(request, body)
+    token = _inline.set(True)
+    try:
+        return handler(request, body)
+    except NotLoadedError:
+        pass
+    finally:
+        _inline.reset(token)
+    return await run_in_threadpool(handler, request, body)
+
+
+_inline: ContextVar[bool] = ContextVar("inline", default=False)
+
+
+class NotLoadedError(Exception):
+    """A handler running on the event loop needs a version loaded from disk."""
+
+
+def served_model(registry: Registry, version: str | None) -> StoredModel:
+    """The model to answer with; never loaded from disk on the event loop."""
+    stored = registry.cached(version)
+    if stored is None:
+        if _inline.get():
+            raise NotLoadedError
+        stored = registry.get(version)
+    return stored
 
 
 def jobs_limiter(request: Request) -> anyio.CapacityLimiter:
@@ -152,7 +179,7 @@ def predict_body(request: Request, body: bytes) -> bytes:
         parsed = parse_json(request, body, schemas.PredictRequest)
         raw, version = measurements(parsed.instances), parsed.model_version
     check_rows(raw.shape[0], st.settings.max_instances, "instances")
-    return predict_rows(st.registry.get(version), raw)
+    return predict_rows(served_model(st.registry, version), raw)
 
 
 @router.post(
@@ -176,7 +203,7 @@ def gradients_body(request: Request, raw_body: bytes) -> bytes:
     st = state(request)
     body = parse_json(request, raw_body, schemas.GradientsRequest)
     check_rows(len(body.instances), st.settings.max_instances, "instances")
-    stored = st.registry.get(body.model_version)
+    stored = served_model(st.registry, body.model_version)
     model = stored.model
     check_answer_size(
         len(body.instances),
@@ -376,7 +403,7 @@ def current_or_none(request: Request) -> str | None:
 def summary(request: Request, version: str, current: str | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"version": version, "active": version == current}
     try:
-        meta = state(request).store.metadata(version)
+        meta = state(request).store.summary(version)  # cached, without the history
     except ModelStoreError as error:
         return entry | {"error": public(str(error))}
     return entry | {

@@ -3,6 +3,7 @@ paths kept out of answers, answer-size and training-time bounds, the model listi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -228,3 +229,53 @@ def test_a_job_whose_loss_does_not_improve_fails_and_is_never_activated(tmp_path
         assert "did not improve" in job["error"], job
         assert job["model_version"] is None
         assert client.get("/readyz").json()["model_version"] == served
+
+
+# -- pinned versions and the model listing ----------------------------------------------------
+
+
+def test_a_pinned_version_not_in_memory_is_loaded_off_the_event_loop(tmp_path: Path) -> None:
+    with make_client(tmp_path, api_token=TOKEN) as client:
+        store = client.app.state.iris.store  # type: ignore[attr-defined]
+        model = store.load(store.current()).model
+        pinned = store.save(model, {})
+        on_loop: list[bool] = []
+        load = store.load
+
+        def recording_load(version: str) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:
+                on_loop.append(False)
+            return load(version)
+
+        store.load = recording_load
+        for _ in range(3):
+            answer = client.post("/predict", json={"instances": [ROW], "model_version": pinned})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == pinned
+        assert on_loop == [False]  # loaded once, in a pool thread; then served from memory
+
+
+def test_the_model_list_reads_each_version_once_and_never_its_history(tmp_path: Path) -> None:
+    with make_client(tmp_path, api_token=TOKEN) as client:
+        store = client.app.state.iris.store  # type: ignore[attr-defined]
+        model = store.load(store.current()).model
+        history = [{"epoch": e, "train_loss": 1.0 / e} for e in range(1, 2001)]
+        for _ in range(3):
+            store.save(model, {"history": history, "metrics": {"train_loss": 0.5}})
+        reads: list[str] = []
+        metadata = store.metadata
+
+        def counting_metadata(version: str) -> Any:
+            reads.append(version)
+            return metadata(version)
+
+        store.metadata = counting_metadata
+        first = client.get("/models").json()
+        second = client.get("/models").json()
+        assert first == second
+        assert len(first["models"]) == 4
+        assert sorted(reads) == sorted(m["version"] for m in first["models"])  # once each
+        assert {"metrics": {"train_loss": 0.5}}.items() <= first["models"][0].items()

@@ -137,3 +137,38 @@ def test_a_job_cancelled_while_queued_never_starts(tmp_path: Path) -> None:
     assert jobs.get(job["job_id"])["status"] == "queued"
     assert jobs.finish(job["job_id"], "cancelled") is True
     assert jobs.get(job["job_id"])["status"] == "cancelled"
+
+
+def test_the_pinned_cache_holds_dozens_of_versions(tmp_path: Path, trained_model: object) -> None:
+    store = CountingStore(tmp_path)
+    versions = [store.save(trained_model, {}, activate=True) for _ in range(12)]  # type: ignore[arg-type]
+    registry = Registry(store)
+    registry.refresh()
+    store.loads.clear()
+    for _ in range(3):
+        for version in versions[:-1]:  # the last one is the active model
+            assert registry.get(version).version == version
+    assert len(store.loads) == 11, store.loads  # each loaded once, then served from memory
+
+
+def test_cached_never_touches_the_disk(tmp_path: Path, trained_model: object) -> None:
+    store = CountingStore(tmp_path)
+    old = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    registry = Registry(store)
+    registry.refresh()
+    store.loads.clear()
+    assert registry.cached(old) is None
+    assert store.loads == []
+    registry.get(old)
+    assert registry.cached(old) is not None
+
+
+class CountingStore(ModelStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.loads: list[str] = []
+
+    def load(self, version: str) -> StoredModel:
+        self.loads.append(version)
+        return super().load(version)
