@@ -213,11 +213,15 @@ def record_job(job: dict[str, Any]) -> None:
 
 
 async def follow_current(state: State) -> None:
-    """Swap in the version models/CURRENT names, checked every IRIS_MODEL_POLL_SECONDS."""
+    """Swap in the version models/CURRENT names, checked every IRIS_MODEL_POLL_SECONDS.
+
+    The check reads CURRENT's few bytes on the event loop; only a change takes the thread
+    hop to load (a busy thread pool would otherwise delay every check)."""
     while True:
         await asyncio.sleep(state.settings.model_poll_seconds)
         try:
-            await run_in_threadpool(state.registry.refresh)
+            if state.registry.needs_refresh():
+                await run_in_threadpool(state.registry.refresh)
         except Exception:
             log.exception("checking models/CURRENT failed")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from model.data import load_iris
 from model.errors import ModelStoreError
-from model.persistence import ModelStore, StoredModel
+from model.persistence import CURRENT, ModelStore, StoredModel
 from model.train import Hyperparameters, train
 from service import metrics
 
@@ -36,6 +36,7 @@ class Registry:
         self.active: StoredModel | None = None
         self.problem: str | None = None
         self._seen: str | None = None
+        self._seen_text: bytes | None = None  # CURRENT's bytes when last refreshed
         self._retry_at = math.inf  # when to look again at a CURRENT that failed to load
         self._reported = ""
         self._pinned: OrderedDict[str, StoredModel] = OrderedDict()
@@ -50,6 +51,7 @@ class Registry:
         slow load of an older CURRENT from landing after a newer one.
         """
         with self._refresh_lock:
+            self._seen_text = self.current_text()  # before reading: a later change is seen
             try:
                 version: str | None = self.store.current()
                 marker = version
@@ -73,6 +75,21 @@ class Registry:
                 log.info("serving model version %s (was %s)", after, before)
                 metrics.set_active_model(after, before)
             return after != before
+
+    def current_text(self) -> bytes | None:
+        """CURRENT's raw bytes (None when unreadable): one small read, no validation."""
+        try:
+            return (self.store.root / CURRENT).read_bytes()[:256]
+        except OSError:
+            return None
+
+    def needs_refresh(self) -> bool:
+        """The poller's cheap check, fit for the event loop: CURRENT changed, or a retry of a
+        version that failed to load is due. Only then does :meth:`refresh` (which may load
+        a model) run, in a thread."""
+        if self.problem is not None:
+            return True  # serving a fallback or nothing: look properly every time
+        return self.current_text() != self._seen_text or time.monotonic() >= self._retry_at
 
     def _fall_back(self, error: ModelStoreError, failing: str | None) -> None:
         """CURRENT is missing or names a bad version: keep (or find) a valid one, say why.

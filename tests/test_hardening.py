@@ -26,6 +26,7 @@ from server_utils import (
     ROOT,
     ServerProcess,
     instances,
+    post_fresh_connection,
     proc_alive,
     serve_command,
     server_pool,
@@ -35,6 +36,7 @@ from server_utils import (
 )
 
 from model.data import load_iris
+from model.persistence import ModelStore
 
 pytestmark = pytest.mark.slow
 
@@ -243,3 +245,44 @@ def test_metrics_forget_the_active_model_of_a_worker_killed_with_sigkill(
     )
     assert str(victim) not in after, after
     assert after <= {str(pid) for pid in worker_pids(server.pid)}, after
+
+
+# -- how fast every worker follows a new CURRENT -------------------------------------------------
+
+SWITCHES = 6
+PROBE = {
+    "instances": [
+        {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    ]
+}
+
+
+def test_every_worker_serves_a_new_current_within_the_stated_bound(
+    serve: Callable[..., ServerProcess],
+) -> None:
+    """Prints the measured delay from an activation until both workers answer with it."""
+    server = serve(workers=2)
+    wait_for(lambda: len(worker_pids(server.pid)) == 2, 10.0, "two workers")
+    store = ModelStore(server.data_dir / "models")
+    first = store.current()
+    second = store.save(store.load(first).model, {})
+    delays = []
+    for switch in range(SWITCHES):
+        target = (second, first)[switch % 2]
+        workers = worker_pids(server.pid)
+        store.activate(target)  # as another worker (or the model CLI) would
+        activated = time.perf_counter()
+        pending = set(workers)
+        while pending and time.perf_counter() - activated < 5.0:
+            _status, body, worker = post_fresh_connection(server, "/predict", PROBE, workers)
+            if body.get("model_version") == target and worker in pending:
+                pending.discard(worker)
+        delays.append(time.perf_counter() - activated)
+        assert not pending, f"workers {pending} still serve the old version after 5 s"
+        time.sleep(0.3)
+    delays.sort()
+    print(
+        f"both workers serve a new CURRENT after: median {delays[len(delays) // 2]:.3f} s, "
+        f"max {delays[-1]:.3f} s over {SWITCHES} switches (IRIS_MODEL_POLL_SECONDS 0.2)"
+    )
+    assert delays[-1] < 2.0

@@ -172,3 +172,24 @@ class CountingStore(ModelStore):
     def load(self, version: str) -> StoredModel:
         self.loads.append(version)
         return super().load(version)
+
+
+def test_the_poller_check_is_a_read_of_current_and_true_only_on_a_change(
+    tmp_path: Path, trained_model: object
+) -> None:
+    store = CountingStore(tmp_path)
+    first = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    second = store.save(trained_model, {})  # type: ignore[arg-type]
+    registry = Registry(store)
+    registry.refresh()
+    store.loads.clear()
+    assert not registry.needs_refresh()
+    store.activate(first)  # rewritten with the same content: nothing to do
+    assert not registry.needs_refresh()
+    store.activate(second)
+    store.loads.clear()
+    assert registry.needs_refresh()
+    assert store.loads == []  # the check itself never loads
+    assert registry.refresh()
+    assert registry.get().version == second
+    assert not registry.needs_refresh()
