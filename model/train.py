@@ -49,8 +49,9 @@ class Interval:
         return above and below
 
     def __str__(self) -> str:
-        high = "inf" if self.high == math.inf else f"{self.high:g}"
-        return f"{'(' if self.low_open else '['}{self.low:g}, {high}{')' if self.high_open else ']'}"
+        high = "inf" if self.high == math.inf else repr(self.high)
+        opening, closing = "(["[not self.low_open], ")]"[not self.high_open]
+        return f"{opening}{self.low!r}, {high}{closing}"
 
 
 def spec(default: Any, allowed: Interval | None, description: str) -> Any:
@@ -84,9 +85,7 @@ class Hyperparameters:
     )
     epochs: int = spec(200, Interval(1, 10_000), "passes over the training data")
     batch_size: int = spec(16, Interval(1, 10_000), "rows per SGD step")
-    momentum: float = spec(
-        0.0, Interval(0, 1, high_open=True), "velocity decay (0: plain SGD)"
-    )
+    momentum: float = spec(0.0, Interval(0, 1, high_open=True), "velocity decay (0: plain SGD)")
     weight_decay: float = spec(
         0.005,
         Interval(0, math.inf, high_open=True),
