@@ -78,8 +78,11 @@ class Registry:
 
     def current_text(self) -> bytes | None:
         """CURRENT's raw bytes (None when unreadable): one small read, no validation."""
+        root = getattr(self.store, "root", None)
+        if not isinstance(root, Path):
+            return None
         try:
-            return (self.store.root / CURRENT).read_bytes()[:256]
+            return (root / CURRENT).read_bytes()[:256]
         except OSError:
             return None
 
@@ -87,8 +90,8 @@ class Registry:
         """The poller's cheap check, fit for the event loop: CURRENT changed, or a retry of a
         version that failed to load is due. Only then does :meth:`refresh` (which may load
         a model) run, in a thread."""
-        if self.problem is not None:
-            return True  # serving a fallback or nothing: look properly every time
+        if self.problem is not None or not isinstance(getattr(self.store, "root", None), Path):
+            return True  # serving a fallback or nothing, or a store without files: look fully
         return self.current_text() != self._seen_text or time.monotonic() >= self._retry_at
 
     def _fall_back(self, error: ModelStoreError, failing: str | None) -> None:

@@ -193,3 +193,28 @@ def test_the_poller_check_is_a_read_of_current_and_true_only_on_a_change(
     assert registry.refresh()
     assert registry.get().version == second
     assert not registry.needs_refresh()
+
+
+def test_a_store_without_files_is_always_asked_in_full(
+    tmp_path: Path, trained_model: object
+) -> None:
+    class NoFiles:
+        """A store like the database-backed one: no root directory, no CURRENT file."""
+
+        def __init__(self, inner: ModelStore) -> None:
+            self.inner = inner
+
+        def current(self) -> str:
+            return self.inner.current()
+
+        def load(self, version: str) -> StoredModel:
+            return self.inner.load(version)
+
+    store = ModelStore(tmp_path)
+    store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    registry = Registry(NoFiles(store))  # type: ignore[arg-type]
+    registry.refresh()
+    assert registry.needs_refresh()
+    second = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    assert registry.refresh()
+    assert registry.get().version == second
