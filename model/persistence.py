@@ -342,6 +342,17 @@ class ModelStore:
             fsync_dir(self.root)
             self._log_activation(version)
 
+    def adopt_current(self) -> str | None:
+        """Start ACTIVATIONS from CURRENT in a store written before the log existed; returns
+        the version recorded, None when there was nothing to do."""
+        if (self.root / ACTIVATIONS).exists():
+            return None
+        version = self.current()
+        self.load(version)  # only a version that can be served counts as active before
+        with translate_os_errors(f"cannot record the activation in {self.root}"):
+            self._log_activation(version)
+        return version
+
     def _log_activation(self, version: str) -> None:
         """Append ``version`` to ACTIVATIONS and fsync; a torn previous line is closed first."""
         path = self.root / ACTIVATIONS

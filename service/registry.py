@@ -6,6 +6,7 @@ attribute assignment) never shows a request a mix of two models.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import math
@@ -152,6 +153,8 @@ def ensure_default_model(store: ModelStore, seed: int) -> str | None:
     """
     if store.versions():
         store.clean()
+        with contextlib.suppress(ModelStoreError):  # a read-only data directory still serves
+            store.adopt_current()
         return None  # no lock needed, so a read-only data directory still serves
     store.root.mkdir(parents=True, exist_ok=True)
     lock_path: Path = store.root / ".bootstrap.lock"

@@ -513,3 +513,14 @@ def test_summary_is_the_metadata_without_history(store: ModelStore) -> None:
     assert "history" not in summary
     assert summary["metrics"] == {"x": 1}
     assert summary == {k: v for k, v in store.metadata(version).items() if k != "history"}
+
+
+def test_a_store_from_before_the_activation_log_adopts_its_current_version(
+    store: ModelStore,
+) -> None:
+    a = store.save(random_model(seed=1), activate=True)
+    (store.root / "ACTIVATIONS").unlink()  # as written by an older release
+    assert store.activations() == []
+    assert store.adopt_current() == a
+    assert store.activations() == [a]
+    assert store.adopt_current() is None  # once only
