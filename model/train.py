@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 
 from model.data import CLASSES, Dataset
-from model.errors import HyperparameterError, TrainingCancelledError, TrainingDivergedError
+from model.errors import (
+    HyperparameterError,
+    TrainingCancelledError,
+    TrainingDivergedError,
+    TrainingNotImprovedError,
+)
 from model.network import (
     IntArray,
     Model,
@@ -212,7 +217,9 @@ def train(
     permutation every epoch. The standardisation is fitted on the training part only.
     ``on_epoch`` is called after every epoch; when ``should_stop`` returns True training
     raises :class:`TrainingCancelledError`. A NaN or infinite loss raises
-    :class:`TrainingDivergedError`. The same seed and data give bit-identical weights.
+    :class:`TrainingDivergedError`; a final training loss that is not below the loss of the
+    initial parameters raises :class:`TrainingNotImprovedError` (a diverging run must not
+    pass for a trained model). The same seed and data give bit-identical weights.
     """
     hp = hyperparameters or Hyperparameters()
     rng = np.random.default_rng(hp.seed)
@@ -229,6 +236,7 @@ def train(
     check_labels(y, n)
     Y = one_hot(y)
     params = init_params(hp.hidden_units, rng)
+    initial_loss = float(loss(forward(params, X), y))
     velocity = [np.zeros_like(p) for p in params.arrays().values()]
     history: list[EpochStats] = []
     best: tuple[float, Params, int] | None = None
@@ -267,7 +275,9 @@ def train(
         params = best[1]
     model = Model(params=params, standardizer=standardizer)
     best_epoch = best[2] if best is not None else history[-1].epoch
-    metrics = final_metrics(model, train_set, validation)
+    metrics = final_metrics(model, train_set, validation) | {"initial_train_loss": initial_loss}
+    if not metrics["train_loss"] < initial_loss:
+        raise TrainingNotImprovedError(initial_loss, metrics["train_loss"])
     return TrainResult(model, history, stopped_early, best_epoch, metrics)
 
 

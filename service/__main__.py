@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.deps import TOKEN_FILE, InsecureTokenFileError, check_token_file
 from service.server import BoundedHttpToolsProtocol
 
 
@@ -41,6 +42,11 @@ def main() -> int:
         settings = Settings()
     except ValidationError as error:
         print(f"iris-serve: invalid settings: {error}", file=sys.stderr)
+        return 2
+    try:
+        check_token_file(settings.data_dir / TOKEN_FILE)
+    except InsecureTokenFileError as error:
+        print(f"iris-serve: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

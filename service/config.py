@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         False, description="one JSON line per request on stdout, with an X-Request-ID"
     )
     max_instances: int = Field(10_000, ge=1, description="rows per /predict or /gradients")
+    max_answer_values: int = Field(
+        2_000_000, ge=1000, description="numbers in one /gradients answer (422 beyond)"
+    )
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="request body size limit")
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="time a request body may take to arrive (408 after)"
@@ -48,6 +51,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="time a request head may take to arrive (then closed)"
     )
     max_train_rows: int = Field(100_000, ge=15, description="rows of a training dataset")
+    max_training_seconds: float = Field(
+        3600.0, gt=0, description="time a training job may run before it is failed"
+    )
     model_poll_seconds: float = Field(
         0.2, gt=0, le=5, description="how often each worker checks models/CURRENT"
     )

@@ -23,6 +23,7 @@ from service.access_log import AccessLog
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
 from service.jobs import JobError, JobStore, Launcher
+from service.lifecycle import watch_parent
 from service.registry import Registry, ensure_default_model
 from service.routes import HOT_ROUTES, HotRoute, json_response, router, run_sized
 from service.tuning import tune_process
@@ -265,7 +266,8 @@ async def _no_receive() -> Message:
 def build_state(settings: Settings) -> State:
     """Everything a worker needs before it serves: token, default model, registry, jobs."""
     tune_process(settings.blas_threads)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets and jobs
+    problems.hide_paths(settings.data_dir)
     token = resolve_token(settings)
     store = ModelStore(settings.models_dir)
     ensure_default_model(store, settings.seed)
@@ -278,7 +280,11 @@ def build_state(settings: Settings) -> State:
     except JobError as error:
         log.error("training is unavailable: %s", error)
     launcher = Launcher(
-        jobs, settings.models_dir, on_finish=record_job, blas_threads=settings.blas_threads
+        jobs,
+        settings.models_dir,
+        on_finish=record_job,
+        blas_threads=settings.blas_threads,
+        max_training_seconds=settings.max_training_seconds,
     )
     return State(settings, store, registry, jobs, launcher, token)
 
@@ -291,11 +297,15 @@ def record_job(job: dict[str, Any]) -> None:
 
 
 async def follow_current(state: State) -> None:
-    """Swap in the version models/CURRENT names, checked every IRIS_MODEL_POLL_SECONDS."""
+    """Swap in the version models/CURRENT names, checked every IRIS_MODEL_POLL_SECONDS.
+
+    The check reads CURRENT's few bytes on the event loop; only a change takes the thread
+    hop to load (a busy thread pool would otherwise delay every check)."""
     while True:
         await asyncio.sleep(state.settings.model_poll_seconds)
         try:
-            await run_in_threadpool(state.registry.refresh)
+            if state.registry.needs_refresh():
+                await run_in_threadpool(state.registry.refresh)
         except Exception:
             log.exception("checking models/CURRENT failed")
 
@@ -353,6 +363,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         follower = asyncio.create_task(follow_current(state))
+        parent_watch = watch_parent()
         log.info(
             "ready: serving %s from %s",
             state.registry.active.version if state.registry.active else None,
@@ -361,6 +372,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if parent_watch is not None:
+                parent_watch.set()
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
