@@ -223,7 +223,7 @@ def emit(text: str, output: IO[str] | None) -> None:
 # -- the command group ----------------------------------------------------------------------
 
 
-@click.group(cls=IrisGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("iris", cls=IrisGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url",
     envvar="IRIS_URL",
@@ -715,11 +715,22 @@ def show_rows(
     from rich.table import Table as RichTable
 
     table = RichTable(title=title, title_justify="left")
-    for name in header:
-        table.add_column(name.replace("_", " "), overflow="fold")
+    shown = [i for i, name in enumerate(header) if name != "error" or any(r[i] for r in rows)]
+    for i in shown:
+        name = header[i]
+        table.add_column(
+            name.replace("_", " "),
+            no_wrap=name in ("job_id", "version", "model_version", "created_at"),
+            overflow="fold",
+        )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(short_time(row[i]) if header[i] == "created_at" else row[i] for i in shown))
     console.print(table)
+
+
+def short_time(iso: str) -> str:
+    """2026-12-02T07:53:22.089393+00:00 as 2026-12-02 07:53:22 (a table's width)."""
+    return iso[:19].replace("T", " ")
 
 
 @cli.command()
