@@ -44,7 +44,13 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 # Room for {"model_version": "...", } around the instances when a chunk's size is planned.
 BODY_MARGIN = 512
 
-Rows = Union[Sequence[Mapping[str, float]], "NDArray[np.floating[Any]]", str, "os.PathLike[str]"]
+Rows = Union[
+    Sequence[Mapping[str, float]],
+    Sequence[Sequence[float]],
+    "NDArray[np.floating[Any]]",
+    str,
+    "os.PathLike[str]",
+]
 ProgressCallback = Callable[[int, int], object]
 
 
@@ -197,9 +203,15 @@ def instances(rows: Rows) -> list[dict[str, float]]:
         ]
     found = []
     for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise InputError(f"row {i}: {type(row).__name__}, expected a mapping of measurements")
-        found.append(dict(row))
+        if isinstance(row, Mapping):
+            found.append(dict(row))
+        elif isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 4:
+            found.append(dict(zip(FEATURES, row, strict=True)))
+        else:
+            raise InputError(
+                f"row {i}: {row!r:.60}; expected a mapping of the four measurements, "
+                "or four numbers in the order " + ", ".join(FEATURES)
+            )
     if not found:
         raise InputError("no rows to send")
     return found

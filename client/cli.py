@@ -303,7 +303,7 @@ def line_failure(error: Exception, table: Table) -> CommandError:
     "--concurrency",
     type=click.IntRange(1, 16),
     default=None,
-    help="Requests in flight for a file split into chunks (default 2).",
+    help="Requests in flight for a file split into chunks (default 4).",
 )
 @click.pass_context
 def predict(

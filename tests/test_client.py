@@ -193,9 +193,21 @@ def test_a_bad_row_in_a_later_chunk_is_named_by_its_index_in_the_whole_input(
     assert error.errors[0].loc == ("instances", 123, "petal_width")
 
 
+def test_predict_takes_rows_of_four_numbers_in_column_order(
+    server: ServerProcess, iris: IrisClient
+) -> None:
+    raw = flowers(4, seed=13)
+    answer = iris.predict([tuple(row) for row in raw.tolist()])
+    assert (
+        probabilities(answer) == expected_probabilities(server, answer.model_version, raw)
+    ).all()
+
+
 def test_input_that_cannot_be_sent_raises_input_error(iris: IrisClient, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"shape \(n, 4\)"):
         iris.predict(np.zeros((3, 5)))
+    with pytest.raises(InputError, match=r"row 1: .*four numbers in the order sepal_length"):
+        iris.predict([[5.1, 3.5, 1.4, 0.2], [5.1, 3.5, 1.4]])
     bad = tmp_path / "bad.csv"
     bad.write_text("sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,2,x,4\n")
     with pytest.raises(InputError, match="line 3: petal_length 'x' is not a number"):
