@@ -27,10 +27,25 @@ class Settings(BaseSettings):
         None, description="bearer token for train, cancel and activate; generated if unset"
     )
     log_level: LogLevel = "info"
+    access_log: bool = Field(
+        False, description="one JSON line per request on stdout, with an X-Request-ID"
+    )
     max_instances: int = Field(10_000, ge=1, description="rows per /predict or /gradients")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="request body size limit")
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="time a request body may take to arrive (408 after)"
+    )
+    max_buffered_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        description="request body bytes one worker holds at once, all requests together "
+        "(503 with Retry-After past it)",
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="open connections and requests per worker (503 past it)"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="time a request head may take to arrive (then closed)"
     )
     max_train_rows: int = Field(100_000, ge=15, description="rows of a training dataset")
     model_poll_seconds: float = Field(

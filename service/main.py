@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -18,11 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.persistence import ModelStore
 from service import metrics, problems, schemas, v2
+from service.access_log import AccessLog
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
 from service.jobs import JobError, JobStore, Launcher
 from service.registry import Registry, ensure_default_model
-from service.routes import HOT_ROUTES, BodyHandler, json_response, router, run_sized
+from service.routes import HOT_ROUTES, HotRoute, json_response, router, run_sized
 from service.tuning import tune_process
 
 log = logging.getLogger("iris.service")
@@ -35,11 +37,31 @@ TOKEN_ROUTES = (
 )
 
 
-class EdgeMiddleware:
-    """Body size limit and body deadline (before parsing, chunked bodies included) and metrics.
+class BodyBudget:
+    """Bytes of request bodies this worker holds, all requests together, and their limit."""
 
-    The body is read here, within the limits, and replayed to the app, so an oversized or
-    stalled request is answered (413, 408) without the app ever seeing it.
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class EdgeMiddleware:
+    """Body size limit, body deadline and body budget (before parsing, chunked bodies
+    included) and metrics.
+
+    The body is read here, within the limits, and replayed to the app, so an oversized,
+    stalled or untimely request is answered (413, 408, 503) without the app ever seeing it.
+    The budget bounds the bytes of all bodies being read or handled at once: a flood of
+    large uploads gets 503 with Retry-After instead of the worker's memory.
     """
 
     def __init__(
@@ -47,12 +69,21 @@ class EdgeMiddleware:
         app: ASGIApp,
         max_body_bytes: int,
         body_timeout: float,
-        hot_routes: Mapping[tuple[str, str], BodyHandler] | None = None,
+        max_buffered_bytes: int,
+        hot_routes: Mapping[tuple[str, str], HotRoute] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
-        self.hot_routes = hot_routes or {}
+        self.budget = BodyBudget(max_buffered_bytes)
+        self.hot_routes = dict(hot_routes or {})
+        # Routes with a path parameter ("/v2/models/iris/versions/{model_version}/infer"),
+        # tried only when no exact path matched.
+        self.hot_patterns = [
+            (method, path_pattern(path), hot)
+            for (method, path), hot in self.hot_routes.items()
+            if "{" in path
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,32 +99,40 @@ class EdgeMiddleware:
                 status = message["status"]
             await send(message)
 
+        held = [0]  # bytes of the budget this request holds, released when it ends
         try:
             method = scope["method"]
             if method not in BODY_METHODS:
                 await self.app(scope, receive, send_with_status)
                 return
-            body = await self.buffered(scope, receive, send_with_status)
+            body = await self.buffered(scope, receive, send_with_status, held)
             if body is None:
                 return  # answered here (413, 408, 503) or the client left
-            handler = self.hot_routes.get((method, scope["path"]))
-            if handler is not None:
+            hot = self.hot_routes.get((method, scope["path"])) or self.hot_pattern(method, scope)
+            if hot is not None:
                 route = scope["path"]
-                await self.answer(scope, send_with_status, handler, body)
+                await self.answer(scope, send_with_status, hot, body)
             else:
                 await self.app(scope, replaying(body, receive), send_with_status)
         finally:
+            self.budget.give(held[0])
             if route is None:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
 
-    async def answer(self, scope: Scope, send: Send, handler: BodyHandler, body: bytes) -> None:
-        """Run a hot route's handler and send its JSON (or the problem it raised)."""
+    def hot_pattern(self, method: str, scope: Scope) -> HotRoute | None:
+        for hot_method, pattern, hot in self.hot_patterns:
+            if method == hot_method and pattern.match(scope["path"]):
+                return hot
+        return None
+
+    async def answer(self, scope: Scope, send: Send, hot: HotRoute, body: bytes) -> None:
+        """Run a hot route's handler and send its JSON (or the error it raised)."""
         request = Request(scope)
         try:
-            content = await run_sized(handler, request, body)
+            content = await run_sized(hot.handler, request, body)
         except Exception as error:
-            await problems.problem_for(request, error)(scope, _no_receive, send)
+            await hot.errors(request, error)(scope, _no_receive, send)
             return
         headers = [
             (b"content-type", b"application/json"),
@@ -102,16 +141,29 @@ class EdgeMiddleware:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def buffered(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
-        """The whole body within the limits; None once this answered for the app."""
+    async def buffered(
+        self, scope: Scope, receive: Receive, send: Send, held: list[int]
+    ) -> bytes | None:
+        """The whole body within the limits; None once this answered for the app.
+
+        ``held[0]`` counts the budget taken: the declared length at once, else chunk by chunk.
+        """
         limit = self.max_body_bytes
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await self.refuse(scope, send, 413, self.too_large(f"Content-Length {int(value)}"))
-                return None
+            if name == b"content-length" and value.isdigit():
+                declared = int(value)
+                if declared > limit:
+                    await self.refuse(
+                        scope, send, 413, self.too_large(f"Content-Length {declared}")
+                    )
+                    return None
+                if not self.budget.take(declared):
+                    await self.refuse_busy(scope, send)
+                    return None
+                held[0] = declared
         try:
             async with asyncio.timeout(self.body_timeout):
-                return await self.read_body(receive)
+                return await self.read_body(receive, held)
         except TimeoutError:
             detail = (
                 f"the request body did not arrive within {self.body_timeout:g} s "
@@ -122,9 +174,11 @@ class EdgeMiddleware:
             await self.refuse(scope, send, 503, "the server shut down before the body arrived")
         except BodyTooLargeError:
             await self.refuse(scope, send, 413, self.too_large(f"more than {limit} bytes"))
+        except OverBudgetError:
+            await self.refuse_busy(scope, send)
         return None
 
-    async def read_body(self, receive: Receive) -> bytes | None:
+    async def read_body(self, receive: Receive, held: list[int]) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -135,9 +189,20 @@ class EdgeMiddleware:
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise BodyTooLargeError
+            if size > held[0]:  # a chunked body takes its budget as it comes
+                if not self.budget.take(size - held[0]):
+                    raise OverBudgetError
+                held[0] = size
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    async def refuse_busy(self, scope: Scope, send: Send) -> None:
+        detail = (
+            f"the server is holding as many request body bytes as it may "
+            f"({self.budget.limit}, IRIS_MAX_BUFFERED_BYTES); retry shortly"
+        )
+        await self.refuse(scope, send, 503, detail, {"Retry-After": "1"})
 
     def too_large(self, what: str) -> str:
         return (
@@ -145,9 +210,16 @@ class EdgeMiddleware:
             "(IRIS_MAX_BODY_BYTES)"
         )
 
-    async def refuse(self, scope: Scope, send: Send, status: int, detail: str) -> None:
+    async def refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        detail: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer for the app and close the connection; /v2 in the protocol's error shape."""
-        headers = {"Connection": "close"}
+        headers = {"Connection": "close", **(extra_headers or {})}
         path = scope.get("path", "")
         if path == "/v2" or path.startswith("/v2/"):
             response = json_response({"error": detail}, status, headers)
@@ -156,7 +228,19 @@ class EdgeMiddleware:
         await response(scope, _no_receive, send)
 
 
+def path_pattern(path: str) -> re.Pattern[str]:
+    """A route path with ``{parameters}`` as a regular expression of whole paths."""
+    parts = re.split(r"(\{[^}/]+\})", path)
+    return re.compile(
+        "^" + "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts) + "$"
+    )
+
+
 class BodyTooLargeError(Exception):
+    pass
+
+
+class OverBudgetError(Exception):
     pass
 
 
@@ -297,12 +381,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(v2.router)
-    problems.install(app)
+    problems.install(app, router.routes)
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout_seconds,
-        hot_routes=HOT_ROUTES,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        hot_routes=HOT_ROUTES | v2.HOT_ROUTES,
     )
+    if settings.access_log:
+        app.add_middleware(AccessLog)  # outermost: its duration covers the edge's work
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app

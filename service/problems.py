@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
 
 from model.errors import (
     CorruptModelError,
@@ -71,18 +73,25 @@ def location(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(str(part) for part in loc if part not in ("body",)) or "body"
 
 
-def validation_problem(errors: list[Any], instance: str) -> Response:
-    """400 for a body that is not JSON, else 422 listing every field that is wrong."""
+SHOWN_ERRORS = 5  # named in the detail
+LISTED_ERRORS = 20  # in the problem's "errors"
+
+
+def validation_problem(errors: Sequence[Any], instance: str) -> Response:
+    """400 for a body that is not JSON, else 422 naming the first fields that are wrong.
+
+    The lists of a body stop at their first bad item (``fail_fast``), so ``errors`` is short.
+    """
     listed = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in errors
+        for e in errors[:LISTED_ERRORS]
     ]
     if any(e["type"] in ("json_invalid", "json_type") for e in listed):
         first = next(e for e in listed if e["type"] in ("json_invalid", "json_type"))
         return problem(400, f"the body is not valid JSON: {first['msg']}", instance)
-    shown = "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in listed[:5])
-    more = f" (and {len(listed) - 5} more)" if len(listed) > 5 else ""
-    return problem(422, f"invalid request: {shown}{more}", instance, errors=listed[:100])
+    shown = "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in listed[:SHOWN_ERRORS])
+    more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
+    return problem(422, f"invalid request: {shown}{more}", instance, errors=listed)
 
 
 # (exception type, status) in order: the first match wins.
@@ -108,7 +117,9 @@ def problem_for(request: Request, error: Exception) -> Response:
     path = request.url.path
     if isinstance(error, ProblemError):
         return problem(error.status, error.detail, path, headers=error.headers, **error.extra)
-    if isinstance(error, (RequestValidationError, ValidationError)):
+    if isinstance(error, ValidationError):
+        return validation_problem(error.errors(include_url=False), path)
+    if isinstance(error, RequestValidationError):
         return validation_problem(list(error.errors()), path)
     if isinstance(error, StarletteHTTPException):
         detail = error.detail if isinstance(error.detail, str) else str(error.detail)
@@ -130,15 +141,15 @@ def problem_for(request: Request, error: Exception) -> Response:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some native route serves at this path (Starlette names only the first)."""
-    from starlette.routing import Match, Route
+    """Every method some native route serves at this path (Starlette names only the first).
 
-    from service.routes import router  # /v2 answers its own 405s
-
+    The routes are the ones given to :func:`install`; /v2 answers its own 405s.
+    """
+    routes: Sequence[BaseRoute] = getattr(request.app.state, "allow_routes", ())
     return sorted(
         {
             method
-            for route in router.routes
+            for route in routes
             if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
             for method in route.methods or ()
         }
@@ -149,7 +160,9 @@ async def handle(request: Request, error: Exception) -> Response:
     return problem_for(request, error)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
+    """Answer every error with a problem document; 405s name the methods of ``routes``."""
+    app.state.allow_routes = list(routes)
     kinds = [ProblemError, RequestValidationError, ValidationError, StarletteHTTPException]
     for kind in [*kinds, *(k for k, _ in DOMAIN_STATUS), Exception]:
         app.add_exception_handler(kind, handle)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -17,10 +17,19 @@ from model.network import backward, forward, loss, raw_input_gradient
 from model.persistence import StoredModel, check_version_id
 from model.train import Hyperparameters
 from service import metrics, schemas
-from service.body import check_media_type, fast_instances, parse_json
+from service.body import (
+    check_budget,
+    check_lengths,
+    check_media_type,
+    check_object_sizes,
+    fast_document,
+    load,
+    parse_json,
+    refuse_duplicate_keys,
+)
 from service.deps import require_token, state
 from service.jobs import JobConflictError, JobSpec
-from service.problems import PROBLEM_JSON, ProblemError
+from service.problems import PROBLEM_JSON, ProblemError, problem_for
 
 router = APIRouter()
 # Bodies above this size are validated and computed in the thread pool, so a large
@@ -30,9 +39,19 @@ NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
 BodyHandler = Callable[[Request, bytes], bytes]
 
 
+class HotRoute(NamedTuple):
+    """A route the app's edge answers itself: the body handler, and how its errors look."""
+
+    handler: BodyHandler
+    errors: Callable[[Request, Exception], Response]
+
+
 async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> bytes:
-    """Run a body handler inline for a small body, in the thread pool for a large one."""
-    if len(body) > INLINE_BODY_BYTES:
+    """Run a body handler inline for a small plain body, in the thread pool otherwise (a
+    compressed body may inflate to many times its size)."""
+    if len(body) > INLINE_BODY_BYTES or any(
+        name == b"content-encoding" for name, _ in request.scope["headers"]
+    ):
         return await run_in_threadpool(handler, request, body)
     return handler(request, body)
 
@@ -105,9 +124,7 @@ def predictions_json(version: str, o_s: np.ndarray[Any, Any]) -> bytes:
     "class_index", "probabilities": {...}}, ...]}), at a third of its cost for large batches.
     """
     index = o_s.argmax(axis=1)
-    for k, count in enumerate(np.bincount(index, minlength=len(CLASSES)).tolist()):
-        if count:
-            metrics.PREDICTED[k].inc(count)
+    metrics.count_predictions(index)
     rows = orjson.dumps(o_s, option=NUMPY_JSON)[2:-2].split(b"],[")
     second, third = _BETWEEN
     parts = []
@@ -127,14 +144,20 @@ def predict_rows(stored: StoredModel, raw: np.ndarray[Any, Any]) -> bytes:
 
 def predict_body(request: Request, body: bytes) -> bytes:
     st = state(request)
+    limit = st.settings.max_instances
     check_media_type(request)
-    fast = fast_instances(body)
+    check_budget(body, limit, "IRIS_MAX_INSTANCES")
+    document = load(body)
+    fast = fast_document(document.tree, body) if document.exact else None
     if fast is not None:
         raw, version = fast
+        check_rows(raw.shape[0], limit, "instances")
     else:
-        parsed = parse_json(request, body, schemas.PredictRequest)
+        check_object_sizes(document.tree)
+        refuse_duplicate_keys(body)
+        check_lengths(document.tree, ("instances",), limit, "IRIS_MAX_INSTANCES")
+        parsed = document.validate(schemas.PredictRequest)
         raw, version = measurements(parsed.instances), parsed.model_version
-    check_rows(raw.shape[0], st.settings.max_instances, "instances")
     return predict_rows(st.registry.get(version), raw)
 
 
@@ -157,8 +180,14 @@ async def predict(request: Request) -> Response:
 
 def gradients_body(request: Request, raw_body: bytes) -> bytes:
     st = state(request)
-    body = parse_json(request, raw_body, schemas.GradientsRequest)
-    check_rows(len(body.instances), st.settings.max_instances, "instances")
+    body = parse_json(
+        request,
+        raw_body,
+        schemas.GradientsRequest,
+        rows=st.settings.max_instances,
+        paths=("instances", "labels"),
+        setting="IRIS_MAX_INSTANCES",
+    )
     stored = st.registry.get(body.model_version)
     model = stored.model
     y = np.array(
@@ -209,20 +238,21 @@ async def gradients(request: Request) -> Response:
 
 def start_job(request: Request, raw_body: bytes) -> dict[str, Any]:
     st = state(request)
-    body = parse_json(request, raw_body, schemas.TrainRequest, empty_ok=True)
+    body = parse_json(
+        request,
+        raw_body,
+        schemas.TrainRequest,
+        rows=st.settings.max_train_rows,
+        paths=("dataset.samples",),
+        setting="IRIS_MAX_TRAIN_ROWS",
+        empty_ok=True,
+    )
     hp = body.hyperparameters.model_dump()
     Hyperparameters(**hp)  # the model core's own checks, before any work
     dataset: Dataset
     if body.dataset is None:
         dataset, source = load_iris(), "iris"
     else:
-        rows = len(body.dataset.samples)
-        if rows > st.settings.max_train_rows:
-            raise ProblemError(
-                422,
-                f"dataset.samples: {rows} rows, more than the limit of "
-                f"{st.settings.max_train_rows} (IRIS_MAX_TRAIN_ROWS)",
-            )
         dataset = from_rows(sample.model_dump() for sample in body.dataset.samples)
         source = "request"
     spec = JobSpec(
@@ -411,4 +441,6 @@ def prometheus(request: Request) -> Response:
 
 # The hot path: (method, path) -> body handler, answered by the app's edge middleware
 # before FastAPI's routing, which would otherwise cost more than the model.
-HOT_ROUTES: dict[tuple[str, str], BodyHandler] = {("POST", "/predict"): predict_body}
+HOT_ROUTES: dict[tuple[str, str], HotRoute] = {
+    ("POST", "/predict"): HotRoute(predict_body, problem_for)
+}
