@@ -24,6 +24,7 @@ from client_support import (
     LONG_JOB,
     MAX_INSTANCES,
     TOKEN,
+    Stub,
     client_server,
     expected_probabilities,
     flowers,
@@ -167,6 +168,27 @@ def test_predict_output_file_format_follows_its_extension(run: Any, tmp_path: Pa
     assert len(json.loads((tmp_path / "out.json").read_text())["predictions"]) == 60
     assert run("predict", str(path), "-o", str(tmp_path / "out.csv")).exit_code == 0
     assert len(parsed_csv((tmp_path / "out.csv").read_text())) == 60
+
+
+def test_predict_draws_a_progress_bar_on_a_terminal(run: Any, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", flowers(400, seed=8))
+    result = run("predict", str(path), "--format", "csv",
+                 env={"FORCE_COLOR": "1", "COLUMNS": "200"})  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "predicting" in result.stderr
+    assert "400/400" in result.stderr
+    assert len(parsed_csv(result.stdout)) == 400  # the bar never reaches stdout
+
+
+def test_an_older_server_without_limits_gets_a_one_line_warning(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", flowers(3))
+    with Stub("old") as stub:
+        result = CliRunner().invoke(cli, ["--url", stub.url, "predict", str(path)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith("iris: warning: ")
+    assert "publishes no limits (GET /limits: 404)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert [r["species"] for r in parsed_csv(result.stdout)] == ["setosa"] * 3
 
 
 def test_a_bad_csv_line_is_named_and_exits_2(run: Any, tmp_path: Path) -> None:
