@@ -101,8 +101,10 @@ class IrisGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        from client.errors import LimitsWarning  # no httpx behind it
+
         with warnings.catch_warnings():
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", LimitsWarning)
             warnings.showwarning = _warning_line
             code = self._run(args, prog_name, complete_var, extra)
         if not standalone_mode:
