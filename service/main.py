@@ -17,7 +17,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.persistence import ModelStore
-from service import metrics, problems, schemas, v2
+from service import dashboard, insights, metrics, problems, schemas, v2
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
 from service.jobs import JobError, JobStore, Launcher
@@ -296,6 +296,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(v2.router)
+    app.include_router(insights.router)
+    app.include_router(dashboard.router)
     problems.install(app)
     app.add_middleware(
         EdgeMiddleware,
