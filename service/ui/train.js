@@ -111,12 +111,17 @@ function follow(job) {
       $("#loss-chart").dataset.live = String(current.points.length);
     }
   });
+  let ended = false;
   source.addEventListener("end", (event) => {
-    source.close();
+    // The server closes the stream after this event; closing it here could cut that short.
+    // The close below only stops the browser from reconnecting (it waits `retry`, 2 s).
+    ended = true;
+    setTimeout(() => source.close(), 1000);
     finished(JSON.parse(event.data));
   });
   source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) $("#train-status").textContent = "The event stream closed.";
+    if (ended) source.close();
+    else if (source.readyState === EventSource.CLOSED) $("#train-status").textContent = "The event stream closed.";
   });
 }
 
