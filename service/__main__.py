@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -9,11 +10,29 @@ import shutil
 import signal
 import sys
 import tempfile
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.server import BoundedHttpToolsProtocol
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The arguments ``iris-serve`` gives uvicorn.run besides the app."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": math.ceil(settings.graceful_shutdown_seconds),
+        "server_header": False,
+        "limit_concurrency": settings.max_connections,
+        "http": functools.partial(
+            BoundedHttpToolsProtocol, header_timeout=settings.header_timeout_seconds
+        ),
+    }
 
 
 def main() -> int:
@@ -35,17 +54,7 @@ def main() -> int:
     # handler turns that into a clean exit (status 0) instead of death by SIGTERM.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
-        uvicorn.run(
-            "service.main:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown_seconds),
-            server_header=False,
-            http="service.server:BoundedHttpToolsProtocol",
-        )
+        uvicorn.run("service.main:create_app", factory=True, **uvicorn_options(settings))
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,8 +1,13 @@
-"""Request bodies: media type, one-pass validation, duplicate keys, and /predict's fast path.
+"""Request bodies: media type, bounded parsing, duplicate keys, and /predict's fast path.
 
-Every body is validated against its pydantic schema straight from the bytes. /predict, the
-hot path, first tries a cheaper route for the common well-formed body (orjson, then array
-checks); anything it does not fully vouch for goes through the schema, which names the problem.
+A body is refused as cheaply as it can be: first by counting bytes (a body with more JSON
+objects, arrays or values than its row limit allows is refused before anything is built),
+then parsed once by orjson, then checked for objects with too many keys and for duplicate
+keys, then for over-long row arrays, and only then validated against its pydantic schema,
+whose lists stop at their first bad item (``fail_fast``). So the work and the errors a bad
+body can cause are bounded by the row limits, not by its size. /predict, the hot path, first
+tries a cheaper route for the common well-formed body (array checks on orjson's document);
+anything it does not fully vouch for goes through the schema, which names the problem.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,6 +31,15 @@ from service.problems import ProblemError
 Body = TypeVar("Body", bound=BaseModel)
 _VERSION = re.compile(VERSION_PATTERN)
 _FEATURE_KEYS = tuple(f'"{f}"'.encode() for f in FEATURES)
+# What a body may hold: a row is one object or array of at most 8 values (a sample has 5),
+# and the wrapper, optional fields and tensor metadata need a few more. The budget allows
+# twice the rows, so a body a little over its row limit still gets the exact count from
+# check_lengths; a body far over it is refused by counting alone.
+CONTAINERS_PER_ROW = 2
+SPARE_CONTAINERS = 64
+VALUES_PER_ROW = 16
+SPARE_VALUES = 1024
+MAX_OBJECT_KEYS = 32  # the widest schema object has 10 fields
 
 
 def check_media_type(request: Request) -> None:
@@ -78,23 +93,125 @@ def refuse_duplicate_keys(body: bytes) -> None:
         raise ProblemError(400, f"duplicate key {key[:80]!r} in a JSON object of the body")
 
 
+def check_budget(body: bytes, rows: int, setting: str) -> None:
+    """Refuse, before parsing, a body with more JSON than ``rows`` rows can need.
+
+    The counts of ``{``, ``[`` and ``,`` bound what a parser would build (strings in these
+    bodies are keys, names and ids that never need them in such numbers), so a body of a
+    million empty objects is refused in a few milliseconds instead of being parsed.
+    """
+    containers = body.count(b"{") + body.count(b"[")
+    values = body.count(b",")
+    if (
+        containers > CONTAINERS_PER_ROW * rows + SPARE_CONTAINERS
+        or values > VALUES_PER_ROW * rows + SPARE_VALUES
+    ):
+        raise ProblemError(
+            422,
+            f"the body holds more JSON than {rows} rows need ({containers} objects and "
+            f"arrays, {values + 1} values or more): at most {rows} rows are accepted ({setting})",
+        )
+
+
+@dataclass(frozen=True)
+class Document:
+    """A body parsed for its checks: ``tree`` for the structure, ``exact`` when it is orjson's.
+
+    orjson refuses a few things pydantic's own parser reads and names more precisely (NaN and
+    Infinity literals, integers past 64 bits, some escapes); such a body is parsed by the
+    standard library for the structural checks and validated from its bytes.
+    """
+
+    body: bytes
+    tree: Any
+    exact: bool
+
+    def validate(self, schema: type[Body]) -> Body:
+        if self.exact and type(self.tree) is dict:
+            return schema.model_validate(self.tree)
+        return schema.model_validate_json(self.body)
+
+
+def load(body: bytes) -> Document:
+    try:
+        return Document(body, orjson.loads(body), exact=True)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        tree = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        tree = None  # not JSON: pydantic's parser names where, without building anything
+    return Document(body, tree, exact=False)
+
+
+def read_json(body: bytes, rows: int, setting: str) -> Document:
+    """The body within its budget, no object too wide, no key twice."""
+    check_budget(body, rows, setting)
+    document = load(body)
+    check_object_sizes(document.tree)
+    refuse_duplicate_keys(body)
+    return document
+
+
+def check_object_sizes(document: Any) -> None:
+    """Refuse an object with more than MAX_OBJECT_KEYS keys (each unknown key would be an error)."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            if len(node) > MAX_OBJECT_KEYS:
+                shown = ", ".join(repr(key[:40]) for key in list(node)[:3])
+                raise ProblemError(
+                    422,
+                    f"an object of the body has {len(node)} keys ({shown}, ...): "
+                    f"no object here takes more than {MAX_OBJECT_KEYS}",
+                )
+            stack.extend(v for v in node.values() if type(v) in (dict, list))
+        elif type(node) is list:
+            stack.extend(v for v in node if type(v) in (dict, list))
+
+
+def check_lengths(document: Any, paths: tuple[str, ...], limit: int, setting: str) -> None:
+    """422 when an array at one of ``paths`` ("instances", "dataset.samples") is over ``limit``."""
+    for path in paths:
+        node = document
+        for key in path.split("."):
+            node = node.get(key) if type(node) is dict else None
+        if type(node) is list and len(node) > limit:
+            raise ProblemError(
+                422, f"{path}: {len(node)} rows, more than the limit of {limit} ({setting})"
+            )
+
+
 def parse_json(
-    request: Request, body: bytes, schema: type[Body], *, empty_ok: bool = False
+    request: Request,
+    body: bytes,
+    schema: type[Body],
+    *,
+    rows: int,
+    paths: tuple[str, ...],
+    setting: str,
+    empty_ok: bool = False,
 ) -> Body:
-    """Validate the raw body against ``schema`` in one pass (pydantic-core parses the bytes)."""
+    """Media type, bounded parse, row limits at ``paths``, then the schema."""
     if not body and empty_ok:
         return schema()
     check_media_type(request)
-    try:
-        parsed = schema.model_validate_json(body)
-    except ValueError:
-        refuse_duplicate_keys(body)  # the ambiguity first: it may be what made the body invalid
-        raise
-    refuse_duplicate_keys(body)
-    return parsed
+    document = read_json(body, rows, setting)
+    check_lengths(document.tree, paths, rows, setting)
+    return document.validate(schema)
 
 
 def fast_instances(body: bytes) -> tuple[FloatArray, str | None] | None:
+    """:func:`fast_document` on the bytes alone (None for a body orjson cannot read)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return fast_document(document, body)
+
+
+def fast_document(document: Any, body: bytes) -> tuple[FloatArray, str | None] | None:
     """Measurements (n, 4) and model_version of a well-formed /predict body, or None.
 
     None means "not vouched for": the caller validates with the schema, which either names
@@ -104,10 +221,6 @@ def fast_instances(body: bytes) -> tuple[FloatArray, str | None] | None:
     """
     if b"\\" in body:
         return None  # escapes could spell a key twice past the byte counts below
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
     if type(document) is not dict or "instances" not in document:
         return None
     version = document.get("model_version")

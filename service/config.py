@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="time a request body may take to arrive (408 after)"
     )
+    max_buffered_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        description="request body bytes one worker holds at once, all requests together "
+        "(503 with Retry-After past it)",
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="open connections and requests per worker (503 past it)"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="time a request head may take to arrive (then closed)"
+    )
     max_train_rows: int = Field(100_000, ge=15, description="rows of a training dataset")
     model_poll_seconds: float = Field(
         0.2, gt=0, le=5, description="how often each worker checks models/CURRENT"

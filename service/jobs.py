@@ -83,6 +83,10 @@ class JobFinishedError(JobError):
     """The job has already ended (it cannot be cancelled)."""
 
 
+class JobActiveError(JobError):
+    """The job is still queued or running (its record cannot be deleted yet)."""
+
+
 class JobsUnavailableError(JobError):
     """The jobs database cannot be opened or written (read-only data directory, full disk)."""
 
@@ -231,6 +235,20 @@ class JobStore:
                 raise JobFinishedError(f"training job {job_id} has already {row['status']}")
             db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
         return self.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove an ended job's record; a queued or running job must be cancelled first."""
+        with self.transaction() as db:
+            self._reap(db, time.time())
+            row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no training job {job_id}")
+            if row["status"] not in TERMINAL:
+                raise JobActiveError(
+                    f"training job {job_id} is still {row['status']}: cancel it first "
+                    f"(POST /train/{job_id}/cancel)"
+                )
+            db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
     # -- written by the training child and by the worker that watches it ------------------
 

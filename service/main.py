@@ -29,16 +29,37 @@ log = logging.getLogger("iris.service")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TOKEN_ROUTES = (
     ("/train", "post"),
+    ("/train/{job_id}/cancel", "post"),
     ("/train/{job_id}", "delete"),
     ("/models/{version}/activate", "post"),
 )
 
 
-class EdgeMiddleware:
-    """Body size limit and body deadline (before parsing, chunked bodies included) and metrics.
+class BodyBudget:
+    """Bytes of request bodies this worker holds, all requests together, and their limit."""
 
-    The body is read here, within the limits, and replayed to the app, so an oversized or
-    stalled request is answered (413, 408) without the app ever seeing it.
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class EdgeMiddleware:
+    """Body size limit, body deadline and body budget (before parsing, chunked bodies
+    included) and metrics.
+
+    The body is read here, within the limits, and replayed to the app, so an oversized,
+    stalled or untimely request is answered (413, 408, 503) without the app ever seeing it.
+    The budget bounds the bytes of all bodies being read or handled at once: a flood of
+    large uploads gets 503 with Retry-After instead of the worker's memory.
     """
 
     def __init__(
@@ -46,11 +67,13 @@ class EdgeMiddleware:
         app: ASGIApp,
         max_body_bytes: int,
         body_timeout: float,
+        max_buffered_bytes: int,
         hot_routes: Mapping[tuple[str, str], BodyHandler] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
+        self.budget = BodyBudget(max_buffered_bytes)
         self.hot_routes = hot_routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,12 +90,13 @@ class EdgeMiddleware:
                 status = message["status"]
             await send(message)
 
+        held = [0]  # bytes of the budget this request holds, released when it ends
         try:
             method = scope["method"]
             if method not in BODY_METHODS:
                 await self.app(scope, receive, send_with_status)
                 return
-            body = await self.buffered(scope, receive, send_with_status)
+            body = await self.buffered(scope, receive, send_with_status, held)
             if body is None:
                 return  # answered here (413, 408, 503) or the client left
             handler = self.hot_routes.get((method, scope["path"]))
@@ -82,6 +106,7 @@ class EdgeMiddleware:
             else:
                 await self.app(scope, replaying(body, receive), send_with_status)
         finally:
+            self.budget.give(held[0])
             if route is None:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
@@ -101,16 +126,29 @@ class EdgeMiddleware:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def buffered(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
-        """The whole body within the limits; None once this answered for the app."""
+    async def buffered(
+        self, scope: Scope, receive: Receive, send: Send, held: list[int]
+    ) -> bytes | None:
+        """The whole body within the limits; None once this answered for the app.
+
+        ``held[0]`` counts the budget taken: the declared length at once, else chunk by chunk.
+        """
         limit = self.max_body_bytes
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await self.refuse(scope, send, 413, self.too_large(f"Content-Length {int(value)}"))
-                return None
+            if name == b"content-length" and value.isdigit():
+                declared = int(value)
+                if declared > limit:
+                    await self.refuse(
+                        scope, send, 413, self.too_large(f"Content-Length {declared}")
+                    )
+                    return None
+                if not self.budget.take(declared):
+                    await self.refuse_busy(scope, send)
+                    return None
+                held[0] = declared
         try:
             async with asyncio.timeout(self.body_timeout):
-                return await self.read_body(receive)
+                return await self.read_body(receive, held)
         except TimeoutError:
             detail = (
                 f"the request body did not arrive within {self.body_timeout:g} s "
@@ -121,9 +159,11 @@ class EdgeMiddleware:
             await self.refuse(scope, send, 503, "the server shut down before the body arrived")
         except BodyTooLargeError:
             await self.refuse(scope, send, 413, self.too_large(f"more than {limit} bytes"))
+        except OverBudgetError:
+            await self.refuse_busy(scope, send)
         return None
 
-    async def read_body(self, receive: Receive) -> bytes | None:
+    async def read_body(self, receive: Receive, held: list[int]) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -134,9 +174,20 @@ class EdgeMiddleware:
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise BodyTooLargeError
+            if size > held[0]:  # a chunked body takes its budget as it comes
+                if not self.budget.take(size - held[0]):
+                    raise OverBudgetError
+                held[0] = size
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    async def refuse_busy(self, scope: Scope, send: Send) -> None:
+        detail = (
+            f"the server is holding as many request body bytes as it may "
+            f"({self.budget.limit}, IRIS_MAX_BUFFERED_BYTES); retry shortly"
+        )
+        await self.refuse(scope, send, 503, detail, {"Retry-After": "1"})
 
     def too_large(self, what: str) -> str:
         return (
@@ -144,9 +195,16 @@ class EdgeMiddleware:
             "(IRIS_MAX_BODY_BYTES)"
         )
 
-    async def refuse(self, scope: Scope, send: Send, status: int, detail: str) -> None:
+    async def refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        detail: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer for the app and close the connection; /v2 in the protocol's error shape."""
-        headers = {"Connection": "close"}
+        headers = {"Connection": "close", **(extra_headers or {})}
         path = scope.get("path", "")
         if path == "/v2" or path.startswith("/v2/"):
             response = json_response({"error": detail}, status, headers)
@@ -156,6 +214,10 @@ class EdgeMiddleware:
 
 
 class BodyTooLargeError(Exception):
+    pass
+
+
+class OverBudgetError(Exception):
     pass
 
 
@@ -303,6 +365,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         EdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout_seconds,
+        max_buffered_bytes=settings.max_buffered_bytes,
         hot_routes=HOT_ROUTES,
     )
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]

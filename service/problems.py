@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -23,6 +24,7 @@ from model.errors import (
     StoreWriteError,
 )
 from service.jobs import (
+    JobActiveError,
     JobConflictError,
     JobFinishedError,
     JobNotFoundError,
@@ -70,18 +72,25 @@ def location(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(str(part) for part in loc if part not in ("body",)) or "body"
 
 
-def validation_problem(errors: list[Any], instance: str) -> Response:
-    """400 for a body that is not JSON, else 422 listing every field that is wrong."""
+SHOWN_ERRORS = 5  # named in the detail
+LISTED_ERRORS = 20  # in the problem's "errors"
+
+
+def validation_problem(errors: Sequence[Any], instance: str) -> Response:
+    """400 for a body that is not JSON, else 422 naming the first fields that are wrong.
+
+    The lists of a body stop at their first bad item (``fail_fast``), so ``errors`` is short.
+    """
     listed = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in errors
+        for e in errors[:LISTED_ERRORS]
     ]
     if any(e["type"] in ("json_invalid", "json_type") for e in listed):
         first = next(e for e in listed if e["type"] in ("json_invalid", "json_type"))
         return problem(400, f"the body is not valid JSON: {first['msg']}", instance)
-    shown = "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in listed[:5])
-    more = f" (and {len(listed) - 5} more)" if len(listed) > 5 else ""
-    return problem(422, f"invalid request: {shown}{more}", instance, errors=listed[:100])
+    shown = "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in listed[:SHOWN_ERRORS])
+    more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
+    return problem(422, f"invalid request: {shown}{more}", instance, errors=listed)
 
 
 # (exception type, status) in order: the first match wins.
@@ -94,6 +103,7 @@ DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
     (CorruptModelError, 409),
     (JobConflictError, 409),
     (JobFinishedError, 409),
+    (JobActiveError, 409),
     (NotReadyError, 503),
     (StoreWriteError, 507),
     (JobsUnavailableError, 503),
@@ -106,7 +116,9 @@ def problem_for(request: Request, error: Exception) -> Response:
     path = request.url.path
     if isinstance(error, ProblemError):
         return problem(error.status, error.detail, path, headers=error.headers, **error.extra)
-    if isinstance(error, (RequestValidationError, ValidationError)):
+    if isinstance(error, ValidationError):
+        return validation_problem(error.errors(include_url=False), path)
+    if isinstance(error, RequestValidationError):
         return validation_problem(list(error.errors()), path)
     if isinstance(error, StarletteHTTPException):
         detail = error.detail if isinstance(error.detail, str) else str(error.detail)

@@ -17,7 +17,16 @@ from model.network import backward, forward, loss, raw_input_gradient
 from model.persistence import StoredModel, check_version_id
 from model.train import Hyperparameters
 from service import metrics, schemas
-from service.body import check_media_type, fast_instances, parse_json
+from service.body import (
+    check_budget,
+    check_lengths,
+    check_media_type,
+    check_object_sizes,
+    fast_document,
+    load,
+    parse_json,
+    refuse_duplicate_keys,
+)
 from service.deps import require_token, state
 from service.jobs import JobConflictError, JobSpec
 from service.problems import PROBLEM_JSON, ProblemError
@@ -127,14 +136,20 @@ def predict_rows(stored: StoredModel, raw: np.ndarray[Any, Any]) -> bytes:
 
 def predict_body(request: Request, body: bytes) -> bytes:
     st = state(request)
+    limit = st.settings.max_instances
     check_media_type(request)
-    fast = fast_instances(body)
+    check_budget(body, limit, "IRIS_MAX_INSTANCES")
+    document = load(body)
+    fast = fast_document(document.tree, body) if document.exact else None
     if fast is not None:
         raw, version = fast
+        check_rows(raw.shape[0], limit, "instances")
     else:
-        parsed = parse_json(request, body, schemas.PredictRequest)
+        check_object_sizes(document.tree)
+        refuse_duplicate_keys(body)
+        check_lengths(document.tree, ("instances",), limit, "IRIS_MAX_INSTANCES")
+        parsed = document.validate(schemas.PredictRequest)
         raw, version = measurements(parsed.instances), parsed.model_version
-    check_rows(raw.shape[0], st.settings.max_instances, "instances")
     return predict_rows(st.registry.get(version), raw)
 
 
@@ -157,8 +172,14 @@ async def predict(request: Request) -> Response:
 
 def gradients_body(request: Request, raw_body: bytes) -> bytes:
     st = state(request)
-    body = parse_json(request, raw_body, schemas.GradientsRequest)
-    check_rows(len(body.instances), st.settings.max_instances, "instances")
+    body = parse_json(
+        request,
+        raw_body,
+        schemas.GradientsRequest,
+        rows=st.settings.max_instances,
+        paths=("instances", "labels"),
+        setting="IRIS_MAX_INSTANCES",
+    )
     stored = st.registry.get(body.model_version)
     model = stored.model
     y = np.array(
@@ -209,20 +230,21 @@ async def gradients(request: Request) -> Response:
 
 def start_job(request: Request, raw_body: bytes) -> dict[str, Any]:
     st = state(request)
-    body = parse_json(request, raw_body, schemas.TrainRequest, empty_ok=True)
+    body = parse_json(
+        request,
+        raw_body,
+        schemas.TrainRequest,
+        rows=st.settings.max_train_rows,
+        paths=("dataset.samples",),
+        setting="IRIS_MAX_TRAIN_ROWS",
+        empty_ok=True,
+    )
     hp = body.hyperparameters.model_dump()
     Hyperparameters(**hp)  # the model core's own checks, before any work
     dataset: Dataset
     if body.dataset is None:
         dataset, source = load_iris(), "iris"
     else:
-        rows = len(body.dataset.samples)
-        if rows > st.settings.max_train_rows:
-            raise ProblemError(
-                422,
-                f"dataset.samples: {rows} rows, more than the limit of "
-                f"{st.settings.max_train_rows} (IRIS_MAX_TRAIN_ROWS)",
-            )
         dataset = from_rows(sample.model_dump() for sample in body.dataset.samples)
         source = "request"
     spec = JobSpec(
@@ -276,16 +298,29 @@ def get_job(request: Request, job_id: str) -> Response:
     return json_response(state(request).jobs.get(valid_job_id(job_id)))
 
 
-@router.delete(
-    "/train/{job_id}",
+@router.post(
+    "/train/{job_id}/cancel",
     status_code=202,
     response_model=schemas.Job,
     dependencies=[Depends(require_token)],
     responses=problems(401, 404, 409),
-    summary="Cancel a queued or running job (token required)",
+    summary="Cancel a queued or running job (token required); its record stays readable",
 )
 def cancel_job(request: Request, job_id: str) -> Response:
     return json_response(state(request).jobs.request_cancel(valid_job_id(job_id)), 202)
+
+
+@router.delete(
+    "/train/{job_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Depends(require_token)],
+    responses={204: {"description": "the record is gone"}, **problems(401, 404, 409)},
+    summary="Delete an ended job's record (token required; 409 while it runs)",
+)
+def delete_job(request: Request, job_id: str) -> Response:
+    state(request).jobs.delete(valid_job_id(job_id))
+    return Response(status_code=204)
 
 
 def valid_job_id(job_id: str) -> str:
@@ -374,6 +409,18 @@ async def readyz(request: Request) -> Response:
             "status": "ready",
             "model_version": registry.active.version,
             "problem": registry.problem,
+        }
+    )
+
+
+@router.get("/limits", response_model=schemas.Limits, summary="The request limits in force")
+def limits(request: Request) -> Response:
+    settings = state(request).settings
+    return json_response(
+        {
+            "max_instances": settings.max_instances,
+            "max_body_bytes": settings.max_body_bytes,
+            "max_train_rows": settings.max_train_rows,
         }
     )
 

@@ -60,7 +60,9 @@ class Sample(Instance):
 
 
 class PredictRequest(Closed):
-    instances: list[Instance] = Field(min_length=1, description="at most IRIS_MAX_INSTANCES rows")
+    instances: list[Instance] = Field(
+        min_length=1, fail_fast=True, description="at most IRIS_MAX_INSTANCES rows"
+    )
     model_version: Version | None = Field(
         None, description="a stored version; default: the active one"
     )
@@ -78,12 +80,14 @@ class PredictResponse(BaseModel):
 
 
 class GradientsRequest(Closed):
-    instances: list[Instance] = Field(min_length=1, description="at most IRIS_MAX_INSTANCES rows")
+    instances: list[Instance] = Field(
+        min_length=1, fail_fast=True, description="at most IRIS_MAX_INSTANCES rows"
+    )
     labels: list[Species | ClassIndex] = Field(
-        min_length=1, description="one per instance, by name or by class index"
+        min_length=1, fail_fast=True, description="one per instance, by name or by class index"
     )
     reduction: Reduction = "mean"
-    include: list[Include] = Field(default_factory=list)
+    include: list[Include] = Field(default_factory=list, max_length=3, fail_fast=True)
     model_version: Version | None = None
 
     @model_validator(mode="after")
@@ -169,7 +173,9 @@ class HyperparametersIn(BaseModel):
 
 
 class DatasetIn(Closed):
-    samples: list[Sample] = Field(min_length=15, description="at most IRIS_MAX_TRAIN_ROWS rows")
+    samples: list[Sample] = Field(
+        min_length=15, fail_fast=True, description="at most IRIS_MAX_TRAIN_ROWS rows"
+    )
 
 
 class TrainRequest(BaseModel):
@@ -255,6 +261,14 @@ class ModelList(BaseModel):
     current: str | None
     serving: str | None = Field(description="the version this worker serves")
     models: list[ModelSummary]
+
+
+class Limits(BaseModel):
+    """What one request may hold; clients split their work to fit."""
+
+    max_instances: int = Field(description="rows per /predict, /gradients or /v2 infer")
+    max_body_bytes: int = Field(description="bytes of a request body")
+    max_train_rows: int = Field(description="rows of a training dataset")
 
 
 class Problem(BaseModel):

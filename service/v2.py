@@ -35,7 +35,7 @@ from model.data import CLASSES, FEATURES, MAX_MEASUREMENT_CM
 from model.network import N_CLASSES, N_FEATURES, FloatArray, IntArray, predict_proba
 from model.persistence import StoredModel
 from service import metrics, problems
-from service.body import refuse_duplicate_keys
+from service.body import read_json
 from service.deps import State, state
 from service.problems import ProblemError
 from service.routes import INLINE_BODY_BYTES, json_response
@@ -159,7 +159,7 @@ class Strict(BaseModel):
 
 class RequestInput(Strict):
     name: StrictStr
-    shape: list[Integer]
+    shape: list[Integer] = Field(fail_fast=True)
     datatype: StrictStr
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = None
@@ -173,8 +173,8 @@ class RequestOutput(Strict):
 class InferenceRequest(Strict):
     id: StrictStr | None = None
     parameters: dict[str, Any] | None = None
-    inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
+    inputs: list[RequestInput] = Field(min_length=1, fail_fast=True)
+    outputs: list[RequestOutput] | None = Field(None, fail_fast=True)
 
 
 _MEASUREMENT = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MEASUREMENT_CM}
@@ -251,12 +251,19 @@ INFER_PATHS = (
 )
 
 
-def parse(body: bytes) -> InferenceRequest:
-    """Validate the raw body in one pass; any failure is a 400 naming where it is."""
+def parse(body: bytes, limit: int) -> InferenceRequest:
+    """Validate the raw body; any failure is a 400 naming where it is.
+
+    The body is bounded first, as every body is (service.body.read_json): a body with more
+    JSON than ``limit`` rows need is refused by counting, and the request's lists stop at
+    their first bad item, so a small compressed body cannot expand into millions of errors.
+    """
     try:
-        request = InferenceRequest.model_validate_json(body)
+        document = read_json(body, limit, "IRIS_MAX_INSTANCES")
+        return document.validate(InferenceRequest)
+    except ProblemError as error:
+        raise bad_request(error.detail) from None
     except ValidationError as error:
-        refuse_duplicate_keys(body)  # the ambiguity first: it may be what made the body invalid
         listed = error.errors(include_url=False, include_input=False)
         first = listed[0]
         if first["type"] == "json_invalid":
@@ -265,8 +272,6 @@ def parse(body: bytes) -> InferenceRequest:
         shown = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in listed[:3])
         more = f" (and {len(listed) - 3} more)" if len(listed) > 3 else ""
         raise bad_request(f"invalid inference request: {shown}{more}") from None
-    refuse_duplicate_keys(body)
-    return request
 
 
 def where(loc: tuple[int | str, ...]) -> str:
@@ -333,14 +338,18 @@ def check_datatype(datatype: str) -> None:
 
 def check_shape(shape: list[int], limit: int) -> int:
     """The row count n of a shape that must be [n, 4] with 1 <= n <= ``limit``."""
-    shown = f"input {INPUT!r}: shape {str(shape)[:100]}"
+    shown = f"input {INPUT!r}: shape {str(shape[:8])[:100]}"
+    if len(shape) != 2:  # first: everything below is then two numbers, never a long product
+        raise bad_request(
+            f"{shown} has {len(shape)} dimensions, not 2: [n, {N_FEATURES}], one row per flower"
+        )
     if any(dim < 0 for dim in shape):
         raise bad_request(f"{shown} has a negative dimension")
     if any(dim > MAX_DIMENSION for dim in shape):
         raise bad_request(f"{shown} overflows: a dimension exceeds 2**64 - 1")
     if math.prod(shape) > MAX_ELEMENTS:
         raise bad_request(f"{shown} overflows: more than 2**63 - 1 elements")
-    if len(shape) != 2 or shape[1] != N_FEATURES:
+    if shape[1] != N_FEATURES:
         raise bad_request(f"{shown} is not [n, {N_FEATURES}]: one row of {N_FEATURES} per flower")
     n = shape[0]
     if n < 1:
@@ -504,7 +513,7 @@ def model_ready(request: Request, name: str, version: str | None) -> Response:
 
 
 def infer_body(st: State, body: bytes, version: str | None) -> Response:
-    request = parse(body)
+    request = parse(body, st.settings.max_instances)
     raw = measurements(the_input(request.inputs), st.settings.max_instances)
     names = output_names(request.outputs)
     stored = st.registry.get(version)

@@ -442,16 +442,42 @@ def test_second_training_job_gets_409_naming_the_running_one(client: TestClient)
     second = client.post("/train", json={}, headers=AUTH)
     problem = assert_problem(second, 409, first["job_id"])
     assert problem["job_id"] == first["job_id"]
-    cancelled = client.delete(f"/train/{first['job_id']}", headers=AUTH)
+    cancelled = client.post(f"/train/{first['job_id']}/cancel", headers=AUTH)
     assert cancelled.status_code == 202
     assert wait_for_job(client, first["job_id"])["status"] == "cancelled"
 
 
 def test_cancel_needs_the_token_and_a_finished_job_cannot_be_cancelled(client: TestClient) -> None:
     job = client.post("/train", json={"hyperparameters": {"epochs": 5}}, headers=AUTH).json()
-    assert_problem(client.delete(f"/train/{job['job_id']}"), 401)
+    assert_problem(client.post(f"/train/{job['job_id']}/cancel"), 401)
     wait_for_job(client, job["job_id"])
-    assert_problem(client.delete(f"/train/{job['job_id']}", headers=AUTH), 409, "already")
+    assert_problem(client.post(f"/train/{job['job_id']}/cancel", headers=AUTH), 409, "already")
+
+
+def test_delete_removes_an_ended_job_and_refuses_a_running_one(client: TestClient) -> None:
+    job_id = client.post(
+        "/train", json={"hyperparameters": {"epochs": 10_000}}, headers=AUTH
+    ).json()["job_id"]
+    assert_problem(client.delete(f"/train/{job_id}"), 401)
+    assert_problem(client.delete(f"/train/{job_id}", headers=AUTH), 409, "cancel it first")
+    assert client.get(f"/train/{job_id}").status_code == 200  # still there
+    client.post(f"/train/{job_id}/cancel", headers=AUTH)
+    assert wait_for_job(client, job_id)["status"] == "cancelled"
+    deleted = client.delete(f"/train/{job_id}", headers=AUTH)
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    assert_problem(client.get(f"/train/{job_id}"), 404, "no training job")
+    assert job_id not in [j["job_id"] for j in client.get("/train").json()["jobs"]]
+    assert_problem(client.delete(f"/train/{job_id}", headers=AUTH), 404)
+
+
+def test_limits_are_the_settings_in_force(client: TestClient) -> None:
+    settings = client.app.state.iris.settings  # type: ignore[attr-defined]
+    assert client.get("/limits").json() == {
+        "max_instances": settings.max_instances,
+        "max_body_bytes": settings.max_body_bytes,
+        "max_train_rows": settings.max_train_rows,
+    }
 
 
 def test_quality_gate_stores_but_does_not_activate(client: TestClient) -> None:
@@ -565,6 +591,7 @@ def test_job_ids_that_are_not_well_formed_are_404(shared: TestClient) -> None:
     assert_problem(shared.get("/train/not-a-job"), 404, "32 hex digits")
     assert_problem(shared.get("/train/" + "0" * 32), 404, "no training job")
     assert_problem(shared.delete("/train/" + "0" * 32, headers=AUTH), 404)
+    assert_problem(shared.post("/train/" + "0" * 32 + "/cancel", headers=AUTH), 404)
 
 
 # -- models -------------------------------------------------------------------------------
