@@ -56,6 +56,6 @@ export const activate = (version) =>
   api(`/models/${encodeURIComponent(version)}/activate`, { method: "POST", auth: true });
 // The one place that knows how a job is cancelled.
 export const cancelJob = (jobId) =>
-  api(`/train/${encodeURIComponent(jobId)}`, { method: "DELETE", auth: true });
+  api(`/train/${encodeURIComponent(jobId)}/cancel`, { method: "POST", auth: true });
 export const jobEvents = (jobId) => new EventSource(`/train/${encodeURIComponent(jobId)}/events`);
 export const openapi = () => api("/openapi.json");
