@@ -25,7 +25,7 @@ from model.network import predict_proba
 from model.persistence import StoredModel, check_version_id
 from model.train import evaluate
 from service.deps import state
-from service.jobs import TERMINAL
+from service.jobs import TERMINAL, JobError
 from service.problems import ProblemError
 from service.routes import json_response, problems, valid_job_id
 
@@ -161,8 +161,11 @@ async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[byt
         await asyncio.sleep(POLL_SECONDS)
         if await request.is_disconnected():
             return
-        # The job store is SQLite: read it in a pool thread, never on the event loop.
-        job = await run_in_threadpool(jobs.get, job_id)
+        try:
+            # The job store is SQLite: read it in a pool thread, never on the event loop.
+            job = await run_in_threadpool(jobs.get, job_id)
+        except JobError:  # its record was deleted, or the database is unavailable
+            return
 
 
 @router.get(

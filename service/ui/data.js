@@ -37,8 +37,8 @@ async function draw() {
   const parts = [];
   grid.class_index.forEach((row, i) => row.forEach((k, j) => {
     parts.push(svg("rect", {
-      class: `reg ${CLASSES[k]}`, x: (sx(xs[j]) - cw / 2).toFixed(1), y: (sy(ys[i]) - ch / 2).toFixed(1),
-      width: (cw + 0.6).toFixed(1), height: (ch + 0.6).toFixed(1),
+      class: `reg ${CLASSES[k]}`, x: (sx(xs[j]) - cw / 2).toFixed(2), y: (sy(ys[i]) - ch / 2).toFixed(2),
+      width: cw.toFixed(2), height: ch.toFixed(2), "shape-rendering": "crispEdges",
       "fill-opacity": (0.12 + 0.25 * (grid.confidence[i][j] - 1 / 3) * 1.5).toFixed(3),
     }));
   }));

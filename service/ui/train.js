@@ -137,7 +137,7 @@ async function start(event) {
   }
   try {
     const job = await api.startJob(request);
-    showErrors({ detail: "" });
+    for (const node of document.querySelectorAll("#train-form .error")) node.textContent = "";
     follow(job);
     recent();
   } catch (error) {
