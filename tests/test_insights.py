@@ -288,3 +288,24 @@ def test_events_stream_live_progress_to_a_real_client(tmp_path: Path) -> None:
     assert arrivals[-1][2] == final
     assert final["status"] == "succeeded"
     assert final["progress"]["epoch"] == 400
+
+
+def test_the_new_views_are_documented_in_openapi(served: tuple[TestClient, Path, str]) -> None:
+    client, _, _ = served
+    paths = client.get("/openapi.json").json()["paths"]
+    events = paths["/train/{job_id}/events"]["get"]
+    assert list(events["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert "404" in events["responses"]
+    for path in (
+        "/datasets/iris",
+        "/models/{version}/parameters",
+        "/models/{version}/evaluation",
+        "/models/{version}/regions",
+    ):
+        operation = paths[path]["get"]
+        assert operation["summary"]
+        assert "application/json" in operation["responses"]["200"]["content"]
+    names = {p["name"] for p in paths["/models/{version}/regions"]["get"]["parameters"]}
+    assert names == {"version", "x", "y", "steps", *FEATURES}
+    assert "/" not in paths
+    assert "/ui/{name}" not in paths
