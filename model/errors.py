@@ -14,6 +14,7 @@ Our exception hierarchy::
         ├── NoCurrentModelError   CURRENT is missing: nothing is active
         ├── DanglingCurrentError  CURRENT names a version that is not stored
         ├── StoreWriteError       a save or an activation could not be written
+        ├── StoreUnavailableError the model database cannot be reached
         └── CorruptModelError     a stored version that must not be served
             ├── ChecksumMismatchError   weights.npz differs from its recorded sha256
             ├── UnreadableModelError    truncated or malformed files, pickled objects
@@ -84,6 +85,10 @@ class DanglingCurrentError(ModelStoreError, LookupError):
 
 class StoreWriteError(ModelStoreError, OSError):
     """Writing a version or the CURRENT pointer failed (full disk, read-only directory, ...)."""
+
+
+class StoreUnavailableError(ModelStoreError):
+    """The database that holds the models cannot be reached (down, restarting, refusing)."""
 
 
 class CorruptModelError(ModelStoreError, ValueError):

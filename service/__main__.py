@@ -28,6 +28,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "timeout_graceful_shutdown": math.ceil(settings.graceful_shutdown_seconds),
         "server_header": False,
+        "access_log": False,  # uvicorn's text lines; IRIS_ACCESS_LOG writes ours
         "limit_concurrency": settings.max_connections,
         "http": functools.partial(
             BoundedHttpToolsProtocol, header_timeout=settings.header_timeout_seconds

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
         None, description="bearer token for train, cancel and activate; generated if unset"
     )
     log_level: LogLevel = "info"
+    access_log: bool = Field(
+        False, description="one JSON line per request on stdout, with an X-Request-ID"
+    )
     max_instances: int = Field(10_000, ge=1, description="rows per /predict or /gradients")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="request body size limit")
     body_timeout_seconds: float = Field(

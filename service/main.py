@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -18,11 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.persistence import ModelStore
 from service import dashboard, insights, metrics, problems, schemas, v2
+from service.access_log import AccessLog
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
 from service.jobs import JobError, JobStore, Launcher
 from service.registry import Registry, ensure_default_model
-from service.routes import HOT_ROUTES, BodyHandler, json_response, router, run_sized
+from service.routes import HOT_ROUTES, HotRoute, json_response, router, run_sized
 from service.tuning import tune_process
 
 log = logging.getLogger("iris.service")
@@ -68,13 +70,20 @@ class EdgeMiddleware:
         max_body_bytes: int,
         body_timeout: float,
         max_buffered_bytes: int,
-        hot_routes: Mapping[tuple[str, str], BodyHandler] | None = None,
+        hot_routes: Mapping[tuple[str, str], HotRoute] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.budget = BodyBudget(max_buffered_bytes)
-        self.hot_routes = hot_routes or {}
+        self.hot_routes = dict(hot_routes or {})
+        # Routes with a path parameter ("/v2/models/iris/versions/{model_version}/infer"),
+        # tried only when no exact path matched.
+        self.hot_patterns = [
+            (method, path_pattern(path), hot)
+            for (method, path), hot in self.hot_routes.items()
+            if "{" in path
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,10 +108,10 @@ class EdgeMiddleware:
             body = await self.buffered(scope, receive, send_with_status, held)
             if body is None:
                 return  # answered here (413, 408, 503) or the client left
-            handler = self.hot_routes.get((method, scope["path"]))
-            if handler is not None:
+            hot = self.hot_routes.get((method, scope["path"])) or self.hot_pattern(method, scope)
+            if hot is not None:
                 route = scope["path"]
-                await self.answer(scope, send_with_status, handler, body)
+                await self.answer(scope, send_with_status, hot, body)
             else:
                 await self.app(scope, replaying(body, receive), send_with_status)
         finally:
@@ -111,13 +120,19 @@ class EdgeMiddleware:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
 
-    async def answer(self, scope: Scope, send: Send, handler: BodyHandler, body: bytes) -> None:
-        """Run a hot route's handler and send its JSON (or the problem it raised)."""
+    def hot_pattern(self, method: str, scope: Scope) -> HotRoute | None:
+        for hot_method, pattern, hot in self.hot_patterns:
+            if method == hot_method and pattern.match(scope["path"]):
+                return hot
+        return None
+
+    async def answer(self, scope: Scope, send: Send, hot: HotRoute, body: bytes) -> None:
+        """Run a hot route's handler and send its JSON (or the error it raised)."""
         request = Request(scope)
         try:
-            content = await run_sized(handler, request, body)
+            content = await run_sized(hot.handler, request, body)
         except Exception as error:
-            await problems.problem_for(request, error)(scope, _no_receive, send)
+            await hot.errors(request, error)(scope, _no_receive, send)
             return
         headers = [
             (b"content-type", b"application/json"),
@@ -211,6 +226,14 @@ class EdgeMiddleware:
         else:
             response = problems.problem(status, detail, path, headers=headers)
         await response(scope, _no_receive, send)
+
+
+def path_pattern(path: str) -> re.Pattern[str]:
+    """A route path with ``{parameters}`` as a regular expression of whole paths."""
+    parts = re.split(r"(\{[^}/]+\})", path)
+    return re.compile(
+        "^" + "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts) + "$"
+    )
 
 
 class BodyTooLargeError(Exception):
@@ -360,13 +383,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(insights.router)
     app.include_router(dashboard.router)
-    problems.install(app)
+    problems.install(app, [*router.routes, *insights.router.routes, *dashboard.router.routes])
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout_seconds,
         max_buffered_bytes=settings.max_buffered_bytes,
-        hot_routes=HOT_ROUTES,
+        hot_routes=HOT_ROUTES | v2.HOT_ROUTES,
     )
+    if settings.access_log:
+        app.add_middleware(AccessLog)  # outermost: its duration covers the edge's work
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,6 +32,15 @@ LATENCY = Histogram(
 )
 PREDICTIONS = Counter("iris_predictions_total", "Predicted rows by class", ["label"])
 PREDICTED = [PREDICTIONS.labels(label=label) for label in CLASSES]  # by class index
+
+
+def count_predictions(index: Any) -> None:
+    """Count predicted rows by class, from their class indices (an integer array)."""
+    for k, count in enumerate(np.bincount(index, minlength=len(CLASSES)).tolist()):
+        if count:
+            PREDICTED[k].inc(count)
+
+
 JOBS = Counter(
     "iris_training_jobs_total", "Training jobs started or refused by outcome", ["outcome"]
 )

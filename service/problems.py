@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
 
 from model.errors import (
     CorruptModelError,
@@ -140,15 +141,15 @@ def problem_for(request: Request, error: Exception) -> Response:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some native route serves at this path (Starlette names only the first)."""
-    from starlette.routing import Match, Route
+    """Every method some native route serves at this path (Starlette names only the first).
 
-    from service.routes import router  # /v2 answers its own 405s
-
+    The routes are the ones given to :func:`install`; /v2 answers its own 405s.
+    """
+    routes: Sequence[BaseRoute] = getattr(request.app.state, "allow_routes", ())
     return sorted(
         {
             method
-            for route in router.routes
+            for route in routes
             if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
             for method in route.methods or ()
         }
@@ -159,7 +160,9 @@ async def handle(request: Request, error: Exception) -> Response:
     return problem_for(request, error)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
+    """Answer every error with a problem document; 405s name the methods of ``routes``."""
+    app.state.allow_routes = list(routes)
     kinds = [ProblemError, RequestValidationError, ValidationError, StarletteHTTPException]
     for kind in [*kinds, *(k for k, _ in DOMAIN_STATUS), Exception]:
         app.add_exception_handler(kind, handle)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -29,7 +29,7 @@ from service.body import (
 )
 from service.deps import require_token, state
 from service.jobs import JobConflictError, JobSpec
-from service.problems import PROBLEM_JSON, ProblemError
+from service.problems import PROBLEM_JSON, ProblemError, problem_for
 
 router = APIRouter()
 # Bodies above this size are validated and computed in the thread pool, so a large
@@ -39,9 +39,19 @@ NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
 BodyHandler = Callable[[Request, bytes], bytes]
 
 
+class HotRoute(NamedTuple):
+    """A route the app's edge answers itself: the body handler, and how its errors look."""
+
+    handler: BodyHandler
+    errors: Callable[[Request, Exception], Response]
+
+
 async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> bytes:
-    """Run a body handler inline for a small body, in the thread pool for a large one."""
-    if len(body) > INLINE_BODY_BYTES:
+    """Run a body handler inline for a small plain body, in the thread pool otherwise (a
+    compressed body may inflate to many times its size)."""
+    if len(body) > INLINE_BODY_BYTES or any(
+        name == b"content-encoding" for name, _ in request.scope["headers"]
+    ):
         return await run_in_threadpool(handler, request, body)
     return handler(request, body)
 
@@ -114,9 +124,7 @@ def predictions_json(version: str, o_s: np.ndarray[Any, Any]) -> bytes:
     "class_index", "probabilities": {...}}, ...]}), at a third of its cost for large batches.
     """
     index = o_s.argmax(axis=1)
-    for k, count in enumerate(np.bincount(index, minlength=len(CLASSES)).tolist()):
-        if count:
-            metrics.PREDICTED[k].inc(count)
+    metrics.count_predictions(index)
     rows = orjson.dumps(o_s, option=NUMPY_JSON)[2:-2].split(b"],[")
     second, third = _BETWEEN
     parts = []
@@ -433,4 +441,6 @@ def prometheus(request: Request) -> Response:
 
 # The hot path: (method, path) -> body handler, answered by the app's edge middleware
 # before FastAPI's routing, which would otherwise cost more than the model.
-HOT_ROUTES: dict[tuple[str, str], BodyHandler] = {("POST", "/predict"): predict_body}
+HOT_ROUTES: dict[tuple[str, str], HotRoute] = {
+    ("POST", "/predict"): HotRoute(predict_body, problem_for)
+}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import math
+import re
 import zlib
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -25,20 +26,19 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.responses import Response
 from starlette.routing import Match
 
 from model.data import CLASSES, FEATURES, MAX_MEASUREMENT_CM
-from model.network import N_CLASSES, N_FEATURES, FloatArray, IntArray, predict_proba
+from model.network import N_CLASSES, N_FEATURES, FloatArray, predict_proba
 from model.persistence import StoredModel
 from service import metrics, problems
-from service.body import read_json
+from service.body import Document, check_budget, check_object_sizes, load, refuse_duplicate_keys
 from service.deps import State, state
 from service.problems import ProblemError
-from service.routes import INLINE_BODY_BYTES, json_response
+from service.routes import HotRoute, json_response, run_sized
 from service.schemas import Integer
 
 log = logging.getLogger("iris.v2")
@@ -114,18 +114,23 @@ class ProtocolRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             try:
                 return await handler(request)
-            except ProtocolError as error:
-                return error_response(error.status, error.message, error.headers)
-            except ProblemError as error:  # shared checks (duplicate keys) speak native
-                return error_response(error.status, error.detail, error.headers)
             except Exception as error:
-                status = domain_status(error)
-                if status is not None:
-                    return error_response(status, str(error))
-                log.exception("unexpected error on %s %s", request.method, request.url.path)
-                return error_response(500, "internal error; the server log has the details")
+                return protocol_error(request, error)
 
         return guarded
+
+
+def protocol_error(request: Request, error: Exception) -> Response:
+    """The protocol's ``{"error": ...}`` answer for any exception a /v2 handler raised."""
+    if isinstance(error, ProtocolError):
+        return error_response(error.status, error.message, error.headers)
+    if isinstance(error, ProblemError):  # shared checks (duplicate keys) speak native
+        return error_response(error.status, error.detail, error.headers)
+    status = domain_status(error)
+    if status is not None:
+        return error_response(status, str(error))
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, "internal error; the server log has the details")
 
 
 class ErrorResponse(BaseModel):
@@ -251,15 +256,16 @@ INFER_PATHS = (
 )
 
 
-def parse(body: bytes, limit: int) -> InferenceRequest:
-    """Validate the raw body; any failure is a 400 naming where it is.
+def parse(document: Document) -> InferenceRequest:
+    """Validate a body that :func:`fast_request` did not vouch for; a 400 naming the problem.
 
-    The body is bounded first, as every body is (service.body.read_json): a body with more
-    JSON than ``limit`` rows need is refused by counting, and the request's lists stop at
-    their first bad item, so a small compressed body cannot expand into millions of errors.
+    The body was bounded first, as every body is (service.body.check_budget): a body with
+    more JSON than its row limit needs is refused by counting, and the request's lists stop
+    at their first bad item, so a small compressed body cannot expand into millions of errors.
     """
     try:
-        document = read_json(body, limit, "IRIS_MAX_INSTANCES")
+        check_object_sizes(document.tree)
+        refuse_duplicate_keys(document.body)
         return document.validate(InferenceRequest)
     except ProblemError as error:
         raise bad_request(error.detail) from None
@@ -272,6 +278,95 @@ def parse(body: bytes, limit: int) -> InferenceRequest:
         shown = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in listed[:3])
         more = f" (and {len(listed) - 3} more)" if len(listed) > 3 else ""
         raise bad_request(f"invalid inference request: {shown}{more}") from None
+
+
+_TOP_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
+_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
+_SPACED_KEY = re.compile(rb'"\s+:')
+
+
+def fast_request(document: Document, limit: int) -> tuple[FloatArray, list[str], str | None] | None:
+    """Measurements (n, 4), output names and id of a plain, well-formed request, or None.
+
+    The common request (one FP64 or FP32 input of shape [n, 4], data flat or as n rows,
+    optional id and named outputs, no parameters) is checked here on orjson's document with
+    array operations; None means "not vouched for", and :func:`parse` with the schema then
+    either names the problem or accepts an unusual request. Duplicate keys are ruled out by
+    counting: without a backslash in the body every ``":`` ends a key, so the document
+    holds every key written exactly when the counts agree.
+    """
+    tree, body = document.tree, document.body
+    if not document.exact or type(tree) is not dict or not tree.keys() <= _TOP_KEYS:
+        return None
+    request_id = tree.get("id")
+    inputs, outputs = tree.get("inputs"), tree.get("outputs")
+    if (
+        tree.get("parameters")
+        or (request_id is not None and type(request_id) is not str)
+        or type(inputs) is not list
+        or len(inputs) != 1
+        or type(inputs[0]) is not dict
+        or inputs[0].keys() != _INPUT_KEYS
+    ):
+        return None
+    tensor = inputs[0]
+    shape, data = tensor["shape"], tensor["data"]
+    if (
+        tensor["name"] != INPUT
+        or tensor["datatype"] not in INPUT_DATATYPES
+        or type(shape) is not list
+        or len(shape) != 2
+        or type(shape[0]) is not int
+        or type(shape[1]) is not int
+        or not 1 <= shape[0] <= limit
+        or shape[1] != N_FEATURES
+        or type(data) is not list
+    ):
+        return None
+    names = fast_outputs(outputs)
+    if names is None:
+        return None
+    # Counted in the bytes, not item by item: without a backslash every '":' ends a key
+    # (the document holds each key written, so none is written twice), the quotes are
+    # those of the keys and the strings above (so the data holds no string), and without
+    # true, false or null the data holds no boolean or null.
+    keys = len(tree) + len(_INPUT_KEYS) + len(outputs or ())
+    strings = 2 + (request_id is not None) + len(outputs or ())
+    if (
+        b"\\" in body
+        or body.count(b'":') != keys
+        or body.count(b'"') != 2 * (keys + strings)
+        or _SPACED_KEY.search(body)
+        or b"true" in body
+        or b"false" in body
+        or b"null" in body
+    ):
+        return None
+    n = shape[0]
+    try:
+        raw = np.array(data, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return None  # ragged, or objects in the data
+    if raw.shape not in ((n, N_FEATURES), (n * N_FEATURES,)):
+        return None
+    raw = raw.reshape(n, N_FEATURES)
+    if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
+        return None  # NaN fails both comparisons; parse names the value
+    return raw, names, request_id
+
+
+def fast_outputs(outputs: Any) -> list[str] | None:
+    """The names of a plain ``outputs`` list (each ``{"name": known}``, once), or None."""
+    if outputs is None:
+        return list(OUTPUTS)
+    if type(outputs) is not list or not outputs:
+        return None
+    names = []
+    for output in outputs:
+        if type(output) is not dict or output.keys() != {"name"} or output["name"] not in OUTPUTS:
+            return None
+        names.append(output["name"])
+    return names if len(set(names)) == len(names) else None
 
 
 def where(loc: tuple[int | str, ...]) -> str:
@@ -466,13 +561,6 @@ def tensor(name: str, n: int, data: Any) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": [n, *shape[1:]], "data": data}
 
 
-def count_predictions(index: IntArray) -> None:
-    counts = np.bincount(index, minlength=len(CLASSES))
-    for label, count in zip(CLASSES, counts.tolist(), strict=True):
-        if count:
-            metrics.PREDICTIONS.labels(label=label).inc(count)
-
-
 # -- models -------------------------------------------------------------------------------
 
 
@@ -512,14 +600,25 @@ def model_ready(request: Request, name: str, version: str | None) -> Response:
     return json_response({"name": MODEL_NAME, "ready": True})
 
 
-def infer_body(st: State, body: bytes, version: str | None) -> Response:
-    request = parse(body, st.settings.max_instances)
-    raw = measurements(the_input(request.inputs), st.settings.max_instances)
-    names = output_names(request.outputs)
+def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
+    """The JSON answer to an inference request body (already inflated)."""
+    limit = st.settings.max_instances
+    try:
+        check_budget(body, limit, "IRIS_MAX_INSTANCES")
+    except ProblemError as error:
+        raise bad_request(error.detail) from None
+    document = load(body)
+    fast = fast_request(document, limit)
+    if fast is not None:
+        raw, names, request_id = fast
+    else:
+        request = parse(document)
+        raw = measurements(the_input(request.inputs), limit)
+        names, request_id = output_names(request.outputs), request.id
     stored = st.registry.get(version)
     o_s = predict_proba(stored.model, raw)
     index = o_s.argmax(axis=1)
-    count_predictions(index)
+    metrics.count_predictions(index)
     n = raw.shape[0]
     # Response data is flat, row-major, as the protocol writes it.
     data = {
@@ -528,25 +627,31 @@ def infer_body(st: State, body: bytes, version: str | None) -> Response:
         "label": [CLASSES[k] for k in index.tolist()],
     }
     answer: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": stored.version}
-    if request.id is not None:
-        answer["id"] = request.id
+    if request_id is not None:
+        answer["id"] = request_id
     answer["outputs"] = [tensor(name, n, data[name]) for name in names]
-    return json_response(answer)
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def infer_request(request: Request, body: bytes) -> bytes:
+    """The body handler of the infer routes, versioned or not, as the edge calls it."""
+    st = state(request)
+    name, _, rest = request.url.path.removeprefix("/v2/models/").partition("/")
+    version = rest.removeprefix("versions/").removesuffix("/infer") if rest != "infer" else None
+    served(request, name, version)
+    if BINARY_HEADER in request.headers:
+        raise bad_request(NO_BINARY)
+    inflated_body = inflated(
+        body, request.headers.get("content-encoding", ""), st.settings.max_body_bytes
+    )
+    return infer_answer(st, inflated_body, version)
 
 
 async def infer(request: Request, name: str, version: str | None) -> Response:
-    st = state(request)
-    served(request, name, version)  # 404 or 503 before the body is read
-    if BINARY_HEADER in request.headers:
-        raise bad_request(NO_BINARY)
-    body = inflated(
-        await request.body(),
-        request.headers.get("content-encoding", ""),
-        st.settings.max_body_bytes,
-    )
-    if len(body) > INLINE_BODY_BYTES:
-        return await run_in_threadpool(infer_body, st, body, version)
-    return infer_body(st, body, version)
+    # Served by the app's edge (HOT_ROUTES) for the model's name; kept for the OpenAPI
+    # document and for an app mounted without that middleware.
+    content = await run_sized(infer_request, request, await request.body())
+    return Response(content, media_type="application/json")
 
 
 # -- routes -------------------------------------------------------------------------------
@@ -652,3 +757,10 @@ async def unmatched(request: Request) -> Response:
             {"Allow": ", ".join(allowed)},
         )
     raise ProtocolError(404, f"no endpoint at {request.url.path[:200]}")
+
+
+# The infer routes, answered by the app's edge before FastAPI's routing.
+HOT_ROUTES = {
+    ("POST", path.replace("{model_name}", MODEL_NAME)): HotRoute(infer_request, protocol_error)
+    for path in INFER_PATHS
+}

@@ -5,10 +5,14 @@ Fixtures that only one test module needs live in that module.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pg_cluster
 import pytest
+from pg_cluster import PgCluster
 
 from model.data import Dataset, load_iris
 from model.network import Model, Params, Standardizer
@@ -63,3 +67,22 @@ def store(tmp_path: Path) -> ModelStore:
 # ---------------------------------------------------------------------------------------------
 # service/ (the HTTP layer): its fixtures go below this line
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/pg_cluster.py).
+
+    Missing server programs skip the test with the reason, except in CI (CI=true), where
+    they are a failure: CI must run these tests.
+    """
+    reason = pg_cluster.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and PostgreSQL is not available: {reason}")
+        pytest.skip(f"PostgreSQL is not available: {reason}")
+    cluster = PgCluster.create()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()

@@ -692,9 +692,11 @@ def post_once(port: int, body: bytes, rows: int) -> Outcome:
 
 
 def refused(port: int) -> bool:
+    """True once the port takes no new connection: refused, or reset as the socket closes
+    (a connection that landed in the listen backlog just then is reset, as post_once says)."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2.0).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     return False
 

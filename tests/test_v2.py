@@ -659,3 +659,81 @@ def test_body_over_the_limit_is_a_protocol_error(shared: TestClient) -> None:
     limit = shared.app.state.iris.settings.max_body_bytes  # type: ignore[attr-defined]
     body = b'{"inputs": [' + b" " * limit + b"]}"
     assert_error(post(shared, body), 413, "IRIS_MAX_BODY_BYTES")
+
+
+def test_infer_fast_path_agrees_with_the_schema_on_every_rule() -> None:
+    """fast_request vouches only for what the schema path accepts, with the same values."""
+    from service.body import load
+    from service.v2 import fast_request, measurements, output_names, parse
+
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    tensor = {"name": "measurements", "shape": [2, 4], "datatype": "FP64", "data": rows}
+    flat = tensor | {"data": [v for row in rows for v in row]}
+    cases: list[Any] = [
+        {"inputs": [tensor]},
+        {"inputs": [flat], "id": "42"},
+        {"inputs": [tensor | {"datatype": "FP32"}], "outputs": [{"name": "label"}]},
+        {"inputs": [tensor], "outputs": [{"name": "label"}, {"name": "label"}]},
+        {"inputs": [tensor], "outputs": [{"name": "logits"}]},
+        {"inputs": [tensor], "outputs": []},
+        {"inputs": [tensor | {"datatype": "fp64"}]},
+        {"inputs": [tensor | {"name": "x"}]},
+        {"inputs": [tensor | {"shape": [2, 4, 1]}]},
+        {"inputs": [tensor | {"shape": [3, 4]}]},
+        {"inputs": [tensor | {"shape": [2.0, 4]}]},
+        {"inputs": [tensor | {"shape": [True, 4]}]},
+        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, True], rows[1]]}]},
+        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4], rows[1]]}]},
+        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, "0.2"], rows[1]]}]},
+        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, {"a": 1}], rows[1]]}]},
+        {"inputs": [tensor | {"data": [[[5.1, 3.5, 1.4, 0.2]], [rows[1]]]}]},
+        {"inputs": [tensor], "id": "true"},
+        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, 0], rows[1]]}]},
+        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, 101], rows[1]]}]},
+        {"inputs": [tensor | {"parameters": {"binary_data_size": 4}}]},
+        {"inputs": [tensor], "parameters": {"a": 1}},
+        {"inputs": [tensor], "id": 42},
+        {"inputs": [tensor, tensor]},
+        {"inputs": [tensor], "extra": 1},
+    ]
+    assert fast_request(load(json.dumps(cases[0]).encode()), 10) is not None
+    for case in cases:
+        body = json.dumps(case).encode()
+        fast = fast_request(load(body), 10)
+        try:
+            request = parse(load(body))
+            raw = measurements(request.inputs[0], 10)
+            names = output_names(request.outputs)
+        except Exception:
+            assert fast is None, case
+            continue
+        if fast is not None:
+            assert fast[0].tolist() == raw.tolist()
+            assert (fast[1], fast[2]) == (names, request.id)
+    # keys the counting must see: written twice, or spaced before their colon
+    twice = b'{"inputs": [], "inputs": [' + json.dumps(tensor).encode() + b"]}"
+    spaced = json.dumps({"inputs": [tensor]}).replace('"inputs":', '"inputs" :').encode()
+    escaped = json.dumps({"inputs": [tensor]}).replace("inputs", "input\\u0073").encode()
+    for body in (twice, spaced, escaped):
+        assert fast_request(load(body), 10) is None, body
+
+
+def test_a_pinned_version_is_served_through_the_fast_path(shared: TestClient) -> None:
+    version = shared.get("/v2/models/iris").json()["versions"][-1]
+    body = {
+        "inputs": [
+            {
+                "name": "measurements",
+                "shape": [1, 4],
+                "datatype": "FP64",
+                "data": [5.1, 3.5, 1.4, 0.2],
+            }
+        ]
+    }
+    pinned = shared.post(f"/v2/models/iris/versions/{version}/infer", json=body)
+    assert pinned.status_code == 200, pinned.text
+    assert pinned.json()["model_version"] == version
+    unknown = shared.post(
+        "/v2/models/iris/versions/20200101T000000.000000Z-00000000/infer", json=body
+    )
+    assert_error(unknown, 404)

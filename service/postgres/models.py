@@ -1,0 +1,307 @@
+"""The model store in PostgreSQL, with every promise of the file store (model.persistence).
+
+A version is one row of ``model_versions``: the weights.npz bytes and the model.json text that
+the file store would write, byte for byte, plus the metadata without its history for listings.
+It is inserted in one transaction, so it is visible complete or not at all; with
+``activate=True`` the pointer moves in that same transaction. Every load verifies the sha256
+recorded in the metadata, then the arrays (names, dtypes, shapes, finiteness) with the file
+store's own :func:`~model.persistence.parse_weights`, then ``hidden_units``: a damaged row
+raises the same :class:`~model.errors.CorruptModelError` subclasses and is never served.
+
+Activation verifies the version by loading it, moves ``model_current``, appends to
+``model_activations`` and sends ``NOTIFY iris_model_activated, '<version>'``, all in one
+transaction: the notification is delivered when, and only when, the pointer has moved.
+
+A database that cannot be reached raises :class:`~model.errors.StoreUnavailableError` (the
+service answers 503); a write the server refuses (a read-only or full database) raises
+:class:`~model.errors.StoreWriteError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from model.data import CLASSES, FEATURES
+from model.errors import (
+    ChecksumMismatchError,
+    DanglingCurrentError,
+    ModelNotFoundError,
+    NoCurrentModelError,
+    ShapeError,
+    StoreUnavailableError,
+    StoreWriteError,
+    UnreadableModelError,
+)
+from model.network import Model
+from model.persistence import (
+    FORMAT_VERSION,
+    METADATA,
+    WEIGHTS,
+    StoredModel,
+    check_version_id,
+    new_version_id,
+    parse_weights,
+    weights_bytes,
+)
+from service.postgres.connection import (
+    Connection,
+    Database,
+    DatabaseUnavailableError,
+    first_line,
+)
+from service.postgres.migrations import CHANNEL
+
+# pg_advisory_lock key held while one replica trains the default model of an empty store.
+BOOTSTRAP_LOCK_KEY = 0x69726973_00B0075
+
+
+class PostgresModelStore:
+    """Versions of the model in PostgreSQL; the same methods and errors as ``ModelStore``."""
+
+    def __init__(self, database: Database | str) -> None:
+        self._owns_database = not isinstance(database, Database)
+        self.db = database if isinstance(database, Database) else Database(database)
+        self.where = f"the database {self.db.where}"
+
+    def close(self) -> None:
+        if self._owns_database:
+            self.db.close()
+
+    @contextlib.contextmanager
+    def _connection(self, what: str, *, write: bool = False) -> Iterator[Connection]:
+        """A connection whose failures become the store's errors, prefixed by ``what``."""
+        try:
+            with self.db.connection() as conn:
+                yield conn
+        except DatabaseUnavailableError as error:
+            raise StoreUnavailableError(f"{what}: the database is unavailable ({error})") from None
+        except pg_errors.UndefinedTable:
+            raise StoreUnavailableError(
+                f"{what}: {self.where} has no model tables yet (its schema is not migrated)"
+            ) from None
+        except psycopg.Error as error:
+            if write:
+                raise StoreWriteError(f"{what}: {first_line(error)}") from None
+            raise StoreUnavailableError(f"{what}: {first_line(error)}") from None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def versions(self) -> list[str]:
+        """Every stored version id, oldest first (ids sort by creation)."""
+        with self._connection(f"cannot list the models in {self.where}") as conn:
+            rows = conn.execute("SELECT version FROM model_versions ORDER BY version").fetchall()
+        return [row[0] for row in rows]
+
+    def current(self) -> str:
+        """The active version id; raises NoCurrentModelError when none was ever activated."""
+        with self._connection(f"cannot read the current version in {self.where}") as conn:
+            row = conn.execute(
+                "SELECT c.version, v.version IS NOT NULL FROM model_current c "
+                "LEFT JOIN model_versions v USING (version)"
+            ).fetchone()
+        if row is None:
+            raise NoCurrentModelError(f"no active model: {self.where} has no current version")
+        if not row[1]:  # the foreign key forbids it; kept for a hand-edited database
+            raise DanglingCurrentError(
+                f"{self.where} names {row[0][:80]!r} as current, which is not a stored version"
+            )
+        return str(row[0])
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        """The full model.json of ``version`` (with its training history)."""
+        check_version_id(version)
+        with self._connection(f"cannot read version {version} from {self.where}") as conn:
+            row = conn.execute(
+                "SELECT metadata::text FROM model_versions WHERE version = %s", (version,)
+            ).fetchone()
+        if row is None:
+            raise ModelNotFoundError(f"no stored model version {version}")
+        return check_metadata(version, row[0])
+
+    def summary(self, version: str) -> dict[str, Any]:
+        """The metadata without ``history``: what a listing shows, without parsing epochs."""
+        check_version_id(version)
+        with self._connection(f"cannot read version {version} from {self.where}") as conn:
+            row = conn.execute(
+                "SELECT summary::text FROM model_versions WHERE version = %s", (version,)
+            ).fetchone()
+        if row is None:
+            raise ModelNotFoundError(f"no stored model version {version}")
+        return check_metadata(version, row[0])
+
+    def load(self, version: str) -> StoredModel:
+        """Load and verify a version: checksum, array names, shapes, dtypes, finiteness."""
+        check_version_id(version)
+        with self._connection(f"cannot read version {version} from {self.where}") as conn:
+            return self._load(conn, version)
+
+    def load_current(self) -> StoredModel:
+        return self.load(self.current())
+
+    def _load(self, conn: Connection, version: str) -> StoredModel:
+        row = conn.execute(
+            "SELECT metadata::text, weights FROM model_versions WHERE version = %s", (version,)
+        ).fetchone()
+        if row is None:
+            raise ModelNotFoundError(f"no stored model version {version}")
+        return verify(version, row[0], bytes(row[1]))
+
+    def activations(self) -> list[str]:
+        """Versions that were ever current, oldest first, each once at its latest activation."""
+        with self._connection(f"cannot read the activations in {self.where}") as conn:
+            rows = conn.execute(
+                "SELECT version FROM model_activations GROUP BY version ORDER BY max(id)"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def save(
+        self, model: Model, info: Mapping[str, Any] | None = None, *, activate: bool = False
+    ) -> str:
+        """Store ``model`` as a new version (and make it current if asked); returns its id.
+
+        ``info`` adds keys to model.json (hyperparameters, metrics, history, ...). The row,
+        and with ``activate`` the pointer, become visible together when the transaction
+        commits.
+        """
+        weights = weights_bytes(model)
+        digest = hashlib.sha256(weights).hexdigest()
+        what = f"cannot save the model in {self.where}"
+        with self._connection(what, write=True) as conn:
+            for _ in range(5):
+                version = new_version_id()
+                metadata = {
+                    **dict(info or {}),
+                    "format_version": FORMAT_VERSION,
+                    "version": version,
+                    "created_at": datetime.now(UTC).isoformat(),
+                    "classes": list(CLASSES),
+                    "features": list(FEATURES),
+                    "hidden_units": model.params.hidden_units,
+                    "weights_sha256": digest,
+                }
+                with conn.transaction():
+                    if not self._insert(conn, version, metadata_text(metadata), weights):
+                        continue  # the id is taken (a clash of 32 random bits): draw again
+                    if activate:
+                        self._activate(conn, version)
+                return version
+        raise StoreWriteError("could not find a free version id after 5 tries")
+
+    def activate(self, version: str) -> None:
+        """Make ``version`` current after verifying it (roll forward or back), and notify."""
+        check_version_id(version)
+        what = f"cannot activate version {version} in {self.where}"
+        with self._connection(what, write=True) as conn, conn.transaction():
+            self._activate(conn, version)
+
+    def clean(self) -> list[str]:
+        """Nothing is ever left half-written in a database: a failed transaction leaves no row."""
+        return []
+
+    @contextlib.contextmanager
+    def bootstrap_lock(self) -> Iterator[None]:
+        """Held by one replica at a time while it trains the default model of an empty store.
+
+        A session-level advisory lock on a pooled connection: a replica that dies while
+        holding it releases it with its connection.
+        """
+        what = f"cannot take the bootstrap lock in {self.where}"
+        with self._connection(what) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (BOOTSTRAP_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (BOOTSTRAP_LOCK_KEY,))
+
+    # -- shared with the data-directory migration ---------------------------------------
+
+    def insert_verified(self, version: str, metadata: str, weights: bytes) -> bool:
+        """Store a version exactly as given after verifying it; False if the id is taken."""
+        check_version_id(version)
+        verify(version, metadata, weights)
+        what = f"cannot copy version {version} into {self.where}"
+        with self._connection(what, write=True) as conn, conn.transaction():
+            return self._insert(conn, version, metadata, weights)
+
+    def activate_if_none(self, version: str) -> str | None:
+        """Make ``version`` current unless a version already is; returns the current before."""
+        check_version_id(version)
+        what = f"cannot activate version {version} in {self.where}"
+        with self._connection(what, write=True) as conn, conn.transaction():
+            # The pointer row is locked by whoever activates: take the same lock to decide.
+            conn.execute("LOCK TABLE model_current IN SHARE ROW EXCLUSIVE MODE")
+            row = conn.execute("SELECT version FROM model_current").fetchone()
+            if row is not None:
+                return str(row[0])
+            self._activate(conn, version)
+            return None
+
+    def _insert(self, conn: Connection, version: str, metadata: str, weights: bytes) -> bool:
+        summary = {k: v for k, v in json.loads(metadata).items() if k != "history"}
+        cursor = conn.execute(
+            "INSERT INTO model_versions (version, metadata, summary, weights) "
+            "VALUES (%s, %s::json, %s::json, %s) ON CONFLICT (version) DO NOTHING",
+            (version, metadata, json.dumps(summary, allow_nan=False), weights),
+        )
+        return cursor.rowcount == 1
+
+    def _activate(self, conn: Connection, version: str) -> None:
+        """Verify, move the pointer, record the activation and notify (inside a transaction)."""
+        self._load(conn, version)
+        conn.execute(
+            "INSERT INTO model_current (singleton, version) VALUES (true, %s) "
+            "ON CONFLICT (singleton) DO UPDATE "
+            "SET version = excluded.version, activated_at = clock_timestamp()",
+            (version,),
+        )
+        conn.execute("INSERT INTO model_activations (version) VALUES (%s)", (version,))
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, version))
+
+
+def metadata_text(metadata: Mapping[str, Any]) -> str:
+    """model.json as the file store writes it."""
+    return json.dumps(metadata, indent=2, allow_nan=False)
+
+
+def check_metadata(version: str, text: str) -> dict[str, Any]:
+    """Parse model.json and check what the file store checks (same messages)."""
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UnreadableModelError(f"version {version}: {METADATA} is not JSON: {error}") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("weights_sha256"), str):
+        raise UnreadableModelError(f"version {version}: {METADATA} has no weights_sha256")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UnreadableModelError(
+            f"version {version}: format_version {metadata.get('format_version')!r}, "
+            f"this code reads {FORMAT_VERSION}"
+        )
+    return metadata
+
+
+def verify(version: str, metadata_json: str, weights: bytes) -> StoredModel:
+    """The file store's load checks, on a row: checksum, arrays, hidden_units agreement."""
+    metadata = check_metadata(version, metadata_json)
+    if hashlib.sha256(weights).hexdigest() != metadata["weights_sha256"]:
+        raise ChecksumMismatchError(
+            f"version {version}: {WEIGHTS} does not match its recorded sha256 "
+            f"(the row is damaged or was changed)"
+        )
+    model = parse_weights(weights, f"version {version}")
+    if metadata.get("hidden_units") != model.params.hidden_units:
+        raise ShapeError(
+            f"version {version}: {METADATA} says hidden_units "
+            f"{metadata.get('hidden_units')!r}, the weights have {model.params.hidden_units}"
+        )
+    return StoredModel(version=version, model=model, metadata=metadata)
