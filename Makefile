@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck check bench bench-http clean
+.PHONY: serve test lint typecheck check bench bench-http screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
@@ -50,6 +50,11 @@ BENCH_HTTP_ARGS ?=
 bench-http: $(VENV)/.installed-bench
 	@command -v wrk >/dev/null || { echo "bench-http needs wrk: apt-get install wrk" >&2; exit 2; }
 	$(BIN)/python bench/bench_http.py $(BENCH_HTTP_ARGS)
+
+# PNGs of every dashboard panel at desktop and phone widths into docs/screenshots/ (needs
+# Debian's chromium and chromium-driver).
+screenshots: $(VENV)/.installed-bench
+	$(BIN)/python bench/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

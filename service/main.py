@@ -18,7 +18,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.persistence import ModelStore
-from service import metrics, problems, schemas, v2
+from service import dashboard, insights, metrics, problems, schemas, v2
 from service.access_log import AccessLog
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
@@ -394,7 +394,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(v2.router)
-    problems.install(app, router.routes)
+    app.include_router(insights.router)
+    app.include_router(dashboard.router)
+    problems.install(app, [*router.routes, *insights.router.routes, *dashboard.router.routes])
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -44,6 +44,7 @@ UNSTATABLE: dict[str, list[tuple[int, str]]] = {
     "POST /predict": [(422, "IRIS_MAX_INSTANCES")],
     "POST /gradients": [(422, "give one label per instance"), (422, "IRIS_MAX_INSTANCES")],
     "POST /train": [(422, "IRIS_MAX_TRAIN_ROWS"), (422, "every species needs at least")],
+    "GET /models/{version}/regions": [(422, "must be two different features")],
     **{
         label: [
             (400, "values, data has"),  # shape [n, 4] against the number of values

@@ -1,0 +1,61 @@
+// The public HTTP API, as the page calls it. Every request goes to this origin.
+const TOKEN_KEY = "iris-api-token";
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super((problem && (problem.detail || problem.error)) || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem || {};
+  }
+}
+
+export function getToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+export function setToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+// JSON in, JSON out; a problem document becomes an ApiError. The token travels only in the
+// Authorization header, and only for the calls that change something.
+export async function api(path, { method = "GET", body, auth = false } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (auth && getToken()) headers.Authorization = `Bearer ${getToken()}`;
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+    cache: "no-store",
+  });
+  const type = response.headers.get("content-type") || "";
+  const data = type.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+export const predict = (instances) => api("/predict", { method: "POST", body: { instances } });
+export const gradients = (instance, label) =>
+  api("/gradients", {
+    method: "POST",
+    body: { instances: [instance], labels: [label], include: ["activations", "intermediates"] },
+  });
+export const models = () => api("/models");
+export const model = (version) => api(`/models/${encodeURIComponent(version)}`);
+export const parameters = (version) => api(`/models/${encodeURIComponent(version)}/parameters`);
+export const evaluation = (version) => api(`/models/${encodeURIComponent(version)}/evaluation`);
+export const regions = (version, query) =>
+  api(`/models/${encodeURIComponent(version)}/regions?${new URLSearchParams(query)}`);
+export const iris = () => api("/datasets/iris");
+export const jobs = (limit = 10) => api(`/train?limit=${limit}`);
+export const startJob = (body) => api("/train", { method: "POST", body, auth: true });
+export const activate = (version) =>
+  api(`/models/${encodeURIComponent(version)}/activate`, { method: "POST", auth: true });
+// The one place that knows how a job is cancelled.
+export const cancelJob = (jobId) =>
+  api(`/train/${encodeURIComponent(jobId)}/cancel`, { method: "POST", auth: true });
+export const jobEvents = (jobId) => new EventSource(`/train/${encodeURIComponent(jobId)}/events`);
+export const openapi = () => api("/openapi.json");

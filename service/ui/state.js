@@ -1,0 +1,18 @@
+// What the panels share: the current flower, the served version, the shipped data.
+const listeners = new Map();
+
+export const shared = {
+  flower: { sepal_length: 5.8, sepal_width: 3.0, petal_length: 4.35, petal_width: 1.3 },
+  flowerValid: true,
+  serving: null,
+  iris: null,
+};
+
+export function on(event, fn) {
+  if (!listeners.has(event)) listeners.set(event, []);
+  listeners.get(event).push(fn);
+}
+
+export function emit(event, value) {
+  for (const fn of listeners.get(event) || []) fn(value);
+}

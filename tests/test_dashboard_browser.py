@@ -1,0 +1,486 @@
+"""The dashboard in a real browser: headless Chromium against a real ``iris-serve``.
+
+Needs Debian's ``chromium`` and ``chromium-driver``; without them the tests skip, except
+under CI=true, where a missing browser fails. Every value the page shows is checked against
+the public API's own answer for the same input.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from browser_utils import DESKTOP, PHONE, Browser, chromium, missing_browser
+from server_utils import ServerProcess, server_pool
+
+from model.data import CLASSES, FEATURES
+
+pytestmark = pytest.mark.slow
+TOKEN = "browser-test-token-42"
+FIRST_LOAD_LIMIT = 300_000  # bytes, the issue's budget for the first load
+WAIT_SECONDS = 20.0
+VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
+VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.1, "petal_width": 1.2}
+# A job of several seconds, so several heartbeats' points arrive before it ends.
+LONG_JOB = {"hidden_units": "256", "epochs": "400", "batch_size": "8", "validation_fraction": "0.2"}
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with server_pool(tmp_path_factory.mktemp("browser")) as start:
+        yield start(None, {"IRIS_API_TOKEN": TOKEN})
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    reason = missing_browser()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser tests need Chromium in CI: {reason}")
+        pytest.skip(reason)
+    with chromium(DESKTOP) as b:
+        yield b
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+def until(probe: Callable[[], T | None], what: str, seconds: float = WAIT_SECONDS) -> T:
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except Exception as error:  # a stale element while the page redraws
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {seconds:g} s (last: {last!r})")
+
+
+def js(b: Browser, script: str, *args: Any) -> Any:
+    return b.driver.execute_script(script, *args)
+
+
+def open_page(b: Browser, server: ServerProcess, panel: str = "predict") -> None:
+    b.driver.get("about:blank")  # a new document, even when only the fragment differs
+    b.reset()  # judge what this test does from here on
+    b.driver.get(f"{server.url}/#{panel}")
+    until(lambda: js(b, "return document.querySelector('#species').dataset.label"), "a prediction")
+
+
+def click_tab(b: Browser, name: str) -> None:
+    b.driver.find_element("id", f"tab-{name}").click()
+    until(lambda: js(b, f"return !document.getElementById('{name}-panel').hidden"), f"{name} shown")
+
+
+def type_into(b: Browser, element_id: str, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    field = b.driver.find_element("id", element_id)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.DELETE)
+    field.send_keys(text)
+
+
+def type_flower(b: Browser, flower: dict[str, float]) -> None:
+    for feature in FEATURES:
+        type_into(b, f"in-{feature}", str(flower[feature]))
+
+
+def shown_probabilities(b: Browser) -> dict[str, float]:
+    bars = js(
+        b,
+        "return [...document.querySelectorAll('#bars .bar')]"
+        ".map(b => [b.dataset.label, b.dataset.probability])",
+    )
+    return {label: float(value) for label, value in bars}
+
+
+def assert_clean(b: Browser, server: ServerProcess, allowed_statuses: tuple[int, ...] = ()) -> None:
+    """No console error, no failed request, nothing fetched from another host."""
+    allowed = tuple(f"status of {code}" for code in allowed_statuses)
+    assert b.console_errors(allowed) == []
+    assert b.traffic.failures(allowed_statuses) == []
+    assert b.traffic.foreign(server.url) == []
+
+
+# -- first load ----------------------------------------------------------------------------------
+
+
+def test_first_load_is_small_and_local(browser: Browser, server: ServerProcess) -> None:
+    open_page(browser, server)
+    time.sleep(0.5)  # let the last responses finish
+    traffic = browser.collect()
+    total = traffic.total_bytes()
+    print(f"first load: {total} bytes in {len(traffic.requests)} requests")
+    assert 10_000 < total < FIRST_LOAD_LIMIT
+    assert traffic.foreign(server.url) == []
+    assert_clean(browser, server)
+    urls = {r.url.removeprefix(server.url) for r in traffic.requests.values()}
+    assert {"/", "/ui/main.js", "/ui/app.css", "/datasets/iris", "/predict"} <= urls
+
+
+# -- predict -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flower", [VIRGINICA, VERSICOLOR])
+def test_typing_a_flower_shows_what_predict_answers(
+    browser: Browser, server: ServerProcess, api: httpx.Client, flower: dict[str, float]
+) -> None:
+    open_page(browser, server)
+    expected = api.post("/predict", json={"instances": [flower]}).json()["predictions"][0]
+    type_flower(browser, flower)
+    until(lambda: shown_probabilities(browser) == expected["probabilities"], "the API's numbers")
+    species = browser.driver.find_element("id", "species")
+    assert species.text.lower() == expected["label"]
+    # the slider follows the number field
+    assert js(browser, "return document.getElementById('range-petal_length').value") == str(
+        flower["petal_length"]
+    )
+    labels = js(
+        browser, "return [...document.querySelectorAll('#fields label')].map(l => l.textContent)"
+    )
+    assert labels == ["Sepal length", "Sepal width", "Petal length", "Petal width"]
+    assert_clean(browser, server)
+
+
+def test_a_negative_measurement_shows_the_api_message_next_to_its_field(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    open_page(browser, server)
+    bad = VIRGINICA | {"sepal_width": -1.5}
+    problem = api.post("/predict", json={"instances": [bad]}).json()
+    assert problem["status"] == 422
+    message = next(e["msg"] for e in problem["errors"] if "sepal_width" in e["loc"])
+    type_into(browser, "in-sepal_width", "-1.5")
+    error = browser.driver.find_element("id", "err-sepal_width")
+    until(lambda: error.text == message, f"the message {message!r} next to sepal width")
+    assert browser.driver.find_element("id", "in-sepal_width").get_attribute("aria-invalid") == (
+        "true"
+    )
+    assert browser.driver.find_element("id", "err-sepal_length").text == ""
+    type_into(browser, "in-sepal_width", "3")
+    until(lambda: error.text == "", "the message gone once the value is good")
+    assert_clean(browser, server, allowed_statuses=(422,))
+
+
+def test_a_pasted_csv_is_predicted_in_batches(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    open_page(browser, server)
+    rows = [
+        VIRGINICA,
+        VERSICOLOR,
+        {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
+    ] * 150  # 450 rows: three batches
+    text = "sepal_length,sepal_width,petal_length,petal_width\n" + "\n".join(
+        ",".join(str(r[f]) for f in FEATURES) for r in rows
+    )
+    js(browser, "document.getElementById('csv-text').value = arguments[0]", text)
+    browser.driver.find_element("id", "csv-run").click()
+    status = browser.driver.find_element("id", "csv-status")
+    until(lambda: status.text.startswith("450 of 450"), "all rows predicted")
+    expected = api.post("/predict", json={"instances": rows[:3]}).json()["predictions"]
+    shown = js(
+        browser,
+        "return [...document.querySelectorAll('#csv-table tbody tr')]"
+        ".map(r => r.children[5].textContent)",
+    )
+    assert len(shown) == 450
+    assert shown[:3] == [p["label"] for p in expected]
+    assert js(browser, "return document.getElementById('csv-download').hidden") is False
+    assert js(browser, "return document.getElementById('csv-progress').value") == 450
+    assert_clean(browser, server)
+
+
+# -- explain -------------------------------------------------------------------------------------
+
+EXPLAINED = (
+    "x",
+    "h_a",
+    "h_s",
+    "o_a",
+    "o_s",
+    "L",
+    "do_a",
+    "dh_s",
+    "dh_a",
+    "dW1",
+    "db1",
+    "dW2",
+    "db2",
+)
+
+
+def shown_matrix(b: Browser, name: str) -> list[list[float]]:
+    cells = js(
+        b,
+        "return [...document.querySelectorAll(`figure[data-name='${arguments[0]}'] tbody tr`)]"
+        ".map(r => [...r.querySelectorAll('td')].map(td => td.dataset.value))",
+        name,
+    )
+    return [[float(v) for v in row] for row in cells]
+
+
+@pytest.mark.parametrize("label", ["versicolor", "setosa"])
+def test_the_explain_panel_shows_exactly_what_gradients_answers(
+    browser: Browser, server: ServerProcess, api: httpx.Client, label: str
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, server)
+    type_flower(browser, VIRGINICA)
+    until(lambda: browser.driver.find_element("id", "species").text.lower() == "virginica", "set")
+    click_tab(browser, "explain")
+    Select(browser.driver.find_element("id", "true-species")).select_by_value(label)
+    until(
+        lambda: (
+            js(browser, "return document.getElementById('explain-panel').dataset.label") == label
+            and shown_matrix(browser, "x")
+        ),
+        "the explain panel drawn",
+    )
+    answer = api.post(
+        "/gradients",
+        json={
+            "instances": [VIRGINICA],
+            "labels": [label],
+            "include": ["activations", "intermediates"],
+        },
+    ).json()
+    expected = {
+        **answer["activations"],
+        **answer["intermediates"],
+        "L": [[answer["loss"]]],
+        **{f"d{k}": v for k, v in answer["gradients"].items()},
+    }
+    expected["db1"], expected["db2"] = [expected["db1"]], [expected["db2"]]
+    for name in EXPLAINED:
+        assert shown_matrix(browser, name) == expected[name], name
+    # the network: one edge per weight drawn, coloured by its value
+    weights = js(browser, "return document.querySelectorAll('#net line[data-weight]').length")
+    hidden = len(answer["gradients"]["b1"])
+    assert weights == min(hidden, 24) * 7
+    assert_clean(browser, server)
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def test_the_scatter_plot_shows_every_flower_over_the_regions(
+    browser: Browser, server: ServerProcess
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, server, "data")
+    until(
+        lambda: js(browser, "return document.querySelectorAll('#scatter .pt').length") == 150,
+        "150 flowers",
+    )
+    assert js(browser, "return document.querySelectorAll('#scatter rect.reg').length") == 40 * 40
+    Select(browser.driver.find_element("id", "axis-x")).select_by_value("sepal_length")
+    caption = browser.driver.find_element("id", "scatter-caption")
+    until(lambda: "petal length" in caption.text, "the caption names the fixed features")
+    species = js(
+        browser,
+        "return [...new Set([...document.querySelectorAll('#scatter .pt')]"
+        ".map(c => c.classList[1]))]",
+    )
+    assert sorted(species) == list(CLASSES)
+    assert_clean(browser, server)
+
+
+# -- train and models ----------------------------------------------------------------------------
+
+
+def test_training_from_the_page_streams_points_then_serves_the_new_version_and_rolls_back(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    before = api.get("/models").json()["current"]
+    open_page(browser, server, "train")
+    until(lambda: browser.driver.find_elements("id", "hp-hidden_units"), "the form")
+    type_into(browser, "token", TOKEN)
+    browser.driver.find_element("css selector", "#token-form button[type=submit]").click()
+    for name, value in LONG_JOB.items():
+        type_into(browser, f"hp-{name}", value)
+    browser.driver.find_element("id", "train-start").click()
+    job_id = until(lambda: api.get("/train").json()["jobs"][0]["job_id"], "the job")
+    # points arrive while the job is still running
+    until(
+        lambda: (
+            int(js(browser, "return document.getElementById('loss-chart').dataset.live || '0'"))
+            >= 2
+        ),
+        "two live points",
+    )
+    assert api.get(f"/train/{job_id}").json()["status"] == "running"
+    live_path = js(
+        browser, "return document.querySelector('#loss-chart path.train').dataset.points"
+    )
+    assert int(live_path) >= 2
+    status = browser.driver.find_element("id", "train-status")
+    until(lambda: status.text.startswith("Job succeeded"), "the job's end", seconds=60)
+    job = api.get(f"/train/{job_id}").json()
+    new = job["model_version"]
+    assert job["activated"] is True
+    assert new in status.text
+    assert api.get("/models").json()["current"] == new
+    until(lambda: new in browser.driver.find_element("id", "serving").text, "the new version")
+    # the full stored history replaces the live points
+    points = js(browser, "return document.querySelector('#loss-chart path.train').dataset.points")
+    assert int(points) == 400
+    assert js(browser, "return document.querySelector('#jobs tbody tr .badge').textContent") == (
+        "succeeded"
+    )
+
+    click_tab(browser, "models")
+    button = until(
+        lambda: browser.driver.find_element("css selector", f"button[data-activate='{before}']"),
+        "the roll-back button",
+    )
+    assert button.text == "Roll back"
+    button.click()
+    until(lambda: api.get("/models").json()["current"] == before, "CURRENT back")
+    served = until(
+        lambda: (
+            (v := api.post("/predict", json={"instances": [VIRGINICA]}).json()["model_version"])
+            == before
+            and v
+        ),
+        "/predict serving the old version",
+    )
+    assert served == before
+    until(lambda: before in browser.driver.find_element("id", "serving").text, "header updated")
+    until(
+        lambda: len(browser.driver.find_elements("css selector", "#compare .card")) == 2,
+        "two versions compared",
+    )
+    matrices = js(
+        browser,
+        "return [...document.querySelectorAll('#compare table.confusion')]"
+        ".map(t => [...t.querySelectorAll('td')].map(td => +td.textContent))",
+    )
+    for cells in matrices:
+        assert sum(cells) == 150
+    assert_clean(browser, server)
+
+
+def test_cancel_from_the_page_ends_the_job(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    open_page(browser, server, "train")
+    until(lambda: browser.driver.find_elements("id", "hp-epochs"), "the form")
+    for name, value in (LONG_JOB | {"epochs": "5000"}).items():
+        type_into(browser, f"hp-{name}", value)
+    browser.driver.find_element("id", "train-start").click()
+    cancel = browser.driver.find_element("id", "train-cancel")
+    until(cancel.is_enabled, "cancel enabled")
+    job_id = api.get("/train").json()["jobs"][0]["job_id"]
+    until(lambda: api.get(f"/train/{job_id}").json()["status"] == "running", "running")
+    cancel.click()
+    status = browser.driver.find_element("id", "train-status")
+    until(lambda: status.text.startswith("Job cancelled"), "the cancelled end", seconds=30)
+    assert api.get(f"/train/{job_id}").json()["status"] == "cancelled"
+    assert_clean(browser, server)
+
+
+# -- every panel, keyboard, phone ----------------------------------------------------------------
+
+READY = {
+    "predict": "return document.querySelectorAll('#bars .bar').length === 3",
+    "explain": "return document.querySelectorAll('figure[data-name=dW1] td').length > 0",
+    "data": "return document.querySelectorAll('#scatter .pt').length === 150",
+    "train": "return document.querySelectorAll('#jobs tbody tr').length > 0",
+    "models": "return document.querySelectorAll('#compare table.confusion').length === 2",
+}
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_every_panel_loads_cleanly_and_fits(
+    browser: Browser, server: ServerProcess, size: tuple[int, int]
+) -> None:
+    browser.resize(size)
+    try:
+        for panel, ready in READY.items():
+            browser.reset()
+            open_page(browser, server, panel)
+            until(lambda ready=ready: js(browser, ready), f"{panel} drawn")
+            time.sleep(0.3)
+            assert_clean(browser, server)
+            width = js(browser, "return document.documentElement.scrollWidth")
+            assert width <= size[0], f"{panel} is {width} px wide at {size[0]} px"
+    finally:
+        browser.resize(DESKTOP)
+
+
+def test_the_tabs_work_with_the_keyboard(browser: Browser, server: ServerProcess) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, server)
+    tab = browser.driver.find_element("id", "tab-predict")
+    tab.send_keys(Keys.ARROW_RIGHT)
+    active = browser.driver.switch_to.active_element
+    assert active.get_attribute("id") == "tab-explain"
+    assert active.get_attribute("aria-selected") == "true"
+    assert js(browser, "return document.getElementById('explain-panel').hidden") is False
+    active.send_keys(Keys.END)
+    assert browser.driver.switch_to.active_element.get_attribute("id") == "tab-models"
+    browser.driver.switch_to.active_element.send_keys(Keys.HOME)
+    assert browser.driver.switch_to.active_element.get_attribute("id") == "tab-predict"
+    # from the tab, Tab reaches the panel, then the first measurement
+    browser.driver.switch_to.active_element.send_keys(Keys.TAB)
+    browser.driver.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.driver.switch_to.active_element.get_attribute("id") == "in-sepal_length"
+    # every input has a label bound to it
+    unlabelled = js(
+        browser,
+        "return [...document.querySelectorAll('input, select, textarea')]"
+        ".filter(e => !e.labels?.length && !e.getAttribute('aria-labelledby')"
+        " && !e.getAttribute('aria-label')).map(e => e.id)",
+    )
+    assert unlabelled == []
+    outline = js(
+        browser,
+        "return getComputedStyle(document.activeElement).outlineStyle",
+    )
+    assert outline != "none"
+
+
+def test_the_token_stays_out_of_urls_and_storage_other_than_the_session(
+    browser: Browser, server: ServerProcess
+) -> None:
+    browser.reset()
+    open_page(browser, server, "models")
+    type_into(browser, "token", TOKEN)
+    browser.driver.find_element("css selector", "#token-form button[type=submit]").click()
+    assert js(browser, "return sessionStorage.getItem('iris-api-token')") == TOKEN
+    assert js(browser, "return localStorage.length") == 0
+    assert js(browser, "return document.getElementById('token').value") == ""
+    until(lambda: js(browser, READY["models"]), "models drawn")
+    traffic = browser.collect()
+    assert all(TOKEN not in r.url for r in traffic.requests.values())
+    assert TOKEN not in browser.driver.current_url
+
+
+def test_page_strings_from_the_server_are_text(browser: Browser, server: ServerProcess) -> None:
+    """A problem detail holding markup is shown as text, never parsed."""
+    open_page(browser, server, "train")
+    until(lambda: browser.driver.find_elements("id", "hp-seed"), "the form")
+    js(browser, "sessionStorage.setItem('iris-api-token', '<img src=x onerror=alert(1)>')")
+    browser.driver.find_element("id", "train-start").click()
+    error = browser.driver.find_element("id", "train-error")
+    until(lambda: "invalid bearer token" in error.text, "the 401 shown")
+    assert "Bearer <token>" in error.text  # the detail's own angle brackets, as text
+    assert js(browser, "return document.querySelectorAll('#train-panel img').length") == 0
+    js(browser, "sessionStorage.clear()")
