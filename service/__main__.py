@@ -38,6 +38,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["migrate"]:  # iris-serve migrate [DATA_DIR]: files into PostgreSQL
+        from service.postgres.migrate import main as migrate
+
+        return migrate(sys.argv[2:])
     try:
         settings = Settings()
     except ValidationError as error:

@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IRIS_", frozen=True, extra="ignore")
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="models, jobs database and token")
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL for model versions and jobs, shared by every replica "
+        "(postgresql://user:password@host:5432/iris); unset: the data directory",
+    )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: int = Field(1, ge=1, le=64, description="server processes")

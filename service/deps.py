@@ -12,11 +12,11 @@ from pathlib import Path
 
 from fastapi import Request
 
-from model.persistence import ModelStore
 from service.config import Settings
-from service.jobs import JobStore, Launcher
+from service.jobs import Launcher
 from service.problems import ProblemError
 from service.registry import Registry
+from service.stores import Backend, JobStoreLike, ModelStoreLike
 
 log = logging.getLogger("iris.auth")
 TOKEN_FILE = "api_token"
@@ -27,11 +27,18 @@ class State:
     """What the lifespan builds once per worker and every route reads."""
 
     settings: Settings
-    store: ModelStore
+    backend: Backend
     registry: Registry
-    jobs: JobStore
     launcher: Launcher
     token: bytes
+
+    @property
+    def store(self) -> ModelStoreLike:
+        return self.backend.models
+
+    @property
+    def jobs(self) -> JobStoreLike:
+        return self.backend.jobs
 
 
 def state(request: Request) -> State:

@@ -410,7 +410,6 @@ def encode_payload(
     job_id: str,
     spec: JobSpec,
     dataset: Dataset,
-    models_dir: Path,
     max_training_seconds: float | None = None,
 ) -> bytes:
     """Everything the child needs, as one npz on its standard input."""
@@ -421,7 +420,6 @@ def encode_payload(
         "dataset": spec.dataset,
         "activate": spec.activate,
         "min_validation_accuracy": spec.min_validation_accuracy,
-        "models_dir": str(models_dir),
     }
     buffer = io.BytesIO()
     np.savez(
@@ -438,37 +436,40 @@ class Launcher:
 
     def __init__(
         self,
-        jobs: JobStore,
-        models_dir: Path,
+        jobs: Any,
+        store_args: list[str],
         heartbeat_seconds: float = 0.25,
         on_finish: Callable[[dict[str, Any]], None] | None = None,
         blas_threads: int = 1,
         *,
         max_training_seconds: float | None = None,
+        child_env: dict[str, str] | None = None,
     ) -> None:
         self.jobs = jobs
         self.max_training_seconds = max_training_seconds
         self.blas_threads = blas_threads
         self.on_finish = on_finish
-        self.models_dir = models_dir
+        self.store_args = store_args  # how the child opens the same stores
+        self.child_env = dict(child_env or {})
         self.heartbeat_seconds = heartbeat_seconds
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.lock = threading.Lock()
 
     def launch(self, job_id: str, spec: JobSpec, dataset: Dataset) -> None:
-        payload = encode_payload(job_id, spec, dataset, self.models_dir, self.max_training_seconds)
+        payload = encode_payload(job_id, spec, dataset, self.max_training_seconds)
+        threads = dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.blas_threads))
         try:
             child = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "service.worker",
-                    str(self.jobs.path),
                     str(self.heartbeat_seconds),
                     str(self.jobs.heartbeat_timeout),
+                    *self.store_args,
                 ],
                 stdin=subprocess.PIPE,
-                env=os.environ | dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.blas_threads)),
+                env=os.environ | self.child_env | threads,
                 start_new_session=True,  # a Ctrl-C in the server's terminal is for the server
             )
         except OSError as error:

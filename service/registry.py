@@ -20,6 +20,7 @@ from model.errors import ModelStoreError
 from model.persistence import CURRENT, ModelStore, StoredModel
 from model.train import Hyperparameters, train
 from service import metrics
+from service.stores import ModelStoreLike
 
 log = logging.getLogger("iris.registry")
 RETRY_SECONDS = 5.0
@@ -32,7 +33,7 @@ class NotReadyError(Exception):
 
 
 class Registry:
-    def __init__(self, store: ModelStore, cache_size: int = PINNED_CACHE_SIZE) -> None:
+    def __init__(self, store: ModelStoreLike, cache_size: int = PINNED_CACHE_SIZE) -> None:
         self.store = store
         self.active: StoredModel | None = None
         self.problem: str | None = None
@@ -104,7 +105,11 @@ class Registry:
         if self.active is not None:
             self.problem = f"{error}; still serving {self.active.version}"
         else:
-            for version in reversed(self.store.activations()):
+            try:
+                earlier = self.store.activations()
+            except ModelStoreError:  # the store itself is unavailable: nothing to fall back on
+                earlier = []
+            for version in reversed(earlier):
                 if version == failing:
                     continue
                 try:
@@ -146,11 +151,23 @@ class Registry:
         return stored
 
 
-def ensure_default_model(store: ModelStore, seed: int) -> str | None:
+def ensure_default_model(store: ModelStoreLike, seed: int) -> str | None:
     """On an empty store, train and activate the default model; returns its version.
 
-    A file lock makes several workers starting at once train it only once.
+    A lock makes several workers (or replicas) starting at once train it only once: a file
+    lock beside the versions, or the database's lock for a shared store.
     """
+    if isinstance(store, ModelStore):
+        return ensure_default_files(store, seed)
+    if store.versions():
+        return None
+    with store.bootstrap_lock():  # type: ignore[attr-defined]
+        if store.versions():
+            return None
+        return train_default(store, seed)
+
+
+def ensure_default_files(store: ModelStore, seed: int) -> str | None:
     if store.versions():
         store.clean()
         with contextlib.suppress(ModelStoreError):  # a read-only data directory still serves
@@ -164,16 +181,21 @@ def ensure_default_model(store: ModelStore, seed: int) -> str | None:
             store.clean()
             if store.versions():
                 return None
-            started = time.perf_counter()
-            hp = Hyperparameters(seed=seed)
-            result = train(load_iris(), hp)
-            seconds = time.perf_counter() - started
-            info = result.record(hp) | {
-                "data": {"source": "iris", "rows": 150},
-                "training_seconds": seconds,
-            }
-            version = store.save(result.model, info, activate=True)
-            log.info("trained the default model %s in %.2f s", version, seconds)
-            return version
+            return train_default(store, seed)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def train_default(store: ModelStoreLike, seed: int) -> str:
+    """Train the default model on the shipped data, store and activate it."""
+    started = time.perf_counter()
+    hp = Hyperparameters(seed=seed)
+    result = train(load_iris(), hp)
+    seconds = time.perf_counter() - started
+    info = result.record(hp) | {
+        "data": {"source": "iris", "rows": 150},
+        "training_seconds": seconds,
+    }
+    version = store.save(result.model, info, activate=True)
+    log.info("trained the default model %s in %.2f s", version, seconds)
+    return version

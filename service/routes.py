@@ -492,14 +492,19 @@ async def healthz() -> Response:
 
 @router.get("/readyz", responses=problems(503), summary="Readiness: a model is loaded")
 async def readyz(request: Request) -> Response:
-    registry = state(request).registry
+    st = state(request)
+    registry, backend = st.registry, st.backend
     if registry.active is None:
-        raise ProblemError(503, f"not ready: {registry.problem or 'no model is loaded yet'}")
+        raise ProblemError(
+            503, f"not ready: {public(registry.problem or 'no model is loaded yet')}"
+        )
     return json_response(
         {
             "status": "ready",
             "model_version": registry.active.version,
             "problem": public(registry.problem) if registry.problem else None,
+            "backend": backend.name,
+            "schema_version": backend.schema_version,
         }
     )
 

@@ -1,4 +1,7 @@
-"""The training child: ``python -m service.worker DB HEARTBEAT TIMEOUT`` with the job on stdin.
+"""The training child: ``python -m service.worker HEARTBEAT TIMEOUT STORES...``, job on stdin.
+
+``STORES`` says how to open the server's stores (``files JOBS_DB MODELS_DIR``, or
+``postgresql`` with ``IRIS_DATABASE_URL`` in the environment): service.stores.child_backend.
 
 It trains with model/, writes progress and heartbeats into the job row, stores the new
 version, activates it when asked, the quality gate passes and the job is still wanted, and
@@ -18,16 +21,15 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from model.data import Dataset
 from model.errors import IrisModelError, TrainingCancelledError
-from model.persistence import ModelStore
 from model.train import EpochStats, Hyperparameters, train
-from service.jobs import JobError, JobsBusyError, JobStore
+from service.jobs import JobError, JobsBusyError
+from service.stores import Backend, JobStoreLike, child_backend
 from service.tuning import keep_large_allocations
 
 PARENT_GONE_EXIT = 3
@@ -65,7 +67,7 @@ def retrying(call: Callable[[], T], seconds: float = DB_RETRY_SECONDS) -> T:
 class Heartbeat(threading.Thread):
     """Writes liveness and the latest progress every ``interval`` seconds; watches the parent."""
 
-    def __init__(self, jobs: JobStore, job_id: str, interval: float, parent: int) -> None:
+    def __init__(self, jobs: JobStoreLike, job_id: str, interval: float, parent: int) -> None:
         super().__init__(daemon=True, name="heartbeat")
         self.jobs = jobs
         self.job_id = job_id
@@ -93,23 +95,23 @@ class Heartbeat(threading.Thread):
                 self.cancel.set()
 
 
-def finish(jobs: JobStore, job_id: str, status: str, **fields: Any) -> bool:
+def finish(jobs: JobStoreLike, job_id: str, status: str, **fields: Any) -> bool:
     """End the job row, retried while the database is locked (the training is not lost)."""
     return retrying(lambda: jobs.finish(job_id, status, **fields))
 
 
-def still_wanted(jobs: JobStore, job_id: str) -> bool:
+def still_wanted(jobs: JobStoreLike, job_id: str) -> bool:
     """The job is still running and nobody asked to cancel it."""
     active, cancel = retrying(lambda: jobs.heartbeat(job_id, None))
     return active and not cancel
 
 
-def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: int) -> int:
+def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         header = json.loads(npz["header"].tobytes())
         dataset = Dataset(raw=npz["raw"], y=npz["y"])
     job_id = header["job_id"]
-    jobs = JobStore(db_path, heartbeat_timeout=timeout, busy_seconds=BUSY_SECONDS)
+    jobs, store = backend.jobs, backend.models
     if not retrying(lambda: jobs.start(job_id, os.getpid())):  # cancelled, or given up on
         finish(jobs, job_id, "cancelled", error="cancelled before training started")
         return 0
@@ -132,7 +134,6 @@ def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: 
         gate = header["min_validation_accuracy"]
         accuracy = result.metrics.get("validation_accuracy")
         passed = gate is None or (accuracy is not None and accuracy >= gate)
-        store = ModelStore(header["models_dir"])
         info = result.record(hp) | {
             "data": header["dataset"],
             "training_seconds": seconds,
@@ -181,9 +182,12 @@ def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: 
 
 
 def main() -> int:
-    db_path, interval, timeout = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    interval, timeout = float(sys.argv[1]), float(sys.argv[2])
     keep_large_allocations()  # the BLAS threads come from the environment the server set
-    return run(sys.stdin.buffer.read(), db_path, interval, timeout, os.getppid())
+    parent = os.getppid()
+    payload = sys.stdin.buffer.read()
+    with child_backend(sys.argv[3:], timeout, busy_seconds=BUSY_SECONDS) as backend:
+        return run(payload, backend, interval, parent)
 
 
 if __name__ == "__main__":
