@@ -34,7 +34,7 @@ from conftest import random_model  # noqa: E402
 from pg_cluster import PgCluster  # noqa: E402
 
 from model.errors import StoreUnavailableError  # noqa: E402
-from service.jobs import JobSpec  # noqa: E402
+from service.job_store import JobSpec  # noqa: E402
 from service.postgres import Listener, open_stores  # noqa: E402
 from service.postgres.models import PostgresModelStore  # noqa: E402
 

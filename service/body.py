@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from model.data import FEATURES, MAX_MEASUREMENT_CM
 from model.network import FloatArray
 from model.persistence import VERSION_PATTERN
-from service.problems import ProblemError
+from service.errors import ProblemError
 
 Body = TypeVar("Body", bound=BaseModel)
 _VERSION = re.compile(VERSION_PATTERN)

@@ -14,7 +14,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.problems import ProblemError
+from service.errors import ProblemError
 
 router = APIRouter(include_in_schema=False)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from fastapi import Request
 
 from service.config import Settings
-from service.jobs import Launcher
-from service.problems import ProblemError
+from service.errors import ProblemError
+from service.launcher import Launcher
 from service.registry import Registry
 from service.stores import Backend, JobStoreLike, ModelStoreLike
 

@@ -25,8 +25,8 @@ from model.network import predict_proba
 from model.persistence import StoredModel, check_version_id
 from model.train import evaluate
 from service.deps import state
-from service.jobs import TERMINAL, JobError
-from service.problems import ProblemError
+from service.errors import ProblemError
+from service.job_store import TERMINAL, JobError
 from service.routes import json_response, problems, valid_job_id
 
 router = APIRouter()

@@ -18,11 +18,12 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.errors import ModelStoreError
-from service import dashboard, insights, metrics, problems, schemas, v2
+from service import dashboard, errors, insights, metrics, problems, schemas, v2
 from service.access_log import AccessLog
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
-from service.jobs import JobError, Launcher
+from service.job_store import JobError
+from service.launcher import Launcher
 from service.lifecycle import watch_parent
 from service.registry import Registry, ensure_default_model
 from service.routes import HOT_ROUTES, HotRoute, json_response, router, run_sized
@@ -226,7 +227,7 @@ class EdgeMiddleware:
         if path == "/v2" or path.startswith("/v2/"):
             response = json_response({"error": detail}, status, headers)
         else:
-            response = problems.problem(status, detail, path, headers=headers)
+            response = errors.problem(status, detail, path, headers=headers)
         await response(scope, _no_receive, send)
 
 
@@ -272,7 +273,7 @@ def build_state(settings: Settings) -> State:
     """
     tune_process(settings.blas_threads)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets and jobs
-    problems.hide_paths(settings.data_dir)
+    errors.hide_paths(settings.data_dir)
     token = resolve_token(settings)
     url = settings.database_url.get_secret_value() if settings.database_url else None
     backend = open_backend(settings.data_dir, url, settings.job_heartbeat_timeout)

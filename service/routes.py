@@ -31,8 +31,9 @@ from service.body import (
     refuse_duplicate_keys,
 )
 from service.deps import require_token, state
-from service.jobs import JobConflictError, JobSpec
-from service.problems import PROBLEM_JSON, ProblemError, problem_for, public
+from service.errors import PROBLEM_JSON, ProblemError, public
+from service.job_store import JobConflictError, JobSpec
+from service.problems import problem_for
 from service.registry import Registry
 
 router = APIRouter()

@@ -1,7 +1,7 @@
 """The model store and the job store, each behind one interface, and the two backends.
 
 - **files** (the default): versions under ``DATA_DIR/models`` (``model.persistence``) and jobs
-  in ``DATA_DIR/jobs.sqlite3`` (``service.jobs``): one machine, nothing to set up.
+  in ``DATA_DIR/jobs.sqlite3`` (``service.job_store``): one machine, nothing to set up.
 - **postgresql** (``IRIS_DATABASE_URL``): versions, the current pointer and jobs in PostgreSQL
   (``service.postgres``): N stateless replicas; an activation reaches every replica through
   LISTEN/NOTIFY, with the periodic check as the fallback.
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from model.network import Model
 from model.persistence import ModelStore, StoredModel
-from service.jobs import JobSpec, JobStore
+from service.job_store import JobSpec, JobStore
 
 log = logging.getLogger("iris.stores")
 DATABASE_URL = "IRIS_DATABASE_URL"

@@ -37,7 +37,7 @@ from model.persistence import StoredModel
 from service import metrics, problems
 from service.body import Document, check_budget, check_object_sizes, load, refuse_duplicate_keys
 from service.deps import State, state
-from service.problems import ProblemError
+from service.errors import ProblemError, public
 from service.routes import HotRoute, json_response, run_sized
 from service.schemas import Integer
 
@@ -97,7 +97,7 @@ def bad_request(message: str) -> ProtocolError:
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"error": problems.public(message)}  # no data directory paths to clients
+    body = {"error": public(message)}  # no data directory paths to clients
     return Response(orjson.dumps(body), status, headers, "application/json")
 
 

@@ -12,7 +12,6 @@ row that stopped being active) stops training at the next epoch boundary.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import sys
@@ -23,12 +22,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-import numpy as np
-
-from model.data import Dataset
 from model.errors import IrisModelError, TrainingCancelledError
 from model.train import EpochStats, Hyperparameters, train
-from service.jobs import JobError, JobsBusyError
+from service.job_store import JobError, JobsBusyError
+from service.payload import decode
 from service.stores import Backend, JobStoreLike, child_backend
 from service.tuning import keep_large_allocations
 
@@ -107,9 +104,7 @@ def still_wanted(jobs: JobStoreLike, job_id: str) -> bool:
 
 
 def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
-    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        header = json.loads(npz["header"].tobytes())
-        dataset = Dataset(raw=npz["raw"], y=npz["y"])
+    header, dataset = decode(payload)
     job_id = header["job_id"]
     jobs, store = backend.jobs, backend.models
     if not retrying(lambda: jobs.start(job_id, os.getpid())):  # cancelled, or given up on

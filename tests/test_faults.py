@@ -52,7 +52,7 @@ from model.errors import StoreWriteError
 from model.network import Model
 from model.persistence import TMP_PREFIX, ModelStore, new_version_id, weights_bytes
 from model.train import TrainResult
-from service.jobs import JobSpec, JobStore
+from service.job_store import JobSpec, JobStore
 
 TOKEN = "fault-injection-test-token-0123456789"
 JOB_SECONDS = 20.0

@@ -21,7 +21,7 @@ from conftest import random_model
 from fastapi.testclient import TestClient
 from server_utils import job_pid, proc_alive, wait_for
 
-import service.jobs
+import service.launcher
 from model.data import FEATURES, load_iris
 from model.persistence import ModelStore
 from service.config import Settings
@@ -204,7 +204,7 @@ def test_a_job_past_the_training_time_limit_fails_naming_the_setting(tmp_path: P
 def test_a_child_that_overruns_the_limit_by_the_grace_is_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service.jobs, "KILL_GRACE_SECONDS", 1.0)
+    monkeypatch.setattr(service.launcher, "KILL_GRACE_SECONDS", 1.0)
     with make_client(tmp_path, api_token=TOKEN, max_training_seconds=1.0) as client:
         job_id = client.post("/train", json=LONG_JOB, headers=AUTH).json()["job_id"]
         pid = wait_for(lambda: job_pid(tmp_path / "jobs.sqlite3", job_id), 20.0, "child pid")

@@ -37,7 +37,7 @@ from model.errors import (
 )
 from model.network import Model
 from model.persistence import ModelStore, new_version_id, weights_bytes
-from service.jobs import (
+from service.job_store import (
     JobActiveError,
     JobConflictError,
     JobError,

@@ -125,7 +125,7 @@ def test_a_current_version_that_failed_to_load_is_retried_once_repaired(
 
 
 def test_a_job_cancelled_while_queued_never_starts(tmp_path: Path) -> None:
-    from service.jobs import JobSpec, JobStore
+    from service.job_store import JobSpec, JobStore
 
     jobs = JobStore(tmp_path / "jobs.sqlite3")
     jobs.initialize()

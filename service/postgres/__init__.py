@@ -5,7 +5,7 @@ SQLite). The stores here have the methods and errors of the embedded ones, so ro
 registry and the training child use either without knowing which:
 
 - :class:`~service.postgres.models.PostgresModelStore` — like ``model.persistence.ModelStore``
-- :class:`~service.postgres.jobs.PostgresJobStore` — like ``service.jobs.JobStore``
+- :class:`~service.postgres.jobs.PostgresJobStore` — like ``service.job_store.JobStore``
 - :class:`~service.postgres.notify.Listener` — calls back when any replica activates a version
 - :mod:`~service.postgres.migrations` — the schema, upgraded at start-up under an advisory lock
 - :mod:`~service.postgres.migrate` — copies a data directory into the database

@@ -1,8 +1,8 @@
-"""Training jobs in PostgreSQL: the same methods, states and views as ``service.jobs.JobStore``.
+"""Training jobs in PostgreSQL: the methods, states and views of ``service.job_store.JobStore``.
 
 One job at a time across every replica is the partial unique index ``jobs_one_active``: a
 second queued or running row cannot be inserted, so of N concurrent creates exactly one
-commits and the others get :class:`~service.jobs.JobConflictError` naming the job that holds
+commits and the others get :class:`~service.job_store.JobConflictError` naming the job that holds
 the slot. There is no check-then-insert to race.
 
 Times come from the database server's clock (``clock_timestamp()``), so replicas whose clocks
@@ -13,9 +13,9 @@ replica may call periodically), so a job whose replica died never stays running.
 
 Each row records the replica that accepted it (``accepted_by``, the host name unless given)
 and the host and pid of its training process (``run_by``), for diagnosis; the API view is
-exactly :func:`service.jobs.job_view`'s.
+exactly :func:`service.job_store.job_view`'s.
 
-A database that cannot be reached raises :class:`~service.jobs.JobsUnavailableError`.
+A database that cannot be reached raises :class:`~service.job_store.JobsUnavailableError`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from service.jobs import (
+from service.job_store import (
     QUEUED_GRACE,
     TERMINAL,
     JobActiveError,
@@ -266,7 +266,7 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A job row as the API shows it: the keys and formats of ``service.jobs.job_view``."""
+    """A job row as the API shows it: the keys and formats of ``service.job_store.job_view``."""
     progress = dict(row["progress"]) if row["progress"] else {}
     progress.update(epoch=row["epoch"], epochs=row["epochs"])
     return {
