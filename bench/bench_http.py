@@ -482,7 +482,8 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
     from model.data import CLASSES
     from model.network import forward
     from service import metrics
-    from service.routes import measurements, predict_rows
+    from service.routers.predict import instance_rows as measurements
+    from service.routers.predict import predictions_json
     from service.schemas import PredictRequest
 
     print("in-process /predict split (CPU time per request, median of rounds)", flush=True)

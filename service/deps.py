@@ -9,8 +9,10 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
 from service.errors import ProblemError
@@ -46,12 +48,22 @@ def state(request: Request) -> State:
     return value
 
 
-def require_token(request: Request) -> None:
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="IRIS_API_TOKEN, or the token in the data directory's api_token file",
+)
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
     """Bearer authentication for the mutating endpoints, compared in constant time."""
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
     expected = state(request).token
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected):
+    given = credentials.credentials.strip().encode() if credentials else b""
+    if credentials is None or not secrets.compare_digest(given, expected):
+        header = request.headers.get("authorization", "")
         reason = "missing bearer token" if not header else "invalid bearer token"
         raise ProblemError(
             401,
@@ -59,6 +71,11 @@ def require_token(request: Request) -> None:
             f"or the token in the data directory's {TOKEN_FILE} file)",
             headers={"WWW-Authenticate": 'Bearer realm="iris"'},
         )
+
+
+# Typed dependencies of the routes: the worker's state, and the bearer token.
+AppState = Annotated[State, Depends(state)]
+Token = Depends(require_token)
 
 
 class InsecureTokenFileError(RuntimeError):

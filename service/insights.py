@@ -27,7 +27,8 @@ from model.train import evaluate
 from service.deps import state
 from service.errors import ProblemError
 from service.job_store import TERMINAL, JobError
-from service.routes import json_response, problems, valid_job_id
+from service.responses import json_response, problem_responses
+from service.routers.train import valid_job_id
 
 router = APIRouter()
 
@@ -181,7 +182,7 @@ async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[byt
             ),
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        **problems(404, 503),
+        **problem_responses(404, 503),
     },
     summary="A training job's progress, streamed as Server-Sent Events",
 )
@@ -243,7 +244,7 @@ def stored(request: Request, version: str) -> StoredModel:
 @router.get(
     "/models/{version}/parameters",
     response_model=Parameters,
-    responses=problems(404, 409, 503),
+    responses=problem_responses(404, 409, 503),
     summary="One version's weights, biases and standardisation",
 )
 def model_parameters(request: Request, version: VersionPath) -> Response:
@@ -263,7 +264,7 @@ def model_parameters(request: Request, version: VersionPath) -> Response:
 @router.get(
     "/models/{version}/evaluation",
     response_model=Evaluation,
-    responses=problems(404, 409, 503),
+    responses=problem_responses(404, 409, 503),
     summary="One version's loss, accuracy and confusion matrix on the shipped Iris data",
 )
 def model_evaluation(request: Request, version: VersionPath) -> Response:
@@ -298,7 +299,7 @@ def axis_values(feature: str, steps: int) -> list[float]:
 @router.get(
     "/models/{version}/regions",
     response_model=Regions,
-    responses=problems(404, 409, 422, 503),
+    responses=problem_responses(404, 409, 422, 503),
     summary="One version's predicted species over a grid of two features (decision regions)",
 )
 def model_regions(

@@ -38,7 +38,8 @@ from service import metrics, problems
 from service.body import Document, check_budget, check_object_sizes, load, refuse_duplicate_keys
 from service.deps import State, state
 from service.errors import ProblemError, public
-from service.routes import HotRoute, json_response, run_sized
+from service.inference import HotRoute, run_sized
+from service.responses import json_response
 from service.schemas import Integer
 
 log = logging.getLogger("iris.v2")

@@ -814,7 +814,7 @@ def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
 def test_prediction_json_equals_the_plain_serialisation() -> None:
     import orjson
 
-    from service.routes import predictions_json
+    from service.routers.predict import predictions_json
 
     rng = np.random.default_rng(5)
     o_s = rng.dirichlet([0.2, 0.2, 0.2], size=500)
@@ -831,7 +831,7 @@ def test_prediction_json_equals_the_plain_serialisation() -> None:
             for k, row in zip(o_s.argmax(axis=1).tolist(), o_s.tolist(), strict=True)
         ],
     }
-    text = predictions_json("v1", o_s)
+    text = predictions_json("v1", o_s, o_s.argmax(axis=1))
     assert orjson.loads(text) == expected
     assert json.loads(text) == expected
 

@@ -26,7 +26,7 @@ from model.data import FEATURES, load_iris
 from model.persistence import ModelStore
 from service.config import Settings
 from service.main import create_app
-from service.routes import answer_values
+from service.routers.gradients import answer_values
 
 TOKEN = "app-hardening-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,0 +1,257 @@
+"""The app's edge: what every request passes before FastAPI, and the body routes it answers.
+
+An ASGI middleware with four jobs, in order:
+
+1. **Body limits**, before anything is parsed: a declared length over IRIS_MAX_BODY_BYTES is
+   413 at once; a body (chunked too) that grows past it is 413; one that does not arrive
+   within IRIS_BODY_TIMEOUT_SECONDS is 408; a shutdown while waiting is 503.
+2. **A body budget** across requests (IRIS_MAX_BUFFERED_BYTES per worker): a flood of large
+   uploads gets 503 with Retry-After instead of the worker's memory.
+3. **The hot routes** (service.inference.HOT_ROUTES: /predict, /gradients, /v2 infer): their
+   handlers run here, with the body already read, before FastAPI's routing, dependency
+   resolution and exception middleware, which cost more than the model on a one-row
+   request (README, "Serving"). Everything else is replayed to the app.
+4. **Metrics**: requests by route, method and status, with their latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+from service.errors import problem
+from service.inference import HotRoute, run_sized
+from service.responses import json_response
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyBudget:
+    """Bytes of request bodies this worker holds, all requests together, and their limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class EdgeMiddleware:
+    """Body size limit, body deadline and body budget (before parsing, chunked bodies
+    included) and metrics.
+
+    The body is read here, within the limits, and replayed to the app, so an oversized,
+    stalled or untimely request is answered (413, 408, 503) without the app ever seeing it.
+    The budget bounds the bytes of all bodies being read or handled at once: a flood of
+    large uploads gets 503 with Retry-After instead of the worker's memory.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        body_timeout: float,
+        max_buffered_bytes: int,
+        hot_routes: Mapping[tuple[str, str], HotRoute] | None = None,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.budget = BodyBudget(max_buffered_bytes)
+        self.hot_routes = dict(hot_routes or {})
+        # Routes with a path parameter ("/v2/models/iris/versions/{model_version}/infer"),
+        # tried only when no exact path matched.
+        self.hot_patterns = [
+            (method, path_pattern(path), hot)
+            for (method, path), hot in self.hot_routes.items()
+            if "{" in path
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        route: str | None = None
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        held = [0]  # bytes of the budget this request holds, released when it ends
+        try:
+            method = scope["method"]
+            if method not in BODY_METHODS:
+                await self.app(scope, receive, send_with_status)
+                return
+            body = await self.buffered(scope, receive, send_with_status, held)
+            if body is None:
+                return  # answered here (413, 408, 503) or the client left
+            hot = self.hot_routes.get((method, scope["path"])) or self.hot_pattern(method, scope)
+            if hot is not None:
+                route = scope["path"]
+                await self.answer(scope, send_with_status, hot, body)
+            else:
+                await self.app(scope, replaying(body, receive), send_with_status)
+        finally:
+            self.budget.give(held[0])
+            if route is None:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
+
+    def hot_pattern(self, method: str, scope: Scope) -> HotRoute | None:
+        for hot_method, pattern, hot in self.hot_patterns:
+            if method == hot_method and pattern.match(scope["path"]):
+                return hot
+        return None
+
+    async def answer(self, scope: Scope, send: Send, hot: HotRoute, body: bytes) -> None:
+        """Run a hot route's handler and send its JSON (or the error it raised)."""
+        request = Request(scope)
+        try:
+            content = await run_sized(hot.handler, request, body)
+        except Exception as error:
+            await hot.errors(request, error)(scope, _no_receive, send)
+            return
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(content)),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    async def buffered(
+        self, scope: Scope, receive: Receive, send: Send, held: list[int]
+    ) -> bytes | None:
+        """The whole body within the limits; None once this answered for the app.
+
+        ``held[0]`` counts the budget taken: the declared length at once, else chunk by chunk.
+        """
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit():
+                declared = int(value)
+                if declared > limit:
+                    await self.refuse(
+                        scope, send, 413, self.too_large(f"Content-Length {declared}")
+                    )
+                    return None
+                if not self.budget.take(declared):
+                    await self.refuse_busy(scope, send)
+                    return None
+                held[0] = declared
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await self.read_body(receive, held)
+        except TimeoutError:
+            detail = (
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                "(IRIS_BODY_TIMEOUT_SECONDS)"
+            )
+            await self.refuse(scope, send, 408, detail)
+        except asyncio.CancelledError:  # shutdown's grace period ended while we waited
+            await self.refuse(scope, send, 503, "the server shut down before the body arrived")
+        except BodyTooLargeError:
+            await self.refuse(scope, send, 413, self.too_large(f"more than {limit} bytes"))
+        except OverBudgetError:
+            await self.refuse_busy(scope, send)
+        return None
+
+    async def read_body(self, receive: Receive, held: list[int]) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLargeError
+            if size > held[0]:  # a chunked body takes its budget as it comes
+                if not self.budget.take(size - held[0]):
+                    raise OverBudgetError
+                held[0] = size
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def refuse_busy(self, scope: Scope, send: Send) -> None:
+        detail = (
+            f"the server is holding as many request body bytes as it may "
+            f"({self.budget.limit}, IRIS_MAX_BUFFERED_BYTES); retry shortly"
+        )
+        await self.refuse(scope, send, 503, detail, {"Retry-After": "1"})
+
+    def too_large(self, what: str) -> str:
+        return (
+            f"request body too large: {what}; the limit is {self.max_body_bytes} bytes "
+            "(IRIS_MAX_BODY_BYTES)"
+        )
+
+    async def refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        detail: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer for the app and close the connection; /v2 in the protocol's error shape."""
+        headers = {"Connection": "close", **(extra_headers or {})}
+        path = scope.get("path", "")
+        if path == "/v2" or path.startswith("/v2/"):
+            response = json_response({"error": detail}, status, headers)
+        else:
+            response = problem(status, detail, path, headers=headers)
+        await response(scope, _no_receive, send)
+
+
+def path_pattern(path: str) -> re.Pattern[str]:
+    """A route path with ``{parameters}`` as a regular expression of whole paths."""
+    parts = re.split(r"(\{[^}/]+\})", path)
+    return re.compile(
+        "^" + "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts) + "$"
+    )
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+class OverBudgetError(Exception):
+    pass
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the connection's events."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,142 @@
+"""The inference core every front end calls: /predict, /gradients and /v2 infer.
+
+A front end parses its wire format into measurements (n, 4) in centimetres and an optional
+version, and writes its answer; everything between is here (MLServer's ``DataPlane`` is the
+anchor): the row limit, the choice of model (the active one, or a stored version, never
+loaded from disk on the event loop), running NumPy inline or in the thread pool by size, and
+the prediction counters.
+
+A body route is declared once, with :func:`hot_route`: the app's edge
+(:mod:`service.edge`) answers it before FastAPI's routing, which would cost more than the
+model on a one-row request, and the same handler serves FastAPI's route, which documents it
+in OpenAPI and answers when the app runs without the edge.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from model.network import Cache, FloatArray, Gradients, IntArray, Reduction, backward, forward
+from model.network import loss as cross_entropy
+from model.persistence import StoredModel
+from service import metrics
+from service.errors import ProblemError
+from service.registry import Registry
+
+# Bodies above this size are parsed and computed in the thread pool, so a large request
+# never holds the event loop; small ones skip the thread hop.
+INLINE_BODY_BYTES = 16 * 1024
+BodyHandler = Callable[[Request, bytes], bytes]
+ErrorAnswer = Callable[[Request, Exception], Response]
+
+
+class HotRoute(NamedTuple):
+    """A body route the edge answers itself: its handler, and how its errors look."""
+
+    handler: BodyHandler
+    errors: ErrorAnswer
+
+
+HOT_ROUTES: dict[tuple[str, str], HotRoute] = {}
+
+
+def hot_route(
+    router: APIRouter, path: str, handler: BodyHandler, errors: ErrorAnswer, **openapi: Any
+) -> None:
+    """Declare ``POST path`` once: for the edge (HOT_ROUTES) and as ``router``'s route.
+
+    The route's endpoint runs the same handler (with the same inline-or-pool choice) and
+    declares the path's parameters, so the OpenAPI document describes what the edge serves.
+    """
+    HOT_ROUTES[("POST", path)] = HotRoute(handler, errors)
+
+    async def endpoint(request: Request, **_: str) -> Response:
+        try:
+            content = await run_sized(handler, request, await request.body())
+        except Exception as error:
+            return errors(request, error)
+        return Response(content, media_type="application/json")
+
+    request = inspect.Parameter(
+        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+    )
+    params = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str)
+        for name in re.findall(r"{(\w+)}", path)
+    ]
+    endpoint.__signature__ = inspect.Signature([request, *params])  # type: ignore[attr-defined]
+    endpoint.__name__ = handler.__name__
+    router.add_api_route(path, endpoint, methods=["POST"], **openapi)
+
+
+async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> bytes:
+    """Run a body handler inline for a small plain body, in the thread pool otherwise (a
+    compressed body may inflate to many times its size; a pinned version may need loading
+    from disk: the inline run gives way to the pool when it does)."""
+    if len(body) > INLINE_BODY_BYTES or any(
+        name == b"content-encoding" for name, _ in request.scope["headers"]
+    ):
+        return await run_in_threadpool(handler, request, body)
+    token = _inline.set(True)
+    try:
+        return handler(request, body)
+    except NotLoadedError:
+        pass
+    finally:
+        _inline.reset(token)
+    return await run_in_threadpool(handler, request, body)
+
+
+_inline: ContextVar[bool] = ContextVar("inline", default=False)
+
+
+class NotLoadedError(Exception):
+    """A handler running on the event loop needs a version loaded from disk."""
+
+
+def served_model(registry: Registry, version: str | None) -> StoredModel:
+    """The model to answer with; never loaded from disk on the event loop."""
+    stored = registry.cached(version)
+    if stored is None:
+        if _inline.get():
+            raise NotLoadedError
+        stored = registry.get(version)
+    return stored
+
+
+def check_rows(n: int, limit: int, field: str = "instances") -> None:
+    if n > limit:
+        raise ProblemError(
+            422, f"{field}: {n} rows, more than the limit of {limit} (IRIS_MAX_INSTANCES)"
+        )
+
+
+def predict(
+    registry: Registry, raw: FloatArray, version: str | None
+) -> tuple[str, FloatArray, IntArray]:
+    """For raw measurements in cm (n, 4): the version that answers, its probabilities o_s
+    (n, 3) and the predicted class indices (n,), counted in the metrics."""
+    stored = served_model(registry, version)
+    model = stored.model
+    o_s = forward(model.params, model.standardizer.transform(raw)).o_s
+    index = o_s.argmax(axis=1)
+    metrics.count_predictions(index)
+    return stored.version, o_s, index
+
+
+def gradients(
+    stored: StoredModel, raw: FloatArray, y: IntArray, reduction: Reduction
+) -> tuple[Cache, FloatArray, Gradients]:
+    """The forward pass, the loss and every gradient of the derivation, for ``stored``."""
+    model = stored.model
+    cache = forward(model.params, model.standardizer.transform(raw))
+    value = cross_entropy(cache, y, reduction)
+    return cache, value, backward(model.params, cache, y, reduction)

@@ -1,0 +1,1 @@
+"""The native API's routers, one per resource; /v2 is service.v2's."""

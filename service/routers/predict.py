@@ -1,0 +1,98 @@
+"""POST /predict: measurements in, species and probabilities out.
+
+Its path, from the socket to NumPy and back: service/server.py (the HTTP protocol) ->
+service/edge.py (body limits, then this route's handler before any routing) ->
+:func:`predict_body` here (parse the body) -> service/inference.py (the row limit, the
+model, NumPy, the counters) -> :func:`predictions_json` here (the answer).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+
+from model.data import CLASSES
+from model.network import FloatArray, IntArray
+from service import inference, schemas
+from service.body import (
+    check_budget,
+    check_lengths,
+    check_media_type,
+    check_object_sizes,
+    fast_document,
+    load,
+    refuse_duplicate_keys,
+)
+from service.deps import state
+from service.problems import problem_for
+from service.responses import NUMPY_JSON, body_schema, problem_responses
+
+router = APIRouter()
+
+
+def instance_rows(instances: list[schemas.Instance]) -> FloatArray:
+    """The measurements (n, 4) of validated instances, in centimetres."""
+    return np.array(
+        [(i.sepal_length, i.sepal_width, i.petal_length, i.petal_width) for i in instances],
+        dtype=np.float64,
+    )
+
+
+def predict_body(request: Request, body: bytes) -> bytes:
+    """The /predict answer to a raw body: the fast path for the common body, else the schema."""
+    st = state(request)
+    limit = st.settings.max_instances
+    check_media_type(request)
+    check_budget(body, limit, "IRIS_MAX_INSTANCES")
+    document = load(body)
+    fast = fast_document(document.tree, body) if document.exact else None
+    if fast is not None:
+        raw, version = fast
+    else:
+        check_object_sizes(document.tree)
+        refuse_duplicate_keys(body)
+        check_lengths(document.tree, ("instances",), limit, "IRIS_MAX_INSTANCES")
+        parsed = document.validate(schemas.PredictRequest)
+        raw, version = instance_rows(parsed.instances), parsed.model_version
+    inference.check_rows(raw.shape[0], limit)
+    served, o_s, index = inference.predict(st.registry, raw, version)
+    return predictions_json(served, o_s, index)
+
+
+# One prediction's JSON up to its first probability, by class index; the probabilities are
+# spliced in as orjson prints them (the shortest text that reads back to the same float64).
+_PREDICTION_HEADS = [
+    b'{"label":"%s","class_index":%d,"probabilities":{"%s":'
+    % (label.encode(), k, CLASSES[0].encode())
+    for k, label in enumerate(CLASSES)
+]
+_BETWEEN = [b',"%s":' % label.encode() for label in CLASSES[1:]]
+
+
+def predictions_json(version: str, o_s: FloatArray, index: IntArray) -> bytes:
+    """The /predict answer for probabilities o_s (n, 3), written without per-row dicts.
+
+    Equal, once parsed, to orjson.dumps({"model_version": ..., "predictions": [{"label",
+    "class_index", "probabilities": {...}}, ...]}), at a third of its cost for large batches.
+    """
+    rows = orjson.dumps(o_s, option=NUMPY_JSON)[2:-2].split(b"],[")
+    second, third = _BETWEEN
+    parts = []
+    for k, row in zip(index.tolist(), rows, strict=True):
+        p0, p1, p2 = row.split(b",")
+        parts.append(b"".join((_PREDICTION_HEADS[k], p0, second, p1, third, p2, b"}}")))
+    head = b'{"model_version":%s,"predictions":[' % orjson.dumps(version)
+    return head + b",".join(parts) + b"]}"
+
+
+inference.hot_route(
+    router,
+    "/predict",
+    predict_body,
+    problem_for,
+    response_model=schemas.PredictResponse,
+    openapi_extra=body_schema(schemas.PredictRequest),
+    responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
+    summary="Species and probabilities for flower measurements",
+)
