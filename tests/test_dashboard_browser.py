@@ -344,6 +344,17 @@ def test_training_from_the_page_streams_points_then_serves_the_new_version_and_r
         "succeeded"
     )
 
+    # 256 hidden units: the explain panel's wide matrices scroll inside their cards
+    click_tab(browser, "explain")
+    until(
+        lambda: (
+            js(browser, "return document.getElementById('explain-panel').dataset.version") == new
+            and js(browser, READY["explain"])
+        ),
+        "the new version explained",
+    )
+    assert js(browser, "return document.documentElement.scrollWidth") <= DESKTOP[0]
+
     click_tab(browser, "models")
     button = until(
         lambda: browser.driver.find_element("css selector", f"button[data-activate='{before}']"),

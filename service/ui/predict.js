@@ -103,7 +103,14 @@ async function run() {
     Object.assign(shared.flower, flower);
     shared.flowerValid = true;
     emit("flower", shared.flower);
-    if (answer.model_version !== shared.serving) emit("serving", answer.model_version);
+    if (answer.model_version !== shared.serving) {
+      if (Date.now() < (shared.settleUntil || 0)) {
+        clearTimeout(timer);
+        timer = setTimeout(run, 250); // the worker has not swapped to the new version yet
+      } else {
+        emit("serving", answer.model_version);
+      }
+    }
   } catch (error) {
     if (mine !== sequence) return;
     shared.flowerValid = false;
