@@ -20,7 +20,7 @@ from model.data import CLASSES, Dataset, load_csv, load_iris
 from model.errors import IrisModelError
 from model.network import forward
 from model.persistence import DEFAULT_DATA_DIR, ModelStore
-from model.train import EpochStats, Hyperparameters, evaluate, train
+from model.train import EpochStats, Hyperparameters, evaluate, hyperparameter_fields, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,21 +33,16 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m model", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    defaults = Hyperparameters()
 
     t = commands.add_parser("train", help="train a new model version and store it")
     t.add_argument("--csv", type=Path, help="training data (default: the shipped Iris data)")
     t.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    t.add_argument("--seed", type=int, default=defaults.seed)
-    t.add_argument("--epochs", type=int, default=defaults.epochs)
-    t.add_argument("--hidden-units", type=int, default=defaults.hidden_units)
-    t.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    t.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    t.add_argument("--momentum", type=float, default=defaults.momentum)
-    t.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    t.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
-    t.add_argument("--early-stopping", action="store_true")
-    t.add_argument("--patience", type=int, default=defaults.patience)
+    for name, kind, default, allowed, about in hyperparameter_fields():
+        option = "--" + name.replace("_", "-")
+        if kind is bool:
+            t.add_argument(option, action="store_true", help=about)
+        else:
+            t.add_argument(option, type=kind, default=default, help=f"{about}; {allowed}")
     t.add_argument("--no-activate", action="store_true", help="store without making it current")
     t.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -63,18 +58,7 @@ def load_data(csv: Path | None) -> tuple[Dataset, str]:
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
-    hp = Hyperparameters(
-        hidden_units=args.hidden_units,
-        learning_rate=args.learning_rate,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-        early_stopping=args.early_stopping,
-        patience=args.patience,
-    )
+    hp = Hyperparameters(**{name: getattr(args, name) for name, *_ in hyperparameter_fields()})
     dataset, source = load_data(args.csv)
     every = max(1, hp.epochs // 10)
 

@@ -7,6 +7,7 @@ Our exception hierarchy::
     ├── HyperparameterError       a hyperparameter outside its range
     ├── TrainingError
     │   ├── TrainingDivergedError the loss became NaN or infinite
+    │   ├── TrainingNotImprovedError the final loss is not below the initial one
     │   └── TrainingCancelledError the cancellation hook asked training to stop
     └── ModelStoreError
         ├── InvalidVersionError   a version id that is not well formed (never a path)
@@ -53,6 +54,19 @@ class TrainingDivergedError(TrainingError):
         )
         self.epoch = epoch
         self.loss = loss
+
+
+class TrainingNotImprovedError(TrainingError):
+    """The final training loss is not below the loss of the initial parameters."""
+
+    def __init__(self, initial_loss: float, final_loss: float) -> None:
+        super().__init__(
+            f"training did not improve the model: the final training loss {final_loss:.6g} is "
+            f"not below the initial loss {initial_loss:.6g}; try a smaller learning_rate or "
+            "momentum"
+        )
+        self.initial_loss = initial_loss
+        self.final_loss = final_loss
 
 
 class TrainingCancelledError(TrainingError):

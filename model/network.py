@@ -8,6 +8,18 @@ For a batch of row vectors X (n, 4) of standardised measurements::
     o_s = softmax(o_a)       (n, 3)      classes: setosa, versicolor, virginica
     L_i = -log o_s[i, y_i]
 
+Backpropagation (:func:`backward`), row vectors, Y the one-hot labels; for the mean loss
+every per-sample derivative carries the 1/n::
+
+    do_a = o_s - Y                     (n, 3)   softmax and cross-entropy together
+    dW2  = do_a.T @ h_s                (3, H)   db2 = sum of do_a's rows   (3,)
+    dh_s = do_a @ W2                   (n, H)
+    dh_a = dh_s * 1[h_a > 0]           (n, H)   the ReLU passes gradient where it was active
+    dW1  = dh_a.T @ X                  (H, 4)   db1 = sum of dh_a's rows   (H,)
+    dx   = dh_a @ W1                   (n, 4)   and dL/d(raw cm) = dx / std
+
+and a training step moves theta <- theta - learning_rate * dL/dtheta.
+
 Everything is float64. A ``d`` prefix names a derivative of the loss: ``do_a`` is dL/do_a.
 """
 

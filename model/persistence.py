@@ -6,11 +6,13 @@ Layout under ``root`` (``DATA_DIR/models``)::
     <version>/model.json    format version, classes, features, hyperparameters, metrics,
                             history, created_at, sha256 of weights.npz
     CURRENT                 the active version id
+    ACTIVATIONS             every version ever made current, one id a line, oldest first
 
 A version is written into a temporary directory beside its final place, fsynced, and renamed
 into place; CURRENT is replaced with os.replace. A reader never sees half a model, and a
 crashed writer leaves only a ``.tmp-<pid>-*`` entry, which :meth:`ModelStore.clean` removes
-once that process is gone.
+once that process is gone. ACTIVATIONS is only appended to (and fsynced) after CURRENT moved;
+a torn last line is ignored on read, so the log names only versions that were served.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +58,8 @@ FORMAT_VERSION = 1
 WEIGHTS = "weights.npz"
 METADATA = "model.json"
 CURRENT = "CURRENT"
+ACTIVATIONS = "ACTIVATIONS"
+SUMMARY_CACHE_SIZE = 1024  # metadata without history: a few hundred bytes each
 ARRAY_NAMES = ("W1", "b1", "W2", "b2", "mean", "std")
 # UTC creation time to the microsecond, then 8 random hex digits: sorts by creation, and
 # unique across processes (a clash is also caught by the rename into place).
@@ -159,6 +165,8 @@ class ModelStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._summaries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._summaries_lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -215,6 +223,36 @@ class ModelStore:
                 f"this code reads {FORMAT_VERSION}"
             )
         return metadata
+
+    def summary(self, version: str) -> dict[str, Any]:
+        """model.json without its per-epoch history, cached (a stored version never changes)."""
+        with self._summaries_lock:
+            cached = self._summaries.get(version)
+            if cached is not None:
+                self._summaries.move_to_end(version)
+                return cached
+        summary = {k: v for k, v in self.metadata(version).items() if k != "history"}
+        with self._summaries_lock:
+            self._summaries[version] = summary
+            while len(self._summaries) > SUMMARY_CACHE_SIZE:
+                self._summaries.popitem(last=False)
+        return summary
+
+    def activations(self) -> list[str]:
+        """Versions ever made current, oldest first, each once at its latest activation.
+
+        Lines that are not version ids (a torn last write, damage) are skipped.
+        """
+        try:
+            text = (self.root / ACTIVATIONS).read_bytes().decode("ascii", errors="replace")
+        except OSError:
+            return []
+        latest: dict[str, int] = {}
+        for number, line in enumerate(text.split("\n")):
+            if _VERSION_RE.fullmatch(line):
+                latest.pop(line, None)
+                latest[line] = number
+        return list(latest)
 
     def load(self, version: str) -> StoredModel:
         """Load and verify a version: checksum, array names, shapes, dtypes, finiteness."""
@@ -301,6 +339,32 @@ class ModelStore:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
+            fsync_dir(self.root)
+            self._log_activation(version)
+
+    def adopt_current(self) -> str | None:
+        """Start ACTIVATIONS from CURRENT in a store written before the log existed; returns
+        the version recorded, None when there was nothing to do."""
+        if (self.root / ACTIVATIONS).exists():
+            return None
+        version = self.current()
+        self.load(version)  # only a version that can be served counts as active before
+        with translate_os_errors(f"cannot record the activation in {self.root}"):
+            self._log_activation(version)
+        return version
+
+    def _log_activation(self, version: str) -> None:
+        """Append ``version`` to ACTIVATIONS and fsync; a torn previous line is closed first."""
+        path = self.root / ACTIVATIONS
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            os.write(fd, (("\n" if torn else "") + version + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if size == 0:
             fsync_dir(self.root)
 
     def clean(self) -> list[str]:

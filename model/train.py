@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 
 from model.data import CLASSES, Dataset
-from model.errors import HyperparameterError, TrainingCancelledError, TrainingDivergedError
+from model.errors import (
+    HyperparameterError,
+    TrainingCancelledError,
+    TrainingDivergedError,
+    TrainingNotImprovedError,
+)
 from model.network import (
     IntArray,
     Model,
@@ -44,8 +49,9 @@ class Interval:
         return above and below
 
     def __str__(self) -> str:
-        high = "inf" if self.high == math.inf else f"{self.high:g}"
-        return f"{'(' if self.low_open else '['}{self.low:g}, {high}{')' if self.high_open else ']'}"
+        high = "inf" if self.high == math.inf else repr(self.high)
+        opening, closing = "(["[not self.low_open], ")]"[not self.high_open]
+        return f"{opening}{self.low!r}, {high}{closing}"
 
 
 def spec(default: Any, allowed: Interval | None, description: str) -> Any:
@@ -79,9 +85,7 @@ class Hyperparameters:
     )
     epochs: int = spec(200, Interval(1, 10_000), "passes over the training data")
     batch_size: int = spec(16, Interval(1, 10_000), "rows per SGD step")
-    momentum: float = spec(
-        0.0, Interval(0, 1, high_open=True), "velocity decay (0: plain SGD)"
-    )
+    momentum: float = spec(0.0, Interval(0, 1, high_open=True), "velocity decay (0: plain SGD)")
     weight_decay: float = spec(
         0.005,
         Interval(0, math.inf, high_open=True),
@@ -213,7 +217,9 @@ def train(
     permutation every epoch. The standardisation is fitted on the training part only.
     ``on_epoch`` is called after every epoch; when ``should_stop`` returns True training
     raises :class:`TrainingCancelledError`. A NaN or infinite loss raises
-    :class:`TrainingDivergedError`. The same seed and data give bit-identical weights.
+    :class:`TrainingDivergedError`; a final training loss that is not below the loss of the
+    initial parameters raises :class:`TrainingNotImprovedError` (a diverging run must not
+    pass for a trained model). The same seed and data give bit-identical weights.
     """
     hp = hyperparameters or Hyperparameters()
     rng = np.random.default_rng(hp.seed)
@@ -230,6 +236,7 @@ def train(
     check_labels(y, n)
     Y = one_hot(y)
     params = init_params(hp.hidden_units, rng)
+    initial_loss = float(loss(forward(params, X), y))
     velocity = [np.zeros_like(p) for p in params.arrays().values()]
     history: list[EpochStats] = []
     best: tuple[float, Params, int] | None = None
@@ -268,7 +275,9 @@ def train(
         params = best[1]
     model = Model(params=params, standardizer=standardizer)
     best_epoch = best[2] if best is not None else history[-1].epoch
-    metrics = final_metrics(model, train_set, validation)
+    metrics = final_metrics(model, train_set, validation) | {"initial_train_loss": initial_loss}
+    if not metrics["train_loss"] < initial_loss:
+        raise TrainingNotImprovedError(initial_loss, metrics["train_loss"])
     return TrainResult(model, history, stopped_early, best_epoch, metrics)
 
 

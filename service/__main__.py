@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.deps import TOKEN_FILE, InsecureTokenFileError, check_token_file
 from service.server import BoundedHttpToolsProtocol
 
 
@@ -37,10 +38,19 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["migrate"]:  # iris-serve migrate [DATA_DIR]: files into PostgreSQL
+        from service.postgres.migrate import main as migrate
+
+        return migrate(sys.argv[2:])
     try:
         settings = Settings()
     except ValidationError as error:
         print(f"iris-serve: invalid settings: {error}", file=sys.stderr)
+        return 2
+    try:
+        check_token_file(settings.data_dir / TOKEN_FILE)
+    except InsecureTokenFileError as error:
+        print(f"iris-serve: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

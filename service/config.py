@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IRIS_", frozen=True, extra="ignore")
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="models, jobs database and token")
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL for model versions and jobs, shared by every replica "
+        "(postgresql://user:password@host:5432/iris); unset: the data directory",
+    )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: int = Field(1, ge=1, le=64, description="server processes")
@@ -31,6 +36,9 @@ class Settings(BaseSettings):
         False, description="one JSON line per request on stdout, with an X-Request-ID"
     )
     max_instances: int = Field(10_000, ge=1, description="rows per /predict or /gradients")
+    max_answer_values: int = Field(
+        2_000_000, ge=1000, description="numbers in one /gradients answer (422 beyond)"
+    )
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="request body size limit")
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="time a request body may take to arrive (408 after)"
@@ -48,6 +56,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="time a request head may take to arrive (then closed)"
     )
     max_train_rows: int = Field(100_000, ge=15, description="rows of a training dataset")
+    max_training_seconds: float = Field(
+        3600.0, gt=0, description="time a training job may run before it is failed"
+    )
     model_poll_seconds: float = Field(
         0.2, gt=0, le=5, description="how often each worker checks models/CURRENT"
     )

@@ -6,16 +6,17 @@ import contextlib
 import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Request
 
-from model.persistence import ModelStore
 from service.config import Settings
-from service.jobs import JobStore, Launcher
+from service.jobs import Launcher
 from service.problems import ProblemError
 from service.registry import Registry
+from service.stores import Backend, JobStoreLike, ModelStoreLike
 
 log = logging.getLogger("iris.auth")
 TOKEN_FILE = "api_token"
@@ -26,11 +27,18 @@ class State:
     """What the lifespan builds once per worker and every route reads."""
 
     settings: Settings
-    store: ModelStore
+    backend: Backend
     registry: Registry
-    jobs: JobStore
     launcher: Launcher
     token: bytes
+
+    @property
+    def store(self) -> ModelStoreLike:
+        return self.backend.models
+
+    @property
+    def jobs(self) -> JobStoreLike:
+        return self.backend.jobs
 
 
 def state(request: Request) -> State:
@@ -53,23 +61,46 @@ def require_token(request: Request) -> None:
         )
 
 
+class InsecureTokenFileError(RuntimeError):
+    """The token file can be read or written by group or others."""
+
+
+def check_token_file(path: Path) -> None:
+    """Refuse a token file that group or others may read or write (as ssh does for keys)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        raise InsecureTokenFileError(
+            f"{path} is accessible by group or others (mode {mode:04o}): "
+            f"run 'chmod 600 {path}' or delete it to have a new token generated"
+        )
+
+
 def resolve_token(settings: Settings) -> bytes:
-    """IRIS_API_TOKEN, else the token in DATA_DIR/api_token, generated (mode 0600) if absent."""
+    """IRIS_API_TOKEN, else the token in DATA_DIR/api_token, generated (mode 0600) if absent.
+
+    A generated token is logged once, by the process that created it.
+    """
     if settings.api_token is not None and settings.api_token.get_secret_value():
         log.info("API token taken from IRIS_API_TOKEN")
         return settings.api_token.get_secret_value().encode()
     path = settings.data_dir / TOKEN_FILE
-    if not path.exists():
-        create_token_file(path)
+    check_token_file(path)
+    created = not path.exists() and create_token_file(path)
     token = path.read_text(encoding="ascii").strip()
     if not token:
         raise RuntimeError(f"{path} is empty: delete it to have a new token generated")
-    log.warning("API token (from %s): %s", path, token)
+    if created:
+        log.warning("API token generated (kept in %s): %s", path, token)
+    else:
+        log.info("API token read from %s", path)
     return token.encode()
 
 
-def create_token_file(path: Path) -> None:
-    """Write a new token atomically; if another worker won the race, keep its token."""
+def create_token_file(path: Path) -> bool:
+    """Write a new token atomically; False if another worker won the race (its token stays)."""
     tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -80,7 +111,8 @@ def create_token_file(path: Path) -> None:
     try:
         os.link(tmp, path)  # fails if the file exists: first writer wins
     except FileExistsError:
-        pass
+        return False
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+    return True

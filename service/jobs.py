@@ -31,11 +31,15 @@ from typing import Any
 import numpy as np
 
 from model.data import Dataset
+from model.persistence import pid_alive
 
 # Read by OpenBLAS, MKL and OpenMP when NumPy loads in the training child.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 TERMINAL = ("succeeded", "failed", "cancelled")
 QUEUED_GRACE = 30.0  # seconds a queued job may wait for its process to start
+# Seconds past IRIS_MAX_TRAINING_SECONDS after which a child that did not stop is killed
+# (it is started at launch: its NumPy import and data loading count against the limit).
+KILL_GRACE_SECONDS = 30.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -107,26 +111,59 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
-class JobStore:
-    """The jobs table; every call opens its own short connection, so any thread may call."""
+class JobsBusyError(JobsUnavailableError):
+    """The jobs database stayed locked by another connection longer than a read may wait."""
 
-    def __init__(self, path: Path, heartbeat_timeout: float = 5.0) -> None:
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(error) or "busy" in str(error)
+
+
+class JobStore:
+    """The jobs table; every call opens its own short connection, so any thread may call.
+
+    Writes wait up to ``busy_seconds`` for the lock. Reads (``get``, ``recent``) are plain
+    read transactions, which in WAL mode no writer blocks; when the file is locked for
+    readers too (``locking_mode=EXCLUSIVE``, a recovery) they wait ``read_busy_seconds`` at
+    most and raise :class:`JobsBusyError`. Reaping is a separate write that is skipped, not
+    waited for, while the database is locked.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        heartbeat_timeout: float = 5.0,
+        busy_seconds: float = 15.0,
+        read_busy_seconds: float = 0.5,
+    ) -> None:
         self.path = path
         self.heartbeat_timeout = heartbeat_timeout
+        self.busy_seconds = busy_seconds
+        self.read_busy_seconds = read_busy_seconds
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
+    def connect(self, busy_seconds: float | None = None) -> Iterator[sqlite3.Connection]:
+        wait = self.busy_seconds if busy_seconds is None else busy_seconds
         try:
-            db = sqlite3.connect(self.path, timeout=15.0, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         except sqlite3.Error as error:
             raise JobsUnavailableError(
                 f"cannot open the jobs database {self.path}: {error}{self.diagnosis()}"
             ) from None
         try:
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA busy_timeout = 15000")
+            db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
             yield db
         except sqlite3.DatabaseError as error:  # OperationalError, or a damaged file
+            if is_busy(error):
+                raise JobsBusyError(
+                    f"the jobs database is busy (locked by another connection for more than "
+                    f"{wait:g} s): {error}; try again in a moment"
+                ) from None
             raise JobsUnavailableError(
                 f"the jobs database {self.path}: {error}{self.diagnosis()}"
             ) from None
@@ -146,13 +183,16 @@ class JobStore:
         return ""
 
     def initialize(self) -> None:
+        # Created private before SQLite opens it; SQLite gives -wal and -shm the same mode.
+        with contextlib.suppress(FileExistsError, OSError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         with self.connect() as db:
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(SCHEMA)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.connect() as db:
+    def transaction(self, busy_seconds: float | None = None) -> Iterator[sqlite3.Connection]:
+        with self.connect(busy_seconds) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -162,20 +202,62 @@ class JobStore:
             db.execute("COMMIT")
 
     def _reap(self, db: sqlite3.Connection, now: float) -> None:
-        """Fail running jobs whose process stopped sending heartbeats, and queued jobs whose
-        process never started (they get QUEUED_GRACE more: a child imports NumPy first)."""
-        db.execute(
-            "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
+        """Fail running jobs whose process stopped sending heartbeats and is gone, and queued
+        jobs whose process never started (they get QUEUED_GRACE more: a child imports NumPy
+        first). A running job whose child is alive on this host is kept: a heartbeat that
+        could not be written (a locked database) is not a dead child."""
+        stale = db.execute(
+            "SELECT job_id, status, pid FROM jobs "
             "WHERE (status = 'running' AND heartbeat_at < ?) "
             "OR (status = 'queued' AND heartbeat_at < ?)",
-            (
-                now,
-                "interrupted: the training process stopped sending heartbeats "
-                "(it or its server died)",
-                now - self.heartbeat_timeout,
-                now - self.heartbeat_timeout - QUEUED_GRACE,
-            ),
-        )
+            (now - self.heartbeat_timeout, now - self.heartbeat_timeout - QUEUED_GRACE),
+        ).fetchall()
+        for row in stale:
+            if row["status"] == "running" and self.child_alive(row["pid"]):
+                continue
+            db.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
+                "WHERE job_id = ? AND status = ?",
+                (
+                    now,
+                    "interrupted: the training process stopped sending heartbeats "
+                    "(it or its server died)",
+                    row["job_id"],
+                    row["status"],
+                ),
+            )
+
+    def child_alive(self, pid: int | None) -> bool:
+        """The training child ``pid`` of this database still runs (SQLite is one host)."""
+        if pid is None:
+            return False
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            return not Path("/proc/self").exists() and pid_alive(pid)
+        except OSError:
+            return pid_alive(pid)
+        # A pid reused by another process (a restarted container) does not count.
+        return b"service.worker" in command and os.fsencode(self.path) in command.split(b"\0")
+
+    def try_reap(self) -> None:
+        """Reap if the database is free right now; skipped, never waited for, when locked."""
+        with contextlib.suppress(JobsBusyError), self.connect(busy_seconds=0.0) as db:
+            now = time.time()
+            stale = db.execute(
+                "SELECT 1 FROM jobs WHERE (status = 'running' AND heartbeat_at < ?) "
+                "OR (status = 'queued' AND heartbeat_at < ?) LIMIT 1",
+                (now - self.heartbeat_timeout, now - self.heartbeat_timeout - QUEUED_GRACE),
+            ).fetchone()
+            if stale is None:
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._reap(db, now)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def reap(self) -> None:
         with self.transaction() as db:
@@ -210,16 +292,16 @@ class JobStore:
         return self.get(job_id)
 
     def get(self, job_id: str) -> dict[str, Any]:
-        with self.transaction() as db:
-            self._reap(db, time.time())
+        self.try_reap()
+        with self.connect(self.read_busy_seconds) as db:
             row = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no training job {job_id}")
         return job_view(row)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
-        with self.transaction() as db:
-            self._reap(db, time.time())
+        self.try_reap()
+        with self.connect(self.read_busy_seconds) as db:
             rows = db.execute(
                 "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)
             ).fetchall()
@@ -324,15 +406,20 @@ def job_view(row: sqlite3.Row) -> dict[str, Any]:
 # -- launching ------------------------------------------------------------------------------
 
 
-def encode_payload(job_id: str, spec: JobSpec, dataset: Dataset, models_dir: Path) -> bytes:
+def encode_payload(
+    job_id: str,
+    spec: JobSpec,
+    dataset: Dataset,
+    max_training_seconds: float | None = None,
+) -> bytes:
     """Everything the child needs, as one npz on its standard input."""
     header = {
+        "max_training_seconds": max_training_seconds,
         "job_id": job_id,
         "hyperparameters": spec.hyperparameters,
         "dataset": spec.dataset,
         "activate": spec.activate,
         "min_validation_accuracy": spec.min_validation_accuracy,
-        "models_dir": str(models_dir),
     }
     buffer = io.BytesIO()
     np.savez(
@@ -349,34 +436,40 @@ class Launcher:
 
     def __init__(
         self,
-        jobs: JobStore,
-        models_dir: Path,
+        jobs: Any,
+        store_args: list[str],
         heartbeat_seconds: float = 0.25,
         on_finish: Callable[[dict[str, Any]], None] | None = None,
         blas_threads: int = 1,
+        *,
+        max_training_seconds: float | None = None,
+        child_env: dict[str, str] | None = None,
     ) -> None:
         self.jobs = jobs
+        self.max_training_seconds = max_training_seconds
         self.blas_threads = blas_threads
         self.on_finish = on_finish
-        self.models_dir = models_dir
+        self.store_args = store_args  # how the child opens the same stores
+        self.child_env = dict(child_env or {})
         self.heartbeat_seconds = heartbeat_seconds
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.lock = threading.Lock()
 
     def launch(self, job_id: str, spec: JobSpec, dataset: Dataset) -> None:
-        payload = encode_payload(job_id, spec, dataset, self.models_dir)
+        payload = encode_payload(job_id, spec, dataset, self.max_training_seconds)
+        threads = dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.blas_threads))
         try:
             child = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "service.worker",
-                    str(self.jobs.path),
                     str(self.heartbeat_seconds),
                     str(self.jobs.heartbeat_timeout),
+                    *self.store_args,
                 ],
                 stdin=subprocess.PIPE,
-                env=os.environ | dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.blas_threads)),
+                env=os.environ | self.child_env | threads,
                 start_new_session=True,  # a Ctrl-C in the server's terminal is for the server
             )
         except OSError as error:
@@ -402,11 +495,16 @@ class Launcher:
             finally:
                 with contextlib.suppress(OSError):
                     child.stdin.close()
-            code = child.wait()
+            code, overran = self._wait(child)
         finally:
             with self.lock:
                 self.children.pop(job_id, None)
-        if code < 0:
+        if overran:
+            reason = (
+                f"ran {self.max_training_seconds:g} s (IRIS_MAX_TRAINING_SECONDS) plus "
+                f"{KILL_GRACE_SECONDS:g} s without stopping, and was killed"
+            )
+        elif code < 0:
             reason = f"killed by signal {signal.Signals(-code).name}"
         else:
             reason = f"exited with status {code}"
@@ -416,6 +514,20 @@ class Launcher:
             )
             if self.on_finish is not None:
                 self.on_finish(self.jobs.get(job_id))
+
+    def _wait(self, child: subprocess.Popen[bytes]) -> tuple[int, bool]:
+        """The child's exit status, and whether it was killed for overrunning the limit.
+
+        The child stops itself at the first epoch boundary past the limit; one that does
+        not (an epoch that takes minutes, a stopped process) is killed after the grace.
+        """
+        if self.max_training_seconds is None:
+            return child.wait(), False
+        try:
+            return child.wait(self.max_training_seconds + KILL_GRACE_SECONDS), False
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait(), True
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop every child of this worker; their jobs end failed as interrupted."""

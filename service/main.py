@@ -17,14 +17,16 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model.persistence import ModelStore
+from model.errors import ModelStoreError
 from service import dashboard, insights, metrics, problems, schemas, v2
 from service.access_log import AccessLog
 from service.config import Settings, get_settings
 from service.deps import State, resolve_token
-from service.jobs import JobError, JobStore, Launcher
+from service.jobs import JobError, Launcher
+from service.lifecycle import watch_parent
 from service.registry import Registry, ensure_default_model
 from service.routes import HOT_ROUTES, HotRoute, json_response, router, run_sized
+from service.stores import Backend, open_backend
 from service.tuning import tune_process
 
 log = logging.getLogger("iris.service")
@@ -263,24 +265,45 @@ async def _no_receive() -> Message:
 
 
 def build_state(settings: Settings) -> State:
-    """Everything a worker needs before it serves: token, default model, registry, jobs."""
+    """Everything a worker needs before it serves: token, stores, default model, registry.
+
+    With PostgreSQL down nothing here waits or fails: the worker starts not ready and
+    :func:`follow_current` keeps trying (a replica never crash-loops on its database).
+    """
     tune_process(settings.blas_threads)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets and jobs
+    problems.hide_paths(settings.data_dir)
     token = resolve_token(settings)
-    store = ModelStore(settings.models_dir)
-    ensure_default_model(store, settings.seed)
-    registry = Registry(store)
-    registry.refresh()
-    jobs = JobStore(settings.jobs_db, settings.job_heartbeat_timeout)
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    backend = open_backend(settings.data_dir, url, settings.job_heartbeat_timeout)
+    registry = Registry(backend.models)
+    prepare(backend, registry, settings.seed)
+    launcher = Launcher(
+        backend.jobs,
+        backend.child_args,
+        on_finish=record_job,
+        blas_threads=settings.blas_threads,
+        max_training_seconds=settings.max_training_seconds,
+        child_env=backend.child_env,
+    )
+    return State(settings, backend, registry, launcher, token)
+
+
+def prepare(backend: Backend, registry: Registry, seed: int) -> None:
+    """Schema, default model and the first load; what fails is logged and tried again later."""
     try:
-        jobs.initialize()
-        jobs.reap()
+        schema = backend.jobs.initialize()
+        backend.jobs.reap()
+        if backend.shared:
+            backend.schema_version = schema
+            log.info("database %s at schema version %s", backend.where, schema)
     except JobError as error:
         log.error("training is unavailable: %s", error)
-    launcher = Launcher(
-        jobs, settings.models_dir, on_finish=record_job, blas_threads=settings.blas_threads
-    )
-    return State(settings, store, registry, jobs, launcher, token)
+    try:
+        ensure_default_model(backend.models, seed)
+    except ModelStoreError as error:
+        log.error("no default model yet: %s", error)
+    registry.refresh()
 
 
 def record_job(job: dict[str, Any]) -> None:
@@ -291,13 +314,37 @@ def record_job(job: dict[str, Any]) -> None:
 
 
 async def follow_current(state: State) -> None:
-    """Swap in the version models/CURRENT names, checked every IRIS_MODEL_POLL_SECONDS."""
+    """Swap in the current version when it changes, and keep a not-ready worker trying.
+
+    Files: CURRENT is read every IRIS_MODEL_POLL_SECONDS, its few bytes on the event loop;
+    only a change takes the thread hop to load (a busy thread pool would otherwise delay
+    every check). PostgreSQL: a notification from the replica that activated a version
+    triggers the refresh at once (see the listener in the lifespan); the pointer is also
+    read every second as the fallback for notifications lost with a connection, and jobs
+    whose replica died are reaped.
+    """
+    backend, registry = state.backend, state.registry
+    interval = state.settings.model_poll_seconds
+    every = max(1, round(1.0 / interval)) if backend.shared else 1
+    tick = 0
     while True:
-        await asyncio.sleep(state.settings.model_poll_seconds)
+        await asyncio.sleep(interval)
+        tick += 1
         try:
-            await run_in_threadpool(state.registry.refresh)
+            if registry.active is None:
+                await run_in_threadpool(prepare, backend, registry, state.settings.seed)
+            elif tick % every == 0 and registry.needs_refresh():
+                await run_in_threadpool(registry.refresh)
+            if backend.shared and tick % every == 0:
+                await run_in_threadpool(reap_quietly, backend)
         except Exception:
-            log.exception("checking models/CURRENT failed")
+            log.exception("checking the current model version failed")
+
+
+def reap_quietly(backend: Backend) -> None:
+    """Fail jobs whose replica stopped sending heartbeats (the database may be down)."""
+    with contextlib.suppress(JobError):
+        backend.jobs.reap()
 
 
 def custom_openapi(app: FastAPI) -> dict[str, Any]:
@@ -353,6 +400,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         follower = asyncio.create_task(follow_current(state))
+        # The listener's thread loads a newly activated version itself (refresh is
+        # thread-safe), so the swap waits for neither the poll nor the event loop.
+        stop_listening = state.backend.listen(lambda version: state.registry.refresh())
+        parent_watch = watch_parent()
         log.info(
             "ready: serving %s from %s",
             state.registry.active.version if state.registry.active else None,
@@ -361,10 +412,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if parent_watch is not None:
+                parent_watch.set()
+            if stop_listening is not None:
+                stop_listening()
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
             await run_in_threadpool(state.launcher.shutdown)
+            state.backend.close()
 
     app = FastAPIOffline(
         title="Iris species service",

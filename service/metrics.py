@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from model.data import CLASSES
+from model.persistence import pid_alive
 
 REQUESTS = Counter(
     "iris_http_requests_total",
@@ -83,9 +85,24 @@ def set_active_model(version: str | None, previous: str | None) -> None:
         ACTIVE_MODEL.labels(version=version).set(1)
 
 
+def forget_dead_workers(directory: str) -> list[int]:
+    """Drop the live gauges of worker processes that are gone (a ``kill -9`` runs no exit
+    hook); returns their pids. Counters and histograms keep their files: totals stay."""
+    dead = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        number = path.stem.rsplit("_", 1)[1]
+        if number.isdigit() and not pid_alive(int(number)):
+            dead.add(int(number))
+    for pid in dead:
+        prometheus_multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text (merged across workers in multiprocess mode) and its media type."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        forget_dead_workers(directory)
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,12 +30,28 @@ from service.jobs import (
     JobConflictError,
     JobFinishedError,
     JobNotFoundError,
+    JobsBusyError,
     JobsUnavailableError,
 )
 from service.registry import NotReadyError
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("iris.errors")
+# Absolute spellings of the data directory, longest first: answers say DATA_DIR instead.
+_hidden_paths: list[str] = []
+
+
+def hide_paths(data_dir: Path) -> None:
+    """From now on answers name ``data_dir`` DATA_DIR (the log keeps the full paths)."""
+    forms = {str(data_dir.absolute()), str(data_dir.resolve()), *_hidden_paths}
+    _hidden_paths[:] = sorted((f for f in forms if f != "/"), key=len, reverse=True)
+
+
+def public(text: str) -> str:
+    """``text`` as an anonymous client may see it: the data directory's path replaced."""
+    for path in _hidden_paths:
+        text = text.replace(path, "DATA_DIR")
+    return text
 
 
 class ProblemError(Exception):
@@ -62,7 +79,7 @@ def problem(
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": detail,
+        "detail": public(detail),
         **({"instance": instance} if instance else {}),
         **extra,
     }
@@ -135,7 +152,11 @@ def problem_for(request: Request, error: Exception) -> Response:
             extra: dict[str, Any] = (
                 {"job_id": error.job_id} if isinstance(error, JobConflictError) else {}
             )
-            return problem(status, str(error), path, **extra)
+            retry = {"Retry-After": "1"} if isinstance(error, JobsBusyError) else None
+            logged = isinstance(error, NotReadyError)  # the registry logged it already
+            if status >= 500 and not logged and public(str(error)) != str(error):
+                log.warning("%s %s: %d: %s", request.method, path, status, error)
+            return problem(status, str(error), path, headers=retry, **extra)
     log.exception("unexpected error on %s %s", request.method, path, exc_info=error)
     return problem(500, "internal error; the server log has the details", path)
 

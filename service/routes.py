@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from contextvars import ContextVar
+from typing import Any, NamedTuple, TypeVar
 
+import anyio
+import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -29,7 +32,8 @@ from service.body import (
 )
 from service.deps import require_token, state
 from service.jobs import JobConflictError, JobSpec
-from service.problems import PROBLEM_JSON, ProblemError, problem_for
+from service.problems import PROBLEM_JSON, ProblemError, problem_for, public
+from service.registry import Registry
 
 router = APIRouter()
 # Bodies above this size are validated and computed in the thread pool, so a large
@@ -37,6 +41,8 @@ router = APIRouter()
 INLINE_BODY_BYTES = 16 * 1024
 NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
 BodyHandler = Callable[[Request, bytes], bytes]
+JOB_THREADS = 8
+T = TypeVar("T")
 
 
 class HotRoute(NamedTuple):
@@ -48,12 +54,50 @@ class HotRoute(NamedTuple):
 
 async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> bytes:
     """Run a body handler inline for a small plain body, in the thread pool otherwise (a
-    compressed body may inflate to many times its size)."""
+    compressed body may inflate to many times its size; a pinned version may need loading
+    from disk)."""
     if len(body) > INLINE_BODY_BYTES or any(
         name == b"content-encoding" for name, _ in request.scope["headers"]
     ):
         return await run_in_threadpool(handler, request, body)
-    return handler(request, body)
+    token = _inline.set(True)
+    try:
+        return handler(request, body)
+    except NotLoadedError:
+        pass
+    finally:
+        _inline.reset(token)
+    return await run_in_threadpool(handler, request, body)
+
+
+_inline: ContextVar[bool] = ContextVar("inline", default=False)
+
+
+class NotLoadedError(Exception):
+    """A handler running on the event loop needs a version loaded from disk."""
+
+
+def served_model(registry: Registry, version: str | None) -> StoredModel:
+    """The model to answer with; never loaded from disk on the event loop."""
+    stored = registry.cached(version)
+    if stored is None:
+        if _inline.get():
+            raise NotLoadedError
+        stored = registry.get(version)
+    return stored
+
+
+def jobs_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The threads for job-store calls: never the default pool that large /predict bodies
+    use, so a locked jobs database cannot delay a prediction."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "jobs_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.jobs_limiter = anyio.CapacityLimiter(JOB_THREADS)
+    return limiter
+
+
+async def in_jobs_thread(request: Request, call: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(call, *args, limiter=jobs_limiter(request))
 
 
 def json_response(
@@ -158,7 +202,7 @@ def predict_body(request: Request, body: bytes) -> bytes:
         check_lengths(document.tree, ("instances",), limit, "IRIS_MAX_INSTANCES")
         parsed = document.validate(schemas.PredictRequest)
         raw, version = measurements(parsed.instances), parsed.model_version
-    return predict_rows(st.registry.get(version), raw)
+    return predict_rows(served_model(st.registry, version), raw)
 
 
 @router.post(
@@ -188,8 +232,15 @@ def gradients_body(request: Request, raw_body: bytes) -> bytes:
         paths=("instances", "labels"),
         setting="IRIS_MAX_INSTANCES",
     )
-    stored = st.registry.get(body.model_version)
+    stored = served_model(st.registry, body.model_version)
     model = stored.model
+    check_answer_size(
+        len(body.instances),
+        model.params.hidden_units,
+        body.reduction,
+        set(body.include),
+        st.settings.max_answer_values,
+    )
     y = np.array(
         [CLASSES.index(label) if isinstance(label, str) else label for label in body.labels],
         dtype=np.int64,
@@ -219,6 +270,33 @@ def gradients_body(request: Request, raw_body: bytes) -> bytes:
             "measurements": raw_input_gradient(grads.dx, model.standardizer),
         }
     return orjson.dumps(answer, option=NUMPY_JSON)
+
+
+def answer_values(n: int, H: int, reduction: str, include: set[str]) -> int:
+    """How many numbers a /gradients answer holds, from its shapes alone."""
+    per_sample = reduction == "none"
+    count = (8 * H + 3) * (n if per_sample else 1)  # dW1, db1, dW2, db2 (per row for none)
+    count += n if per_sample else 1  # the loss
+    if "activations" in include:
+        count += n * (4 + H + H + 3 + 3)  # x, h_a, h_s, o_a, o_s
+    if "intermediates" in include:
+        count += n * (3 + H + H)  # do_a, dh_s, dh_a
+    if "input" in include:
+        count += n * (4 + 4)  # dx, and in centimetres
+    return count
+
+
+def check_answer_size(n: int, H: int, reduction: str, include: set[str], limit: int) -> None:
+    """Refuse, before any work, a /gradients answer of more than ``limit`` numbers."""
+    count = answer_values(n, H, reduction, include)
+    if count > limit:
+        raise ProblemError(
+            422,
+            f"the answer would hold {count} numbers ({n} instances, {H} hidden units, "
+            f"reduction {reduction!r}, include {sorted(include)}), more than the limit of "
+            f"{limit} (IRIS_MAX_ANSWER_VALUES): send fewer instances, use reduction 'mean' "
+            "or 'sum' instead of 'none', or include fewer parts",
+        )
 
 
 @router.post(
@@ -281,7 +359,7 @@ def start_job(request: Request, raw_body: bytes) -> dict[str, Any]:
     summary="Start a training job (token required)",
 )
 async def train(request: Request) -> Response:
-    job = await run_in_threadpool(start_job, request, await request.body())
+    job = await in_jobs_thread(request, start_job, request, await request.body())
     return json_response(job, 202, {"Location": f"/train/{job['job_id']}"})
 
 
@@ -291,9 +369,10 @@ async def train(request: Request) -> Response:
     responses=problems(422),
     summary="Recent training jobs, newest first",
 )
-def list_jobs(request: Request, limit: int | None = Query(None, ge=1, le=1000)) -> Response:
+async def list_jobs(request: Request, limit: int | None = Query(None, ge=1, le=1000)) -> Response:
     st = state(request)
-    return json_response({"jobs": st.jobs.recent(limit or st.settings.jobs_listed)})
+    jobs = await in_jobs_thread(request, st.jobs.recent, limit or st.settings.jobs_listed)
+    return json_response({"jobs": jobs})
 
 
 @router.get(
@@ -302,8 +381,9 @@ def list_jobs(request: Request, limit: int | None = Query(None, ge=1, le=1000)) 
     responses=problems(404, 422),
     summary="A training job: status, progress, metrics, resulting version",
 )
-def get_job(request: Request, job_id: str) -> Response:
-    return json_response(state(request).jobs.get(valid_job_id(job_id)))
+async def get_job(request: Request, job_id: str) -> Response:
+    job = await in_jobs_thread(request, state(request).jobs.get, valid_job_id(job_id))
+    return json_response(job)
 
 
 @router.post(
@@ -314,8 +394,11 @@ def get_job(request: Request, job_id: str) -> Response:
     responses=problems(401, 404, 409),
     summary="Cancel a queued or running job (token required); its record stays readable",
 )
-def cancel_job(request: Request, job_id: str) -> Response:
-    return json_response(state(request).jobs.request_cancel(valid_job_id(job_id)), 202)
+async def cancel_job(request: Request, job_id: str) -> Response:
+    jobs = state(request).jobs
+    return json_response(
+        await in_jobs_thread(request, jobs.request_cancel, valid_job_id(job_id)), 202
+    )
 
 
 @router.delete(
@@ -326,8 +409,8 @@ def cancel_job(request: Request, job_id: str) -> Response:
     responses={204: {"description": "the record is gone"}, **problems(401, 404, 409)},
     summary="Delete an ended job's record (token required; 409 while it runs)",
 )
-def delete_job(request: Request, job_id: str) -> Response:
-    state(request).jobs.delete(valid_job_id(job_id))
+async def delete_job(request: Request, job_id: str) -> Response:
+    await in_jobs_thread(request, state(request).jobs.delete, valid_job_id(job_id))
     return Response(status_code=204)
 
 
@@ -350,9 +433,9 @@ def current_or_none(request: Request) -> str | None:
 def summary(request: Request, version: str, current: str | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"version": version, "active": version == current}
     try:
-        meta = state(request).store.metadata(version)
+        meta = state(request).store.summary(version)  # cached, without the history
     except ModelStoreError as error:
-        return entry | {"error": str(error)}
+        return entry | {"error": public(str(error))}
     return entry | {
         "created_at": meta.get("created_at"),
         "hidden_units": meta.get("hidden_units"),
@@ -409,14 +492,19 @@ async def healthz() -> Response:
 
 @router.get("/readyz", responses=problems(503), summary="Readiness: a model is loaded")
 async def readyz(request: Request) -> Response:
-    registry = state(request).registry
+    st = state(request)
+    registry, backend = st.registry, st.backend
     if registry.active is None:
-        raise ProblemError(503, f"not ready: {registry.problem or 'no model is loaded yet'}")
+        raise ProblemError(
+            503, f"not ready: {public(registry.problem or 'no model is loaded yet')}"
+        )
     return json_response(
         {
             "status": "ready",
             "model_version": registry.active.version,
-            "problem": registry.problem,
+            "problem": public(registry.problem) if registry.problem else None,
+            "backend": backend.name,
+            "schema_version": backend.schema_version,
         }
     )
 

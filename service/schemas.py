@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import math
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    create_model,
+    model_validator,
+)
 
 from model.data import CLASSES, MAX_MEASUREMENT_CM
 from model.persistence import VERSION_PATTERN
+from model.train import RULES, Interval, hyperparameter_fields
 
 Measurement = Annotated[
     float,
@@ -39,7 +49,6 @@ ClassIndex = Annotated[
 Version = Annotated[
     str, Field(pattern=VERSION_PATTERN, examples=["20261128T004614.062920Z-7483c053"])
 ]
-JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 Reduction = Literal["mean", "sum", "none"]
 Include = Literal["activations", "intermediates", "input"]
 
@@ -139,37 +148,61 @@ class GradientsResponse(BaseModel):
     input_gradients: InputGradients | None = None
 
 
-class HyperparametersIn(BaseModel):
-    # The cross-field rule in JSON Schema too, so clients and fuzzers can know it.
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "if": {
-                "properties": {"early_stopping": {"const": True}},
-                "required": ["early_stopping"],
-            },
-            "then": {
-                "properties": {"validation_fraction": {"exclusiveMinimum": 0}},
-                "required": ["validation_fraction"],
-            },
-        },
-    )
-    hidden_units: Integer = Field(4, ge=1, le=1024)
-    learning_rate: Number = Field(0.1, gt=0, le=10, allow_inf_nan=False)
-    epochs: Integer = Field(200, ge=1, le=10_000)
-    batch_size: Integer = Field(16, ge=1, le=10_000)
-    momentum: Number = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
-    weight_decay: Number = Field(0.005, ge=0, allow_inf_nan=False)
-    validation_fraction: Number = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
-    seed: Integer = Field(0, ge=0, lt=2**63)
-    early_stopping: Boolean = False
-    patience: Integer = Field(10, ge=1, le=10_000)
+def hyperparameter_field(kind: type, default: Any, allowed: Interval | None, about: str) -> Any:
+    """The pydantic field of one hyperparameter, from its statement in the model core."""
+    bounds: dict[str, Any] = {}
+    if allowed is not None:
+        bounds["gt" if allowed.low_open else "ge"] = allowed.low
+        if allowed.high != math.inf:
+            bounds["lt" if allowed.high_open else "le"] = allowed.high
+    if kind is float:
+        bounds["allow_inf_nan"] = False
+    annotation = {int: Integer, float: Number, bool: Boolean}[kind]
+    return (annotation, Field(default, description=about, **bounds))
+
+
+def rule_schemas() -> dict[str, Any]:
+    """The cross-field rules as JSON Schema (if/then), so clients and fuzzers can know them."""
+    schemas = []
+    for rule in RULES:
+        allowed = rule.allowed
+        bound = {
+            "exclusiveMinimum" if allowed.low_open else "minimum": allowed.low,
+            "exclusiveMaximum" if allowed.high_open else "maximum": allowed.high,
+        }
+        schemas.append(
+            {
+                "if": {"properties": {rule.field: {"const": rule.value}}, "required": [rule.field]},
+                "then": {"properties": {rule.needs: bound}, "required": [rule.needs]},
+            }
+        )
+    return schemas[0] if len(schemas) == 1 else {"allOf": schemas}
+
+
+class HyperparametersBase(BaseModel):
+    """The rules across fields (model.train.RULES); the fields come from the model core."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=rule_schemas())
 
     @model_validator(mode="after")
-    def early_stopping_needs_validation(self) -> HyperparametersIn:
-        if self.early_stopping and self.validation_fraction == 0:
-            raise ValueError("early_stopping needs validation_fraction above 0")
+    def rules_hold(self) -> HyperparametersBase:
+        for rule in RULES:
+            if getattr(self, rule.field) == rule.value and getattr(self, rule.needs) not in (
+                rule.allowed
+            ):
+                raise ValueError(rule.message)
         return self
+
+
+if TYPE_CHECKING:
+    HyperparametersIn = HyperparametersBase
+else:
+    # Every field, default, bound and description is model.train.Hyperparameters's own.
+    HyperparametersIn = create_model(
+        "HyperparametersIn",
+        __base__=HyperparametersBase,
+        **{name: hyperparameter_field(*rest) for name, *rest in hyperparameter_fields()},
+    )
 
 
 class DatasetIn(Closed):
@@ -207,7 +240,7 @@ class TrainRequest(BaseModel):
     @model_validator(mode="after")
     def gate_needs_validation(self) -> TrainRequest:
         if self.min_validation_accuracy is not None and (
-            self.hyperparameters.validation_fraction == 0
+            self.hyperparameters.model_dump()["validation_fraction"] == 0
         ):
             raise ValueError(
                 "min_validation_accuracy needs hyperparameters.validation_fraction above 0"

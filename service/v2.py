@@ -97,7 +97,8 @@ def bad_request(message: str) -> ProtocolError:
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps({"error": message}), status, headers, "application/json")
+    body = {"error": problems.public(message)}  # no data directory paths to clients
+    return Response(orjson.dumps(body), status, headers, "application/json")
 
 
 def domain_status(error: Exception) -> int | None:

@@ -1,4 +1,7 @@
-"""The training child: ``python -m service.worker DB HEARTBEAT TIMEOUT`` with the job on stdin.
+"""The training child: ``python -m service.worker HEARTBEAT TIMEOUT STORES...``, job on stdin.
+
+``STORES`` says how to open the server's stores (``files JOBS_DB MODELS_DIR``, or
+``postgresql`` with ``IRIS_DATABASE_URL`` in the environment): service.stores.child_backend.
 
 It trains with model/, writes progress and heartbeats into the job row, stores the new
 version, activates it when asked, the quality gate passes and the job is still wanted, and
@@ -16,26 +19,55 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from model.data import Dataset
 from model.errors import IrisModelError, TrainingCancelledError
-from model.persistence import ModelStore
 from model.train import EpochStats, Hyperparameters, train
-from service.jobs import JobError, JobStore
+from service.jobs import JobError, JobsBusyError
+from service.stores import Backend, JobStoreLike, child_backend
 from service.tuning import keep_large_allocations
 
 PARENT_GONE_EXIT = 3
+# The child's writes wait this long for a locked jobs database, then retry (heartbeats skip a
+# beat instead), so the parent check in the heartbeat loop stays timely.
+BUSY_SECONDS = 2.0
+# How long the outcome of a finished training (and the check before activating) is retried
+# while the jobs database stays locked.
+DB_RETRY_SECONDS = 60.0
+T = TypeVar("T")
+
+
+class TimeLimitError(Exception):
+    """Training ran past IRIS_MAX_TRAINING_SECONDS (checked at every epoch boundary)."""
+
+    def __init__(self, epoch: int, elapsed: float, limit: float) -> None:
+        super().__init__(
+            f"training stopped after epoch {epoch}: it ran {elapsed:.1f} s, past the limit of "
+            f"{limit:g} s (IRIS_MAX_TRAINING_SECONDS); use fewer epochs or rows, or raise it"
+        )
+
+
+def retrying(call: Callable[[], T], seconds: float = DB_RETRY_SECONDS) -> T:
+    """``call()``, again while the jobs database is busy, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except JobsBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
 
 
 class Heartbeat(threading.Thread):
     """Writes liveness and the latest progress every ``interval`` seconds; watches the parent."""
 
-    def __init__(self, jobs: JobStore, job_id: str, interval: float, parent: int) -> None:
+    def __init__(self, jobs: JobStoreLike, job_id: str, interval: float, parent: int) -> None:
         super().__init__(daemon=True, name="heartbeat")
         self.jobs = jobs
         self.job_id = job_id
@@ -58,41 +90,50 @@ class Heartbeat(threading.Thread):
             try:
                 active, cancel = self.jobs.heartbeat(self.job_id, self.progress)
             except JobError:
-                continue  # a busy database: the next beat tries again
+                continue  # a busy database: training goes on, the next beat tries again
             if cancel or not active:
                 self.cancel.set()
 
 
-def still_wanted(jobs: JobStore, job_id: str) -> bool:
+def finish(jobs: JobStoreLike, job_id: str, status: str, **fields: Any) -> bool:
+    """End the job row, retried while the database is locked (the training is not lost)."""
+    return retrying(lambda: jobs.finish(job_id, status, **fields))
+
+
+def still_wanted(jobs: JobStoreLike, job_id: str) -> bool:
     """The job is still running and nobody asked to cancel it."""
-    active, cancel = jobs.heartbeat(job_id, None)
+    active, cancel = retrying(lambda: jobs.heartbeat(job_id, None))
     return active and not cancel
 
 
-def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: int) -> int:
+def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         header = json.loads(npz["header"].tobytes())
         dataset = Dataset(raw=npz["raw"], y=npz["y"])
     job_id = header["job_id"]
-    jobs = JobStore(db_path, heartbeat_timeout=timeout)
-    if not jobs.start(job_id, os.getpid()):  # cancelled while queued, or given up on
-        jobs.finish(job_id, "cancelled", error="cancelled before training started")
+    jobs, store = backend.jobs, backend.models
+    if not retrying(lambda: jobs.start(job_id, os.getpid())):  # cancelled, or given up on
+        finish(jobs, job_id, "cancelled", error="cancelled before training started")
         return 0
     beat = Heartbeat(jobs, job_id, interval, parent)
     beat.start()
 
-    def on_epoch(stats: EpochStats) -> None:
-        beat.progress = asdict(stats)
-
     hp = Hyperparameters(**header["hyperparameters"])
     started = time.perf_counter()
+    limit = header.get("max_training_seconds")
+
+    def on_epoch(stats: EpochStats) -> None:
+        beat.progress = asdict(stats)
+        elapsed = time.perf_counter() - started
+        if limit is not None and elapsed > limit and stats.epoch < stats.epochs:
+            raise TimeLimitError(stats.epoch, elapsed, limit)
+
     try:
         result = train(dataset, hp, on_epoch=on_epoch, should_stop=beat.cancel.is_set)
         seconds = time.perf_counter() - started
         gate = header["min_validation_accuracy"]
         accuracy = result.metrics.get("validation_accuracy")
         passed = gate is None or (accuracy is not None and accuracy >= gate)
-        store = ModelStore(header["models_dir"])
         info = result.record(hp) | {
             "data": header["dataset"],
             "training_seconds": seconds,
@@ -113,7 +154,8 @@ def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: 
                 "stored, not activated"
             )
         beat.done.set()
-        jobs.finish(
+        finish(
+            jobs,
             job_id,
             "succeeded",
             model_version=version,
@@ -122,24 +164,30 @@ def run(payload: bytes, db_path: Path, interval: float, timeout: float, parent: 
             epoch=result.history[-1].epoch,
             progress=json.dumps(asdict(result.history[-1])),
         )
+    except TimeLimitError as error:
+        beat.done.set()
+        finish(jobs, job_id, "failed", error=str(error))
     except TrainingCancelledError as error:
         beat.done.set()
-        jobs.finish(job_id, "cancelled", error=str(error))
+        finish(jobs, job_id, "cancelled", error=str(error))
     except IrisModelError as error:
         beat.done.set()
-        jobs.finish(job_id, "failed", error=str(error))
+        finish(jobs, job_id, "failed", error=str(error))
     except Exception as error:
         beat.done.set()
         traceback.print_exc()
-        jobs.finish(job_id, "failed", error=f"internal error: {type(error).__name__}: {error}")
+        finish(jobs, job_id, "failed", error=f"internal error: {type(error).__name__}: {error}")
         return 1
     return 0
 
 
 def main() -> int:
-    db_path, interval, timeout = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    interval, timeout = float(sys.argv[1]), float(sys.argv[2])
     keep_large_allocations()  # the BLAS threads come from the environment the server set
-    return run(sys.stdin.buffer.read(), db_path, interval, timeout, os.getppid())
+    parent = os.getppid()
+    payload = sys.stdin.buffer.read()
+    with child_backend(sys.argv[3:], timeout, busy_seconds=BUSY_SECONDS) as backend:
+        return run(payload, backend, interval, parent)
 
 
 if __name__ == "__main__":

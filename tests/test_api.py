@@ -122,7 +122,7 @@ def test_restart_serves_the_stored_model_without_retraining(tmp_path: Path) -> N
     assert len(ModelStore(tmp_path / "models").versions()) == 1
 
 
-def test_corrupt_current_version_falls_back_to_newest_valid(tmp_path: Path) -> None:
+def test_corrupt_current_version_falls_back_to_the_version_active_before(tmp_path: Path) -> None:
     with make_client(tmp_path) as client:
         good = client.get("/readyz").json()["model_version"]
     store = ModelStore(tmp_path / "models")
@@ -141,7 +141,7 @@ def test_corrupt_current_version_falls_back_to_newest_valid(tmp_path: Path) -> N
     assert store.current() == bad  # the service reports, it does not rewrite CURRENT
 
 
-def test_missing_current_serves_newest_valid_version(tmp_path: Path) -> None:
+def test_missing_current_serves_the_version_active_before(tmp_path: Path) -> None:
     with make_client(tmp_path) as client:
         version = client.get("/readyz").json()["model_version"]
     (tmp_path / "models" / "CURRENT").unlink()
@@ -156,8 +156,22 @@ def test_readyz_is_503_when_no_version_can_be_served(tmp_path: Path) -> None:
         version = client.get("/readyz").json()["model_version"]
     (tmp_path / "models" / version / "weights.npz").write_bytes(b"not an npz")
     with make_client(tmp_path) as client:
-        assert_problem(client.get("/readyz"), 503, "no valid stored version")
+        assert_problem(client.get("/readyz"), 503, "no version that was active before")
         assert_problem(client.post("/predict", json={"instances": [ROW]}), 503)
+
+
+def test_a_version_never_activated_is_not_served_when_current_breaks(tmp_path: Path) -> None:
+    # A is active; B was stored but never activated (say, it failed its quality gate).
+    with make_client(tmp_path) as client:
+        a = client.get("/readyz").json()["model_version"]
+    store = ModelStore(tmp_path / "models")
+    b = store.save(store.load(a).model, {"metrics": {"validation_accuracy": 0.33}})
+    weights = tmp_path / "models" / a / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with make_client(tmp_path) as client:
+        body = assert_problem(client.get("/readyz"), 503, "no version that was active before")
+        assert b not in body["detail"]
+        assert_problem(client.post("/predict", json={"instances": [VIRGINICA]}), 503)
 
 
 # -- predict ------------------------------------------------------------------------------

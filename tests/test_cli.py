@@ -225,3 +225,13 @@ def test_corrupt_model_gives_a_one_line_error(trained_run: Any, tmp_path: Path) 
     weights.write_bytes(bytes(data))
     line = assert_one_line_error(run(cwd, "evaluate"))
     assert version in line
+
+
+def test_a_training_run_that_does_not_improve_gives_a_one_line_error_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    args = ["--epochs", "50", "--learning-rate", "10", "--momentum", "0.9999", "--quiet"]
+    line = assert_one_line_error(run(tmp_path, "train", *args))
+    assert "did not improve" in line
+    assert "initial loss" in line
+    assert not (tmp_path / "data" / "models").exists()

@@ -536,7 +536,11 @@ def test_bad_current_at_start_is_never_served_and_the_log_names_the_problem(
 ) -> None:
     data_dir = tmp_path / "data"
     store = ModelStore(data_dir / "models")
-    older, newest_valid, corrupt = (store.save(trained.model) for _ in range(3))
+    # Only a version that was active before may stand in for CURRENT: ``last_active`` (the
+    # latest activation before the bad one), never the newer ``unactivated`` one.
+    older, last_active = (store.save(trained.model, activate=True) for _ in range(2))
+    corrupt = store.save(trained.model, activate=fault == "corrupt")
+    unactivated = store.save(trained.model)
     weights = store.path(corrupt) / "weights.npz"
     damaged = bytearray(weights.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
@@ -549,12 +553,12 @@ def test_bad_current_at_start_is_never_served_and_the_log_names_the_problem(
     with server.client() as client:
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["model_version"] == newest_valid
+        assert ready.json()["model_version"] == last_active
         problem = ready.json()["problem"] or ""
         assert named in problem, problem
-        assert newest_valid in problem, problem
+        assert last_active in problem, problem
         for _ in range(5):
-            assert served_version(client) == newest_valid
+            assert served_version(client) == last_active
     time.sleep(1.0)  # five checks of CURRENT by the follower: the log must not repeat itself
 
     reason = "does not match its recorded sha256" if fault == "corrupt" else "not a stored version"
@@ -564,9 +568,10 @@ def test_bad_current_at_start_is_never_served_and_the_log_names_the_problem(
     assert len(logged) == 1, logged
     assert named in logged[0], logged[0]
     assert reason in logged[0], logged[0]
-    assert f"serving the newest valid version {newest_valid}" in logged[0], logged[0]
+    assert f"serving {last_active}, the version active before it" in logged[0], logged[0]
     assert snapshot(store.root) == before
     assert older in store.versions()
+    assert unactivated not in server.log()
 
 
 # -- 5. a read-only data directory ---------------------------------------------------------------

@@ -483,3 +483,44 @@ def test_concurrent_saves_never_leave_a_half_written_version(tmp_path: Path) -> 
     assert store.load_current().version in written
     assert not [p.name for p in store.root.iterdir() if p.name.startswith(".tmp-")]
     assert store.clean() == []
+
+
+# -- the activation log ---------------------------------------------------------------------
+
+
+def test_activations_list_each_version_once_at_its_latest_activation(store: ModelStore) -> None:
+    a, b = store.save(random_model(seed=1), activate=True), store.save(random_model(seed=2))
+    assert store.activations() == [a]
+    store.activate(b)
+    store.activate(a)
+    assert store.activations() == [b, a]
+    assert (store.root / "ACTIVATIONS").read_text() == f"{a}\n{b}\n{a}\n"
+
+
+def test_activations_ignore_a_torn_last_line_and_damaged_lines(store: ModelStore) -> None:
+    a = store.save(random_model(seed=1), activate=True)
+    b = store.save(random_model(seed=2))
+    with open(store.root / "ACTIVATIONS", "a") as log:
+        log.write("not a version\n" + b[:10])  # a damaged line, then a write torn mid-id
+    assert store.activations() == [a]
+    store.activate(b)  # the torn line is closed, so this one reads back whole
+    assert store.activations() == [a, b]
+
+
+def test_summary_is_the_metadata_without_history(store: ModelStore) -> None:
+    version = store.save(random_model(seed=1), {"history": [{"epoch": 1}], "metrics": {"x": 1}})
+    summary = store.summary(version)
+    assert "history" not in summary
+    assert summary["metrics"] == {"x": 1}
+    assert summary == {k: v for k, v in store.metadata(version).items() if k != "history"}
+
+
+def test_a_store_from_before_the_activation_log_adopts_its_current_version(
+    store: ModelStore,
+) -> None:
+    a = store.save(random_model(seed=1), activate=True)
+    (store.root / "ACTIVATIONS").unlink()  # as written by an older release
+    assert store.activations() == []
+    assert store.adopt_current() == a
+    assert store.activations() == [a]
+    assert store.adopt_current() is None  # once only

@@ -64,8 +64,29 @@ def test_slow_load_of_an_older_current_never_overwrites_a_newer_one(
 def test_registry_without_any_version_is_not_ready(tmp_path: Path) -> None:
     registry = Registry(ModelStore(tmp_path))
     registry.refresh()
-    with pytest.raises(NotReadyError, match="no valid stored version"):
+    with pytest.raises(NotReadyError, match="no version that was active before can be served"):
         registry.get()
+
+
+def test_fallback_serves_the_latest_earlier_activation_never_an_unactivated_version(
+    tmp_path: Path, trained_model: object
+) -> None:
+    store = ModelStore(tmp_path)
+    a = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    b = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    store.activate(a)  # rolled back: a is the latest activation before c
+    c = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    store.save(trained_model, {})  # type: ignore[arg-type]  # newer, never activated
+    (tmp_path / c / "weights.npz").write_bytes(b"truncated")
+    registry = Registry(store)
+    registry.refresh()
+    assert registry.get().version == a
+    assert registry.problem is not None
+    assert f"serving {a}" in registry.problem
+    (tmp_path / a / "weights.npz").write_bytes(b"truncated")
+    registry = Registry(store)
+    registry.refresh()
+    assert registry.get().version == b
 
 
 def test_pinned_versions_are_served_from_a_bounded_cache(
@@ -116,3 +137,84 @@ def test_a_job_cancelled_while_queued_never_starts(tmp_path: Path) -> None:
     assert jobs.get(job["job_id"])["status"] == "queued"
     assert jobs.finish(job["job_id"], "cancelled") is True
     assert jobs.get(job["job_id"])["status"] == "cancelled"
+
+
+def test_the_pinned_cache_holds_dozens_of_versions(tmp_path: Path, trained_model: object) -> None:
+    store = CountingStore(tmp_path)
+    versions = [store.save(trained_model, {}, activate=True) for _ in range(12)]  # type: ignore[arg-type]
+    registry = Registry(store)
+    registry.refresh()
+    store.loads.clear()
+    for _ in range(3):
+        for version in versions[:-1]:  # the last one is the active model
+            assert registry.get(version).version == version
+    assert len(store.loads) == 11, store.loads  # each loaded once, then served from memory
+
+
+def test_cached_never_touches_the_disk(tmp_path: Path, trained_model: object) -> None:
+    store = CountingStore(tmp_path)
+    old = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    registry = Registry(store)
+    registry.refresh()
+    store.loads.clear()
+    assert registry.cached(old) is None
+    assert store.loads == []
+    registry.get(old)
+    assert registry.cached(old) is not None
+
+
+class CountingStore(ModelStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.loads: list[str] = []
+
+    def load(self, version: str) -> StoredModel:
+        self.loads.append(version)
+        return super().load(version)
+
+
+def test_the_poller_check_is_a_read_of_current_and_true_only_on_a_change(
+    tmp_path: Path, trained_model: object
+) -> None:
+    store = CountingStore(tmp_path)
+    first = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    second = store.save(trained_model, {})  # type: ignore[arg-type]
+    registry = Registry(store)
+    registry.refresh()
+    store.loads.clear()
+    assert not registry.needs_refresh()
+    store.activate(first)  # rewritten with the same content: nothing to do
+    assert not registry.needs_refresh()
+    store.activate(second)
+    store.loads.clear()
+    assert registry.needs_refresh()
+    assert store.loads == []  # the check itself never loads
+    assert registry.refresh()
+    assert registry.get().version == second
+    assert not registry.needs_refresh()
+
+
+def test_a_store_without_files_is_always_asked_in_full(
+    tmp_path: Path, trained_model: object
+) -> None:
+    class NoFiles:
+        """A store like the database-backed one: no root directory, no CURRENT file."""
+
+        def __init__(self, inner: ModelStore) -> None:
+            self.inner = inner
+
+        def current(self) -> str:
+            return self.inner.current()
+
+        def load(self, version: str) -> StoredModel:
+            return self.inner.load(version)
+
+    store = ModelStore(tmp_path)
+    store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    registry = Registry(NoFiles(store))  # type: ignore[arg-type]
+    registry.refresh()
+    assert registry.needs_refresh()
+    second = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    assert registry.refresh()
+    assert registry.get().version == second

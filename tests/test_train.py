@@ -14,6 +14,8 @@ from model.errors import (
     HyperparameterError,
     TrainingCancelledError,
     TrainingDivergedError,
+    TrainingError,
+    TrainingNotImprovedError,
 )
 from model.network import Params, one_hot, predict_proba
 from model.train import EpochStats, Hyperparameters, sgd_step, stratified_split, train
@@ -261,7 +263,12 @@ def test_history_has_one_entry_per_epoch(iris: Dataset) -> None:
     assert all(math.isfinite(s.train_loss) and 0 <= s.train_accuracy <= 1 for s in result.history)
     assert not result.stopped_early
     assert result.best_epoch == 7
-    assert set(result.metrics) == {"train_loss", "train_accuracy", "train_rows"}
+    assert set(result.metrics) == {
+        "train_loss",
+        "train_accuracy",
+        "train_rows",
+        "initial_train_loss",
+    }
     assert result.metrics["train_rows"] == 150
 
 
@@ -454,3 +461,19 @@ def test_hyperparameters_are_frozen_and_serialisable() -> None:
     assert replace(hp, seed=5).seed == 5
     with pytest.raises(AttributeError):
         hp.seed = 3  # type: ignore[misc]
+
+
+def test_a_run_whose_loss_ends_above_where_it_started_fails_not_improved(iris: Dataset) -> None:
+    # Learning rate 10 with momentum 0.9999 overshoots and never comes back, while every
+    # loss stays finite (so it is not TrainingDivergedError).
+    with pytest.raises(TrainingNotImprovedError, match="not below the initial loss") as caught:
+        train(iris, Hyperparameters(learning_rate=10, momentum=0.9999, epochs=50))
+    assert caught.value.final_loss >= caught.value.initial_loss
+    assert isinstance(caught.value, TrainingError)
+
+
+def test_metrics_record_the_initial_loss_above_the_final_one(iris: Dataset) -> None:
+    result = train(iris, Hyperparameters(epochs=20))
+    initial = result.metrics["initial_train_loss"]
+    assert initial > result.metrics["train_loss"]
+    assert initial == pytest.approx(math.log(3), abs=0.3)  # small random weights: near uniform

@@ -189,7 +189,7 @@ def test_not_ready_is_503_and_a_corrupt_version_409(tmp_path: Path, trained: Tra
         assert client.get("/v2").status_code == 200
         assert client.get("/v2/models/iris").status_code == 200  # the signature is static
         assert_error(client.get("/v2/health/ready"), 503, "not ready")
-        assert_error(client.get("/v2/models/iris/ready"), 503, "no valid stored version")
+        assert_error(client.get("/v2/models/iris/ready"), 503, "no version that was active before")
         assert_error(post(client, request()), 503)
         pinned = f"/v2/models/iris/versions/{version}"
         assert_error(client.get(f"{pinned}/ready"), 409, "sha256")

@@ -165,11 +165,18 @@ def _copy_current(files: ModelStore, store: PostgresModelStore, report: Migratio
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.postgres.migrate",
+        prog="iris-serve migrate",
         description="Copy DATA_DIR's model versions and CURRENT into the database named by "
         "IRIS_DATABASE_URL (idempotent; every checksum verified).",
     )
-    parser.add_argument("data_dir", metavar="DATA_DIR", type=Path)
+    parser.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        type=Path,
+        nargs="?",
+        default=Path(os.environ.get("IRIS_DATA_DIR", "data")),
+        help="the data directory to copy (default: IRIS_DATA_DIR, else ./data)",
+    )
     args = parser.parse_args(argv)
     url = os.environ.get("IRIS_DATABASE_URL", "").strip()
     if not url:

@@ -1,0 +1,99 @@
+"""A typed client of the Iris service's HTTP API, and the ``iris`` command line.
+
+```python
+from client import IrisClient
+
+with IrisClient("http://127.0.0.1:8000", token="...") as iris:
+    predictions = iris.predict("flowers.csv")      # split by the server's limits, in order
+    job = iris.train({"epochs": 300, "validation_fraction": 0.2}, min_validation_accuracy=0.9)
+    ended = job.wait(progress=lambda j: print(j.progress.epoch))
+```
+
+Speaks HTTP only: it imports nothing of the service or the model core. Names are loaded on
+first use, so ``iris --help`` does not pay for httpx.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from client._core import RetryPolicy
+    from client.aio import AsyncIrisClient, AsyncJobHandle
+    from client.errors import (
+        AuthenticationError,
+        BadRequestError,
+        ConflictError,
+        ConnectionFailedError,
+        FieldError,
+        InputError,
+        IrisError,
+        LimitsWarning,
+        NotFoundError,
+        ProblemError,
+        ProtocolError,
+        ServerError,
+        UnavailableError,
+        ValidationError,
+        WaitTimeoutError,
+    )
+    from client.sync import IrisClient, JobHandle
+    from client.types import (
+        Activation,
+        Gradients,
+        Health,
+        Hyperparameters,
+        Job,
+        Limits,
+        ModelList,
+        ModelSummary,
+        Prediction,
+        Predictions,
+        Progress,
+    )
+
+__all__ = [
+    "Activation",
+    "AsyncIrisClient",
+    "AsyncJobHandle",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "ConnectionFailedError",
+    "FieldError",
+    "Gradients",
+    "Health",
+    "Hyperparameters",
+    "InputError",
+    "IrisClient",
+    "IrisError",
+    "Job",
+    "JobHandle",
+    "Limits",
+    "LimitsWarning",
+    "ModelList",
+    "ModelSummary",
+    "NotFoundError",
+    "Prediction",
+    "Predictions",
+    "ProblemError",
+    "Progress",
+    "ProtocolError",
+    "RetryPolicy",
+    "ServerError",
+    "UnavailableError",
+    "ValidationError",
+    "WaitTimeoutError",
+]
+_MODULES = ("client.sync", "client.aio", "client.errors", "client.types", "client._core")
+
+
+def __getattr__(name: str) -> Any:
+    """Import on first use: ``import client`` alone loads neither httpx nor NumPy."""
+    if name in __all__:
+        for module in _MODULES:
+            found = importlib.import_module(module)
+            if hasattr(found, name):
+                return getattr(found, name)
+    raise AttributeError(f"module 'client' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""``python -m client``: the ``iris`` command line."""
+
+from client.cli import main
+
+main()

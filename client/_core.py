@@ -1,0 +1,364 @@
+"""What the blocking and the asyncio client share: requests, retries, answers, input rows.
+
+No I/O happens here: each client sends a :class:`Call` its own way and hands the answer back
+to :func:`check`, so the two stay the same client with two ways of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import math
+import os
+import random
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Union
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from client.csvio import read_table
+from client.errors import (
+    ConnectionFailedError,
+    InputError,
+    ProblemError,
+    ProtocolError,
+    field_errors,
+    problem_class,
+)
+from client.types import FEATURES, Health, Hyperparameters, Job
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+from client.settings import MAX_POLL_SECONDS, MIN_POLL_SECONDS, __version__
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+# Room for {"model_version": "...", } around the instances when a chunk's size is planned.
+BODY_MARGIN = 512
+
+Rows = Union[
+    Sequence[Mapping[str, float]],
+    Sequence[Sequence[float]],
+    "NDArray[np.floating[Any]]",
+    str,
+    "os.PathLike[str]",
+]
+ProgressCallback = Callable[[int, int], object]
+
+
+def base_url(url: str) -> str:
+    """``url`` checked to be http(s) with a host, without a trailing slash."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"the server URL {url!r} is not an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+# -- requests and retries ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API request. ``idempotent`` calls are retried; ``expected`` statuses are returned."""
+
+    method: str
+    path: str
+    body: bytes | None = None
+    params: Mapping[str, str | int] | None = None
+    auth: bool = False
+    idempotent: bool = True
+    expected: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter; ``attempts`` counts the first try."""
+
+    attempts: int = 4
+    base: float = 0.25
+    cap: float = 4.0
+    max_retry_after: float = 30.0
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return random.uniform(0, min(self.cap, self.base * 2**retry))
+
+
+def retryable(error: httpx.TransportError, idempotent: bool) -> bool:
+    """May a request that failed with ``error`` be sent again?
+
+    A refused or timed-out connection never carried the request, so any call may retry it.
+    Once a request may have reached the server (a connection broken mid-answer), only an
+    idempotent call is sent again: a ``POST /train`` never twice.
+    """
+    if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return True
+    return idempotent and isinstance(error, (httpx.NetworkError, httpx.RemoteProtocolError))
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def connection_error(error: httpx.TransportError, url: str) -> ConnectionFailedError:
+    """A one-line account of a transport failure, naming the server."""
+    if isinstance(error, httpx.ConnectTimeout):
+        what = f"cannot reach {url}: the connection timed out"
+    elif isinstance(error, httpx.ConnectError):
+        reason = str(error).split("] ")[-1] or "connection failed"
+        what = f"cannot reach {url}: {reason}"
+    elif isinstance(error, httpx.TimeoutException):
+        what = f"{url} did not answer in time ({type(error).__name__})"
+    else:
+        reason = str(error) or type(error).__name__
+        what = f"the connection to {url} broke before an answer: {reason}"
+    return ConnectionFailedError(what)
+
+
+def problem_from(response: httpx.Response) -> ProblemError:
+    """The exception for a 4xx/5xx answer, from its problem document where it has one."""
+    status = response.status_code
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body: Any = None
+    with contextlib.suppress(ValueError):
+        body = response.json()
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        job_id = body.get("job_id")
+        return problem_class(status)(
+            status,
+            str(body.get("title") or title),
+            body["detail"],
+            errors=field_errors(body.get("errors")),
+            job_id=job_id if isinstance(job_id, str) else None,
+            instance=body.get("instance") if isinstance(body.get("instance"), str) else None,
+            retry_after=retry_after(response),
+        )
+    text = " ".join(response.text.split())[:200] or "no detail given"
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        text = body["error"]
+    return problem_class(status)(status, title, f"{response.request.url.path}: {text}")
+
+
+def check(response: httpx.Response, call: Call) -> httpx.Response:
+    if response.status_code >= 400 and response.status_code not in call.expected:
+        raise problem_from(response)
+    return response
+
+
+def json_of(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(
+            f"{response.request.method} {response.request.url}: the answer is not JSON "
+            f"(HTTP {response.status_code}, {response.headers.get('content-type', 'no type')}); "
+            "is this an Iris service?"
+        ) from None
+
+
+def headers(token: str | None) -> dict[str, str]:
+    found = {"User-Agent": f"iris-client/{__version__}", "Accept": "application/json"}
+    return found | ({"Authorization": f"Bearer {token}"} if token else {})
+
+
+# -- input rows ----------------------------------------------------------------------------
+
+
+def instances(rows: Rows) -> list[dict[str, float]]:
+    """Measurement mappings, an (n, 4) NumPy array or a CSV path, as ``/predict`` rows."""
+    if isinstance(rows, (str, os.PathLike)):
+        return read_table(rows).rows
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(rows, numpy.ndarray):
+        if rows.ndim != 2 or rows.shape[1] != len(FEATURES):
+            raise InputError(
+                f"an array of measurements must have shape (n, 4), not {tuple(rows.shape)}"
+            )
+        return [
+            {"sepal_length": a, "sepal_width": b, "petal_length": c, "petal_width": d}
+            for a, b, c, d in rows.tolist()
+        ]
+    found = []
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping):
+            found.append(dict(row))
+        elif isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 4:
+            found.append(dict(zip(FEATURES, row, strict=True)))
+        else:
+            raise InputError(
+                f"row {i}: {row!r:.60}; expected a mapping of the four measurements, "
+                "or four numbers in the order " + ", ".join(FEATURES)
+            )
+    if not found:
+        raise InputError("no rows to send")
+    return found
+
+
+def samples(data: Sequence[Mapping[str, float | str]] | str | os.PathLike[str]) -> list[Any]:
+    if isinstance(data, (str, os.PathLike)):
+        return list(read_table(data, need_species=True).samples())
+    return [dict(row) for row in data]
+
+
+def predict_body(rows: Sequence[Mapping[str, float]], version: str | None) -> bytes:
+    body: dict[str, Any] = {"instances": rows}
+    if version is not None:
+        body["model_version"] = version
+    return orjson.dumps(body)
+
+
+def plan_chunks(rows: Sequence[Mapping[str, float]], max_rows: int, max_bytes: int) -> list[range]:
+    """Consecutive row ranges of at most ``max_rows`` rows whose bodies fit in ``max_bytes``."""
+    plan: list[range] = []
+    start = 0
+    step = max(1, max_rows)
+    while start < len(rows):
+        stop = min(start + step, len(rows))
+        size = len(predict_body(rows[start:stop], None)) + BODY_MARGIN
+        if size > max_bytes and stop - start > 1:
+            # shrink to what fits, judged by this chunk's bytes per row
+            step = max(1, math.floor((stop - start) * (max_bytes - BODY_MARGIN) / size))
+            continue
+        if size > max_bytes:
+            raise InputError(f"row {start}: one row is larger than the server's body limit")
+        plan.append(range(start, stop))
+        start = stop
+    return plan
+
+
+_INSTANCE = re.compile(r"\binstances\.(\d+)")
+
+
+def shifted(error: ProblemError, offset: int) -> ProblemError:
+    """A chunk's problem with its row numbers counted from the start of the whole input."""
+    if offset == 0:
+        return error
+
+    def shift_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+        if len(loc) >= 2 and loc[0] == "instances" and isinstance(loc[1], int):
+            return ("instances", loc[1] + offset, *loc[2:])
+        return loc
+
+    detail = _INSTANCE.sub(lambda m: f"instances.{int(m.group(1)) + offset}", error.detail)
+    moved = type(error)(
+        error.status,
+        error.title,
+        detail,
+        errors=[replace(e, loc=shift_loc(e.loc)) for e in error.errors],
+        job_id=error.job_id,
+        instance=error.instance,
+        retry_after=error.retry_after,
+    )
+    return moved
+
+
+def first_row(error: ProblemError) -> int | None:
+    """The input row a 422 names first (after :func:`shifted`), if any."""
+    for e in error.errors:
+        if len(e.loc) >= 2 and e.loc[0] == "instances" and isinstance(e.loc[1], int):
+            return e.loc[1]
+    match = _INSTANCE.search(error.detail)
+    return int(match.group(1)) if match else None
+
+
+def train_body(
+    hyperparameters: Hyperparameters | Mapping[str, Any] | None,
+    data: Sequence[Mapping[str, float | str]] | str | os.PathLike[str] | None,
+    activate: bool,
+    min_validation_accuracy: float | None,
+) -> bytes:
+    """The ``POST /train`` body; what is left out takes the server's default."""
+    body: dict[str, Any] = {"activate": activate}
+    if hyperparameters:
+        body["hyperparameters"] = dict(hyperparameters)
+    if data is not None:
+        body["dataset"] = {"samples": samples(data)}
+    if min_validation_accuracy is not None:
+        body["min_validation_accuracy"] = min_validation_accuracy
+    return orjson.dumps(body)
+
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def job_path(job_id: str, suffix: str = "") -> str:
+    if not JOB_ID.match(job_id):
+        raise InputError(f"{job_id!r} is not a job id (32 hex digits)")
+    return f"/train/{job_id}{suffix}"
+
+
+VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+
+
+def model_path(version: str, suffix: str = "") -> str:
+    if not VERSION.match(version):
+        raise InputError(f"{version!r} is not a model version")
+    return f"/models/{version}{suffix}"
+
+
+def gradients_body(
+    rows: Rows,
+    labels: Sequence[str | int],
+    reduction: str,
+    include: Sequence[str],
+    version: str | None,
+) -> bytes:
+    body: dict[str, Any] = {
+        "instances": instances(rows),
+        "labels": list(labels),
+        "reduction": reduction,
+        "include": list(include),
+    }
+    if version is not None:
+        body["model_version"] = version
+    return orjson.dumps(body)
+
+
+def job_list(answer: Any) -> list[Job]:
+    jobs = answer.get("jobs") if isinstance(answer, dict) else None
+    if not isinstance(jobs, list):
+        raise ProtocolError("jobs answer: 'jobs' is not a list")
+    return [Job.from_json(job) for job in jobs]
+
+
+def health(readyz: httpx.Response) -> Health:
+    """Health from a /readyz answer (after /healthz answered): 200 ready, 503 not."""
+    answer = json_of(readyz)
+    if readyz.status_code == 503:
+        detail = answer.get("detail") if isinstance(answer, dict) else None
+        return Health(alive=True, ready=False, problem=detail if isinstance(detail, str) else None)
+    version = answer.get("model_version") if isinstance(answer, dict) else None
+    problem = answer.get("problem") if isinstance(answer, dict) else None
+    return Health(
+        alive=True,
+        ready=True,
+        model_version=version if isinstance(version, str) else None,
+        problem=problem if isinstance(problem, str) else None,
+    )
+
+
+def poll_interval(seconds: float) -> float:
+    return min(max(seconds, MIN_POLL_SECONDS), MAX_POLL_SECONDS)

@@ -1,0 +1,277 @@
+"""The asyncio twin of :mod:`client.sync`: ``AsyncIrisClient`` and ``AsyncJobHandle``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from client import _core
+from client._core import Call, ProgressCallback, RetryPolicy, Rows
+from client.errors import LimitsWarning, NotFoundError, ProblemError, WaitTimeoutError
+from client.settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    MAX_CONCURRENCY,
+    POLL_SECONDS,
+)
+from client.types import (
+    DEFAULT_LIMITS,
+    Activation,
+    Gradients,
+    Health,
+    Hyperparameters,
+    Include,
+    Job,
+    Limits,
+    ModelList,
+    Prediction,
+    Predictions,
+    Reduction,
+)
+
+
+class AsyncIrisClient:
+    """The same client as :class:`client.IrisClient`, for asyncio (``async with``)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = _core.base_url(url)
+        self.retry = retry or RetryPolicy()
+        self.concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+        self._token = token
+        self._limits: Limits | None = None
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            timeout=timeout,
+            headers=_core.headers(None),
+            transport=transport,
+            limits=httpx.Limits(max_connections=MAX_CONCURRENCY),
+        )
+
+    async def __aenter__(self) -> AsyncIrisClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: Call) -> httpx.Response:
+        retries = 0
+        auth = {"Authorization": f"Bearer {self._token}"} if call.auth and self._token else {}
+        while True:
+            try:
+                response = await self._http.request(
+                    call.method,
+                    call.path,
+                    content=call.body,
+                    params=call.params,
+                    headers=auth | ({"Content-Type": "application/json"} if call.body else {}),
+                )
+            except httpx.TransportError as error:
+                if retries + 1 >= self.retry.attempts or not _core.retryable(
+                    error, call.idempotent
+                ):
+                    raise _core.connection_error(error, self.url) from None
+                await asyncio.sleep(self.retry.delay(retries))
+                retries += 1
+                continue
+            if (
+                call.idempotent
+                and response.status_code in _core.RETRY_STATUSES
+                and response.status_code not in call.expected
+                and retries + 1 < self.retry.attempts
+            ):
+                await asyncio.sleep(self.retry.delay(retries, _core.retry_after(response)))
+                retries += 1
+                continue
+            return _core.check(response, call)
+
+    async def _json(self, call: Call) -> Any:
+        return _core.json_of(await self._send(call))
+
+    async def limits(self) -> Limits:
+        """The server's request limits, read once; documented defaults for an older server."""
+        if self._limits is None:
+            try:
+                self._limits = Limits.from_json(await self._json(Call("GET", "/limits")))
+            except NotFoundError:
+                warnings.warn(
+                    f"{self.url} publishes no limits (GET /limits: 404); using the documented "
+                    f"defaults: {DEFAULT_LIMITS.max_instances} rows per request, "
+                    f"{DEFAULT_LIMITS.max_body_bytes} bytes per body",
+                    LimitsWarning,
+                    stacklevel=2,
+                )
+                self._limits = DEFAULT_LIMITS
+        return self._limits
+
+    async def predict(
+        self,
+        rows: Rows,
+        *,
+        model_version: str | None = None,
+        concurrency: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Predictions:
+        """As :meth:`client.IrisClient.predict`: split, pinned to one version, in order."""
+        data = _core.instances(rows)
+        limits = await self.limits()
+        plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
+        done = 0
+        workers = max(1, min(concurrency or self.concurrency, MAX_CONCURRENCY))
+        gate = asyncio.Semaphore(workers)
+
+        async def send(chunk: range, version: str | None) -> Predictions:
+            nonlocal done
+            body = _core.predict_body(data[chunk.start : chunk.stop], version)
+            async with gate:
+                try:
+                    answer = Predictions.from_json(await self._json(Call("POST", "/predict", body)))
+                except ProblemError as error:
+                    raise _core.shifted(error, chunk.start) from None
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(data))
+            return answer
+
+        first = await send(plan[0], model_version)
+        parts = [first]
+        if len(plan) > 1:
+            version = model_version or first.model_version
+            tasks = [asyncio.ensure_future(send(chunk, version)) for chunk in plan[1:]]
+            try:
+                parts += await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+        rows_out: list[Prediction] = [p for part in parts for p in part.predictions]
+        return Predictions(first.model_version, tuple(rows_out))
+
+    async def gradients(
+        self,
+        rows: Rows,
+        labels: Sequence[str | int],
+        *,
+        reduction: Reduction = "mean",
+        include: Sequence[Include] = (),
+        model_version: str | None = None,
+    ) -> Gradients:
+        body = _core.gradients_body(rows, labels, reduction, include, model_version)
+        return Gradients.from_json(await self._json(Call("POST", "/gradients", body)))
+
+    async def train(
+        self,
+        hyperparameters: Hyperparameters | Mapping[str, Any] | None = None,
+        *,
+        data: Sequence[Mapping[str, float | str]] | str | os.PathLike[str] | None = None,
+        activate: bool = True,
+        min_validation_accuracy: float | None = None,
+    ) -> AsyncJobHandle:
+        body = _core.train_body(hyperparameters, data, activate, min_validation_accuracy)
+        answer = await self._json(Call("POST", "/train", body, auth=True, idempotent=False))
+        return AsyncJobHandle(self, Job.from_json(answer))
+
+    async def job(self, job_id: str) -> Job:
+        return Job.from_json(await self._json(Call("GET", _core.job_path(job_id))))
+
+    async def handle(self, job_id: str) -> AsyncJobHandle:
+        return AsyncJobHandle(self, await self.job(job_id))
+
+    async def jobs(self, limit: int | None = None) -> list[Job]:
+        params = {"limit": limit} if limit is not None else None
+        return _core.job_list(await self._json(Call("GET", "/train", params=params)))
+
+    async def cancel(self, job_id: str) -> Job:
+        call = Call("POST", _core.job_path(job_id, "/cancel"), auth=True, idempotent=False)
+        return Job.from_json(await self._json(call))
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._send(Call("DELETE", _core.job_path(job_id), auth=True, idempotent=False))
+
+    async def models(self) -> ModelList:
+        return ModelList.from_json(await self._json(Call("GET", "/models")))
+
+    async def activate(self, version: str) -> Activation:
+        call = Call("POST", _core.model_path(version, "/activate"), auth=True, idempotent=False)
+        return Activation.from_json(await self._json(call))
+
+    async def health(self) -> Health:
+        await self._send(Call("GET", "/healthz"))
+        return _core.health(await self._send(Call("GET", "/readyz", expected=(503,))))
+
+
+class AsyncJobHandle:
+    """As :class:`client.JobHandle`, with awaitable ``refresh``, ``wait`` and ``cancel``."""
+
+    def __init__(self, client: AsyncIrisClient, job: Job) -> None:
+        self.client = client
+        self.job = job
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    def __repr__(self) -> str:
+        return f"AsyncJobHandle({self.job_id!r}, status={self.job.status!r})"
+
+    async def refresh(self) -> Job:
+        self.job = await self.client.job(self.job_id)
+        return self.job
+
+    async def wait(
+        self,
+        progress: Callable[[Job], object | Awaitable[object]] | None = None,
+        *,
+        timeout: float | None = None,
+        interval: float = POLL_SECONDS,
+    ) -> Job:
+        """Poll until the job ends; ``progress(job)`` (plain or async) on every change."""
+        interval = _core.poll_interval(interval)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Job | None = None
+        while True:
+            job = await self.refresh()
+            if progress is not None and job != last:
+                outcome = progress(job)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            last = job
+            if job.ended:
+                return job
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeoutError(job.job_id, job.status, timeout or 0.0)
+                await asyncio.sleep(min(interval, left))
+            else:
+                await asyncio.sleep(interval)
+
+    async def cancel(self) -> Job:
+        self.job = await self.client.cancel(self.job_id)
+        return self.job

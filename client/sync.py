@@ -1,0 +1,320 @@
+"""The blocking client: ``IrisClient`` and the ``JobHandle`` that ``train`` returns."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from client import _core
+from client._core import Call, ProgressCallback, RetryPolicy, Rows
+from client.errors import LimitsWarning, NotFoundError, ProblemError, WaitTimeoutError
+from client.settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    MAX_CONCURRENCY,
+    POLL_SECONDS,
+)
+from client.types import (
+    DEFAULT_LIMITS,
+    Activation,
+    Gradients,
+    Health,
+    Hyperparameters,
+    Include,
+    Job,
+    Limits,
+    ModelList,
+    Prediction,
+    Predictions,
+    Reduction,
+)
+
+
+class IrisClient:
+    """A blocking client of the Iris service's HTTP API.
+
+    ``token`` is needed for ``train``, ``cancel``, ``delete_job`` and ``activate``.
+    Idempotent calls (reads, ``predict``, ``gradients``) are retried on connection errors
+    and 502/503/504 with backoff; a call that changes state is sent again only when the
+    connection was refused before the request left.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = _core.base_url(url)
+        self.retry = retry or RetryPolicy()
+        self.concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+        self._token = token
+        self._limits: Limits | None = None
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            headers=_core.headers(None),
+            transport=transport,
+            limits=httpx.Limits(max_connections=MAX_CONCURRENCY),
+        )
+
+    def __enter__(self) -> IrisClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _send(self, call: Call) -> httpx.Response:
+        retries = 0
+        auth = {"Authorization": f"Bearer {self._token}"} if call.auth and self._token else {}
+        while True:
+            try:
+                response = self._http.request(
+                    call.method,
+                    call.path,
+                    content=call.body,
+                    params=call.params,
+                    headers=auth | ({"Content-Type": "application/json"} if call.body else {}),
+                )
+            except httpx.TransportError as error:
+                if retries + 1 >= self.retry.attempts or not _core.retryable(
+                    error, call.idempotent
+                ):
+                    raise _core.connection_error(error, self.url) from None
+                time.sleep(self.retry.delay(retries))
+                retries += 1
+                continue
+            if (
+                call.idempotent
+                and response.status_code in _core.RETRY_STATUSES
+                and response.status_code not in call.expected
+                and retries + 1 < self.retry.attempts
+            ):
+                time.sleep(self.retry.delay(retries, _core.retry_after(response)))
+                retries += 1
+                continue
+            return _core.check(response, call)
+
+    def _json(self, call: Call) -> Any:
+        return _core.json_of(self._send(call))
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def limits(self) -> Limits:
+        """The server's request limits, read once; documented defaults for an older server."""
+        if self._limits is None:
+            try:
+                self._limits = Limits.from_json(self._json(Call("GET", "/limits")))
+            except NotFoundError:
+                warnings.warn(
+                    f"{self.url} publishes no limits (GET /limits: 404); using the documented "
+                    f"defaults: {DEFAULT_LIMITS.max_instances} rows per request, "
+                    f"{DEFAULT_LIMITS.max_body_bytes} bytes per body",
+                    LimitsWarning,
+                    stacklevel=2,
+                )
+                self._limits = DEFAULT_LIMITS
+        return self._limits
+
+    def predict(
+        self,
+        rows: Rows,
+        *,
+        model_version: str | None = None,
+        concurrency: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Predictions:
+        """Species and probabilities for every row, in input order.
+
+        ``rows``: measurement mappings, an (n, 4) array or a CSV path. An input above the
+        server's ``max_instances`` (or body limit) is sent in consecutive chunks, up to
+        ``concurrency`` at a time; every chunk after the first asks for the version that
+        answered the first, so one model predicts the whole input. ``progress(done, total)``
+        is called as rows are answered.
+        """
+        data = _core.instances(rows)
+        limits = self.limits()
+        plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
+        done = 0
+        lock = threading.Lock()
+
+        def send(chunk: range, version: str | None) -> Predictions:
+            nonlocal done
+            call = Call(
+                "POST", "/predict", _core.predict_body(data[chunk.start : chunk.stop], version)
+            )
+            try:
+                answer = Predictions.from_json(self._json(call))
+            except ProblemError as error:
+                raise _core.shifted(error, chunk.start) from None
+            with lock:
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(data))
+            return answer
+
+        first = send(plan[0], model_version)
+        parts: list[Predictions] = [first]
+        if len(plan) > 1:
+            parts += self._map(send, plan[1:], model_version or first.model_version, concurrency)
+        rows_out: list[Prediction] = [p for part in parts for p in part.predictions]
+        return Predictions(first.model_version, tuple(rows_out))
+
+    def _map(
+        self,
+        send: Callable[[range, str | None], Predictions],
+        chunks: Sequence[range],
+        version: str | None,
+        concurrency: int | None,
+    ) -> list[Predictions]:
+        workers = max(1, min(concurrency or self.concurrency, MAX_CONCURRENCY))
+        if workers == 1:
+            return [send(chunk, version) for chunk in chunks]
+        with ThreadPoolExecutor(workers, thread_name_prefix="iris-predict") as pool:
+            futures: list[Future[Predictions]] = [pool.submit(send, c, version) for c in chunks]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def gradients(
+        self,
+        rows: Rows,
+        labels: Sequence[str | int],
+        *,
+        reduction: Reduction = "mean",
+        include: Sequence[Include] = (),
+        model_version: str | None = None,
+    ) -> Gradients:
+        """Loss and backpropagation gradients for rows and their labels (names or indices)."""
+        body = _core.gradients_body(rows, labels, reduction, include, model_version)
+        return Gradients.from_json(self._json(Call("POST", "/gradients", body)))
+
+    def train(
+        self,
+        hyperparameters: Hyperparameters | Mapping[str, Any] | None = None,
+        *,
+        data: Sequence[Mapping[str, float | str]] | str | os.PathLike[str] | None = None,
+        activate: bool = True,
+        min_validation_accuracy: float | None = None,
+    ) -> JobHandle:
+        """Start a training job (sent once, never retried once it may have arrived).
+
+        ``data``: samples with a ``species``, or a CSV path; default the shipped Iris data.
+        """
+        body = _core.train_body(hyperparameters, data, activate, min_validation_accuracy)
+        answer = self._json(Call("POST", "/train", body, auth=True, idempotent=False))
+        return JobHandle(self, Job.from_json(answer))
+
+    def job(self, job_id: str) -> Job:
+        return Job.from_json(self._json(Call("GET", _core.job_path(job_id))))
+
+    def handle(self, job_id: str) -> JobHandle:
+        """A handle on an existing job, to wait for or cancel it."""
+        return JobHandle(self, self.job(job_id))
+
+    def jobs(self, limit: int | None = None) -> list[Job]:
+        """Recent jobs, newest first (the server's default count unless ``limit``)."""
+        params = {"limit": limit} if limit is not None else None
+        answer = self._json(Call("GET", "/train", params=params))
+        return _core.job_list(answer)
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask a queued or running job to stop; the answer shows it as it is then."""
+        call = Call("POST", _core.job_path(job_id, "/cancel"), auth=True, idempotent=False)
+        return Job.from_json(self._json(call))
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove an ended job's record (409 while it runs)."""
+        self._send(Call("DELETE", _core.job_path(job_id), auth=True, idempotent=False))
+
+    def models(self) -> ModelList:
+        return ModelList.from_json(self._json(Call("GET", "/models")))
+
+    def activate(self, version: str) -> Activation:
+        """Make a stored version the served one (roll back or forward)."""
+        call = Call("POST", _core.model_path(version, "/activate"), auth=True, idempotent=False)
+        return Activation.from_json(self._json(call))
+
+    def health(self) -> Health:
+        """Alive (``/healthz``) and ready (``/readyz``); not ready is an answer, not an error."""
+        self._send(Call("GET", "/healthz"))
+        response = self._send(Call("GET", "/readyz", expected=(503,)))
+        return _core.health(response)
+
+
+class JobHandle:
+    """A training job: ``job`` is the latest snapshot; ``wait`` polls until it ends."""
+
+    def __init__(self, client: IrisClient, job: Job) -> None:
+        self.client = client
+        self.job = job
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.job_id!r}, status={self.job.status!r})"
+
+    def refresh(self) -> Job:
+        self.job = self.client.job(self.job_id)
+        return self.job
+
+    def wait(
+        self,
+        progress: Callable[[Job], object] | None = None,
+        *,
+        timeout: float | None = None,
+        interval: float = POLL_SECONDS,
+    ) -> Job:
+        """Poll ``GET /train/{id}`` until the job ends; ``progress(job)`` on every change.
+
+        Raises WaitTimeoutError after ``timeout`` seconds (the job keeps running).
+        """
+        interval = _core.poll_interval(interval)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Job | None = None
+        while True:
+            job = self.refresh()
+            if progress is not None and job != last:
+                progress(job)
+            last = job
+            if job.ended:
+                return job
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeoutError(job.job_id, job.status, timeout or 0.0)
+                time.sleep(min(interval, left))
+            else:
+                time.sleep(interval)
+
+    def cancel(self) -> Job:
+        self.job = self.client.cancel(self.job_id)
+        return self.job

@@ -1,0 +1,416 @@
+"""What the client returns: frozen dataclasses read from the API's JSON, never raw dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
+
+from client.errors import ProtocolError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    FloatArray = NDArray[np.float64]
+
+# The API's contract: measurement names in column order, and class names in index order.
+FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+CLASSES = ("setosa", "versicolor", "virginica")
+ENDED = frozenset({"succeeded", "failed", "cancelled"})
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Reduction = Literal["mean", "sum", "none"]
+Include = Literal["activations", "intermediates", "input"]
+T = TypeVar("T")
+
+
+class Hyperparameters(TypedDict, total=False):
+    """``POST /train`` hyperparameters; a key left out takes the server's default."""
+
+    hidden_units: int
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    validation_fraction: float
+    seed: int
+    early_stopping: bool
+    patience: int
+
+
+def _get(data: Mapping[str, Any], key: str, kind: type[T], what: str) -> T:
+    value = data.get(key)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ProtocolError(f"{what}: {key!r} is {value!r}, expected {kind.__name__}")
+    return value
+
+
+def _opt(data: Mapping[str, Any], key: str, kind: type[T], what: str) -> T | None:
+    return None if data.get(key) is None else _get(data, key, kind, what)
+
+
+def _number(data: Mapping[str, Any], key: str, what: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"{what}: {key!r} is {value!r}, expected a number")
+    return float(value)
+
+
+def _object(data: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's request limits (``GET /limits``); ``published`` is False for fallbacks."""
+
+    max_instances: int
+    max_body_bytes: int
+    max_train_rows: int
+    published: bool = True
+
+    @classmethod
+    def from_json(cls, data: Any) -> Limits:
+        d = _object(data, "limits")
+        return cls(
+            max_instances=_get(d, "max_instances", int, "limits"),
+            max_body_bytes=_get(d, "max_body_bytes", int, "limits"),
+            max_train_rows=_get(d, "max_train_rows", int, "limits"),
+        )
+
+
+# The documented defaults (README, configuration), used when a server publishes no limits.
+DEFAULT_LIMITS = Limits(
+    max_instances=10_000, max_body_bytes=16 * 2**20, max_train_rows=100_000, published=False
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One flower: the most probable species, its index, and every class's probability."""
+
+    label: str
+    class_index: int
+    probabilities: Mapping[str, float]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Prediction:
+        d = _object(data, "prediction")
+        probabilities = _object(d.get("probabilities"), "prediction probabilities")
+        return cls(
+            label=_get(d, "label", str, "prediction"),
+            class_index=_get(d, "class_index", int, "prediction"),
+            probabilities={name: float(probabilities[name]) for name in CLASSES},
+        )
+
+
+@dataclass(frozen=True)
+class Predictions(Sequence[Prediction]):
+    """Predictions in input order, all from one model version (a split input is pinned)."""
+
+    model_version: str
+    predictions: tuple[Prediction, ...]
+
+    @overload
+    def __getitem__(self, index: int) -> Prediction: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Prediction]: ...
+    def __getitem__(self, index: int | slice) -> Prediction | Sequence[Prediction]:
+        return self.predictions[index]
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return iter(self.predictions)
+
+    @property
+    def labels(self) -> list[str]:
+        return [p.label for p in self.predictions]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Predictions:
+        d = _object(data, "predict answer")
+        rows = d.get("predictions")
+        if not isinstance(rows, list):
+            raise ProtocolError("predict answer: 'predictions' is not a list")
+        try:
+            # the hot loop of a large input: read fields directly, check the shape once
+            predictions = tuple(
+                Prediction(row["label"], row["class_index"], row["probabilities"]) for row in rows
+            )
+        except (KeyError, TypeError) as error:
+            raise ProtocolError(f"predict answer: a prediction lacks {error}") from None
+        if predictions and not all(isinstance(p.probabilities, dict) for p in predictions):
+            raise ProtocolError("predict answer: probabilities are not objects")
+        return cls(
+            model_version=_get(d, "model_version", str, "predict answer"), predictions=predictions
+        )
+
+
+def _array(value: Any, what: str) -> FloatArray:
+    import numpy as np
+
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ProtocolError(f"gradients answer: {what} is not numeric: {error}") from None
+
+
+def _arrays(data: Any, names: Sequence[str], what: str) -> dict[str, FloatArray]:
+    d = _object(data, what)
+    missing = [name for name in names if name not in d]
+    if missing:
+        raise ProtocolError(f"{what}: missing {', '.join(missing)}")
+    return {name: _array(d[name], f"{what}.{name}") for name in names}
+
+
+@dataclass(frozen=True)
+class ParamGradients:
+    """dL/dW1 (H, 4), dL/db1 (H,), dL/dW2 (3, H), dL/db2 (3,); a leading n for ``none``."""
+
+    W1: FloatArray
+    b1: FloatArray
+    W2: FloatArray
+    b2: FloatArray
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Forward values: standardised input x, hidden h_a/h_s, logits o_a, softmax o_s."""
+
+    x: FloatArray
+    h_a: FloatArray
+    h_s: FloatArray
+    o_a: FloatArray
+    o_s: FloatArray
+
+
+@dataclass(frozen=True)
+class Intermediates:
+    """dL/do_a, dL/dh_s, dL/dh_a, per sample."""
+
+    do_a: FloatArray
+    dh_s: FloatArray
+    dh_a: FloatArray
+
+
+@dataclass(frozen=True)
+class InputGradients:
+    """dL/dx of the standardised input, and dL/d(raw measurement in cm)."""
+
+    x: FloatArray
+    measurements: FloatArray
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """The ``POST /gradients`` answer, arrays as float64 NumPy arrays."""
+
+    model_version: str
+    reduction: Reduction
+    loss: float | FloatArray
+    gradients: ParamGradients
+    activations: Activations | None = None
+    intermediates: Intermediates | None = None
+    input_gradients: InputGradients | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Gradients:
+        d = _object(data, "gradients answer")
+        reduction = _get(d, "reduction", str, "gradients answer")
+        if reduction not in ("mean", "sum", "none"):
+            raise ProtocolError(f"gradients answer: unknown reduction {reduction!r}")
+        raw_loss = d.get("loss")
+        loss: float | FloatArray
+        if isinstance(raw_loss, list):
+            loss = _array(raw_loss, "loss")
+        else:
+            number = _number(d, "loss", "gradients answer")
+            if number is None:
+                raise ProtocolError("gradients answer: no 'loss'")
+            loss = number
+
+        def part(key: str, kind: type[Any], names: Sequence[str]) -> Any:
+            if d.get(key) is None:
+                return None
+            return kind(**_arrays(d[key], names, key))
+
+        return cls(
+            model_version=_get(d, "model_version", str, "gradients answer"),
+            reduction=reduction,  # type: ignore[arg-type]  # checked just above
+            loss=loss,
+            gradients=ParamGradients(
+                **_arrays(d.get("gradients"), ("W1", "b1", "W2", "b2"), "gradients")
+            ),
+            activations=part("activations", Activations, ("x", "h_a", "h_s", "o_a", "o_s")),
+            intermediates=part("intermediates", Intermediates, ("do_a", "dh_s", "dh_a")),
+            input_gradients=part("input_gradients", InputGradients, ("x", "measurements")),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A job's latest epoch, and the losses and accuracies of that epoch (None before any)."""
+
+    epoch: int
+    epochs: int
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    validation_loss: float | None = None
+    validation_accuracy: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Progress:
+        d = _object(data, "job progress")
+        return cls(
+            epoch=_get(d, "epoch", int, "job progress"),
+            epochs=_get(d, "epochs", int, "job progress"),
+            train_loss=_number(d, "train_loss", "job progress"),
+            train_accuracy=_number(d, "train_accuracy", "job progress"),
+            validation_loss=_number(d, "validation_loss", "job progress"),
+            validation_accuracy=_number(d, "validation_accuracy", "job progress"),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A training job as ``GET /train/{id}`` shows it."""
+
+    job_id: str
+    status: JobStatus
+    created_at: str
+    progress: Progress
+    hyperparameters: Mapping[str, Any]
+    dataset: Mapping[str, Any]
+    activate: bool
+    started_at: str | None = None
+    finished_at: str | None = None
+    min_validation_accuracy: float | None = None
+    metrics: Mapping[str, Any] | None = None
+    model_version: str | None = None
+    activated: bool = False
+    error: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    @property
+    def held_back(self) -> bool:
+        """Succeeded and activation was asked, but the version was not made current."""
+        return self.status == "succeeded" and self.activate and not self.activated
+
+    @property
+    def ok(self) -> bool:
+        """Succeeded, and activated if activation was asked."""
+        return self.status == "succeeded" and not self.held_back
+
+    @classmethod
+    def from_json(cls, data: Any) -> Job:
+        d = _object(data, "job")
+        status = _get(d, "status", str, "job")
+        if status not in ("queued", "running", "succeeded", "failed", "cancelled"):
+            raise ProtocolError(f"job: unknown status {status!r}")
+        metrics = d.get("metrics")
+        return cls(
+            job_id=_get(d, "job_id", str, "job"),
+            status=status,  # type: ignore[arg-type]  # checked just above
+            created_at=_get(d, "created_at", str, "job"),
+            started_at=_opt(d, "started_at", str, "job"),
+            finished_at=_opt(d, "finished_at", str, "job"),
+            progress=Progress.from_json(d.get("progress")),
+            hyperparameters=_object(d.get("hyperparameters", {}), "job hyperparameters"),
+            dataset=_object(d.get("dataset", {}), "job dataset"),
+            activate=_get(d, "activate", bool, "job"),
+            min_validation_accuracy=_number(d, "min_validation_accuracy", "job"),
+            metrics=_object(metrics, "job metrics") if metrics is not None else None,
+            model_version=_opt(d, "model_version", str, "job"),
+            activated=bool(d.get("activated", False)),
+            error=_opt(d, "error", str, "job"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One stored version in ``GET /models``; ``error`` says why it cannot be served."""
+
+    version: str
+    active: bool
+    created_at: str | None = None
+    hidden_units: int | None = None
+    metrics: Mapping[str, Any] | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModelSummary:
+        d = _object(data, "model")
+        metrics = d.get("metrics")
+        return cls(
+            version=_get(d, "version", str, "model"),
+            active=bool(d.get("active", False)),
+            created_at=_opt(d, "created_at", str, "model"),
+            hidden_units=_opt(d, "hidden_units", int, "model"),
+            metrics=_object(metrics, "model metrics") if metrics is not None else None,
+            error=_opt(d, "error", str, "model"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """Stored versions, newest first; ``current`` is the active one, ``serving`` the loaded one."""
+
+    current: str | None
+    serving: str | None
+    models: tuple[ModelSummary, ...]
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModelList:
+        d = _object(data, "models answer")
+        models = d.get("models")
+        if not isinstance(models, list):
+            raise ProtocolError("models answer: 'models' is not a list")
+        return cls(
+            current=_opt(d, "current", str, "models answer"),
+            serving=_opt(d, "serving", str, "models answer"),
+            models=tuple(ModelSummary.from_json(m) for m in models),
+        )
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The answer to ``POST /models/{version}/activate``."""
+
+    current: str
+    serving: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> Activation:
+        d = _object(data, "activate answer")
+        return cls(
+            current=_get(d, "current", str, "activate answer"),
+            serving=_get(d, "serving", str, "activate answer"),
+        )
+
+
+@dataclass(frozen=True)
+class Health:
+    """``/healthz`` and ``/readyz`` together: alive, ready, the served version, any problem."""
+
+    alive: bool
+    ready: bool
+    model_version: str | None = None
+    problem: str | None = None

@@ -1,0 +1,192 @@
+"""The service on PostgreSQL (IRIS_DATABASE_URL): every route, two replicas, an outage.
+
+The app runs through ASGI (TestClient) with its training children as real processes, on a
+fresh database of the session's throwaway cluster (tests/pg_cluster.py). Two apps on one
+database are two replicas: an activation on one reaches the other by notification.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pg_cluster import PgCluster
+from server_utils import wait_for
+
+from model.data import load_iris
+from model.persistence import ModelStore
+from model.train import Hyperparameters, train
+from service.config import Settings
+from service.main import create_app
+
+TOKEN = "postgres-service-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def replica(url: str, data_dir: Path, **overrides: Any) -> TestClient:
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=url,
+        api_token=TOKEN,
+        job_heartbeat_timeout=2.0,
+        **overrides,
+    )
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def database(postgres: PgCluster) -> Iterator[str]:
+    with postgres.fresh_database() as url:
+        yield url
+
+
+def wait_job(client: TestClient, job_id: str, seconds: float = 60.0) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/train/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(ended, seconds, f"job {job_id} ended", interval=0.1)
+
+
+def test_every_route_works_on_the_database_and_the_data_directory_holds_no_model(
+    database: str, tmp_path: Path
+) -> None:
+    with replica(database, tmp_path / "a") as client:
+        ready = client.get("/readyz").json()
+        assert ready["backend"] == "postgresql"
+        assert ready["schema_version"] >= 2
+        first = ready["model_version"]
+        assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == first
+        job_id = client.post("/train", json={"hyperparameters": {"epochs": 30}}, headers=AUTH)
+        job = wait_job(client, job_id.json()["job_id"])
+        assert job["status"] == "succeeded", job
+        trained = job["model_version"]
+        wait_for(lambda: client.get("/readyz").json()["model_version"] == trained, 5.0, "swap")
+        listed = client.get("/models").json()
+        assert listed["current"] == trained
+        assert {m["version"] for m in listed["models"]} == {first, trained}
+        assert client.get(f"/models/{trained}").json()["history"]
+        back = client.post(f"/models/{first}/activate", headers=AUTH)
+        assert back.status_code == 200, back.text
+        assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == first
+        assert client.delete(f"/train/{job['job_id']}", headers=AUTH).status_code == 204
+    assert not (tmp_path / "a" / "models").exists()
+    assert not (tmp_path / "a" / "jobs.sqlite3").exists()
+
+
+def test_an_activation_on_one_replica_reaches_the_other_within_a_second(
+    database: str, tmp_path: Path
+) -> None:
+    with replica(database, tmp_path / "a") as a, replica(database, tmp_path / "b") as b:
+        first = a.get("/readyz").json()["model_version"]
+        assert b.get("/readyz").json()["model_version"] == first  # one default model
+        model = train(load_iris(), Hyperparameters(epochs=5, seed=9)).model
+        version = a.app.state.iris.store.save(model, {"note": "test"})  # type: ignore[attr-defined]
+        assert a.post(f"/models/{version}/activate", headers=AUTH).status_code == 200
+        started = time.monotonic()
+        wait_for(
+            lambda: b.get("/readyz").json()["model_version"] == version,
+            1.0,
+            "replica b serves the version activated on a",
+            interval=0.01,
+        )
+        print(f"\nactivation reached the other replica in {time.monotonic() - started:.3f} s")
+
+
+def test_one_job_at_a_time_across_replicas(database: str, tmp_path: Path) -> None:
+    with replica(database, tmp_path / "a") as a, replica(database, tmp_path / "b") as b:
+        body = {"hyperparameters": {"epochs": 10_000, "hidden_units": 64}}
+        first = a.post("/train", json=body, headers=AUTH)
+        second = b.post("/train", json=body, headers=AUTH)
+        assert first.status_code == 202, first.text
+        assert second.status_code == 409, second.text
+        assert second.json()["job_id"] == first.json()["job_id"]
+        job_id = first.json()["job_id"]
+        assert b.post(f"/train/{job_id}/cancel", headers=AUTH).status_code == 202
+        assert wait_job(a, job_id)["status"] == "cancelled"
+
+
+def test_a_database_outage_stops_no_prediction_and_training_returns_after_it(
+    postgres: PgCluster, database: str, tmp_path: Path
+) -> None:
+    with replica(database, tmp_path / "a") as client:
+        version = client.get("/readyz").json()["model_version"]
+        postgres.stop("fast")
+        try:
+            for _ in range(20):
+                answer = client.post("/predict", json={"instances": [ROW]})
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["model_version"] == version
+            assert client.get("/readyz").status_code == 200  # the model in memory serves
+            refused = client.post("/train", json={}, headers=AUTH)
+            assert refused.status_code == 503, refused.text
+            assert "unavailable" in refused.json()["detail"]
+            assert client.get("/train").status_code == 503
+            activate = client.post(f"/models/{version}/activate", headers=AUTH)
+            assert activate.status_code == 503, activate.text
+        finally:
+            postgres.start()
+
+        def trains() -> str | None:
+            response = client.post("/train", json={"hyperparameters": {"epochs": 5}}, headers=AUTH)
+            return response.json()["job_id"] if response.status_code == 202 else None
+
+        job_id = wait_for(trains, 20.0, "training accepted again after the outage", 0.2)
+        assert wait_job(client, job_id)["status"] == "succeeded"
+
+
+def test_a_replica_started_while_the_database_is_down_is_not_ready_until_it_is_back(
+    postgres: PgCluster, database: str, tmp_path: Path
+) -> None:
+    postgres.stop("fast")
+    try:
+        client = replica(database, tmp_path / "a").__enter__()
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert "unavailable" in not_ready.json()["detail"]
+    finally:
+        postgres.start()
+    try:
+        wait_for(lambda: client.get("/readyz").status_code == 200, 20.0, "ready once it is back")
+        assert client.post("/predict", json={"instances": [ROW]}).status_code == 200
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_migrate_copies_a_data_directory_once_verifying_every_version(
+    database: str, tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path / "data" / "models")
+    for seed in (1, 2):
+        result = train(load_iris(), Hyperparameters(epochs=5, seed=seed))
+        store.save(result.model, result.record(Hyperparameters(epochs=5, seed=seed)), activate=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
+    env["IRIS_DATABASE_URL"] = database
+    script = Path(sys.executable).with_name("iris-serve")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "service"]
+    runs = [
+        subprocess.run(
+            [*command, "migrate", str(tmp_path / "data")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        for _ in range(2)
+    ]
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
+    with replica(database, tmp_path / "replica") as client:
+        assert client.get("/readyz").json()["model_version"] == store.current()
+        assert {m["version"] for m in client.get("/models").json()["models"]} == set(
+            store.versions()
+        )
+    assert runs[0].stdout != runs[1].stdout  # the second run copied nothing new
