@@ -892,7 +892,7 @@ def answer_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[flo
 
 
 def start_peers(
-    servers: Servers, service: Server, workdir: Path, scratch: Path
+    servers: Servers, service: Server, workdir: Path, scratch: Path, mlserver_workers: int
 ) -> tuple[dict[str, Server], dict[str, Any]]:
     """The peers that install, start and answer like the service; the rest with a reason."""
     from peer_servers import LAUNCHERS, PEERS, describe, ensure_venvs, export_weights
@@ -912,7 +912,9 @@ def start_peers(
             print(f"  peers: {peer.name} skipped ({venv})", flush=True)
             continue
         found = info[peer.name] = describe(venv)
-        launch = LAUNCHERS[peer.name](venv, weights, workdir / "peers" / peer.name)
+        options = {"parallel_workers": mlserver_workers} if peer.name == "MLServer" else {}
+        found["options"] = options
+        launch = LAUNCHERS[peer.name](venv, weights, workdir / "peers" / peer.name, **options)
         server = Server(
             peer.name,
             [],
@@ -1005,7 +1007,13 @@ def oip_floor(plan: Plan) -> dict[str, float]:
 
 
 def oip(
-    servers: Servers, plan: Plan, workdir: Path, scratch: Path, with_peers: bool
+    servers: Servers,
+    plan: Plan,
+    workdir: Path,
+    scratch: Path,
+    *,
+    with_peers: bool,
+    mlserver_workers: int = 0,
 ) -> dict[str, Any]:
     """Ours (/v2 and /predict) and the peers on the same weights, interleaved rounds."""
     bodies: dict[tuple[str, int], Path] = {}
@@ -1018,7 +1026,7 @@ def oip(
     service = servers.start(servers.new("oip-service"))
     running = {"service": service}
     if with_peers:
-        peers, result["peers"] = start_peers(servers, service, workdir, scratch)
+        peers, result["peers"] = start_peers(servers, service, workdir, scratch, mlserver_workers)
         running |= peers
     else:
         result["peers"] = {"skipped": "--no-peers"}
@@ -1475,6 +1483,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where the peers' virtualenvs are installed and kept (default bench/.scratch)",
     )
     parser.add_argument(
+        "--mlserver-parallel-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="MLServer's parallel_workers (default 0: one process, like the service's default)",
+    )
+    parser.add_argument(
         "--no-peers", action="store_true", help="leave MLServer and KServe out of the oip section"
     )
     parser.add_argument(
@@ -1573,7 +1588,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{plan.seconds} s per point)",
                     flush=True,
                 )
-                report["oip"] = oip(servers, plan, workdir, args.scratch, not args.no_peers)
+                report["oip"] = oip(
+                    servers,
+                    plan,
+                    workdir,
+                    args.scratch,
+                    with_peers=not args.no_peers,
+                    mlserver_workers=args.mlserver_parallel_workers,
+                )
             if "memory" in only:
                 print(f"memory (one-row /predict; {plan.memory_requests:,} requests)")
                 report["memory"] = memory(servers, bodies[1], plan)
@@ -1581,6 +1603,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["seconds"] = time.perf_counter() - began
     if points:
         print_table(points, report["throughput"])
+        print(
+            f"  ceiling: a raw ASGI app under uvicorn {ceiling.describe()}; "
+            "the service at its default settings"
+        )
         print_access_log(report["throughput"])
     if "oip" in report:
         oip_points = [Point(**p) for p in report["oip"]["points"]]

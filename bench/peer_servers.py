@@ -244,11 +244,19 @@ def peer_env(extra: dict[str, str]) -> dict[str, str]:
     return env | {"PYTHONPATH": str(PEERS_SOURCE), **extra}
 
 
-def mlserver_launcher(venv: Venv, weights: Path, run_dir: Path) -> Callable[[int], Launch]:
-    """A copy of ``peers/mlserver_iris`` with the weights beside it; ports set per start."""
+def mlserver_launcher(
+    venv: Venv, weights: Path, run_dir: Path, parallel_workers: int = 0
+) -> Callable[[int], Launch]:
+    """A copy of ``peers/mlserver_iris`` with the weights beside it; ports set per start.
+
+    ``parallel_workers`` replaces the copy's setting (0: inference in the server process).
+    """
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(PEERS_SOURCE / "mlserver_iris", run_dir)
     shutil.copyfile(weights, run_dir / "weights.npz")
+    settings = json.loads((run_dir / "settings.json").read_text())
+    settings["parallel_workers"] = parallel_workers
+    (run_dir / "settings.json").write_text(json.dumps(settings, indent=2))
 
     def launch(port: int) -> Launch:
         env = peer_env(
@@ -287,7 +295,7 @@ def kserve_launcher(venv: Venv, weights: Path, run_dir: Path) -> Callable[[int],
     return launch
 
 
-LAUNCHERS: dict[str, Callable[[Venv, Path, Path], Callable[[int], Launch]]] = {
+LAUNCHERS: dict[str, Callable[..., Callable[[int], Launch]]] = {
     MLSERVER.name: mlserver_launcher,
     KSERVE.name: kserve_launcher,
 }
