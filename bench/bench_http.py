@@ -950,7 +950,7 @@ def start_peers(
     return running, info
 
 
-def oip_floor(plan: Plan) -> dict[str, float]:
+def oip_floor(plan: Plan, workdir: Path) -> dict[str, float]:
     """The least a 10,000-row inference request can cost in-process, step by step (CPU).
 
     orjson's parse of the body, one ``np.asarray`` of the flat tensor, the forward pass with
@@ -964,7 +964,7 @@ def oip_floor(plan: Plan) -> dict[str, float]:
 
     rows = OIP_ROWS[-1]
     body = oip_body(rows)
-    model = default_model(Path(tempfile.mkdtemp(prefix="iris-oip-floor-"))).model
+    model = default_model(workdir / "oip-floor").model
     parsed = orjson.loads(body)
     data = parsed["inputs"][0]["data"]
     raw = np.asarray(data, dtype=np.float64).reshape(rows, 4)
@@ -1022,7 +1022,7 @@ def oip(
         bodies[OIP_PATH, rows].write_bytes(oip_body(rows))
         bodies["/predict", rows] = workdir / f"predict-oip-{rows}.json"
         bodies["/predict", rows].write_bytes(predict_body(rows))
-    result: dict[str, Any] = {"floor": oip_floor(plan)}
+    result: dict[str, Any] = {"floor": oip_floor(plan, workdir)}
     service = servers.start(servers.new("oip-service"))
     running = {"service": service}
     if with_peers:
