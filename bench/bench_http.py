@@ -24,22 +24,35 @@ Sections, in the order they run:
    backward pass on 100,000 rows against the memory traffic bound (also with the BLAS at
    one thread). Per-sample gradients against ``torch.func.vmap(grad)`` at torch's default
    threads and at one, the faster of the two counting.
-3. HTTP throughput: the ceiling (``bench/ceiling.py``, a raw ASGI app under the very
-   ``uvicorn.run`` arguments iris-serve uses), the service with 1 worker at 1 and 32
-   connections for 1, 100 and 1,000 rows, at 1 and 4 for 10,000 rows (at 32, one answer
-   takes seconds and a 5 s run counts almost none), and with ``IRIS_WORKERS=2`` at 32
-   connections. A point runs long enough for 10 answers per connection (at most 20 s).
+3. HTTP throughput: the ceiling (``bench/ceiling.py``, a raw ASGI app under uvicorn's
+   fastest configuration: uvloop, httptools, no access log, no lifespan, no server header),
+   the service at its default settings with 1 worker at 1 and 32 connections for 1, 100
+   and 1,000 rows, at 1 and 4 for 10,000 rows (at 32, one answer takes seconds and a 5 s
+   run counts almost none), with ``IRIS_WORKERS=2`` at 32 connections, and with
+   ``IRIS_ACCESS_LOG=false`` at 32 connections where the service has that setting (its
+   ``service/config.py`` has ``access_log``); the access log's cost per request is the
+   difference of server CPU. A point runs long enough for 10 answers per connection (at
+   most 20 s).
 4. /predict at 8 connections, idle and while a training job runs (``POST /train``,
    ``activate: false`` so the served model stays the same; its epochs are calibrated so that
    it outlasts the measurement), interleaved.
-5. Memory: VmRSS of a fresh server (1 worker: the uvicorn process is the server) after
+5. The Open Inference Protocol: ours (``/v2/models/iris/infer``, and ``/predict`` on the
+   same rows) against MLServer and KServe's model server (``bench/peer_servers.py``: each
+   in a virtualenv of its own under ``--scratch``, serving the service's weights through a
+   runtime in ``bench/peers/``, one process each; checked to give our answer on 150 rows
+   first), one row at 32 connections and 10,000 rows at 1, in interleaved rounds; plus the
+   in-process floor of a 10,000-row request (orjson parse, ``np.asarray``, forward pass,
+   one ``orjson.dumps``). A peer that cannot be installed or started is skipped with the
+   reason (``--no-peers`` skips them all).
+6. Memory: VmRSS of a fresh server (1 worker: the uvicorn process is the server) after
    1,000 one-row requests sent one by one, then under wrk until 100,000; the counts are
    the server's own (``iris_http_requests_total`` for /predict with status 200).
 
-Targets P1-P6 (see ``TARGETS``) are printed PASS/MISS with their figures. ``--quick``: one
-round of 2 s points (a smoke run; its figures are not the ones to quote). ``--json PATH``
-writes every sample; ``--only SECTIONS`` runs some of them (cold, inprocess, throughput,
-training, memory).
+Targets P1-P6, P1v2 and P2v2 (see ``TARGETS``) are printed PASS/MISS with their figures.
+``--quick``: one round of 2 s points (a smoke run; its figures are not the ones to quote).
+``--json PATH`` writes every sample; ``--only SECTIONS`` runs some of them (cold,
+inprocess, throughput, training, oip, memory). The first run with the peers installs their
+virtualenvs (a few minutes; about 300 and 410 MiB), later runs reuse them.
 """
 
 from __future__ import annotations
@@ -67,7 +80,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ceiling
 import numpy as np
+import peer_servers
+from peer_servers import Launch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -81,11 +97,23 @@ P5_ROWS = 100_000
 P5_HIDDEN = 16
 WRK_TIMEOUT_SECONDS = 30
 MAX_POINT_SECONDS = 20
+NO_ACCESS_LOG = "IRIS_ACCESS_LOG=false"
 BATCH_CONNECTIONS = {100: (1, 32), 1_000: (1, 32), 10_000: (1, 4)}
 """Connections per batch size; 10,000 rows at 32 connections would take seconds per answer."""
+OIP_PATH = "/v2/models/iris/infer"
+OIP_ROWS = (1, 10_000)
+OIP_CONNECTIONS = (32, 1)
+OIP_OUTPUTS = ("probabilities", "class_index", "label")
+PEER_TOLERANCE = 1e-12
+"""Largest |difference| of a peer's probabilities from ours on the same rows."""
+DEFAULT_SCRATCH = BENCH / ".scratch"
 
 TARGETS = {
-    "P1": "/predict one row, 32 connections: >= 0.35x the ceiling's req/s",
+    "P1": "/predict one row, 32 connections, default settings: >= 0.35x the ceiling's req/s",
+    "P1v2": f"{OIP_PATH} one row, 32 connections: >= 3x MLServer's and KServe's req/s, "
+    ">= 0.8x /predict's",
+    "P2v2": "10,000-row inference requests, 1 connection: rows/s >= 2x MLServer's, "
+    "p50 below MLServer's",
     "P2": "10,000-row requests: rows/s >= 60x the one-row req/s",
     "P3": "/predict p99 at 8 connections while training <= 1.5x the idle p99",
     "P4": "per-sample gradients (10,000 rows) >= 2x faster than torch.func.vmap(grad)",
@@ -190,13 +218,29 @@ def predict_body(rows: int) -> bytes:
 
 
 class Server:
-    """A server process in a session of its own, logging to a file; ``start`` times it."""
+    """A server process in a session of its own, logging to a file; ``start`` times it.
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+    ``launch``, where given, makes the command, environment and working directory for a
+    port (the peers take their ports their own way); otherwise ``command`` runs in the
+    repository with ``IRIS_HOST`` and ``IRIS_PORT`` added to ``env``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        log: Path,
+        *,
+        ready_path: str = "/readyz",
+        launch: Callable[[int], Launch] | None = None,
+    ) -> None:
         self.name = name
         self.command = command
         self.env = env
         self.log = log
+        self.ready_path = ready_path
+        self.launch = launch
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -210,16 +254,23 @@ class Server:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def start(self, ready_seconds: float = 60.0) -> float:
-        """Start on a free port; seconds from process start to the first /readyz 200."""
+        """Start on a free port; seconds from process start to the first ready 200."""
         for _ in range(3):
             self.port = free_port()
-            env = self.env | {"IRIS_HOST": "127.0.0.1", "IRIS_PORT": str(self.port)}
+            if self.launch is None:
+                launch = Launch(
+                    self.command,
+                    self.env | {"IRIS_HOST": "127.0.0.1", "IRIS_PORT": str(self.port)},
+                    ROOT,
+                )
+            else:
+                launch = self.launch(self.port)
             with open(self.log, "ab") as log:
                 started = time.perf_counter()
                 self.proc = subprocess.Popen(
-                    self.command,
-                    cwd=ROOT,
-                    env=env,
+                    launch.command,
+                    cwd=launch.cwd,
+                    env=launch.env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -239,11 +290,11 @@ class Server:
             if self.proc.poll() is not None:
                 return None
             with contextlib.suppress(OSError, http.client.HTTPException):
-                status, _ = request(self.port, "GET", "/readyz", timeout=2.0)
+                status, _ = request(self.port, "GET", self.ready_path, timeout=2.0)
                 if status == 200:
                     return time.perf_counter() - started
             time.sleep(0.005)
-        raise RuntimeError(f"{self.name}: /readyz not 200 within {ready_seconds:g} s")
+        raise RuntimeError(f"{self.name}: {self.ready_path} not 200 within {ready_seconds:g} s")
 
     def stop(self) -> None:
         """SIGTERM and wait; then SIGKILL whatever is left of its process group."""
@@ -323,14 +374,16 @@ class Servers:
         self.running: dict[str, Server] = {}
         self.count = 0
 
-    def new(self, name: str, workers: int = 1, ceiling_bytes: int | None = None) -> Server:
+    def new(
+        self, name: str, workers: int = 1, ceiling_bytes: int | None = None, **extra: str
+    ) -> Server:
         self.count += 1
         data_dir = self.workdir / f"{name}-{self.count}"
         if ceiling_bytes is None:
             return Server(
                 name,
                 serve_command(),
-                server_env(data_dir, self.token, workers),
+                server_env(data_dir, self.token, workers, **extra),
                 self.workdir / f"{name}-{self.count}.log",
             )
         return Server(
@@ -393,28 +446,29 @@ def wrk(url: str, body: Path, connections: int, seconds: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Point:
-    """One wrk configuration: which server, which body, how many connections."""
+    """One wrk configuration: which server, which body, how many connections, which path."""
 
     name: str
     server: str
     rows: int
     connections: int
+    path: str = "/predict"
 
 
-def measure(point: Point, server: Server, bodies: dict[int, Path], plan: Plan) -> dict[str, Any]:
+def measure(point: Point, server: Server, body: Path, plan: Plan) -> dict[str, Any]:
     """Warm-up, then the measured run; long enough for 10 answers per connection (<= 20 s).
 
     wrk counts the answers that arrive within its time, so a run that holds only a few
     request times per connection undercounts (the answers in flight at the end are lost).
     """
-    url = server.url("/predict")
+    url = server.url(point.path)
     seconds = plan.seconds
     if plan.warmup:
-        warm = wrk(url, bodies[point.rows], point.connections, plan.warmup)
+        warm = wrk(url, body, point.connections, plan.warmup)
         wanted = 10 * point.connections / max(warm["rps"], 1e-3)
         seconds = min(MAX_POINT_SECONDS, max(plan.seconds, math.ceil(wanted)))
     cpu = server.cpu_seconds()
-    result = wrk(url, bodies[point.rows], point.connections, seconds)
+    result = wrk(url, body, point.connections, seconds)
     result["rows_per_s"] = result["rps"] * point.rows
     result["server_cpu_us_per_request"] = (
         (server.cpu_seconds() - cpu) / max(result["requests"], 1) * 1e6
@@ -425,7 +479,7 @@ def measure(point: Point, server: Server, bodies: dict[int, Path], plan: Plan) -
 def show_point(point: Point, result: dict[str, Any]) -> None:
     errors = f"  errors {result['errors']}" if result["error_count"] else ""
     print(
-        f"    {point.name:<28} c{point.connections:<3} {result['rps']:>9.1f} req/s  "
+        f"    {point.name:<36} c{point.connections:<3} {result['rps']:>9.1f} req/s  "
         f"p50 {result['p50_us'] / 1e3:7.2f} ms  p99 {result['p99_us'] / 1e3:8.2f} ms  "
         f"{result['seconds']:4.1f} s  load {result['loadavg']}{errors}",
         flush=True,
@@ -767,6 +821,8 @@ def throughput(
         points.append(Point("ceiling (raw ASGI)", "ceiling", 1, connections))
         points.append(Point("service, 1 row", "service", 1, connections))
     points.append(Point("service IRIS_WORKERS=2, 1 row", "service2", 1, 32))
+    if "service_nolog" in servers:
+        points.append(Point(f"service {NO_ACCESS_LOG}, 1 row", "service_nolog", 1, 32))
     for rows in ROW_COUNTS[1:]:
         for connections in BATCH_CONNECTIONS[rows]:
             points.append(Point(f"service, {rows:,} rows", "service", rows, connections))
@@ -774,7 +830,7 @@ def throughput(
     for round_ in range(plan.repeats):
         print(f"  round {round_ + 1}/{plan.repeats}", flush=True)
         for point in points if round_ % 2 == 0 else reversed(points):
-            result = measure(point, servers[point.server], bodies, plan)
+            result = measure(point, servers[point.server], bodies[point.rows], plan)
             results[key(point)].append(result)
             show_point(point, result)
     return points, results
@@ -782,6 +838,220 @@ def throughput(
 
 def key(point: Point) -> str:
     return f"{point.name} c{point.connections}"
+
+
+def has_access_log_setting() -> bool:
+    """Whether this service has the ``IRIS_ACCESS_LOG`` setting (``access_log`` in config)."""
+    config = (ROOT / "service" / "config.py").read_text()
+    return re.search(r"^\s*access_log\b", config, re.MULTILINE) is not None
+
+
+# -- 5. the Open Inference Protocol, ours and the peers' -----------------------------------
+
+
+def oip_body(rows: int) -> bytes:
+    """``rows`` Iris rows (cycled, in order) as an inference request: one flat FP64 tensor."""
+    from model.data import load_iris
+
+    raw = load_iris().raw
+    picked = raw[np.arange(rows) % raw.shape[0]]
+    tensor = {
+        "name": "measurements",
+        "shape": [rows, 4],
+        "datatype": "FP64",
+        "data": picked.ravel().tolist(),
+    }
+    return json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode()
+
+
+def oip_outputs(server: Server, body: bytes) -> dict[str, dict[str, Any]]:
+    """The outputs, by name, of ``server``'s answer to one inference request."""
+    status, answer = request(
+        server.port, "POST", OIP_PATH, body=body, headers={"Content-Type": "application/json"}
+    )
+    if status != 200:
+        raise RuntimeError(f"{server.name}: {OIP_PATH} answered {status}: {answer[:300]!r}")
+    return {output["name"]: output for output in json.loads(answer)["outputs"]}
+
+
+def answer_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[float, str | None]:
+    """Largest |difference| of the probabilities, and what else differs (None: nothing)."""
+    for name in OIP_OUTPUTS:
+        if name not in theirs:
+            return math.inf, f"no output {name!r}"
+        if theirs[name]["shape"] != ours[name]["shape"]:
+            return math.inf, f"{name} has shape {theirs[name]['shape']}, ours {ours[name]['shape']}"
+        if theirs[name]["datatype"] != ours[name]["datatype"]:
+            return math.inf, f"{name} is {theirs[name]['datatype']}, ours {ours[name]['datatype']}"
+    for name in ("class_index", "label"):
+        if theirs[name]["data"] != ours[name]["data"]:
+            return math.inf, f"{name} differs"
+    worst = float(
+        np.max(np.abs(np.array(theirs["probabilities"]["data"]) - ours["probabilities"]["data"]))
+    )
+    return worst, None if worst <= PEER_TOLERANCE else f"probabilities differ by {worst:.2e}"
+
+
+def start_peers(
+    servers: Servers, service: Server, workdir: Path, scratch: Path, mlserver_workers: int
+) -> tuple[dict[str, Server], dict[str, Any]]:
+    """The peers that install, start and answer like the service; the rest with a reason."""
+    from peer_servers import LAUNCHERS, PEERS, describe, ensure_venvs, export_weights
+
+    started = time.perf_counter()
+    venvs = ensure_venvs(scratch, lambda line: print(line, flush=True))
+    info: dict[str, Any] = {"venv_seconds": time.perf_counter() - started}
+    weights = workdir / "peers" / "weights.npz"
+    info["model_version"] = export_weights(Path(service.env["IRIS_DATA_DIR"]), weights)
+    check = oip_body(150)
+    ours = oip_outputs(service, check)
+    running: dict[str, Server] = {}
+    for peer in PEERS:
+        venv = venvs[peer.name]
+        if not isinstance(venv, peer_servers.Venv):
+            info[peer.name] = {"skipped": str(venv)}
+            print(f"  peers: {peer.name} skipped ({venv})", flush=True)
+            continue
+        found = info[peer.name] = describe(venv)
+        options = {"parallel_workers": mlserver_workers} if peer.name == "MLServer" else {}
+        found["options"] = options
+        launch = LAUNCHERS[peer.name](venv, weights, workdir / "peers" / peer.name, **options)
+        server = Server(
+            peer.name,
+            [],
+            {},
+            workdir / f"peer-{peer.name}.log",
+            ready_path=peer.ready_path,
+            launch=launch,
+        )
+        try:
+            servers.running[server.name] = server  # stopped with the rest, whatever happens
+            found["start_seconds"] = server.start()
+            worst, problem = answer_difference(ours, oip_outputs(server, check))
+        except (RuntimeError, OSError, http.client.HTTPException, ValueError, KeyError) as error:
+            servers.stop(peer.name)
+            found["skipped"] = f"{error}"[:500]
+            print(f"  peers: {peer.name} skipped ({found['skipped']})", flush=True)
+            continue
+        found["max_abs_probability_difference"] = worst
+        if problem is not None:
+            servers.stop(peer.name)
+            found["skipped"] = f"answers differ from ours on 150 rows: {problem}"
+            print(f"  peers: {peer.name} skipped ({found['skipped']})", flush=True)
+            continue
+        running[peer.name] = server
+        versions = ", ".join(f"{k} {v}" for k, v in venv.versions.items())
+        print(
+            f"  {peer.name}: {versions}; venv {found['size_mib']:.0f} MiB, installed in "
+            f"{venv.install_seconds:.0f} s{' (now)' if venv.installed_now else ' (cached)'}; "
+            f"ready in {found['start_seconds']:.1f} s; same answer as ours on 150 rows "
+            f"(max |probability difference| {worst:.1e})",
+            flush=True,
+        )
+    return running, info
+
+
+def oip_floor(plan: Plan, workdir: Path) -> dict[str, float]:
+    """The least a 10,000-row inference request can cost in-process, step by step (CPU).
+
+    orjson's parse of the body, one ``np.asarray`` of the flat tensor, the forward pass with
+    argmax and labels, and one ``orjson.dumps`` of the three outputs (NumPy arrays passed
+    to orjson as they are). No validation at all: the floor the service's /v2 sits above.
+    """
+    import orjson
+
+    from model.data import CLASSES
+    from model.network import predict_proba
+
+    rows = OIP_ROWS[-1]
+    body = oip_body(rows)
+    model = default_model(workdir / "oip-floor").model
+    parsed = orjson.loads(body)
+    data = parsed["inputs"][0]["data"]
+    raw = np.asarray(data, dtype=np.float64).reshape(rows, 4)
+    o_s = predict_proba(model, raw)
+    index = o_s.argmax(axis=1)
+    labels = [CLASSES[k] for k in index.tolist()]
+
+    def forward_part() -> object:
+        o_s = predict_proba(model, raw)
+        index = o_s.argmax(axis=1)
+        return [CLASSES[k] for k in index.tolist()]
+
+    def serialise() -> bytes:
+        outputs = [
+            {"name": "probabilities", "datatype": "FP64", "shape": [rows, 3], "data": o_s.ravel()},
+            {"name": "class_index", "datatype": "INT64", "shape": [rows], "data": index},
+            {"name": "label", "datatype": "BYTES", "shape": [rows], "data": labels},
+        ]
+        answer = {"model_name": "iris", "model_version": "v", "outputs": outputs}
+        return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    steps: dict[str, Callable[[], object]] = {
+        "parse": lambda: orjson.loads(body),
+        "asarray": lambda: np.asarray(data, dtype=np.float64).reshape(rows, 4),
+        "forward": forward_part,
+        "serialise": serialise,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(max(3, plan.repeats * 2 + 1)):
+        for name, fn in steps.items():
+            samples[name].append(per_call_seconds(fn, 0.05, time.process_time))
+    floor = {name: median(values) for name, values in samples.items()}
+    floor["sum"] = sum(floor.values())
+    print(
+        f"  in-process floor of a {rows:,}-row inference request (CPU us): "
+        + "  ".join(f"{name} {value * 1e6:,.0f}" for name, value in floor.items()),
+        flush=True,
+    )
+    return floor
+
+
+def oip(
+    servers: Servers,
+    plan: Plan,
+    workdir: Path,
+    scratch: Path,
+    *,
+    with_peers: bool,
+    mlserver_workers: int = 0,
+) -> dict[str, Any]:
+    """Ours (/v2 and /predict) and the peers on the same weights, interleaved rounds."""
+    bodies: dict[tuple[str, int], Path] = {}
+    for rows in OIP_ROWS:
+        bodies[OIP_PATH, rows] = workdir / f"oip-{rows}.json"
+        bodies[OIP_PATH, rows].write_bytes(oip_body(rows))
+        bodies["/predict", rows] = workdir / f"predict-oip-{rows}.json"
+        bodies["/predict", rows].write_bytes(predict_body(rows))
+    result: dict[str, Any] = {"floor": oip_floor(plan, workdir)}
+    service = servers.start(servers.new("oip-service"))
+    running = {"service": service}
+    if with_peers:
+        peers, result["peers"] = start_peers(servers, service, workdir, scratch, mlserver_workers)
+        running |= peers
+    else:
+        result["peers"] = {"skipped": "--no-peers"}
+        print("  peers: skipped (--no-peers)", flush=True)
+    points = []
+    for rows, connections in zip(OIP_ROWS, OIP_CONNECTIONS, strict=True):
+        label = "1 row" if rows == 1 else f"{rows:,} rows"
+        points.append(Point(f"ours {OIP_PATH}, {label}", "service", rows, connections, OIP_PATH))
+        points.append(Point(f"ours /predict, {label}", "service", rows, connections))
+        for name in [name for name in running if name != "service"]:
+            points.append(Point(f"{name}, {label}", name, rows, connections, OIP_PATH))
+    results: dict[str, list[dict[str, Any]]] = {key(p): [] for p in points}
+    for round_ in range(plan.repeats):
+        print(f"  round {round_ + 1}/{plan.repeats}", flush=True)
+        for point in points if round_ % 2 == 0 else reversed(points):
+            body = bodies[point.path, point.rows]
+            found = measure(point, running[point.server], body, plan)
+            results[key(point)].append(found)
+            show_point(point, found)
+    for name in list(running):
+        servers.stop(running[name].name)
+    result["points"] = [asdict(p) for p in points]
+    result["results"] = results
+    return result
 
 
 # -- 4. while training ---------------------------------------------------------------------
@@ -858,7 +1128,7 @@ def while_training(server: Server, token: str, body: Path, plan: Plan) -> dict[s
     for round_ in range(plan.repeats):
         for kind in ("idle", "training") if round_ % 2 == 0 else ("training", "idle"):
             if kind == "idle":
-                result = measure(point, server, {1: body}, plan)
+                result = measure(point, server, body, plan)
                 idle.append(result)
             else:
                 job_id = start_training(server, token, epochs)
@@ -879,7 +1149,7 @@ def while_training(server: Server, token: str, body: Path, plan: Plan) -> dict[s
     return {"epochs": epochs, "idle": idle, "training": busy}
 
 
-# -- 5. memory -----------------------------------------------------------------------------
+# -- 6. memory -----------------------------------------------------------------------------
 
 
 PREDICT_COUNT = re.compile(
@@ -948,6 +1218,52 @@ def paired(
     return [fn(x, y) for x, y in zip(a, b, strict=True)]
 
 
+def oip_verdicts(oip: dict[str, Any]) -> list[Verdict]:
+    """P1v2 and P2v2 from the oip section; a peer that did not run leaves its part out."""
+    results: dict[str, list[dict[str, Any]]] = oip["results"]
+    one = f"ours {OIP_PATH}, 1 row c32"
+    big = f"ours {OIP_PATH}, 10,000 rows c1"
+    rps = {name: [r["rps"] for r in results[name]] for name in results}
+    parts: list[str] = []
+    oks: list[bool] = []
+    every: list[float] = []
+    for other, bar in (("MLServer, 1 row c32", 3.0), ("KServe, 1 row c32", 3.0)):
+        if other not in results:
+            parts.append(f"{other.split(',')[0]}: not run")
+            continue
+        ratios = paired(results[one], results[other], lambda a, b: a["rps"] / b["rps"])
+        oks.append(median(ratios) >= bar)
+        every += ratios
+        parts.append(
+            f"vs {other.split(',')[0]} {spread(rps[other])} req/s: {spread(ratios, 1, 2)}x "
+            f"(>= {bar:g}x)"
+        )
+    predict = "ours /predict, 1 row c32"
+    ratios = paired(results[one], results[predict], lambda a, b: a["rps"] / b["rps"])
+    oks.append(median(ratios) >= 0.8)
+    parts.append(f"vs /predict {spread(rps[predict])} req/s: {spread(ratios, 1, 2)}x (>= 0.8x)")
+    out = [Verdict("P1v2", all(oks), f"/v2 {spread(rps[one])} req/s; " + "; ".join(parts), every)]
+    other = "MLServer, 10,000 rows c1"
+    if other not in results:
+        out.append(Verdict("P2v2", None, "MLServer not run"))
+        return out
+    ratios = paired(results[big], results[other], lambda a, b: a["rows_per_s"] / b["rows_per_s"])
+    ours_p50 = median([r["p50_us"] for r in results[big]])
+    their_p50 = median([r["p50_us"] for r in results[other]])
+    out.append(
+        Verdict(
+            "P2v2",
+            median(ratios) >= 2 and ours_p50 < their_p50,
+            f"/v2 {spread([r['rows_per_s'] for r in results[big]])} rows/s, MLServer "
+            f"{spread([r['rows_per_s'] for r in results[other]])} rows/s: "
+            f"{spread(ratios, 1, 2)}x (>= 2x); p50 {ours_p50 / 1e3:.1f} ms vs MLServer's "
+            f"{their_p50 / 1e3:.1f} ms (must be below)",
+            ratios,
+        )
+    )
+    return out
+
+
 def verdicts(report: dict[str, Any], plan: Plan) -> list[Verdict]:
     out: list[Verdict] = []
     tp = report.get("throughput")
@@ -982,6 +1298,8 @@ def verdicts(report: dict[str, Any], plan: Plan) -> list[Verdict]:
                 ratios,
             )
         )
+    if report.get("oip"):
+        out.extend(oip_verdicts(report["oip"]))
     tr = report.get("training")
     if tr:
         ratios = paired(tr["training"], tr["idle"], lambda t, i: t["p99_us"] / i["p99_us"])
@@ -1056,18 +1374,21 @@ def verdicts(report: dict[str, Any], plan: Plan) -> list[Verdict]:
     return out
 
 
-def print_table(points: list[Point], results: dict[str, list[dict[str, Any]]]) -> None:
+def print_table(
+    points: list[Point], results: dict[str, list[dict[str, Any]]], title: str = "HTTP /predict"
+) -> None:
     print()
-    print("HTTP /predict (median [min-max] over rounds)")
+    print(f"{title} (median [min-max] over rounds)")
+    width = max(31, *(len(point.name) + 1 for point in points))
     print(
-        f"  {'point':<31}{'conns':>5}  {'req/s':>22}  {'rows/s':>24}  "
+        f"  {'point':<{width}}{'conns':>5}  {'req/s':>22}  {'rows/s':>24}  "
         f"{'p50 ms':>20}  {'p99 ms':>22}  {'server CPU us/req':>24}"
     )
     for point in points:
         rs = results[key(point)]
         errors = sum(r["error_count"] for r in rs)
         print(
-            f"  {point.name:<31}{point.connections:>5}  "
+            f"  {point.name:<{width}}{point.connections:>5}  "
             f"{spread([r['rps'] for r in rs], 1, 1):>22}  "
             f"{spread([r['rows_per_s'] for r in rs], 1, 0):>24}  "
             f"{spread([r['p50_us'] for r in rs], 1e-3, 2):>20}  "
@@ -1075,6 +1396,22 @@ def print_table(points: list[Point], results: dict[str, list[dict[str, Any]]]) -
             f"{spread([r['server_cpu_us_per_request'] for r in rs], 1, 0):>24}"
             + (f"  ({errors} errors)" if errors else "")
         )
+
+
+def print_access_log(tp: dict[str, list[dict[str, Any]]]) -> None:
+    """What uvicorn's access log costs the service, from the points with it on and off."""
+    on, off = tp.get("service, 1 row c32"), tp.get(f"service {NO_ACCESS_LOG}, 1 row c32")
+    if not on or not off:
+        return
+    ratios = paired(off, on, lambda f, n: f["rps"] / n["rps"])
+    cost = paired(
+        on, off, lambda n, f: n["server_cpu_us_per_request"] - f["server_cpu_us_per_request"]
+    )
+    print(
+        f"  the access log at 32 connections: off {spread([r['rps'] for r in off])} req/s, on "
+        f"{spread([r['rps'] for r in on])} req/s: off/on {spread(ratios, 1, 2)}x; it costs "
+        f"{spread(cost, 1, 0)} us of server CPU per request"
+    )
 
 
 def print_split(split: dict[int, Any], tp: dict[str, list[dict[str, Any]]] | None) -> None:
@@ -1131,7 +1468,7 @@ def describe_machine() -> dict[str, Any]:
 # -- main ----------------------------------------------------------------------------------
 
 
-SECTIONS = ("cold", "inprocess", "throughput", "training", "memory")
+SECTIONS = ("cold", "inprocess", "throughput", "training", "oip", "memory")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1140,6 +1477,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every sample here")
     parser.add_argument("--repeats", type=int, help="rounds (default 3, --quick 1)")
     parser.add_argument("--seconds", type=int, help="wrk seconds per point (default 5)")
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=DEFAULT_SCRATCH,
+        help="where the peers' virtualenvs are installed and kept (default bench/.scratch)",
+    )
+    parser.add_argument(
+        "--mlserver-parallel-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="MLServer's parallel_workers (default 0: one process, like the service's default)",
+    )
+    parser.add_argument(
+        "--no-peers", action="store_true", help="leave MLServer and KServe out of the oip section"
+    )
     parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
@@ -1210,18 +1563,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"per point; ceiling answers {len(answer)} bytes like one-row /predict)",
                         flush=True,
                     )
+                    print(f"  ceiling: raw ASGI app, uvicorn {ceiling.describe()}", flush=True)
                     running = {
                         "service": service,
                         "ceiling": servers.start(servers.new("ceiling", ceiling_bytes=len(answer))),
                         "service2": servers.start(servers.new("service2", workers=2)),
                     }
+                    if has_access_log_setting():
+                        running["service_nolog"] = servers.start(
+                            servers.new("service_nolog", IRIS_ACCESS_LOG="false")
+                        )
+                    else:
+                        print(f"  {NO_ACCESS_LOG}: skipped (service/config.py has no access_log)")
                     points, report["throughput"] = throughput(running, bodies, plan)
-                    servers.stop("ceiling")
-                    servers.stop("service2")
+                    for name in ("ceiling", "service2", "service_nolog"):
+                        servers.stop(name)
                 if "training" in only:
                     print(f"/predict at {TRAINING_CONNECTIONS} connections, idle vs training")
                     report["training"] = while_training(service, token, bodies[1], plan)
                 servers.stop("service")
+            if "oip" in only:
+                print(
+                    "Open Inference Protocol: ours and the peers on the same weights; one row at "
+                    f"32 connections, 10,000 rows at 1 (wrk -t1, {plan.warmup} s warm-up + "
+                    f"{plan.seconds} s per point)",
+                    flush=True,
+                )
+                report["oip"] = oip(
+                    servers,
+                    plan,
+                    workdir,
+                    args.scratch,
+                    with_peers=not args.no_peers,
+                    mlserver_workers=args.mlserver_parallel_workers,
+                )
             if "memory" in only:
                 print(f"memory (one-row /predict; {plan.memory_requests:,} requests)")
                 report["memory"] = memory(servers, bodies[1], plan)
@@ -1229,6 +1604,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["seconds"] = time.perf_counter() - began
     if points:
         print_table(points, report["throughput"])
+        print(
+            f"  ceiling: a raw ASGI app under uvicorn {ceiling.describe()}; "
+            "the service at its default settings"
+        )
+        print_access_log(report["throughput"])
+    if "oip" in report:
+        oip_points = [Point(**p) for p in report["oip"]["points"]]
+        print_table(oip_points, report["oip"]["results"], "Open Inference Protocol and /predict")
     if "split" in report:
         print_split(report["split"], report.get("throughput"))
     report["verdicts"] = [asdict(v) for v in verdicts(report, plan)]

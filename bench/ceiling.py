@@ -1,19 +1,16 @@
-"""The ceiling of ``bench/bench_http.py``: a raw ASGI app, no framework, under the same uvicorn.
+"""The ceiling of ``bench/bench_http.py``: a raw ASGI app, no framework, under uvicorn at its best.
 
 Every HTTP request is read to the end of its body (not parsed) and answered 200 with one
 constant JSON body of ``CEILING_BODY_BYTES`` bytes (the driver passes the size of a one-row
 /predict answer), with the same two headers a /predict answer carries: content-type
-application/json and content-length.
+application/json and content-length. The app itself imports nothing of the service.
 
-Run as ``python bench/ceiling.py`` with the same ``IRIS_`` environment as the service. It
-runs ``iris-serve``'s own ``main()`` (``service/__main__.py``) with ``uvicorn.run`` replaced
-by a recorder, so it sets up logging the same way and gets the very arguments iris-serve
-would pass (today: an import string with ``factory=True``, host, port, workers, log level,
-graceful-shutdown timeout, no server header), then calls the real ``uvicorn.run`` with
-them and this module's factory. What iris-serve leaves to uvicorn's defaults stays at
-them here too: with ``uvicorn[standard]`` installed, the uvloop event loop, the httptools
-parser, and the access log on (a line per request to stdout at log level info). The app
-itself imports nothing of the service.
+Run as ``python bench/ceiling.py``; it listens on ``IRIS_HOST``:``IRIS_PORT`` (as the driver
+sets them for every server it starts) in one process. uvicorn runs in its fastest
+configuration (:data:`UVICORN_CONFIGURATION`), not with the service's arguments: the uvloop
+event loop, the httptools parser, no access log, no lifespan, no server header, log level
+warning. That is the stack's best for this app, against which the service at its default
+settings is judged (target P1).
 """
 
 from __future__ import annotations
@@ -33,6 +30,22 @@ ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 BODY_BYTES_ENV = "CEILING_BODY_BYTES"
 DEFAULT_BODY_BYTES = 190
 """About the size of a one-row /predict answer, when the driver does not say."""
+
+UVICORN_CONFIGURATION: dict[str, object] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "access_log": False,
+    "lifespan": "off",
+    "server_header": False,
+    "log_level": "warning",
+    "workers": 1,
+}
+"""uvicorn's fastest settings for this app (``uvicorn.run`` keyword arguments)."""
+
+
+def describe() -> str:
+    """The configuration in one line, for the benchmark's tables."""
+    return " ".join(f"{key}={value}" for key, value in UVICORN_CONFIGURATION.items())
 
 
 def constant_body(size: int) -> bytes:
@@ -61,20 +74,8 @@ def create_app() -> ASGIApp:
     }
     answer: Message = {"type": "http.response.body", "body": body}
 
-    async def lifespan(receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
     async def app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # lifespan is off: only HTTP requests arrive
             return
         more = True
         while more:  # read the request body to its end, as the service must
@@ -88,44 +89,20 @@ def create_app() -> ASGIApp:
     return app
 
 
-def service_uvicorn_arguments() -> dict[str, Any]:
-    """The arguments ``iris-serve`` passes to ``uvicorn.run``, taken from its own ``main()``.
-
-    ``service.__main__.main`` reads the settings, sets up logging and calls ``uvicorn.run``;
-    with ``uvicorn.run`` replaced by a recorder for the call, what it would have run with is
-    captured, so the ceiling follows any change made there.
-    """
-    import uvicorn
-
-    from service import __main__ as iris_serve
-
-    captured: dict[str, Any] = {}
-
-    def record(app: Any, **kwargs: Any) -> None:
-        captured.update(kwargs, app=app)
-
-    real = uvicorn.run
-    uvicorn.run = record  # type: ignore[assignment]
-    try:
-        code = iris_serve.main()
-    finally:
-        uvicorn.run = real
-    if code != 0 or not captured:
-        raise SystemExit(code or 2)
-    return captured
-
-
 def main() -> int:
     import uvicorn
 
-    arguments = service_uvicorn_arguments()
-    service_app = arguments.pop("app")
-    if not arguments.get("factory"):
-        raise SystemExit(f"ceiling: iris-serve no longer runs a factory ({service_app!r})")
-    logging.getLogger("ceiling").warning(
-        "ceiling: uvicorn.run as iris-serve calls it (app %s): %s", service_app, arguments
+    host = os.environ.get("IRIS_HOST", "127.0.0.1")
+    port = int(os.environ.get("IRIS_PORT", "8000"))
+    logging.getLogger("ceiling").warning("ceiling: uvicorn %s", describe())
+    uvicorn.run(
+        "ceiling:create_app",
+        factory=True,
+        app_dir=str(Path(__file__).resolve().parent),
+        host=host,
+        port=port,
+        **UVICORN_CONFIGURATION,  # type: ignore[arg-type]
     )
-    uvicorn.run("ceiling:create_app", app_dir=str(Path(__file__).resolve().parent), **arguments)
     return 0
 
 

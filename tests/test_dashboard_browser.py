@@ -33,7 +33,8 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with server_pool(tmp_path_factory.mktemp("browser")) as start:
-        yield start(None, {"IRIS_API_TOKEN": TOKEN})
+        # 160 rows a request: a CSV of 450 rows takes three batches of at most 160
+        yield start(None, {"IRIS_API_TOKEN": TOKEN, "IRIS_MAX_INSTANCES": "160"})
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_a_negative_measurement_shows_the_api_message_next_to_its_field(
     assert_clean(browser, server, allowed_statuses=(422,))
 
 
-def test_a_pasted_csv_is_predicted_in_batches(
+def test_a_pasted_csv_is_predicted_in_batches_within_the_row_limit(
     browser: Browser, server: ServerProcess, api: httpx.Client
 ) -> None:
     open_page(browser, server)
@@ -188,9 +189,12 @@ def test_a_pasted_csv_is_predicted_in_batches(
         ",".join(str(r[f]) for f in FEATURES) for r in rows
     )
     js(browser, "document.getElementById('csv-text').value = arguments[0]", text)
+    browser.reset()
     browser.driver.find_element("id", "csv-run").click()
     status = browser.driver.find_element("id", "csv-status")
     until(lambda: status.text.startswith("450 of 450"), "all rows predicted")
+    batches = [r for r in browser.collect().requests.values() if r.url.endswith("/predict")]
+    assert [r.status for r in batches] == [200, 200, 200]  # within IRIS_MAX_INSTANCES
     expected = api.post("/predict", json={"instances": rows[:3]}).json()["predictions"]
     shown = js(
         browser,
@@ -343,6 +347,17 @@ def test_training_from_the_page_streams_points_then_serves_the_new_version_and_r
     assert js(browser, "return document.querySelector('#jobs tbody tr .badge').textContent") == (
         "succeeded"
     )
+
+    # 256 hidden units: the explain panel's wide matrices scroll inside their cards
+    click_tab(browser, "explain")
+    until(
+        lambda: (
+            js(browser, "return document.getElementById('explain-panel').dataset.version") == new
+            and js(browser, READY["explain"])
+        ),
+        "the new version explained",
+    )
+    assert js(browser, "return document.documentElement.scrollWidth") <= DESKTOP[0]
 
     click_tab(browser, "models")
     button = until(

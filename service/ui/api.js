@@ -59,3 +59,4 @@ export const cancelJob = (jobId) =>
   api(`/train/${encodeURIComponent(jobId)}/cancel`, { method: "POST", auth: true });
 export const jobEvents = (jobId) => new EventSource(`/train/${encodeURIComponent(jobId)}/events`);
 export const openapi = () => api("/openapi.json");
+export const limits = () => api("/limits");

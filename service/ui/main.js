@@ -15,6 +15,9 @@ const PANELS = {
   train: { show: showTrain, hide: () => {} },
   models: { show: showModels, hide: hideModels },
 };
+// After an activation, a server worker may answer with the version before it for up to its
+// poll interval (IRIS_MODEL_POLL_SECONDS); predictions retry meanwhile instead of reporting it.
+const SETTLE_MS = 5000;
 const tabs = () => [...document.querySelectorAll("[role=tab]")];
 // Panels are named in the URL's fragment (#train); their elements are #train-panel, so a
 // fragment never scrolls to or focuses a panel by itself.
@@ -72,6 +75,7 @@ async function start() {
   setupTabs();
   on("serving", (version) => {
     showServing(version);
+    shared.settleUntil = Date.now() + SETTLE_MS;
     refreshPrediction();
   });
   try {

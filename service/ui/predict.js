@@ -103,7 +103,14 @@ async function run() {
     Object.assign(shared.flower, flower);
     shared.flowerValid = true;
     emit("flower", shared.flower);
-    if (answer.model_version !== shared.serving) emit("serving", answer.model_version);
+    if (answer.model_version !== shared.serving) {
+      if (Date.now() < (shared.settleUntil || 0)) {
+        clearTimeout(timer);
+        timer = setTimeout(run, 250); // the worker has not swapped to the new version yet
+      } else {
+        emit("serving", answer.model_version);
+      }
+    }
   } catch (error) {
     if (mine !== sequence) return;
     shared.flowerValid = false;
@@ -161,12 +168,19 @@ async function runCsv() {
     status.textContent = error.message;
     return;
   }
+  // Batches fit the server's row limit (IRIS_MAX_INSTANCES).
+  let batch = BATCH;
+  try {
+    batch = Math.max(1, Math.min(BATCH, (await api.limits()).max_instances));
+  } catch {
+    // an older server without /limits: the default batch
+  }
   bar.hidden = false;
   bar.max = rows.length;
   bar.value = 0;
   const done = [];
-  for (let start = 0; start < rows.length; start += BATCH) {
-    const chunk = rows.slice(start, start + BATCH);
+  for (let start = 0; start < rows.length; start += batch) {
+    const chunk = rows.slice(start, start + batch);
     try {
       const answer = await api.predict(chunk.map((r) => Object.fromEntries(FEATURES.map((f) => [f, r[f]]))));
       answer.predictions.forEach((p, i) => done.push({ ...chunk[i], label: p.label, p: p.probabilities }));

@@ -5,6 +5,7 @@ export const shared = {
   flower: { sepal_length: 5.8, sepal_width: 3.0, petal_length: 4.35, petal_width: 1.3 },
   flowerValid: true,
   serving: null,
+  settleUntil: 0, // until then, a prediction from another version is retried, not reported
   iris: null,
 };
 
