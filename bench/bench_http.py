@@ -524,62 +524,34 @@ def default_model(workdir: Path) -> Any:
 def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int, Any]:
     """CPU time per request of each step of /predict, timed apart on the same inputs.
 
-    parse: ``PredictRequest.model_validate_json``; array: ``measurements`` (the schema
-    path's array build); fast: ``service.body.fast_instances`` where it exists (bytes to
-    array, the route's first try); numpy: standardise, ``forward``, argmax, bincount;
-    counters: the per-class Prometheus counters; serialise: the prediction dicts and
-    ``orjson.dumps``. ``predict_rows`` (numpy + counters + serialise) is timed whole too,
-    as a check on the split.
+    Each step is the function the route runs (service/routers/predict.py): parse:
+    ``service.body.load`` (orjson) and the schema's validation of its document; array:
+    ``instance_rows`` (the schema path's array build); fast: ``service.body.fast_instances``
+    (bytes to array, the route's first try); numpy: ``service.inference.predict``
+    (standardise, forward, argmax, the per-class counters); serialise:
+    ``predictions_json``, the route's writer.
     """
-    import orjson
+    from types import SimpleNamespace
 
-    from model.data import CLASSES
-    from model.network import forward
-    from service import metrics
+    from service import inference
+    from service.body import load
     from service.routers.predict import instance_rows as measurements
     from service.routers.predict import predictions_json
     from service.schemas import PredictRequest
 
     print("in-process /predict split (CPU time per request, median of rounds)", flush=True)
-    model = stored.model
+    registry: Any = SimpleNamespace(cached=lambda version: stored)  # the served model
     fast = fast_path()
     split: dict[int, Any] = {}
     for rows, body in bodies.items():
-        parsed = PredictRequest.model_validate_json(body)
+        parsed = load(body).validate(PredictRequest)
         raw = measurements(parsed.instances)
-        o_s = forward(model.params, model.standardizer.transform(raw)).o_s
-        index = o_s.argmax(axis=1)
-        counts = np.bincount(index, minlength=len(CLASSES))
-
-        def numpy_part(raw: Any = raw) -> object:
-            o_s = forward(model.params, model.standardizer.transform(raw)).o_s
-            index = o_s.argmax(axis=1)
-            return np.bincount(index, minlength=len(CLASSES))
-
-        def counters(counts: Any = counts) -> None:
-            for label, count in zip(CLASSES, counts.tolist(), strict=True):
-                if count:
-                    metrics.PREDICTIONS.labels(label=label).inc(count)
-
-        def serialise(index: Any = index, o_s: Any = o_s) -> bytes:
-            setosa, versicolor, virginica = CLASSES
-            predictions = [
-                {
-                    "label": CLASSES[k],
-                    "class_index": k,
-                    "probabilities": {setosa: p[0], versicolor: p[1], virginica: p[2]},
-                }
-                for k, p in zip(index.tolist(), o_s.tolist(), strict=True)
-            ]
-            return orjson.dumps({"model_version": stored.version, "predictions": predictions})
-
+        version, o_s, index = inference.predict(registry, raw, None)
         steps: dict[str, Callable[[], object]] = {
-            "parse": lambda body=body: PredictRequest.model_validate_json(body),
+            "parse": lambda body=body: load(body).validate(PredictRequest),
             "array": lambda parsed=parsed: measurements(parsed.instances),
-            "numpy": numpy_part,
-            "counters": counters,
-            "serialise": serialise,
-            "predict_rows": lambda raw=raw: predict_rows(stored, raw),
+            "numpy": lambda raw=raw: inference.predict(registry, raw, None),
+            "serialise": lambda v=version, o_s=o_s, i=index: predictions_json(v, o_s, i),
         }
         if fast is not None and fast(body) is not None:
             steps["fast"] = lambda body=body: fast(body)
@@ -592,10 +564,10 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
                     per_call_seconds(fn, 0.02 if plan.quick else 0.05, time.process_time)
                 )
         step = {name: median(values) for name, values in samples.items()}
-        step["schema_path"] = sum(step[k] for k in ("parse", "array", "numpy", "counters"))
-        step["schema_path"] += step["serialise"]
+        step["counters"] = 0.0  # inside numpy: inference.predict counts its predictions
+        step["schema_path"] = sum(step[k] for k in ("parse", "array", "numpy", "serialise"))
         if "fast" in step:
-            step["fast_path"] = step["fast"] + step["numpy"] + step["counters"] + step["serialise"]
+            step["fast_path"] = step["fast"] + step["numpy"] + step["serialise"]
         split[rows] = step | {"samples": samples}
         print(
             f"    {rows:>6} rows: "

@@ -75,7 +75,7 @@ class EdgeMiddleware:
         # Routes with a path parameter ("/v2/models/iris/versions/{model_version}/infer"),
         # tried only when no exact path matched.
         self.hot_patterns = [
-            (method, path_pattern(path), hot)
+            (method, path_pattern(path), hot, path)
             for (method, path), hot in self.hot_routes.items()
             if "{" in path
         ]
@@ -103,9 +103,11 @@ class EdgeMiddleware:
             body = await self.buffered(scope, receive, send_with_status, held)
             if body is None:
                 return  # answered here (413, 408, 503) or the client left
-            hot = self.hot_routes.get((method, scope["path"])) or self.hot_pattern(method, scope)
+            hot = self.hot_routes.get((method, scope["path"]))
+            route = scope["path"] if hot is not None else None
+            if hot is None:
+                hot, route = self.hot_pattern(method, scope)
             if hot is not None:
-                route = scope["path"]
                 await self.answer(scope, send_with_status, hot, body)
             else:
                 await self.app(scope, replaying(body, receive), send_with_status)
@@ -115,11 +117,15 @@ class EdgeMiddleware:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
 
-    def hot_pattern(self, method: str, scope: Scope) -> HotRoute | None:
-        for hot_method, pattern, hot in self.hot_patterns:
-            if method == hot_method and pattern.match(scope["path"]):
-                return hot
-        return None
+    def hot_pattern(self, method: str, scope: Scope) -> tuple[HotRoute | None, str | None]:
+        """The hot route whose path has parameters and matches; they go into the scope's
+        ``path_params``, as routing would put them."""
+        for hot_method, pattern, hot, template in self.hot_patterns:
+            found = pattern.match(scope["path"]) if method == hot_method else None
+            if found is not None:
+                scope["path_params"] = found.groupdict()
+                return hot, template  # the template names the route in the metrics
+        return None, None
 
     async def answer(self, scope: Scope, send: Send, hot: HotRoute, body: bytes) -> None:
         """Run a hot route's handler and send its JSON (or the error it raised)."""
@@ -224,11 +230,13 @@ class EdgeMiddleware:
 
 
 def path_pattern(path: str) -> re.Pattern[str]:
-    """A route path with ``{parameters}`` as a regular expression of whole paths."""
-    parts = re.split(r"(\{[^}/]+\})", path)
-    return re.compile(
-        "^" + "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts) + "$"
+    """A route path with ``{parameters}`` as a regular expression of whole paths, each
+    parameter a named group."""
+    parts = re.split(r"\{([^}/]+)\}", path)  # literal, name, literal, name, ...
+    pattern = "".join(
+        f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part) for i, part in enumerate(parts)
     )
+    return re.compile(f"^{pattern}$")
 
 
 class BodyTooLargeError(Exception):

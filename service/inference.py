@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -53,17 +53,30 @@ def hot_route(
 ) -> None:
     """Declare ``POST path`` once: for the edge (HOT_ROUTES) and as ``router``'s route.
 
-    The route's endpoint runs the same handler (with the same inline-or-pool choice) and
-    declares the path's parameters, so the OpenAPI document describes what the edge serves.
+    The route's endpoint runs the same handler, with the same inline-or-pool choice, so the
+    OpenAPI document describes what the edge serves and an app without the edge serves it too.
     """
     HOT_ROUTES[("POST", path)] = HotRoute(handler, errors)
 
-    async def endpoint(request: Request, **_: str) -> Response:
+    async def answer(request: Request) -> Response:
         try:
             content = await run_sized(handler, request, await request.body())
         except Exception as error:
             return errors(request, error)
         return Response(content, media_type="application/json")
+
+    router.add_api_route(path, endpoint_for(path, answer), methods=["POST"], **openapi)
+
+
+def endpoint_for(
+    path: str, call: Callable[[Request], Awaitable[Response]]
+) -> Callable[..., Awaitable[Response]]:
+    """An endpoint running ``call(request)`` that declares ``path``'s parameters (strings) to
+    FastAPI, for its OpenAPI document; ``call`` reads them from ``request.path_params``. One
+    handler can so serve several paths (a versioned and an unversioned one)."""
+
+    async def endpoint(request: Request, **_: str) -> Response:
+        return await call(request)
 
     request = inspect.Parameter(
         "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
@@ -73,8 +86,8 @@ def hot_route(
         for name in re.findall(r"{(\w+)}", path)
     ]
     endpoint.__signature__ = inspect.Signature([request, *params])  # type: ignore[attr-defined]
-    endpoint.__name__ = handler.__name__
-    router.add_api_route(path, endpoint, methods=["POST"], **openapi)
+    endpoint.__name__ = getattr(call, "__name__", "endpoint")
+    return endpoint
 
 
 async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> bytes:

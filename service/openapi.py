@@ -37,12 +37,5 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     components.update(v2.REQUEST_SCHEMAS)
-    for path in v2.INFER_PATHS:
-        schema["paths"][path]["post"]["requestBody"] = {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}
-            },
-        }
     app.openapi_schema = schema
     return schema

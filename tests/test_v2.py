@@ -664,7 +664,8 @@ def test_body_over_the_limit_is_a_protocol_error(shared: TestClient) -> None:
 def test_infer_fast_path_agrees_with_the_schema_on_every_rule() -> None:
     """fast_request vouches only for what the schema path accepts, with the same values."""
     from service.body import load
-    from service.v2 import fast_request, measurements, output_names, parse
+    from service.v2.tensors import fast_request, output_names, parse
+    from service.v2.tensors import tensor_rows as measurements
 
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
     tensor = {"name": "measurements", "shape": [2, 4], "datatype": "FP64", "data": rows}

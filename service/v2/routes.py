@@ -1,0 +1,241 @@
+"""The protocol's routes: server and model metadata and health, and inference.
+
+Inference is a hot route (service.inference.hot_route): the app's edge answers it before
+routing, with the same handler FastAPI's route runs. Versioned and unversioned paths share
+one handler each, which reads the version from the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+from starlette.routing import Match
+
+from model.data import CLASSES
+from model.network import N_FEATURES
+from model.persistence import StoredModel
+from service import inference
+from service.body import check_budget, load
+from service.deps import State, state
+from service.errors import ProblemError
+from service.inference import endpoint_for
+from service.responses import json_response
+from service.v2.errors import (
+    ProtocolError,
+    bad_request,
+    error_responses,
+    protocol_error,
+)
+from service.v2.protocol import (
+    BINARY_HEADER,
+    INPUT,
+    MODEL_NAME,
+    NO_BINARY,
+    OUTPUTS,
+    PLATFORM,
+    SERVER_NAME,
+    SERVER_VERSION,
+)
+from service.v2.tensors import (
+    fast_request,
+    inflated,
+    output_names,
+    parse,
+    tensor,
+    tensor_rows,
+    the_input,
+)
+
+
+class ProtocolRoute(APIRoute):
+    """A route whose every error, expected or not, is answered ``{"error": ...}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as error:
+                return protocol_error(request, error)
+
+        return guarded
+
+
+router = APIRouter(route_class=ProtocolRoute, tags=["Open Inference Protocol (v2)"])
+INFER_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+}
+
+
+def check_model(name: str) -> None:
+    if name != MODEL_NAME:
+        raise ProtocolError(
+            404, f"unknown model {name[:80]!r}: this server serves one model, {MODEL_NAME!r}"
+        )
+
+
+def path_model(request: Request) -> tuple[str, str | None]:
+    """The model name and version (None: the active one) of a versioned or unversioned path."""
+    params = request.path_params
+    return params["model_name"], params.get("model_version")
+
+
+def served(request: Request) -> StoredModel:
+    """The model a path names: 404 unknown, 409 corrupt, 503 not ready."""
+    name, version = path_model(request)
+    check_model(name)
+    return inference.served_model(state(request).registry, version)
+
+
+async def model_metadata(request: Request) -> Response:
+    name, version = path_model(request)
+    check_model(name)
+    if version is not None:
+        served(request)
+    return json_response(
+        {
+            "name": MODEL_NAME,
+            "versions": state(request).store.versions(),
+            "platform": PLATFORM,
+            "inputs": [{"name": INPUT, "datatype": "FP64", "shape": [-1, N_FEATURES]}],
+            "outputs": [
+                {"name": output, "datatype": datatype, "shape": shape}
+                for output, (datatype, shape) in OUTPUTS.items()
+            ],
+        }
+    )
+
+
+async def model_ready(request: Request) -> Response:
+    served(request)
+    return json_response({"name": MODEL_NAME, "ready": True})
+
+
+def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
+    """The JSON answer to an inference request body (already inflated)."""
+    limit = st.settings.max_instances
+    try:
+        check_budget(body, limit, "IRIS_MAX_INSTANCES")
+    except ProblemError as error:
+        raise bad_request(error.detail) from None
+    document = load(body)
+    fast = fast_request(document, limit)
+    if fast is not None:
+        raw, names, request_id = fast
+    else:
+        request = parse(document)
+        raw = tensor_rows(the_input(request.inputs), limit)
+        names, request_id = output_names(request.outputs), request.id
+    served_version, o_s, index = inference.predict(st.registry, raw, version)
+    n = raw.shape[0]
+    # Response data is flat, row-major, as the protocol writes it.
+    data = {
+        "probabilities": o_s.ravel(),
+        "class_index": index.astype(np.int64),
+        "label": [CLASSES[k] for k in index.tolist()],
+    }
+    answer: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": served_version}
+    if request_id is not None:
+        answer["id"] = request_id
+    answer["outputs"] = [tensor(name, n, data[name]) for name in names]
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def infer_request(request: Request, body: bytes) -> bytes:
+    """The handler of both infer paths: the model from the path, the body inflated."""
+    st = state(request)
+    name, version = path_model(request)
+    check_model(name)
+    if BINARY_HEADER in request.headers:
+        raise bad_request(NO_BINARY)
+    inflated_body = inflated(
+        body, request.headers.get("content-encoding", ""), st.settings.max_body_bytes
+    )
+    return infer_answer(st, inflated_body, version)
+
+
+@router.get("/v2", summary="Server metadata: name, version, extensions")
+async def server_metadata() -> Response:
+    return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+
+
+@router.get("/v2/health/live", summary="Server liveness: the process answers")
+async def server_live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get(
+    "/v2/health/ready",
+    responses=error_responses(503),
+    summary="Server readiness: a model is loaded",
+)
+async def server_ready(request: Request) -> Response:
+    registry = state(request).registry
+    if registry.active is None:
+        raise ProtocolError(503, f"not ready: {registry.problem or 'no model is loaded yet'}")
+    # The specification's ready object reads {"live": ...}; "ready" says what it means.
+    return json_response({"live": True, "ready": True})
+
+
+MODEL = "/v2/models/{model_name}"
+VERSION = "/v2/models/{model_name}/versions/{model_version}"
+PATHS = ((MODEL, (404, 503), "the active version"), (VERSION, (404, 409), "a stored version"))
+for base, codes, whose in PATHS:
+    router.add_api_route(
+        base,
+        endpoint_for(base, model_metadata),
+        methods=["GET"],
+        responses=error_responses(*codes),
+        summary=f"Model metadata, for {whose}: versions, input and output tensors",
+    )
+    router.add_api_route(
+        f"{base}/ready",
+        endpoint_for(f"{base}/ready", model_ready),
+        methods=["GET"],
+        responses=error_responses(*codes),
+        summary=f"Model readiness: {whose} is loaded",
+    )
+    inference.hot_route(
+        router,
+        f"{base}/infer",
+        infer_request,
+        protocol_error,
+        responses=error_responses(400, 413, 415, *codes),
+        openapi_extra={"requestBody": INFER_BODY},
+        summary=f"Inference with {whose} (JSON tensors)",
+    )
+
+
+# Last, so every other /v2 route matches first: what is left gets {"error"}, not a problem.
+@router.api_route(
+    "/v2/{path:path}",
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+@router.api_route(
+    "/v2", methods=["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False
+)
+async def unmatched(request: Request) -> Response:
+    allowed = sorted(
+        method
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        and route.endpoint is not unmatched
+        and route.matches(request.scope)[0] is Match.PARTIAL
+        for method in route.methods or ()
+    )
+    if allowed:
+        raise ProtocolError(
+            405,
+            f"{request.method} is not allowed on {request.url.path}",
+            {"Allow": ", ".join(allowed)},
+        )
+    raise ProtocolError(404, f"no endpoint at {request.url.path[:200]}")
