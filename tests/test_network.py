@@ -1,7 +1,8 @@
 """The network: forward pass, loss, backpropagation and the stability of softmax.
 
 Gradients are checked against central finite differences of a reference loss written out
-here from the formulas of DESIGN.md (not network.loss), in float64, on tiny nets.
+here from the formulas in model/network.py's docstring (not network.loss), in float64, on
+tiny nets.
 """
 
 from __future__ import annotations
