@@ -30,6 +30,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": math.ceil(settings.graceful_shutdown_seconds),
         "server_header": False,
         "access_log": False,  # uvicorn's text lines; IRIS_ACCESS_LOG writes ours
+        # Nothing here reads the client's address: no X-Forwarded-For parsing per request.
+        "proxy_headers": False,
         "limit_concurrency": settings.max_connections,
         "http": functools.partial(
             BoundedHttpToolsProtocol, header_timeout=settings.header_timeout_seconds

@@ -40,6 +40,7 @@ SPARE_CONTAINERS = 64
 VALUES_PER_ROW = 16
 SPARE_VALUES = 1024
 MAX_OBJECT_KEYS = 32  # the widest schema object has 10 fields
+SMALL_BATCH = 8  # rows checked with Python's comparisons rather than NumPy's
 
 
 def check_media_type(request: Request) -> None:
@@ -241,14 +242,24 @@ def fast_document(document: Any, body: bytes) -> tuple[FloatArray, str | None] |
         return None
     if len(rows) != len(instances):
         return None
-    if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
+    values = list(itertools.chain.from_iterable(rows))
+    if not set(map(type, values)) <= {float, int}:
         return None  # strings, booleans, nulls, nested values
-    raw = np.array(rows, dtype=np.float64)
-    if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
-        return None
     n = len(rows)
+    if n <= SMALL_BATCH:  # a few numbers: Python's comparisons cost less than NumPy's calls
+        if not all(0 < v <= MAX_MEASUREMENT_CM for v in values):
+            return None
+        raw = np.array(rows, dtype=np.float64)
+    else:
+        raw = np.array(rows, dtype=np.float64)
+        if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
+            return None
+    f1, f2, f3, f4 = _FEATURE_KEYS
     if (
-        any(body.count(key) != n for key in _FEATURE_KEYS)
+        body.count(f1) != n
+        or body.count(f2) != n
+        or body.count(f3) != n
+        or body.count(f4) != n
         or body.count(b'"instances"') != 1
         or body.count(b'"model_version"') != ("model_version" in document)
     ):
