@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
@@ -26,9 +25,9 @@ from model.persistence import StoredModel, check_version_id
 from model.train import evaluate
 from service.deps import state
 from service.errors import ProblemError
-from service.job_store import TERMINAL, JobError
+from service.job_store import TERMINAL, JobError, JobsBusyError
 from service.responses import json_response, problem_responses
-from service.routers.train import valid_job_id
+from service.routers.train import in_jobs_thread, valid_job_id
 
 router = APIRouter()
 
@@ -163,8 +162,11 @@ async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[byt
         if await request.is_disconnected():
             return
         try:
-            # The job store is SQLite: read it in a pool thread, never on the event loop.
-            job = await run_in_threadpool(jobs.get, job_id)
+            # Read the job store in a job thread, never on the event loop, and never in the
+            # pool that large predictions use.
+            job = await in_jobs_thread(request, jobs.get, job_id)
+        except JobsBusyError:  # locked for a moment: the next poll reads again
+            continue
         except JobError:  # its record was deleted, or the database is unavailable
             return
 
@@ -188,7 +190,7 @@ async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[byt
 )
 async def train_events(request: Request, job_id: str) -> Response:
     valid_job_id(job_id)
-    job = await run_in_threadpool(state(request).jobs.get, job_id)  # 404 before streaming
+    job = await in_jobs_thread(request, state(request).jobs.get, job_id)  # 404 before streaming
     return EventStreamResponse(
         job_events(request, job),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

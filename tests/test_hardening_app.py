@@ -279,3 +279,30 @@ def test_the_model_list_reads_each_version_once_and_never_its_history(tmp_path: 
         assert len(first["models"]) == 4
         assert sorted(reads) == sorted(m["version"] for m in first["models"])  # once each
         assert {"metrics": {"train_loss": 0.5}}.items() <= first["models"][0].items()
+
+
+def test_a_v2_infer_pinned_to_a_version_not_in_memory_loads_it_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    with make_client(tmp_path, api_token=TOKEN) as client:
+        store = client.app.state.iris.store  # type: ignore[attr-defined]
+        pinned = store.save(store.load(store.current()).model, {})
+        on_loop: list[bool] = []
+        load = store.load
+
+        def recording_load(version: str) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:
+                on_loop.append(False)
+            return load(version)
+
+        store.load = recording_load
+        tensor = {"name": "measurements", "datatype": "FP64", "shape": [1, 4]}
+        body = {"inputs": [tensor | {"data": [5.1, 3.5, 1.4, 0.2]}]}
+        for _ in range(2):
+            answer = client.post(f"/v2/models/iris/versions/{pinned}/infer", json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == pinned
+        assert on_loop == [False]
