@@ -7,6 +7,7 @@ failure is a :class:`~service.v2.errors.ProtocolError` (400 unless it says other
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import zlib
@@ -122,10 +123,16 @@ def fast_request(document: Document, limit: int) -> tuple[FloatArray, list[str],
         return None
     n = shape[0]
     try:
-        raw = np.array(data, dtype=np.float64)
+        if len(data) == n * N_FEATURES:  # flat, row-major
+            raw = np.array(data, dtype=np.float64)
+        elif len(data) == n and set(map(len, data)) == {N_FEATURES}:  # n rows of 4
+            values = itertools.chain.from_iterable(data)
+            raw = np.fromiter(values, dtype=np.float64, count=n * N_FEATURES)
+        else:
+            return None
     except (ValueError, TypeError, OverflowError):
-        return None  # ragged, or objects in the data
-    if raw.shape not in ((n, N_FEATURES), (n * N_FEATURES,)):
+        return None  # numbers where rows should be, rows nested deeper, objects
+    if raw.shape != (n * N_FEATURES,):
         return None
     raw = raw.reshape(n, N_FEATURES)
     if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
