@@ -75,6 +75,7 @@ class ReplicaSet:
             self.balancer.stop()
         self.balancer = HAProxy([s.port for s in self.servers], self.workdir / "haproxy")
         self.balancer.start()
+        wait_for(self.balancer.stats_socket.exists, 10.0, "HAProxy's stats socket")
         self.balancer.wait_servers_up(len(self.servers), seconds=15.0)
 
     def start(self) -> ReplicaSet:

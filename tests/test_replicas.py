@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 HEARTBEAT_TIMEOUT = 2.0
 FOLLOW_SECONDS = 1.0  # the bound: every replica serves a new version within 1 s
+ROW_DATA = [5.1, 3.5, 1.4, 0.2]
 LONG_JOB = {"hyperparameters": {"epochs": 10_000, "hidden_units": 256}}
 
 
@@ -239,6 +240,17 @@ def test_a_database_outage_fails_no_prediction_and_training_works_after_it(
         refused = balancer.post("/train", json={}, headers=AUTH)
         assert refused.status_code == 503, refused.text
         assert "unavailable" in refused.json()["detail"]
+        assert balancer.get("/train").status_code == 503
+        gradients = {"instances": PREDICT["instances"], "labels": ["setosa"]}
+        assert balancer.post("/gradients", json=gradients).status_code == 200
+        infer = {
+            "inputs": [
+                {"name": "measurements", "shape": [1, 4], "datatype": "FP64", "data": ROW_DATA}
+            ]
+        }
+        assert balancer.post("/v2/models/iris/infer", json=infer).status_code == 200
+        for server in replicas.servers:  # ready: the model in memory serves
+            assert httpx.get(f"{server.url}/readyz", timeout=5.0).status_code == 200
         time.sleep(2.0)
         during = results["ok"] - outage_started
     finally:
