@@ -241,6 +241,8 @@ def test_a_database_outage_fails_no_prediction_and_training_works_after_it(
         assert refused.status_code == 503, refused.text
         assert "unavailable" in refused.json()["detail"]
         assert balancer.get("/train").status_code == 503
+        activate = balancer.post(f"/models/{version}/activate", headers=AUTH)
+        assert activate.status_code == 503, activate.text
         gradients = {"instances": PREDICT["instances"], "labels": ["setosa"]}
         assert balancer.post("/gradients", json=gradients).status_code == 200
         infer = {
@@ -256,6 +258,7 @@ def test_a_database_outage_fails_no_prediction_and_training_works_after_it(
     finally:
         if not postgres.running:
             postgres.start()
+        back_at = time.monotonic()
         time.sleep(0.5)
         stop.set()
         loader.join(30.0)
@@ -268,6 +271,7 @@ def test_a_database_outage_fails_no_prediction_and_training_works_after_it(
         return answer.json()["job_id"] if answer.status_code == 202 else None
 
     job_id = wait_for(trains, 30.0, "training accepted again after the outage", interval=0.2)
+    print(f"training accepted {time.monotonic() - back_at:.2f} s after the database was back")
     job = wait_job(balancer, job_id, 60.0)
     assert job["status"] == "succeeded", job
     replicas.wait_all_serve(job["model_version"], FOLLOW_SECONDS + 1.0)
