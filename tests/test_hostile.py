@@ -32,10 +32,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from server_utils import ServerProcess, synthetic_samples
-from test_api import AUTH, ROW, VIRGINICA, assert_problem, make_client
-from test_v2 import assert_error
 
+from harness.api import (
+    AUTH,
+    ROW,
+    VIRGINICA,
+    assert_error,
+    assert_problem,
+    make_client,
+    synthetic_samples,
+)
+from harness.servers import ServerProcess
 from model.data import CLASSES, FEATURES, load_iris
 
 LIMIT = 2**20  # IRIS_MAX_BODY_BYTES here: room for 100k levels of nesting
