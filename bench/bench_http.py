@@ -82,7 +82,7 @@ import ceiling
 import numpy as np
 import peer_servers
 
-from harness.api import start_job, wait_job
+from harness.api import instances, start_job, wait_job
 from harness.servers import (
     Launch,
     ServerProcess,
@@ -196,12 +196,11 @@ def request(
 
 def predict_body(rows: int) -> bytes:
     """``rows`` Iris rows (cycled, in order) as a /predict body."""
-    from model.data import FEATURES, load_iris
+    from model.data import load_iris
 
     raw = load_iris().raw
     picked = raw[np.arange(rows) % raw.shape[0]]
-    instances = [dict(zip(FEATURES, row, strict=True)) for row in picked.tolist()]
-    return json.dumps({"instances": instances}, separators=(",", ":")).encode()
+    return json.dumps({"instances": instances(picked)}, separators=(",", ":")).encode()
 
 
 # -- server processes ----------------------------------------------------------------------

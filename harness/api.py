@@ -7,6 +7,7 @@ app in this process, so one ``wait_job`` serves both.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,23 @@ def wait_job(
     job = wait_for(probe, seconds, f"job {job_id} reaching {sorted(statuses)}", interval)
     assert job["status"] in statuses, job
     return job
+
+
+def end_job(app: Any, job_id: str, seconds: float = 20.0) -> None:
+    """End a job an in-process ``app`` started, before it trains: its process is killed.
+
+    It is killed once its payload is in the pipe (the parent has closed its stdin), so the
+    job ends failed within milliseconds rather than after a second of start-up and cancelling.
+    """
+    state = app.state.iris
+    deadline = time.monotonic() + seconds
+    while state.jobs.get(job_id)["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, f"job {job_id} did not end within {seconds} s"
+        with state.launcher.lock:
+            child = state.launcher.children.get(job_id)
+        if child is not None and child.stdin is not None and child.stdin.closed:
+            child.kill()
+        time.sleep(0.005)
 
 
 # -- model versions ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from client import (
     WaitTimeoutError,
 )
 from client.types import DEFAULT_LIMITS
-from harness.api import ready_version
+from harness.api import instances, ready_version
 from harness.clients import (
     JOB_SECONDS,
     LONG_JOB,
@@ -50,7 +50,7 @@ from harness.clients import (
     write_csv,
 )
 from harness.servers import ROOT, ServerProcess, free_port
-from model.data import CLASSES, FEATURES
+from model.data import CLASSES
 from model.network import backward, forward
 from model.persistence import ModelStore
 
@@ -134,7 +134,7 @@ def test_predict_mappings_returns_typed_predictions(
     server: ServerProcess, iris: IrisClient
 ) -> None:
     raw = flowers(3)
-    answer = iris.predict([dict(zip(FEATURES, row, strict=True)) for row in raw.tolist()])
+    answer = iris.predict(instances(raw))
     assert len(answer) == 3
     expected = expected_probabilities(server, answer.model_version, raw)
     assert (probabilities(answer) == expected).all()

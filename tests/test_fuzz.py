@@ -15,7 +15,6 @@ a refusal passes only with the documented status and a detail naming that rule
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 
+from harness.api import end_job
 from harness.fuzz import json_or_none, pin_stored_version, refusal_explained
 from model.persistence import ModelStore
 from service.config import Settings
@@ -32,7 +32,6 @@ from service.registry import ensure_default_model
 TOKEN = "fuzz-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_EXAMPLES = 25  # per operation and phase; about 20 s for the whole document
-JOB_END_SECONDS = 20.0
 
 
 def fuzz_settings(data_dir: Path) -> Settings:
@@ -70,24 +69,6 @@ def active_version(fuzz_settings_: Settings) -> str:
     store = ModelStore(fuzz_settings_.models_dir)
     ensure_default_model(store, fuzz_settings_.seed)
     return store.current()
-
-
-def end_job(app: FastAPI, job_id: str) -> None:
-    """End a job the fuzzer started: its training process is killed before it gets going.
-
-    It is killed once its payload is in the pipe (the parent has closed its stdin), so the job
-    ends failed within milliseconds rather than after a second of start-up and cancelling.
-    """
-    state = app.state.iris
-    deadline = time.monotonic() + JOB_END_SECONDS
-    while state.jobs.get(job_id)["status"] in ("queued", "running"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} did not end within {JOB_END_SECONDS} s")
-        with state.launcher.lock:
-            child = state.launcher.children.get(job_id)
-        if child is not None and child.stdin is not None and child.stdin.closed:
-            child.kill()
-        time.sleep(0.005)
 
 
 @schema.parametrize()

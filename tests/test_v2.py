@@ -23,9 +23,9 @@ import tritonclient.http as triton
 from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
-from harness.api import app_client, assert_error
+from harness.api import app_client, assert_error, instances
 from harness.servers import server_pool
-from model.data import CLASSES, FEATURES, Dataset, load_iris
+from model.data import CLASSES, Dataset, load_iris
 from model.persistence import ModelStore
 from model.train import Hyperparameters, TrainResult, train
 
@@ -103,8 +103,7 @@ def outputs(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def predict(client: TestClient | httpx.Client, raw: Any, version: str | None = None) -> Any:
     """What the native /predict answers for the same rows: (version, o_s, index, labels)."""
-    instances = [dict(zip(FEATURES, row, strict=True)) for row in np.asarray(raw).tolist()]
-    body: dict[str, Any] = {"instances": instances}
+    body: dict[str, Any] = {"instances": instances(np.asarray(raw))}
     if version is not None:
         body["model_version"] = version
     response = client.post("/predict", json=body)
