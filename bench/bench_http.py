@@ -252,9 +252,8 @@ class Servers:
         else:
             command = [sys.executable, str(BENCH / "ceiling.py")]
             env |= {"CEILING_BODY_BYTES": str(ceiling_bytes)}
-        return server_process(
-            name, data_dir, self.workdir / f"{name}-{self.count}.log", env, command
-        )
+        log = self.workdir / f"{name}-{self.count}.log"
+        return server_process(name, data_dir, log, env=env, command=command)
 
     def start(self, server: ServerProcess) -> ServerProcess:
         self.running[server.name] = server
