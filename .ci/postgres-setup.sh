@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the PostgreSQL server programs that tests/pg_cluster.py needs (initdb, pg_ctl).
+# Installs the PostgreSQL server programs that harness/postgres.py needs (initdb, pg_ctl).
 # The tests start their own throwaway cluster as the unprivileged 'postgres' user; nothing here
 # starts a server. Run as root. Idempotent: does nothing when initdb is already there.
 # Usage: bash .ci/postgres-setup.sh

@@ -27,12 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from server_utils import ServerProcess  # noqa: E402
-
-from client import IrisClient  # noqa: E402
+from client import IrisClient
+from harness.servers import ServerProcess
 
 
 def iris_script() -> list[str]:

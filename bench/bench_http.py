@@ -68,8 +68,6 @@ import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -83,7 +81,16 @@ from typing import Any
 import ceiling
 import numpy as np
 import peer_servers
-from peer_servers import Launch
+
+from harness.api import instances, start_job, wait_job
+from harness.servers import (
+    Launch,
+    ServerProcess,
+    loadavg,
+    rss_kib,
+    tree_cpu_seconds,
+    uptime,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -105,6 +112,7 @@ OIP_ROWS = (1, 10_000)
 OIP_CONNECTIONS = (32, 1)
 OIP_OUTPUTS = ("probabilities", "class_index", "label")
 PEER_TOLERANCE = 1e-12
+READY_SECONDS = 60.0
 """Largest |difference| of a peer's probabilities from ours on the same rows."""
 DEFAULT_SCRATCH = BENCH / ".scratch"
 
@@ -148,17 +156,6 @@ def spread(values: Sequence[float], scale: float = 1.0, digits: int = 0) -> str:
     return f"{median(v):.{digits}f} [{min(v):.{digits}f}-{max(v):.{digits}f}]"
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def uptime() -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5, check=False)
-        return out.stdout.strip()
-    return f"load average: {loadavg()}"
-
-
 def per_call_seconds(
     fn: Callable[[], object],
     min_seconds: float = 0.05,
@@ -174,13 +171,6 @@ def per_call_seconds(
         if elapsed >= min_seconds:
             return elapsed / calls
         calls *= 2 if elapsed <= 0 else max(2, math.ceil(1.2 * min_seconds / elapsed))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def request(
@@ -206,163 +196,37 @@ def request(
 
 def predict_body(rows: int) -> bytes:
     """``rows`` Iris rows (cycled, in order) as a /predict body."""
-    from model.data import FEATURES, load_iris
+    from model.data import load_iris
 
     raw = load_iris().raw
     picked = raw[np.arange(rows) % raw.shape[0]]
-    instances = [dict(zip(FEATURES, row, strict=True)) for row in picked.tolist()]
-    return json.dumps({"instances": instances}, separators=(",", ":")).encode()
+    return json.dumps({"instances": instances(picked)}, separators=(",", ":")).encode()
 
 
 # -- server processes ----------------------------------------------------------------------
 
 
-class Server:
-    """A server process in a session of its own, logging to a file; ``start`` times it.
-
-    ``launch``, where given, makes the command, environment and working directory for a
-    port (the peers take their ports their own way); otherwise ``command`` runs in the
-    repository with ``IRIS_HOST`` and ``IRIS_PORT`` added to ``env``.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        command: list[str],
-        env: dict[str, str],
-        log: Path,
-        *,
-        ready_path: str = "/readyz",
-        launch: Callable[[int], Launch] | None = None,
-    ) -> None:
-        self.name = name
-        self.command = command
-        self.env = env
-        self.log = log
-        self.ready_path = ready_path
-        self.launch = launch
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise RuntimeError(f"{self.name} is not running")
-        return self.proc.pid
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def start(self, ready_seconds: float = 60.0) -> float:
-        """Start on a free port; seconds from process start to the first ready 200."""
-        for _ in range(3):
-            self.port = free_port()
-            if self.launch is None:
-                launch = Launch(
-                    self.command,
-                    self.env | {"IRIS_HOST": "127.0.0.1", "IRIS_PORT": str(self.port)},
-                    ROOT,
-                )
-            else:
-                launch = self.launch(self.port)
-            with open(self.log, "ab") as log:
-                started = time.perf_counter()
-                self.proc = subprocess.Popen(
-                    launch.command,
-                    cwd=launch.cwd,
-                    env=launch.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            seconds = self._wait_ready(started, ready_seconds)
-            if seconds is not None:
-                return seconds
-            self.stop()
-            if "address already in use" not in self.log.read_text(errors="replace").lower():
-                break
-        raise RuntimeError(f"{self.name} did not start; see {self.log}:\n{self.tail()}")
-
-    def _wait_ready(self, started: float, ready_seconds: float) -> float | None:
-        assert self.proc is not None
-        while time.perf_counter() - started < ready_seconds:
-            if self.proc.poll() is not None:
-                return None
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                status, _ = request(self.port, "GET", self.ready_path, timeout=2.0)
-                if status == 200:
-                    return time.perf_counter() - started
-            time.sleep(0.005)
-        raise RuntimeError(f"{self.name}: {self.ready_path} not 200 within {ready_seconds:g} s")
-
-    def stop(self) -> None:
-        """SIGTERM and wait; then SIGKILL whatever is left of its process group."""
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(15)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        self.proc = None
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the server and its descendants (uvicorn workers)."""
-        parents: dict[int, int] = {}
-        times: dict[int, int] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])
-                times[int(entry.name)] = int(fields[11]) + int(fields[12])
-        tree = {self.pid}
-        while True:
-            more = {pid for pid, parent in parents.items() if parent in tree} - tree
-            if not more:
-                break
-            tree |= more
-        return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError(f"no VmRSS for pid {self.pid}")
-
-    def tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-4000:]
-        return ""
-
-
-def server_env(data_dir: Path, token: str, workers: int, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("IRIS_") and key != "PROMETHEUS_MULTIPROC_DIR"
-    }
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return env | {
-        "IRIS_DATA_DIR": str(data_dir),
-        "IRIS_API_TOKEN": token,
-        "IRIS_WORKERS": str(workers),
-        **extra,
-    }
-
-
-def serve_command() -> list[str]:
-    script = Path(sys.executable).with_name("iris-serve")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "service"]
+def server_process(
+    name: str,
+    data_dir: Path,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+    launch: Callable[[int], Launch] | None = None,
+    ready_path: str = "/readyz",
+) -> ServerProcess:
+    """The launcher of the tests, polling readiness often enough to time a cold start."""
+    return ServerProcess(
+        data_dir,
+        log,
+        env,
+        name=name,
+        command=command,
+        launch=launch,
+        ready_path=ready_path,
+        ready_interval=0.005,
+    )
 
 
 class Servers:
@@ -371,31 +235,29 @@ class Servers:
     def __init__(self, workdir: Path, token: str) -> None:
         self.workdir = workdir
         self.token = token
-        self.running: dict[str, Server] = {}
+        self.running: dict[str, ServerProcess] = {}
         self.count = 0
 
     def new(
         self, name: str, workers: int = 1, ceiling_bytes: int | None = None, **extra: str
-    ) -> Server:
+    ) -> ServerProcess:
+        """iris-serve (or, given ``ceiling_bytes``, the ceiling app) with the run's token."""
         self.count += 1
         data_dir = self.workdir / f"{name}-{self.count}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {"IRIS_API_TOKEN": self.token, "IRIS_WORKERS": str(workers)}
+        command = None
         if ceiling_bytes is None:
-            return Server(
-                name,
-                serve_command(),
-                server_env(data_dir, self.token, workers, **extra),
-                self.workdir / f"{name}-{self.count}.log",
-            )
-        return Server(
-            name,
-            [sys.executable, str(BENCH / "ceiling.py")],
-            server_env(data_dir, self.token, workers, CEILING_BODY_BYTES=str(ceiling_bytes)),
-            self.workdir / f"{name}-{self.count}.log",
-        )
+            env |= extra
+        else:
+            command = [sys.executable, str(BENCH / "ceiling.py")]
+            env |= {"CEILING_BODY_BYTES": str(ceiling_bytes)}
+        log = self.workdir / f"{name}-{self.count}.log"
+        return server_process(name, data_dir, log, env=env, command=command)
 
-    def start(self, server: Server) -> Server:
+    def start(self, server: ServerProcess) -> ServerProcess:
         self.running[server.name] = server
-        server.start()
+        server.start(READY_SECONDS)
         return server
 
     def stop(self, name: str) -> None:
@@ -455,23 +317,23 @@ class Point:
     path: str = "/predict"
 
 
-def measure(point: Point, server: Server, body: Path, plan: Plan) -> dict[str, Any]:
+def measure(point: Point, server: ServerProcess, body: Path, plan: Plan) -> dict[str, Any]:
     """Warm-up, then the measured run; long enough for 10 answers per connection (<= 20 s).
 
     wrk counts the answers that arrive within its time, so a run that holds only a few
     request times per connection undercounts (the answers in flight at the end are lost).
     """
-    url = server.url(point.path)
+    url = server.url + point.path
     seconds = plan.seconds
     if plan.warmup:
         warm = wrk(url, body, point.connections, plan.warmup)
         wanted = 10 * point.connections / max(warm["rps"], 1e-3)
         seconds = min(MAX_POINT_SECONDS, max(plan.seconds, math.ceil(wanted)))
-    cpu = server.cpu_seconds()
+    cpu = tree_cpu_seconds(server.pid)
     result = wrk(url, body, point.connections, seconds)
     result["rows_per_s"] = result["rps"] * point.rows
     result["server_cpu_us_per_request"] = (
-        (server.cpu_seconds() - cpu) / max(result["requests"], 1) * 1e6
+        (tree_cpu_seconds(server.pid) - cpu) / max(result["requests"], 1) * 1e6
     )
     return result
 
@@ -493,7 +355,7 @@ def cold_start(servers: Servers, plan: Plan) -> dict[str, list[float]]:
     print("cold start (process start to /readyz 200)", flush=True)
     warm = servers.new("cold-warmup")
     try:
-        warm.start()
+        warm.start(READY_SECONDS)
     finally:
         warm.stop()
     found: dict[str, list[float]] = {"empty": [], "stored": []}
@@ -501,7 +363,7 @@ def cold_start(servers: Servers, plan: Plan) -> dict[str, list[float]]:
         server = servers.new("cold")
         for kind in ("empty", "stored"):
             try:
-                found[kind].append(server.start())
+                found[kind].append(server.start(READY_SECONDS).ready_seconds)
             finally:
                 server.stop()
             print(f"    {kind:<7} {found[kind][-1]:.3f} s   load {loadavg()}", flush=True)
@@ -786,7 +648,7 @@ def gradients_vs_torch(stored: Any, plan: Plan) -> dict[str, Any]:
 
 
 def throughput(
-    servers: dict[str, Server], bodies: dict[int, Path], plan: Plan
+    servers: dict[str, ServerProcess], bodies: dict[int, Path], plan: Plan
 ) -> tuple[list[Point], dict[str, list[dict[str, Any]]]]:
     points = []
     for connections in CONNECTIONS:
@@ -836,7 +698,7 @@ def oip_body(rows: int) -> bytes:
     return json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode()
 
 
-def oip_outputs(server: Server, body: bytes) -> dict[str, dict[str, Any]]:
+def oip_outputs(server: ServerProcess, body: bytes) -> dict[str, dict[str, Any]]:
     """The outputs, by name, of ``server``'s answer to one inference request."""
     status, answer = request(
         server.port, "POST", OIP_PATH, body=body, headers={"Content-Type": "application/json"}
@@ -865,8 +727,8 @@ def answer_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[flo
 
 
 def start_peers(
-    servers: Servers, service: Server, workdir: Path, scratch: Path, mlserver_workers: int
-) -> tuple[dict[str, Server], dict[str, Any]]:
+    servers: Servers, service: ServerProcess, workdir: Path, scratch: Path, mlserver_workers: int
+) -> tuple[dict[str, ServerProcess], dict[str, Any]]:
     """The peers that install, start and answer like the service; the rest with a reason."""
     from peer_servers import LAUNCHERS, PEERS, describe, ensure_venvs, export_weights
 
@@ -874,10 +736,10 @@ def start_peers(
     venvs = ensure_venvs(scratch, lambda line: print(line, flush=True))
     info: dict[str, Any] = {"venv_seconds": time.perf_counter() - started}
     weights = workdir / "peers" / "weights.npz"
-    info["model_version"] = export_weights(Path(service.env["IRIS_DATA_DIR"]), weights)
+    info["model_version"] = export_weights(service.data_dir, weights)
     check = oip_body(150)
     ours = oip_outputs(service, check)
-    running: dict[str, Server] = {}
+    running: dict[str, ServerProcess] = {}
     for peer in PEERS:
         venv = venvs[peer.name]
         if not isinstance(venv, peer_servers.Venv):
@@ -888,19 +750,25 @@ def start_peers(
         options = {"parallel_workers": mlserver_workers} if peer.name == "MLServer" else {}
         found["options"] = options
         launch = LAUNCHERS[peer.name](venv, weights, workdir / "peers" / peer.name, **options)
-        server = Server(
+        server = server_process(
             peer.name,
-            [],
-            {},
+            workdir / "peers" / peer.name,
             workdir / f"peer-{peer.name}.log",
-            ready_path=peer.ready_path,
             launch=launch,
+            ready_path=peer.ready_path,
         )
         try:
             servers.running[server.name] = server  # stopped with the rest, whatever happens
-            found["start_seconds"] = server.start()
+            found["start_seconds"] = server.start(READY_SECONDS).ready_seconds
             worst, problem = answer_difference(ours, oip_outputs(server, check))
-        except (RuntimeError, OSError, http.client.HTTPException, ValueError, KeyError) as error:
+        except (
+            AssertionError,
+            RuntimeError,
+            OSError,
+            http.client.HTTPException,
+            ValueError,
+            KeyError,
+        ) as error:
             servers.stop(peer.name)
             found["skipped"] = f"{error}"[:500]
             print(f"  peers: {peer.name} skipped ({found['skipped']})", flush=True)
@@ -1029,48 +897,24 @@ def oip(
 # -- 4. while training ---------------------------------------------------------------------
 
 
-def start_training(server: Server, token: str, epochs: int) -> str:
-    body = json.dumps(
-        {
-            "hyperparameters": {"hidden_units": TRAINING_HIDDEN_UNITS, "epochs": epochs},
-            "activate": False,
-        }
-    ).encode()
-    status, answer = request(
-        server.port,
-        "POST",
-        "/train",
-        body=body,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    if status != 202:
-        raise RuntimeError(f"POST /train answered {status}: {answer[:500]!r}")
-    job_id: str = json.loads(answer)["job_id"]
-    return job_id
+def start_training(server: ServerProcess, token: str, epochs: int) -> str:
+    body = {
+        "hyperparameters": {"hidden_units": TRAINING_HIDDEN_UNITS, "epochs": epochs},
+        "activate": False,
+    }
+    with server.client() as client:
+        return start_job(client, body, {"Authorization": f"Bearer {token}"})
 
 
-def job(server: Server, job_id: str) -> dict[str, Any]:
-    status, answer = request(server.port, "GET", f"/train/{job_id}")
-    if status != 200:
-        raise RuntimeError(f"GET /train/{job_id} answered {status}: {answer[:500]!r}")
-    found: dict[str, Any] = json.loads(answer)
-    return found
+def training(server: ServerProcess, job_id: str, statuses: set[str], seconds: float) -> str:
+    """Wait until the job reaches one of ``statuses``; its status (any end is a failure)."""
+    with server.client() as client:
+        found = wait_job(client, job_id, statuses, seconds)
+    status: str = found["status"]
+    return status
 
 
-def wait_job(server: Server, job_id: str, statuses: set[str], seconds: float) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = job(server, job_id)
-        if found["status"] in statuses:
-            return found
-        if found["status"] in {"failed", "cancelled"}:
-            raise RuntimeError(f"training job {job_id} {found['status']}: {found.get('error')}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"training job {job_id}: still {found['status']} after {seconds} s")
-        time.sleep(0.05)
-
-
-def calibrate_epochs(server: Server, token: str, plan: Plan) -> tuple[int, float]:
+def calibrate_epochs(server: ServerProcess, token: str, plan: Plan) -> tuple[int, float]:
     """Epochs of hidden-256 Iris training that last the measurement plus 1.5 s when idle.
 
     Under the benchmark's load the job runs slower (8-10 s for 5 s points), so wrk's whole
@@ -1078,15 +922,15 @@ def calibrate_epochs(server: Server, token: str, plan: Plan) -> tuple[int, float
     """
     probe = 500
     job_id = start_training(server, token, probe)
-    wait_job(server, job_id, {"running"}, 30)
+    training(server, job_id, {"running"}, 30)
     started = time.perf_counter()
-    wait_job(server, job_id, {"succeeded"}, 120)
+    training(server, job_id, {"succeeded"}, 120)
     per_epoch = (time.perf_counter() - started) / probe
     want = max(5.0, plan.seconds + 1.5)
     return min(10_000, max(200, math.ceil(want / per_epoch))), per_epoch
 
 
-def while_training(server: Server, token: str, body: Path, plan: Plan) -> dict[str, Any]:
+def while_training(server: ServerProcess, token: str, body: Path, plan: Plan) -> dict[str, Any]:
     point = Point("service, 1 row", "service", 1, TRAINING_CONNECTIONS)
     epochs, per_epoch = calibrate_epochs(server, token, plan)
     print(
@@ -1096,7 +940,7 @@ def while_training(server: Server, token: str, body: Path, plan: Plan) -> dict[s
     )
     idle: list[dict[str, Any]] = []
     busy: list[dict[str, Any]] = []
-    url = server.url("/predict")
+    url = f"{server.url}/predict"
     for round_ in range(plan.repeats):
         for kind in ("idle", "training") if round_ % 2 == 0 else ("training", "idle"):
             if kind == "idle":
@@ -1104,13 +948,16 @@ def while_training(server: Server, token: str, body: Path, plan: Plan) -> dict[s
                 idle.append(result)
             else:
                 job_id = start_training(server, token, epochs)
-                wait_job(server, job_id, {"running"}, 30)
+                training(server, job_id, {"running"}, 30)
                 started = time.perf_counter()
                 # The server is warm from the idle points: no warm-up, all of wrk's time
                 # falls inside the training.
                 result = wrk(url, body, TRAINING_CONNECTIONS, plan.seconds)
-                result["still_training_after"] = job(server, job_id)["status"] == "running"
-                done = wait_job(server, job_id, {"succeeded"}, 300)
+                with server.client() as client:
+                    status = client.get(f"/train/{job_id}").json()["status"]
+                result["still_training_after"] = status == "running"
+                with server.client() as client:
+                    done = wait_job(client, job_id, {"succeeded"}, 300)
                 result["training_seconds"] = time.perf_counter() - started
                 result["job_training_seconds"] = (done.get("metrics") or {}).get("training_seconds")
                 busy.append(result)
@@ -1130,7 +977,7 @@ PREDICT_COUNT = re.compile(
 )
 
 
-def served_predictions(server: Server) -> int:
+def served_predictions(server: ServerProcess) -> int:
     status, text = request(server.port, "GET", "/metrics")
     if status != 200:
         raise RuntimeError(f"GET /metrics answered {status}")
@@ -1144,7 +991,7 @@ def memory(servers: Servers, body: Path, plan: Plan) -> dict[str, Any]:
         {c for c in (10_000, 30_000, plan.memory_requests) if c <= plan.memory_requests}
     )
     payload = body.read_bytes()
-    samples: list[dict[str, Any]] = [{"requests": 0, "rss_kib": server.rss_kib()}]
+    samples: list[dict[str, Any]] = [{"requests": 0, "rss_kib": rss_kib(server.pid)}]
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         for _ in range(MEMORY_FIRST):
@@ -1156,7 +1003,7 @@ def memory(servers: Servers, body: Path, plan: Plan) -> dict[str, Any]:
     finally:
         conn.close()
     count = served_predictions(server)
-    samples.append({"requests": count, "rss_kib": server.rss_kib()})
+    samples.append({"requests": count, "rss_kib": rss_kib(server.pid)})
     print(f"  after {count:>7,} requests: VmRSS {samples[-1]['rss_kib'] / 1024:.1f} MiB")
     rate: float | None = None
     budget = time.monotonic() + 300
@@ -1164,10 +1011,10 @@ def memory(servers: Servers, body: Path, plan: Plan) -> dict[str, Any]:
         while count < checkpoint and time.monotonic() < budget:
             # The first run, 1 s, finds the rate; later ones aim at the next checkpoint.
             seconds = 1 if rate is None else max(1, min(20, round((checkpoint - count) / rate)))
-            result = wrk(server.url("/predict"), body, 32, seconds)
+            result = wrk(f"{server.url}/predict", body, 32, seconds)
             rate = max(result["rps"], 100.0)
             count = served_predictions(server)
-        samples.append({"requests": count, "rss_kib": server.rss_kib(), "loadavg": loadavg()})
+        samples.append({"requests": count, "rss_kib": rss_kib(server.pid), "loadavg": loadavg()})
         print(f"  after {count:>7,} requests: VmRSS {samples[-1]['rss_kib'] / 1024:.1f} MiB")
     servers.stop("memory")
     return {"samples": samples}

@@ -2,7 +2,7 @@
 
 Prints, on this machine:
 
-* how long the throwaway cluster of tests/pg_cluster.py takes to start (initdb, start,
+* how long the throwaway cluster of harness/postgres.py takes to start (initdb, start,
   template database);
 * the latency of the store calls a replica makes (current, load, versions, job reads and
   heartbeats), median and 95th percentile over ``--calls`` calls each;
@@ -24,19 +24,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
-from conftest import random_model  # noqa: E402
-from pg_cluster import PgCluster  # noqa: E402
-
-from model.errors import StoreUnavailableError  # noqa: E402
-from service.job_store import JobSpec  # noqa: E402
-from service.postgres import Listener, open_stores  # noqa: E402
-from service.postgres.models import PostgresModelStore  # noqa: E402
+from harness.models import random_model
+from harness.postgres import PgCluster
+from model.errors import StoreUnavailableError
+from service.job_store import JobSpec
+from service.postgres import Listener, open_stores
+from service.postgres.models import PostgresModelStore
 
 
 def ms(seconds: float) -> str:

@@ -28,14 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import httpx
+import schemathesis
+from schemathesis.cli import schemathesis as st
 
-import httpx  # noqa: E402
-import schemathesis  # noqa: E402
-from schemathesis.cli import schemathesis as st  # noqa: E402
-from server_utils import ServerProcess  # noqa: E402
-from test_fuzz import json_or_none, pin_stored_version, refusal_explained  # noqa: E402
+from harness.fuzz import json_or_none, pin_stored_version, refusal_explained
+from harness.servers import ServerProcess
 
 PROBE = {
     "instances": [

@@ -29,7 +29,6 @@ import concurrent.futures
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.servers import Launch, free_port
 
 BENCH = Path(__file__).resolve().parent
 PEERS_SOURCE = BENCH / "peers"
@@ -87,13 +88,6 @@ class Venv:
     @property
     def bin(self) -> Path:
         return self.path / "bin"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tree_bytes(path: Path) -> int:
@@ -222,15 +216,6 @@ def export_weights(data_dir: Path, destination: Path) -> str:
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_bytes(weights_bytes(stored.model))
     return stored.version
-
-
-@dataclass(frozen=True)
-class Launch:
-    """What it takes to start a peer: a command, its environment and working directory."""
-
-    command: list[str]
-    env: dict[str, str]
-    cwd: Path
 
 
 def peer_env(extra: dict[str, str]) -> dict[str, str]:

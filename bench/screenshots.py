@@ -15,14 +15,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from harness.browser import DESKTOP, PHONE, READY, Browser, chromium, js, missing_browser, type_into
+from harness.servers import running_server, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from browser_utils import DESKTOP, PHONE, Browser, chromium, missing_browser  # noqa: E402
-from server_utils import running_server, wait_for  # noqa: E402
-
 TOKEN = "screenshot-token"
 PANELS = ("predict", "explain", "data", "train", "models")
 FLOWER = {"sepal_length": "6.3", "sepal_width": "2.8", "petal_length": "4.9", "petal_width": "1.6"}
@@ -30,27 +27,7 @@ CSV = (
     "sepal_length,sepal_width,petal_length,petal_width\n"
     "5.1,3.5,1.4,0.2\n6.3,2.8,4.9,1.6\n6.7,3.0,5.2,2.3\n"
 )
-READY = {
-    "predict": "return document.querySelectorAll('#bars .bar').length === 3",
-    "explain": "return document.querySelectorAll('figure[data-name=dW1] td').length > 0",
-    "data": "return document.querySelectorAll('#scatter .pt').length === 150",
-    "train": "return document.querySelectorAll('#jobs tbody tr').length > 0",
-    "models": "return document.querySelectorAll('#compare table.confusion').length === 2",
-}
 MAX_HEIGHT = {"desktop": 1400, "phone": 2200}
-
-
-def js(b: Browser, script: str, *args: Any) -> Any:
-    return b.driver.execute_script(script, *args)
-
-
-def type_into(b: Browser, element_id: str, text: str) -> None:
-    from selenium.webdriver.common.keys import Keys
-
-    field = b.driver.find_element("id", element_id)
-    field.send_keys(Keys.CONTROL, "a")
-    field.send_keys(Keys.DELETE)
-    field.send_keys(text)
 
 
 def ready(b: Browser, panel: str) -> None:

@@ -9,13 +9,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pg_cluster
 import pytest
-from pg_cluster import PgCluster
 
+from harness.postgres import PgCluster, unavailable_reason
 from model.data import Dataset, load_iris
-from model.network import Model, Params, Standardizer
 from model.persistence import ModelStore
 from model.train import Hyperparameters, TrainResult, train
 
@@ -44,20 +41,6 @@ def trained(iris: Dataset) -> TrainResult:
     return train(iris, SMALL_HYPERPARAMETERS)
 
 
-def random_model(hidden: int = 3, seed: int = 0) -> Model:
-    """A model with random parameters and standardisation (not trained: for storage tests)."""
-    rng = np.random.default_rng(seed)
-    return Model(
-        params=Params(
-            W1=rng.standard_normal((hidden, 4)),
-            b1=rng.standard_normal(hidden),
-            W2=rng.standard_normal((3, hidden)),
-            b2=rng.standard_normal(3),
-        ),
-        standardizer=Standardizer(mean=rng.uniform(1, 6, 4), std=rng.uniform(0.2, 2, 4)),
-    )
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
     """An empty model store in a fresh directory (``tmp_path / "models"``, not yet created)."""
@@ -71,12 +54,12 @@ def store(tmp_path: Path) -> ModelStore:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PgCluster]:
-    """A throwaway PostgreSQL cluster for the session (tests/pg_cluster.py).
+    """A throwaway PostgreSQL cluster for the session (harness/postgres.py).
 
     Missing server programs skip the test with the reason, except in CI (CI=true), where
     they are a failure: CI must run these tests.
     """
-    reason = pg_cluster.unavailable_reason()
+    reason = unavailable_reason()
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and PostgreSQL is not available: {reason}")

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_utils import ServerProcess, wait_for
+
+from harness.api import ROW
+from harness.servers import ServerProcess, wait_for
 
 pytestmark = pytest.mark.slow
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 def lines(server: ServerProcess) -> list[dict[str, Any]]:

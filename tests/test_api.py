@@ -13,29 +13,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from harness.api import AUTH, ROW, TOKEN, VIRGINICA, assert_problem, make_client
 from model.data import CLASSES, FEATURES, load_iris
 from model.network import Params, forward
 from model.persistence import ModelStore
 from service.config import Settings
 from service.main import create_app
-
-TOKEN = "test-token-123"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
-
-
-def make_client(data_dir: Path, **overrides: Any) -> TestClient:
-    settings = Settings(
-        data_dir=data_dir,
-        api_token=TOKEN,
-        model_poll_seconds=0.05,
-        max_instances=overrides.pop("max_instances", 200),
-        max_body_bytes=overrides.pop("max_body_bytes", 64 * 1024),
-        max_train_rows=overrides.pop("max_train_rows", 500),
-        **overrides,
-    )
-    return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
 @pytest.fixture
@@ -65,17 +48,6 @@ def independent_probabilities(data_dir: Path, version: str, rows: list[dict[str,
     X = (raw - arrays["mean"]) / arrays["std"]
     params = Params(W1=arrays["W1"], b1=arrays["b1"], W2=arrays["W2"], b2=arrays["b2"])
     return forward(params, X).o_s
-
-
-def assert_problem(response: Any, status: int, *words: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["title"]
-    for word in words:
-        assert word in body["detail"], body["detail"]
-    return body
 
 
 def wait_for_job(client: TestClient, job_id: str, timeout: float = 30.0) -> dict[str, Any]:

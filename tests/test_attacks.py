@@ -20,12 +20,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_utils import ServerProcess
+
+from harness.api import ROW
+from harness.servers import ServerProcess, open_fds
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "attack-test-token-0123456789abcdef"
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 INFER = "/v2/models/iris/infer"
 MiB = 2**20
 BODY_LIMIT = 16 * MiB  # the default IRIS_MAX_BODY_BYTES
@@ -39,10 +40,6 @@ def memory(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(value.split()[0]) * 1024
     return found
-
-
-def open_fds(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
 @contextlib.contextmanager

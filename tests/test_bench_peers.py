@@ -22,9 +22,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from conftest import random_model
-from server_utils import free_port
 
+from harness.models import random_model
+from harness.servers import free_port
 from model.data import CLASSES, Dataset
 from model.network import Model, predict_proba
 from model.persistence import weights_bytes

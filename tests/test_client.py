@@ -16,23 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from client_support import (
-    JOB_SECONDS,
-    LONG_JOB,
-    MAX_INSTANCES,
-    TOKEN,
-    CountingTransport,
-    Stub,
-    client_server,
-    expected_probabilities,
-    flowers,
-    served_version,
-    species_of,
-    wait_idle,
-    wait_running,
-    write_csv,
-)
-from server_utils import ROOT, ServerProcess, free_port
 
 from client import (
     AsyncIrisClient,
@@ -50,7 +33,24 @@ from client import (
     WaitTimeoutError,
 )
 from client.types import DEFAULT_LIMITS
-from model.data import CLASSES, FEATURES
+from harness.api import instances, ready_version
+from harness.clients import (
+    JOB_SECONDS,
+    LONG_JOB,
+    MAX_INSTANCES,
+    TOKEN,
+    CountingTransport,
+    Stub,
+    client_server,
+    expected_probabilities,
+    flowers,
+    species_of,
+    wait_idle,
+    wait_running,
+    write_csv,
+)
+from harness.servers import ROOT, ServerProcess, free_port
+from model.data import CLASSES
 from model.network import backward, forward
 from model.persistence import ModelStore
 
@@ -134,7 +134,7 @@ def test_predict_mappings_returns_typed_predictions(
     server: ServerProcess, iris: IrisClient
 ) -> None:
     raw = flowers(3)
-    answer = iris.predict([dict(zip(FEATURES, row, strict=True)) for row in raw.tolist()])
+    answer = iris.predict(instances(raw))
     assert len(answer) == 3
     expected = expected_probabilities(server, answer.model_version, raw)
     assert (probabilities(answer) == expected).all()
@@ -278,7 +278,7 @@ def test_train_wait_reports_progress_then_activate_rolls_back(
     models = iris.models()
     assert models.current == job.model_version
     assert {m.version for m in models.models} >= {before, job.model_version}
-    assert served_version(server) == job.model_version
+    assert ready_version(server) == job.model_version
     rolled = iris.activate(before)
     assert rolled.current == before
     assert iris.models().current == before
@@ -341,7 +341,7 @@ def test_a_wrong_token_is_an_authentication_error_and_starts_nothing(
             iris.train({"epochs": 5})
         assert caught.value.status == 401
         with pytest.raises(AuthenticationError):
-            iris.activate(served_version(server))
+            iris.activate(ready_version(server))
         assert len(iris.jobs()) == before
 
 
@@ -354,7 +354,7 @@ def test_health_of_a_ready_server(server: ServerProcess, iris: IrisClient) -> No
     health = iris.health()
     assert health.alive
     assert health.ready
-    assert health.model_version == served_version(server)
+    assert health.model_version == ready_version(server)
 
 
 # -- the asyncio twin ----------------------------------------------------------------------------

@@ -19,7 +19,10 @@ import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from client_support import (
+
+from client.cli import HYPERPARAMETERS, cli
+from harness.api import ready_version
+from harness.clients import (
     JOB_SECONDS,
     LONG_JOB,
     MAX_INSTANCES,
@@ -28,15 +31,12 @@ from client_support import (
     client_server,
     expected_probabilities,
     flowers,
-    served_version,
     species_of,
     wait_idle,
     wait_running,
     write_csv,
 )
-from server_utils import ROOT, ServerProcess, free_port, wait_for
-
-from client.cli import HYPERPARAMETERS, cli
+from harness.servers import ROOT, ServerProcess, free_port, wait_for
 from model.data import CLASSES, FEATURES
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_predict_a_big_csv_prints_csv_rows_in_input_order(
     assert result.exit_code == 0, result.stderr
     rows = parsed_csv(result.stdout)
     assert len(rows) == 333
-    version = served_version(server)
+    version = ready_version(server)
     expected = expected_probabilities(server, version, raw)
     got = np.array([[float(r[f"probability_{c}"]) for c in CLASSES] for r in rows])
     assert (got == expected).all()
@@ -153,7 +153,7 @@ def test_predict_from_stdin_as_json_and_as_a_table(server: ServerProcess, run: A
     result = run("predict", "-", "--format", "json", input=text)
     assert result.exit_code == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["model_version"] == served_version(server)
+    assert answer["model_version"] == ready_version(server)
     assert [p["label"] for p in answer["predictions"]] == ["setosa", "virginica"]
     table = run("predict", "-", "--format", "table", input=text)
     assert table.exit_code == 0
@@ -234,7 +234,7 @@ def test_train_follow_ends_with_the_new_served_version(server: ServerProcess, ru
     assert " succeeded: version " in last
     assert "is now served" in last
     version = last.split(" version ")[1].split()[0]
-    assert served_version(server) == version
+    assert ready_version(server) == version
 
 
 def test_train_follow_draws_a_progress_bar_on_a_terminal(run: Any) -> None:
@@ -319,9 +319,9 @@ def test_cancel_then_delete_a_job(server: ServerProcess, run: Any) -> None:
 
 
 def test_models_lists_versions_and_activate_rolls_back(server: ServerProcess, run: Any) -> None:
-    before = served_version(server)
+    before = ready_version(server)
     assert run("train", "--epochs", "10", "--follow").exit_code == 0
-    after = served_version(server)
+    after = ready_version(server)
     assert after != before
     listed = parsed_csv(run("models", "--format", "csv").stdout)
     assert [r["version"] for r in listed if r["current"] == "*"] == [after]
@@ -329,7 +329,7 @@ def test_models_lists_versions_and_activate_rolls_back(server: ServerProcess, ru
     result = run("activate", before)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == f"now serving {before}"
-    assert served_version(server) == before
+    assert ready_version(server) == before
     as_json = json.loads(run("models", "--format", "json").stdout)
     assert as_json["current"] == before
     unknown = run("activate", "20200101T000000.000000Z-deadbeef")
@@ -340,7 +340,7 @@ def test_models_lists_versions_and_activate_rolls_back(server: ServerProcess, ru
 def test_health_and_limits(server: ServerProcess, run: Any) -> None:
     result = run("health")
     assert result.exit_code == 0
-    assert result.stdout.strip() == f"ready: serving {served_version(server)}"
+    assert result.stdout.strip() == f"ready: serving {ready_version(server)}"
     limits = json.loads(run("limits").stdout)
     assert limits["max_instances"] == MAX_INSTANCES
 

@@ -6,7 +6,7 @@ Specification schema with no engine). HAProxy parses the load balancer's configu
 ``haproxy -c``. What neither sees is checked on the parsed files: the shape the issue asks
 for (PostgreSQL with a volume and a health check, replicas that can scale, HAProxy that finds
 them through Docker's DNS and checks /readyz) and that the shipped HAProxy policy is the one
-the multi-replica tests run (tests/haproxy.py).
+the multi-replica tests run (harness/haproxy.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from haproxy import check_config, config_text
-from programs import require
+
+from harness.haproxy import check_config, config_text
+from harness.programs import require
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy" / "compose.scale.yaml"

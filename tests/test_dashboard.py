@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from test_api import assert_problem, make_client
+
+from harness.api import assert_problem, make_client
 
 UI = Path(__file__).resolve().parents[1] / "service" / "ui"
 CSP = (

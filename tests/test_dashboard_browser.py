@@ -14,16 +14,16 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from browser_utils import DESKTOP, PHONE, Browser, chromium, missing_browser
-from server_utils import ServerProcess, server_pool
 
+from harness.api import VIRGINICA
+from harness.browser import DESKTOP, PHONE, READY, Browser, chromium, js, missing_browser, type_into
+from harness.servers import ServerProcess, server_pool
 from model.data import CLASSES, FEATURES
 
 pytestmark = pytest.mark.slow
 TOKEN = "browser-test-token-42"
 FIRST_LOAD_LIMIT = 300_000  # bytes, the issue's budget for the first load
 WAIT_SECONDS = 20.0
-VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
 VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.1, "petal_width": 1.2}
 # A job of several seconds, so several heartbeats' points arrive before it ends.
 LONG_JOB = {"hidden_units": "256", "epochs": "400", "batch_size": "8", "validation_fraction": "0.2"}
@@ -69,10 +69,6 @@ def until(probe: Callable[[], T | None], what: str, seconds: float = WAIT_SECOND
     raise AssertionError(f"{what}: not within {seconds:g} s (last: {last!r})")
 
 
-def js(b: Browser, script: str, *args: Any) -> Any:
-    return b.driver.execute_script(script, *args)
-
-
 def open_page(b: Browser, server: ServerProcess, panel: str = "predict") -> None:
     b.driver.get("about:blank")  # a new document, even when only the fragment differs
     b.reset()  # judge what this test does from here on
@@ -83,15 +79,6 @@ def open_page(b: Browser, server: ServerProcess, panel: str = "predict") -> None
 def click_tab(b: Browser, name: str) -> None:
     b.driver.find_element("id", f"tab-{name}").click()
     until(lambda: js(b, f"return !document.getElementById('{name}-panel').hidden"), f"{name} shown")
-
-
-def type_into(b: Browser, element_id: str, text: str) -> None:
-    from selenium.webdriver.common.keys import Keys
-
-    field = b.driver.find_element("id", element_id)
-    field.send_keys(Keys.CONTROL, "a")
-    field.send_keys(Keys.DELETE)
-    field.send_keys(text)
 
 
 def type_flower(b: Browser, flower: dict[str, float]) -> None:
@@ -411,14 +398,6 @@ def test_cancel_from_the_page_ends_the_job(
 
 
 # -- every panel, keyboard, phone ----------------------------------------------------------------
-
-READY = {
-    "predict": "return document.querySelectorAll('#bars .bar').length === 3",
-    "explain": "return document.querySelectorAll('figure[data-name=dW1] td').length > 0",
-    "data": "return document.querySelectorAll('#scatter .pt').length === 150",
-    "train": "return document.querySelectorAll('#jobs tbody tr').length > 0",
-    "models": "return document.querySelectorAll('#compare table.confusion').length === 2",
-}
 
 
 @pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])

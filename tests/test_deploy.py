@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
-from programs import require
 
+from harness.programs import require
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 slow and vanishing clients.
 
 Every scenario must leave each stored model and job record intact. Most tests run
-``iris-serve`` as a real process (see tests/server_utils.py); the disk faults mount a small
+``iris-serve`` as a real process (see harness/servers.py); the disk faults mount a small
 tmpfs or a read-only bind mount, and skip, saying why, where mounting is not permitted. Waits
 are bounded polls; servers, helper processes and mounts are always cleaned up.
 """
@@ -27,26 +27,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-from conftest import random_model
-from server_utils import (
+
+from harness.api import instances, served_version, start_job, synthetic_samples, wait_job
+from harness.models import random_model
+from harness.servers import (
     ROOT,
     ServerProcess,
     cmdline,
-    instances,
     job_pid,
     proc_alive,
     server_pool,
     socket_owner,
-    start_job,
-    synthetic_samples,
     wait_for,
 )
-
 from model.data import load_iris
 from model.errors import StoreWriteError
 from model.network import Model
@@ -138,25 +134,6 @@ def serve(tmp_path: Path, mounts: Mounts) -> Iterator[Callable[..., ServerProces
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def served_version(client: httpx.Client) -> str:
-    response = client.post("/predict", json=PREDICT_BODY)
-    assert response.status_code == 200, response.text
-    version: str = response.json()["model_version"]
-    return version
-
-
-def wait_job(client: httpx.Client, job_id: str, seconds: float = JOB_SECONDS) -> dict[str, Any]:
-    """Poll GET /train/{id} until the job has ended."""
-
-    def probe() -> dict[str, Any] | None:
-        response = client.get(f"/train/{job_id}")
-        assert response.status_code == 200, response.text
-        job: dict[str, Any] = response.json()
-        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
-
-    return wait_for(probe, seconds, f"job {job_id} ending", interval=0.05)
-
-
 def leftovers(models_dir: Path) -> list[str]:
     return sorted(e.name for e in models_dir.iterdir() if e.name.startswith(TMP_PREFIX))
 
@@ -235,12 +212,12 @@ def test_restart_after_server_kill_removes_dead_writers_leftovers_and_keeps_fini
     models_dir = data_dir / "models"
     first = serve(data_dir)
     with first.client() as client:
-        finished_id = start_job(first, client, SMALL_JOB)
+        finished_id = start_job(client, SMALL_JOB, first.auth())
         finished = wait_job(client, finished_id)
         assert finished["status"] == "succeeded", finished
         good = finished["model_version"]
         wait_for(lambda: served_version(client) == good, 2.0, f"{good} served")
-        running_id = start_job(first, client, LONG_JOB)
+        running_id = start_job(client, LONG_JOB, first.auth())
         wait_for(
             lambda: client.get(f"/train/{running_id}").json()["progress"]["epoch"] >= 1,
             JOB_SECONDS,
@@ -280,7 +257,9 @@ def test_restart_after_server_kill_removes_dead_writers_leftovers_and_keeps_fini
         listed = client.get("/train").json()["jobs"]
         assert [job["job_id"] for job in listed] == [running_id, finished_id]
         # the interrupted job does not hold the one-job slot
-        assert wait_job(client, start_job(second, client, SMALL_JOB))["status"] == "succeeded"
+        assert (
+            wait_job(client, start_job(client, SMALL_JOB, second.auth()))["status"] == "succeeded"
+        )
 
 
 # -- 2. the writer SIGKILLed at many points of a save --------------------------------------------
@@ -486,7 +465,7 @@ def test_training_on_a_full_disk_fails_the_job_with_no_space_and_keeps_the_serve
     assert fill(data_dir, leave_bytes=room) == room
 
     with server.client() as client:
-        job_id = start_job(server, client, WIDE_JOB)
+        job_id = start_job(client, WIDE_JOB, server.auth())
         job = wait_job(client, job_id)
         assert job["status"] == "failed", job
         assert NO_SPACE in (job["error"] or ""), job
@@ -601,7 +580,7 @@ def test_read_only_models_directory_serves_and_fails_training_naming_the_read_on
     with server.client() as client:
         assert client.get("/readyz").json()["model_version"] == version
         assert served_version(client) == version
-        job = wait_job(client, start_job(server, client, SMALL_JOB))
+        job = wait_job(client, start_job(client, SMALL_JOB, server.auth()))
         assert job["status"] == "failed", job
         assert READ_ONLY.search(job["error"] or ""), job
         response = client.post(f"/models/{version}/activate", headers=server.auth())

@@ -10,20 +10,20 @@ repeatable; ``bench/fuzz_live.py`` runs the longer campaign against a live serve
 A schema-valid request may still be refused for a rule JSON Schema cannot state (labels as
 many as instances, a tensor's shape against its data, a configured row or size limit); such
 a refusal passes only with the documented status and a detail naming that rule
-(``UNSTATABLE``). Training jobs the fuzzer starts are ended at once (``end_job``).
+(``harness.fuzz.UNSTATABLE``). Training jobs the fuzzer starts are ended at once (``end_job``).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from schemathesis.core.parameters import ParameterLocation
 
+from harness.api import end_job
+from harness.fuzz import json_or_none, pin_stored_version, refusal_explained
 from model.persistence import ModelStore
 from service.config import Settings
 from service.main import create_app
@@ -32,32 +32,6 @@ from service.registry import ensure_default_model
 TOKEN = "fuzz-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_EXAMPLES = 25  # per operation and phase; about 20 s for the whole document
-JOB_END_SECONDS = 20.0
-INFER = (
-    "POST /v2/models/{model_name}/infer",
-    "POST /v2/models/{model_name}/versions/{model_version}/infer",
-)
-
-# Per operation: (status, words of the problem's detail or the /v2 error) for each rule a
-# schema-valid request can break without its schema saying so.
-UNSTATABLE: dict[str, list[tuple[int, str]]] = {
-    "POST /predict": [(422, "IRIS_MAX_INSTANCES")],
-    "POST /gradients": [(422, "give one label per instance"), (422, "IRIS_MAX_INSTANCES")],
-    "POST /train": [(422, "IRIS_MAX_TRAIN_ROWS"), (422, "every species needs at least")],
-    "GET /models/{version}/regions": [(422, "must be two different features")],
-    **{
-        label: [
-            (400, "values, data has"),  # shape [n, 4] against the number of values
-            (400, "is nested as"),  # how the data nest against the shape
-            (400, "data is ragged"),
-            (400, "is requested more than once"),  # outputs are unique by name
-            (400, "IRIS_MAX_INSTANCES"),
-        ]
-        for label in INFER
-    },
-}
-# Every body is bounded by IRIS_MAX_BODY_BYTES, whatever its schema allows.
-BODY_LIMIT = (413, "IRIS_MAX_BODY_BYTES")
 
 
 def fuzz_settings(data_dir: Path) -> Settings:
@@ -95,49 +69,6 @@ def active_version(fuzz_settings_: Settings) -> str:
     store = ModelStore(fuzz_settings_.models_dir)
     ensure_default_model(store, fuzz_settings_.seed)
     return store.current()
-
-
-def refusal_explained(label: str, status: int, body: Any) -> bool:
-    """True for a documented 4xx whose detail names a rule the schema cannot state."""
-    if not isinstance(body, dict):
-        return False
-    text = str(body.get("detail") or body.get("error") or "")
-    rules = [*UNSTATABLE.get(label, []), BODY_LIMIT]
-    return any(status == code and words in text for code, words in rules)
-
-
-def json_or_none(response: Any) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def pin_stored_version(case: Any, version: str) -> None:
-    """A schema-valid version is any string; in a schema-valid case, make it a stored one."""
-    if case.meta is None or case.meta.is_negative_at(ParameterLocation.PATH):
-        return
-    for key in ("version", "model_version"):
-        if key in case.path_parameters:
-            case.path_parameters[key] = version
-
-
-def end_job(app: FastAPI, job_id: str) -> None:
-    """End a job the fuzzer started: its training process is killed before it gets going.
-
-    It is killed once its payload is in the pipe (the parent has closed its stdin), so the job
-    ends failed within milliseconds rather than after a second of start-up and cancelling.
-    """
-    state = app.state.iris
-    deadline = time.monotonic() + JOB_END_SECONDS
-    while state.jobs.get(job_id)["status"] in ("queued", "running"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} did not end within {JOB_END_SECONDS} s")
-        with state.launcher.lock:
-            child = state.launcher.children.get(job_id)
-        if child is not None and child.stdin is not None and child.stdin.closed:
-            child.kill()
-        time.sleep(0.005)
 
 
 @schema.parametrize()

@@ -1,4 +1,4 @@
-"""tests/haproxy.py: a real HAProxy spreads requests, drops dead backends, retries safely.
+"""harness/haproxy.py: a real HAProxy spreads requests, drops dead backends, retries safely.
 
 Two small HTTP servers from the standard library, in threads on free ports, stand in for
 replicas; each answers with its own name and counts what it received.
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from haproxy import HAProxy, check_config, config_text
-from server_utils import wait_for
+
+from harness.haproxy import HAProxy, check_config, config_text
+from harness.servers import wait_for
 
 REQUESTS = 40
 SLOW_SECONDS = 1.0

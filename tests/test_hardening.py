@@ -2,7 +2,7 @@
 file modes, model follow-up across workers.
 
 Every server runs on 127.0.0.1 with its own data directory and is always stopped (see
-tests/server_utils.py); waits are bounded polls with deadlines.
+harness/servers.py); waits are bounded polls with deadlines.
 """
 
 from __future__ import annotations
@@ -22,19 +22,18 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from server_utils import (
+
+from harness.api import instances, start_job
+from harness.servers import (
     ROOT,
     ServerProcess,
-    instances,
     post_fresh_connection,
     proc_alive,
     serve_command,
     server_pool,
-    start_job,
     wait_for,
     worker_pids,
 )
-
 from model.data import load_iris
 from model.persistence import ModelStore
 
@@ -149,7 +148,7 @@ def test_a_locked_jobs_database_delays_no_prediction_and_fails_no_live_job(
 ) -> None:
     server = serve(IRIS_JOB_HEARTBEAT_TIMEOUT="1")
     with httpx.Client(base_url=server.url, timeout=30.0) as client:
-        job_id = start_job(server, client, LONG_JOB)
+        job_id = start_job(client, LONG_JOB, server.auth())
         wait_for(
             lambda: client.get(f"/train/{job_id}").json()["status"] == "running", 20.0, "running"
         )

@@ -17,25 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import random_model
 from fastapi.testclient import TestClient
-from server_utils import job_pid, proc_alive, wait_for
 
 import service.launcher
+from harness.api import ROW, wait_job
+from harness.api import app_client as make_client
+from harness.models import random_model
+from harness.servers import job_pid, proc_alive, wait_for
 from model.data import FEATURES, load_iris
 from model.persistence import ModelStore
-from service.config import Settings
-from service.main import create_app
 from service.routers.gradients import answer_values
 
 TOKEN = "app-hardening-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-
-
-def make_client(data_dir: Path, **overrides: Any) -> TestClient:
-    settings = Settings(data_dir=data_dir, model_poll_seconds=0.05, **overrides)
-    return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
 def mode(path: Path) -> int:
@@ -175,14 +169,6 @@ def count_numbers(value: Any) -> int:
 # -- training jobs: time limit, no improvement ------------------------------------------------
 
 LONG_JOB = {"hyperparameters": {"epochs": 10_000, "hidden_units": 256, "seed": 1}}
-
-
-def wait_job(client: TestClient, job_id: str, seconds: float = 30.0) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        job: dict[str, Any] = client.get(f"/train/{job_id}").json()
-        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
-
-    return wait_for(ended, seconds, f"job {job_id} ending")
 
 
 def test_a_job_past_the_training_time_limit_fails_naming_the_setting(tmp_path: Path) -> None:

@@ -32,10 +32,18 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from server_utils import ServerProcess, synthetic_samples
-from test_api import AUTH, ROW, VIRGINICA, assert_problem, make_client
-from test_v2 import assert_error
 
+from harness.api import (
+    AUTH,
+    ROW,
+    VIRGINICA,
+    assert_error,
+    assert_problem,
+    end_job,
+    make_client,
+    synthetic_samples,
+)
+from harness.servers import ServerProcess
 from model.data import CLASSES, FEATURES, load_iris
 
 LIMIT = 2**20  # IRIS_MAX_BODY_BYTES here: room for 100k levels of nesting
@@ -125,25 +133,12 @@ def post(client: TestClient, path: str, body: bytes | str, **headers: str) -> ht
     return client.post(path, content=content, headers=JSON | headers)
 
 
-def end_job(client: TestClient, job_id: str, seconds: float = 20.0) -> None:
-    """End a job a test started, before it trains: its process is killed once fed."""
-    state = client.app.state.iris  # type: ignore[attr-defined]
-    deadline = time.monotonic() + seconds
-    while state.jobs.get(job_id)["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, f"job {job_id} did not end within {seconds} s"
-        with state.launcher.lock:
-            child = state.launcher.children.get(job_id)
-        if child is not None and child.stdin is not None and child.stdin.closed:
-            child.kill()
-        time.sleep(0.005)
-
-
 def train(client: TestClient, body: bytes | str | dict[str, Any]) -> httpx.Response:
     """POST /train with the token; a job it starts is ended before the answer is checked."""
     content = json.dumps(body) if isinstance(body, dict) else body
     response = post(client, "/train", content, **AUTH)
     if response.status_code == 202:
-        end_job(client, response.json()["job_id"])
+        end_job(client.app, response.json()["job_id"])
     return response
 
 
@@ -491,7 +486,7 @@ def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413(
         else:
             assert response.status_code == status, response.text
             if status == 202:
-                end_job(client, response.json()["job_id"])
+                end_job(client.app, response.json()["job_id"])
 
 
 def test_a_declared_length_over_the_limit_is_413_without_reading_the_body(

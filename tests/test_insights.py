@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from server_utils import server_pool, start_job, wait_for
-from test_api import AUTH, TOKEN, assert_problem, make_client
 
+from harness.api import AUTH, TOKEN, assert_problem, make_client, start_job
+from harness.servers import server_pool, wait_for
 from model.data import CLASSES, FEATURES
 from model.network import Params, forward
 
@@ -259,7 +259,7 @@ def test_events_stream_live_progress_to_a_real_client(tmp_path: Path) -> None:
     with server_pool(tmp_path) as start:
         server = start(None, {"IRIS_API_TOKEN": TOKEN})
         with server.client() as client:
-            job_id = start_job(server, client, LONG_JOB)
+            job_id = start_job(client, LONG_JOB, server.auth())
             arrivals: list[tuple[float, str, Any]] = []
             timeout = httpx.Timeout(10.0, read=5.0)
             with client.stream("GET", f"/train/{job_id}/events", timeout=timeout) as stream:

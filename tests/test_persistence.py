@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_model
 
+from harness.models import random_model
 from model.errors import (
     ChecksumMismatchError,
     CorruptModelError,

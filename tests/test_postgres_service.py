@@ -1,7 +1,7 @@
 """The service on PostgreSQL (IRIS_DATABASE_URL): every route, two replicas, an outage.
 
 The app runs through ASGI (TestClient) with its training children as real processes, on a
-fresh database of the session's throwaway cluster (tests/pg_cluster.py). Two apps on one
+fresh database of the session's throwaway cluster (harness/postgres.py). Two apps on one
 database are two replicas: an activation on one reaches the other by notification.
 """
 
@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pg_cluster import PgCluster
-from server_utils import wait_for
 
+from harness.api import ROW, wait_job
+from harness.postgres import PgCluster
+from harness.servers import wait_for
 from model.data import load_iris
 from model.persistence import ModelStore
 from model.train import Hyperparameters, train
@@ -28,7 +29,6 @@ from service.main import create_app
 
 TOKEN = "postgres-service-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 def replica(url: str, data_dir: Path, **overrides: Any) -> TestClient:
@@ -46,14 +46,6 @@ def replica(url: str, data_dir: Path, **overrides: Any) -> TestClient:
 def database(postgres: PgCluster) -> Iterator[str]:
     with postgres.fresh_database() as url:
         yield url
-
-
-def wait_job(client: TestClient, job_id: str, seconds: float = 60.0) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        job: dict[str, Any] = client.get(f"/train/{job_id}").json()
-        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
-
-    return wait_for(ended, seconds, f"job {job_id} ended", interval=0.1)
 
 
 def test_every_route_works_on_the_database_and_the_data_directory_holds_no_model(

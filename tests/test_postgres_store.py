@@ -1,4 +1,4 @@
-"""The PostgreSQL backend against a real server (tests/pg_cluster.py): the model store, the job
+"""The PostgreSQL backend against a real server (harness/postgres.py): the model store, the job
 store, migrations, activation notifications, outages and the data-directory migration."""
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from conftest import random_model
-from pg_cluster import PgCluster, free_port
 
+from harness.models import random_model
+from harness.postgres import PgCluster
+from harness.servers import free_port, wait_for
 from model.errors import (
     ChecksumMismatchError,
     CorruptModelError,
@@ -124,15 +125,6 @@ def replace_weights(url: str, version: str, data: bytes) -> None:
         "'{weights_sha256}', to_jsonb(%s::text))::json WHERE version = %s",
         (data, hashlib.sha256(data).hexdigest(), version),
     )
-
-
-def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 # -- the model store ------------------------------------------------------------------------
@@ -296,7 +288,7 @@ def test_a_version_and_its_activation_are_invisible_until_they_commit(
         )
         writer.start()
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        assert wait_for(lambda: execute(pg_url, waiting)[0][0] == 1, 10)
+        wait_for(lambda: execute(pg_url, waiting)[0][0] == 1, 10, "a writer waiting", 0.02)
         # the waiting transaction has already written into model_versions
         [(inserted,)] = execute(
             pg_url,
@@ -640,7 +632,7 @@ def test_the_listener_reconnects_after_the_server_restarts(
     try:
         postgres.stop()
         try:
-            assert wait_for(lambda: not listener.connected.is_set(), 10)
+            wait_for(lambda: not listener.connected.is_set(), 10, "listener disconnected", 0.02)
         finally:
             postgres.start()
         assert listener.connected.wait(10)
@@ -691,7 +683,7 @@ def test_an_outage_answers_unavailable_quickly_and_recovers_by_itself(
         except StoreUnavailableError:
             return False
 
-    assert wait_for(back, 15)
+    wait_for(back, 15, "the store back", 0.02)
     assert stores.jobs.get(job)["status"] == "queued"
     assert stores.models.save(random_model(seed=3)) in stores.models.versions()
 

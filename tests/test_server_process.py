@@ -2,7 +2,7 @@
 
 Each test starts the console script on a free port of 127.0.0.1 with ``tmp_path`` as its data
 directory and talks HTTP to it. Waits are bounded polls with deadlines; the server, its
-workers and any training child are always stopped (see tests/server_utils.py). The server
+workers and any training child are always stopped (see harness/servers.py). The server
 logs are printed at teardown, so pytest shows them for a failing test.
 """
 
@@ -20,23 +20,28 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from server_utils import (
+
+from harness.api import (
+    instances,
+    probabilities,
+    ready_version,
+    served_version,
+    start_job,
+    synthetic_samples,
+    wait_job,
+)
+from harness.servers import (
     ServerProcess,
     cmdline,
-    instances,
     job_pid,
     job_row,
     marked_pids,
     post_fresh_connection,
-    probabilities,
     proc_alive,
     server_pool,
-    start_job,
-    synthetic_samples,
     wait_for,
     worker_pids,
 )
-
 from model.data import CLASSES, load_iris
 from model.network import predict_proba
 from model.persistence import ModelStore
@@ -89,36 +94,6 @@ def predict(client: httpx.Client) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def served_version(client: httpx.Client) -> str:
-    version: str = predict(client)["model_version"]
-    return version
-
-
-def ready_version(server: ServerProcess) -> str:
-    with server.client() as client:
-        response = client.get("/readyz")
-    assert response.status_code == 200, response.text
-    version: str = response.json()["model_version"]
-    return version
-
-
-def wait_job(
-    client: httpx.Client, job_id: str, statuses: tuple[str, ...], seconds: float = JOB_SECONDS
-) -> dict[str, Any]:
-    """Poll GET /train/{id} until its status is one of ``statuses`` (or any terminal one)."""
-    terminal = {"succeeded", "failed", "cancelled"}
-
-    def probe() -> dict[str, Any] | None:
-        response = client.get(f"/train/{job_id}")
-        assert response.status_code == 200, response.text
-        job: dict[str, Any] = response.json()
-        return job if job["status"] in statuses or job["status"] in terminal else None
-
-    job = wait_for(probe, seconds, f"job {job_id} reaching {statuses}", interval=0.05)
-    assert job["status"] in statuses, job
-    return job
 
 
 def wait_served(client: httpx.Client, version: str, deadline: float, what: str) -> None:
@@ -209,7 +184,7 @@ def test_training_job_switches_the_served_model_and_activate_rolls_it_back(
     old = ready_version(server)
     with server.client() as client:
         assert served_version(client) == old
-        job_id = start_job(server, client, SMALL_JOB)
+        job_id = start_job(client, SMALL_JOB, server.auth())
 
         job = wait_job(client, job_id, ("succeeded",))
         switched_by = time.monotonic() + SWITCH_SECONDS
@@ -263,7 +238,7 @@ def test_both_workers_switch_after_training_and_after_activate(
     old = ready_version(server)
     predictions = 0
     with server.client() as client:
-        job_id = start_job(server, client, SMALL_JOB)
+        job_id = start_job(client, SMALL_JOB, server.auth())
         new = wait_job(client, job_id, ("succeeded",))["model_version"]
         sleep_until(time.monotonic() + SWITCH_SECONDS)
         predictions += all_fresh_connections_serve(server, new, workers=2)
@@ -297,7 +272,7 @@ def test_active_model_metric_names_the_version_each_worker_serves(
     wait_for(lambda: len(worker_pids(server.pid)) == workers, 10.0, "workers started")
     pids = {str(pid) for pid in worker_pids(server.pid)} if workers > 1 else {None}
     with server.client() as client:
-        job_id = start_job(server, client, SMALL_JOB)
+        job_id = start_job(client, SMALL_JOB, server.auth())
         new = wait_job(client, job_id, ("succeeded",))["model_version"]
         sleep_until(time.monotonic() + SWITCH_SECONDS)
         assert active_models(client.get("/metrics").text) == {key: {new} for key in pids}, (
@@ -321,7 +296,7 @@ def test_killed_training_process_fails_its_job_and_keeps_the_old_model(
     server = serve()
     old = ready_version(server)
     with server.client() as client:
-        job_id = start_job(server, client, LONG_JOB)
+        job_id = start_job(client, LONG_JOB, server.auth())
         child = running_child(server, client, job_id)
         os.kill(child, signal.SIGKILL)
 
@@ -333,7 +308,7 @@ def test_killed_training_process_fails_its_job_and_keeps_the_old_model(
         assert models["current"] == old
         assert [m["version"] for m in models["models"]] == [old]
         # The failed job no longer holds the one-job-at-a-time slot.
-        second = start_job(server, client, SMALL_JOB)
+        second = start_job(client, SMALL_JOB, server.auth())
         assert wait_job(client, second, ("succeeded",))["status"] == "succeeded"
 
 
@@ -372,7 +347,9 @@ def test_predictions_during_a_swap_each_match_the_one_version_they_name(
     try:
         wait_for(lambda: all(len(out) >= 5 for out in answers), 10.0, "every client answered")
         with server.client() as client:
-            job_id = start_job(server, client, {"hyperparameters": {"epochs": 150, "seed": 5}})
+            job_id = start_job(
+                client, {"hyperparameters": {"epochs": 150, "seed": 5}}, server.auth()
+            )
             new = wait_job(client, job_id, ("succeeded",))["model_version"]
         wait_for(
             lambda: all(latest(out) == new for out in answers),
@@ -413,7 +390,7 @@ def test_training_process_exits_when_the_server_is_killed_and_the_job_is_failed_
     first = serve(data_dir=data_dir)
     old = ready_version(first)
     with first.client() as client:
-        job_id = start_job(first, client, LONG_JOB)
+        job_id = start_job(client, LONG_JOB, first.auth())
         child = running_child(first, client, job_id)
 
     assert first.proc is not None
@@ -441,7 +418,7 @@ def test_sigterm_stops_the_server_and_its_training_process_with_exit_code_0(
 ) -> None:
     server = serve(workers=workers)
     with server.client() as client:
-        job_id = start_job(server, client, LONG_JOB)
+        job_id = start_job(client, LONG_JOB, server.auth())
         child = running_child(server, client, job_id)
 
     assert server.proc is not None

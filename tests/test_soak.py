@@ -1,4 +1,4 @@
-"""A short run of the soak of bench/soak.py (`make soak` runs the full one), and its checker.
+"""A short run of the soak of harness/soak.py (`make soak` runs the full one), and its checker.
 
 The soak test starts ``iris-serve`` (1 and 2 workers) and holds 8 keep-alive connections
 posting /predict for 8 s from a load-generator process, while 2 training jobs and 2
@@ -9,20 +9,17 @@ version it names, RSS and open file descriptors must hold steady. The same code 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
+from harness import soak
 from model.data import CLASSES
 from model.network import predict_proba
 from model.persistence import ModelStore
 from model.train import TrainResult
-
-sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
-import soak
 
 SHORT = soak.SoakConfig(seconds=8.0, connections=8, retrains=2, activations=2, warmup=2.0, tail=1.0)
 

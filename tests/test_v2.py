@@ -7,13 +7,8 @@ directory holding two model versions, and always stop it.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import os
-import signal
-import subprocess
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,14 +21,13 @@ import orjson
 import pytest
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
-from server_utils import free_port, serve_command
 from tritonclient.utils import InferenceServerException
 
-from model.data import CLASSES, FEATURES, Dataset, load_iris
+from harness.api import app_client, assert_error, instances
+from harness.servers import server_pool
+from model.data import CLASSES, Dataset, load_iris
 from model.persistence import ModelStore
 from model.train import Hyperparameters, TrainResult, train
-from service.config import Settings
-from service.main import create_app
 
 TOKEN = "v2-test-token-0123456789"
 IRIS = load_iris()
@@ -44,15 +38,8 @@ OUTPUT_NAMES = ["probabilities", "class_index", "label"]
 
 
 def make_client(data_dir: Path, **overrides: Any) -> TestClient:
-    settings = Settings(
-        data_dir=data_dir,
-        api_token=TOKEN,
-        model_poll_seconds=0.05,
-        max_instances=overrides.pop("max_instances", MAX_INSTANCES),
-        max_body_bytes=overrides.pop("max_body_bytes", 2**20),
-        **overrides,
-    )
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+    limits = {"max_instances": MAX_INSTANCES, "max_body_bytes": 2**20}
+    return app_client(data_dir, **({"api_token": TOKEN} | limits | overrides))
 
 
 @dataclass(frozen=True)
@@ -110,25 +97,13 @@ def post(client: TestClient, body: Any, path: str = INFER, **headers: str) -> ht
     return client.post(path, content=content, headers=headers)
 
 
-def assert_error(response: httpx.Response, status: int, *words: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"}, body
-    for word in words:
-        assert word in body["error"], body["error"]
-    message: str = body["error"]
-    return message
-
-
 def outputs(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {output["name"]: output for output in body["outputs"]}
 
 
 def predict(client: TestClient | httpx.Client, raw: Any, version: str | None = None) -> Any:
     """What the native /predict answers for the same rows: (version, o_s, index, labels)."""
-    instances = [dict(zip(FEATURES, row, strict=True)) for row in np.asarray(raw).tolist()]
-    body: dict[str, Any] = {"instances": instances}
+    body: dict[str, Any] = {"instances": instances(np.asarray(raw))}
     if version is not None:
         body["model_version"] = version
     response = client.post("/predict", json=body)
@@ -477,8 +452,6 @@ def test_openapi_lists_the_v2_endpoints(shared: TestClient) -> None:
 
 # -- tritonclient against iris-serve as a real process ------------------------------------------
 
-READY_SECONDS = 30.0
-
 
 @dataclass(frozen=True)
 class Server:
@@ -490,57 +463,14 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, trained: TrainResult, iris: Dataset
 ) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("v2-server")
     versions = store_two_versions(data_dir, trained, iris)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")} | {
-        "IRIS_DATA_DIR": str(data_dir),
-        "IRIS_HOST": "127.0.0.1",
-        "IRIS_PORT": str(port),
-        "IRIS_API_TOKEN": TOKEN,
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = data_dir / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            serve_command(),
-            cwd=Path(__file__).resolve().parents[1],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as http:
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"iris-serve did not become ready:\n{log_path.read_text()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if http.get("/readyz").status_code == 200:
-                        break
-                time.sleep(0.05)
-        yield Server(port, versions)
-    finally:
-        stop(proc)
+    with server_pool(tmp_path_factory.mktemp("v2-server-logs")) as start:
+        yield Server(start(data_dir, {"IRIS_API_TOKEN": TOKEN}).port, versions)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from harness.servers import free_port
 
 SERVER_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
@@ -76,12 +77,6 @@ def run_as_user() -> pwd.struct_passwd | None:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgCluster:

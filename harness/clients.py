@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-from server_utils import ServerProcess, server_pool, wait_for
 
+from harness.servers import ServerProcess, server_pool, wait_for
 from model.data import CLASSES, FEATURES
 from model.network import predict_proba
 from model.persistence import ModelStore
@@ -95,12 +95,6 @@ def wait_idle(server: ServerProcess) -> None:
         return all(job["status"] not in ("queued", "running") for job in jobs)
 
     wait_for(probe, JOB_SECONDS, "no job running")
-
-
-def served_version(server: ServerProcess) -> str:
-    with server.client() as http:
-        version: str = http.get("/readyz").json()["model_version"]
-    return version
 
 
 class CountingTransport(httpx.HTTPTransport):

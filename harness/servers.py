@@ -1,7 +1,8 @@
-"""Helpers for tests that run ``iris-serve`` as a real process (see test_server_process.py).
+"""The one launcher of server processes for tests and benchmarks.
 
-A :class:`ServerProcess` starts the console script on a free port of 127.0.0.1 with its own
-data directory, waits for /readyz, and always stops it again. Every process it starts (the
+A :class:`ServerProcess` starts the ``iris-serve`` console script (or another command: the
+benchmark's ceiling app, a peer server) on a free port of 127.0.0.1 with its own data
+directory, waits for its readiness path, and always stops it again. Every process it starts (the
 server, its uvicorn workers, their training children, which run in sessions of their own)
 carries a marker in its environment, so :func:`kill_marked` finds and ends any of them that
 outlived a test.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import os
 import signal
 import socket
@@ -21,18 +23,17 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import numpy as np
-
-from model.data import CLASSES, FEATURES
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "IRIS_SERVER_PROCESS_TEST"
 READY_SECONDS = 20.0
 STOP_SECONDS = 10.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
 
 
@@ -138,6 +139,44 @@ def worker_pids(server_pid: int) -> set[int]:
     return spawned or {server_pid}
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` itself (children not included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and every live process below it."""
+    total = 0.0
+    for member in {pid} | descendants(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def loadavg() -> str:
+    """The machine's 1, 5 and 15 minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def uptime() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5, check=False)
+        return out.stdout.strip()
+    return f"load average: {loadavg()}"
+
+
 def socket_owner(server_port: int, client_port: int, candidates: set[int]) -> int | None:
     """The process among ``candidates`` holding the server end of a connection to 127.0.0.1.
 
@@ -190,45 +229,49 @@ def job_row(jobs_db: Path, job_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-# -- request bodies ------------------------------------------------------------------------------
-
-# Per-species centres of the Iris measurements (cm), for synthetic training sets.
-CENTRES = {
-    "setosa": (5.0, 3.4, 1.5, 0.25),
-    "versicolor": (5.9, 2.8, 4.3, 1.3),
-    "virginica": (6.6, 3.0, 5.6, 2.0),
-}
-
-
-def synthetic_samples(per_species: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Valid training rows: every measurement within (0, 100] cm, ``per_species`` of each."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for species, centre in CENTRES.items():
-        values = rng.normal(centre, 0.35, size=(per_species, 4)).clip(0.1, 100.0).round(2)
-        for row in values.tolist():
-            samples.append(dict(zip(FEATURES, row, strict=True)) | {"species": species})
-    return samples
-
-
-def instances(raw: np.ndarray[Any, Any]) -> list[dict[str, float]]:
-    return [dict(zip(FEATURES, row, strict=True)) for row in raw.tolist()]
-
-
-def probabilities(prediction: dict[str, Any]) -> list[float]:
-    return [prediction["probabilities"][label] for label in CLASSES]
-
-
 # -- the server ----------------------------------------------------------------------------------
 
 
-class ServerProcess:
-    """``iris-serve`` in a process group of its own, logging to ``log_path``."""
+@dataclass(frozen=True)
+class Launch:
+    """What it takes to start a server other than iris-serve: command, environment, cwd."""
 
-    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    command: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+class ServerProcess:
+    """``iris-serve`` in a process group of its own, logging to ``log_path``.
+
+    ``command`` runs another program the same way (in the repository, with the same
+    environment); ``launch``, where given, makes the command, environment and working
+    directory for a port (peers take their ports their own way). ``ready_path`` is polled
+    every ``ready_interval`` seconds; ``ready_seconds`` is then the time from the process
+    start to its first 200.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        name: str = "iris-serve",
+        command: list[str] | None = None,
+        launch: Callable[[int], Launch] | None = None,
+        ready_path: str = "/readyz",
+        ready_interval: float = 0.05,
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_env = dict(env or {})
+        self.name = name
+        self.command = command
+        self.launch = launch
+        self.ready_path = ready_path
+        self.ready_interval = ready_interval
+        self.ready_seconds = math.nan
         self.marker = uuid.uuid4().hex
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -268,31 +311,41 @@ class ServerProcess:
         }
         return env | self.extra_env
 
+    def launching(self) -> Launch:
+        """The command, environment and directory for a start on ``self.port``."""
+        if self.launch is not None:
+            launch = self.launch(self.port)
+            return Launch(launch.command, launch.env | {MARKER: self.marker}, launch.cwd)
+        return Launch(self.command or serve_command(), self.environment(), ROOT)
+
     def start(self, ready_seconds: float = READY_SECONDS) -> ServerProcess:
-        """Start on a free port and wait for /readyz; retries when the port was taken."""
+        """Start on a free port and wait for readiness; retries when the port was taken."""
         for _ in range(3):
             self.port = free_port()
+            launch = self.launching()
             with open(self.log_path, "ab") as log:
-                log.write(f"--- iris-serve on port {self.port}\n".encode())
+                log.write(f"--- {self.name} on port {self.port}\n".encode())
                 log.flush()
+                started = time.perf_counter()
                 self.proc = subprocess.Popen(
-                    serve_command(),
-                    cwd=ROOT,
-                    env=self.environment(),
+                    launch.command,
+                    cwd=launch.cwd,
+                    env=launch.env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             if self.wait_ready(ready_seconds):
+                self.ready_seconds = time.perf_counter() - started
                 return self
             if "address already in use" not in self.log().lower():
                 break
         self.stop()
-        raise AssertionError(f"iris-serve did not become ready; its log:\n{self.log()}")
+        raise AssertionError(f"{self.name} did not become ready; its log:\n{self.log()}")
 
     def wait_ready(self, seconds: float) -> bool:
-        """True once /readyz answers 200; False if the process exited first."""
+        """True once the readiness path answers 200; False if the process exited first."""
         assert self.proc is not None
         deadline = time.monotonic() + seconds
         with httpx.Client(base_url=self.url, timeout=2.0) as client:
@@ -300,10 +353,12 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     return False
                 with contextlib.suppress(httpx.TransportError):
-                    if client.get("/readyz").status_code == 200:
+                    if client.get(self.ready_path).status_code == 200:
                         return True
-                time.sleep(0.05)
-        raise AssertionError(f"/readyz not 200 within {seconds:g} s; log:\n{self.log()}")
+                time.sleep(self.ready_interval)
+        raise AssertionError(
+            f"{self.name}: {self.ready_path} not 200 within {seconds:g} s; log:\n{self.log()}"
+        )
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL the group; then kill anything else that carries the marker."""
@@ -381,11 +436,3 @@ def server_pool(tmp_path: Path) -> Iterator[Callable[[Path | None, dict[str, str
             server.stop()
         for server in servers:
             print(f"===== {server.log_path.name} (port {server.port})\n{server.log()}")
-
-
-def start_job(server: ServerProcess, client: httpx.Client, body: dict[str, Any]) -> str:
-    response = client.post("/train", json=body, headers=server.auth())
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    assert response.headers["location"] == f"/train/{job_id}"
-    return job_id

@@ -159,3 +159,29 @@ def chromium(size: tuple[int, int] = DESKTOP) -> Iterator[Browser]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+# Per panel: a script that returns true once the panel is drawn.
+READY = {
+    "predict": "return document.querySelectorAll('#bars .bar').length === 3",
+    "explain": "return document.querySelectorAll('figure[data-name=dW1] td').length > 0",
+    "data": "return document.querySelectorAll('#scatter .pt').length === 150",
+    "train": "return document.querySelectorAll('#jobs tbody tr').length > 0",
+    "models": "return document.querySelectorAll('#compare table.confusion').length === 2",
+}
+
+
+def js(b: Browser, script: str, *args: Any) -> Any:
+    return b.driver.execute_script(script, *args)
+
+
+def type_into(b: Browser, element_id: str, text: str) -> None:
+    """Replace the text of an input as a user does: select all, delete, type."""
+    from selenium.webdriver.common.keys import Keys
+
+    field = b.driver.find_element("id", element_id)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.DELETE)
+    field.send_keys(text)

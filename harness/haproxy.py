@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from programs import require
-from server_utils import free_port, wait_for
+from harness.programs import require
+from harness.servers import free_port, wait_for
 
 START_SECONDS = 10.0
 STOP_SECONDS = 5.0
