@@ -30,15 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
-import httpx  # noqa: E402
-from haproxy import HAProxy  # noqa: E402
-from pg_cluster import PgCluster  # noqa: E402
-from replica_set import AUTH, PREDICT, ReplicaSet, finished_at  # noqa: E402
-from server_utils import wait_for  # noqa: E402
+import httpx
 
+from harness.haproxy import HAProxy
+from harness.postgres import PgCluster
+from harness.replicas import AUTH, PREDICT, ReplicaSet, finished_at
+from harness.servers import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
 LUA = ROOT / "bench" / "post.lua"
 
 

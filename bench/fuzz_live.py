@@ -84,6 +84,7 @@ UNSTATABLE_STATUSES = "".join(
         ("POST /predict", 422),
         ("POST /gradients", 422),
         ("POST /train", 422),
+        ("GET /models/{version}/regions", 422),
         ("POST /v2/models/{model_name}/infer", 400),
         ("POST /v2/models/{model_name}/versions/{model_version}/infer", 400),
     ]

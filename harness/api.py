@@ -127,6 +127,26 @@ def ready_version(server: ServerProcess) -> str:
     return version
 
 
+def serves(server: ServerProcess, version: str, seconds: float = 5.0) -> str:
+    """Wait until the server's /readyz names ``version``: a worker follows an activation
+    within its poll interval, not at the instant a job ends."""
+
+    def probe() -> str | None:
+        return version if ready_version(server) == version else None
+
+    return wait_for(probe, seconds, f"serving {version}")
+
+
+def serves_other_than(server: ServerProcess, version: str, seconds: float = 5.0) -> str:
+    """Wait until the server's /readyz names a version other than ``version``; return it."""
+
+    def probe() -> str | None:
+        now = ready_version(server)
+        return now if now != version else None
+
+    return wait_for(probe, seconds, f"serving a version other than {version}")
+
+
 # -- refusals ----------------------------------------------------------------------------------
 
 

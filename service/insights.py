@@ -182,7 +182,22 @@ async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[byt
                 "is seen, then one `end` event whose data is the ended job; comment lines "
                 "keep the connection alive"
             ),
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # Each event, as a client (and schemathesis) parses it: an SSE event whose data
+            # is one JSON document.
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["event", "data"],
+                        "properties": {
+                            "event": {"enum": ["progress", "end"]},
+                            "data": {"type": "string", "contentMediaType": "application/json"},
+                            "id": {"type": "string"},
+                            "retry": {"type": "integer", "minimum": 0},
+                        },
+                    }
+                }
+            },
         },
         **problem_responses(404, 503),
     },

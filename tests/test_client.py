@@ -33,7 +33,7 @@ from client import (
     WaitTimeoutError,
 )
 from client.types import DEFAULT_LIMITS
-from harness.api import instances, ready_version
+from harness.api import instances, ready_version, serves
 from harness.clients import (
     JOB_SECONDS,
     LONG_JOB,
@@ -278,7 +278,7 @@ def test_train_wait_reports_progress_then_activate_rolls_back(
     models = iris.models()
     assert models.current == job.model_version
     assert {m.version for m in models.models} >= {before, job.model_version}
-    assert ready_version(server) == job.model_version
+    assert serves(server, job.model_version) == job.model_version
     rolled = iris.activate(before)
     assert rolled.current == before
     assert iris.models().current == before

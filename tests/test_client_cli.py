@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from client.cli import HYPERPARAMETERS, cli
-from harness.api import ready_version
+from harness.api import ready_version, serves, serves_other_than
 from harness.clients import (
     JOB_SECONDS,
     LONG_JOB,
@@ -234,7 +234,7 @@ def test_train_follow_ends_with_the_new_served_version(server: ServerProcess, ru
     assert " succeeded: version " in last
     assert "is now served" in last
     version = last.split(" version ")[1].split()[0]
-    assert ready_version(server) == version
+    assert serves(server, version) == version
 
 
 def test_train_follow_draws_a_progress_bar_on_a_terminal(run: Any) -> None:
@@ -321,15 +321,14 @@ def test_cancel_then_delete_a_job(server: ServerProcess, run: Any) -> None:
 def test_models_lists_versions_and_activate_rolls_back(server: ServerProcess, run: Any) -> None:
     before = ready_version(server)
     assert run("train", "--epochs", "10", "--follow").exit_code == 0
-    after = ready_version(server)
-    assert after != before
+    after = serves_other_than(server, before)
     listed = parsed_csv(run("models", "--format", "csv").stdout)
     assert [r["version"] for r in listed if r["current"] == "*"] == [after]
     assert {before, after} <= {r["version"] for r in listed}
     result = run("activate", before)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == f"now serving {before}"
-    assert ready_version(server) == before
+    assert serves(server, before) == before
     as_json = json.loads(run("models", "--format", "json").stdout)
     assert as_json["current"] == before
     unknown = run("activate", "20200101T000000.000000Z-deadbeef")

@@ -18,9 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from pg_cluster import PgCluster
-from replica_set import AUTH, PREDICT, ReplicaSet, finished_at, wait_job
-from server_utils import wait_for
+
+from harness.api import wait_job
+from harness.postgres import PgCluster
+from harness.replicas import AUTH, PREDICT, ReplicaSet, finished_at
+from harness.servers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +75,7 @@ def served_counts(replicas: ReplicaSet) -> dict[str, int]:
 
 def cancel_and_wait(client: httpx.Client, job_id: str) -> None:
     client.post(f"/train/{job_id}/cancel", headers=AUTH)
-    assert wait_job(client, job_id, 30.0)["status"] in ("cancelled", "failed")
+    assert wait_job(client, job_id, seconds=30.0)["status"] in ("cancelled", "failed")
 
 
 def test_predictions_through_the_balancer_reach_every_replica(
@@ -194,7 +196,7 @@ def test_activating_an_old_version_on_one_replica_reaches_all_within_a_second(
     if len(listed["models"]) < 2:  # this test alone: make a second version first
         started = balancer.post("/train", json={"hyperparameters": {"epochs": 20}}, headers=AUTH)
         assert started.status_code == 202, started.text
-        assert wait_job(balancer, started.json()["job_id"], 60.0)["status"] == "succeeded"
+        assert wait_job(balancer, started.json()["job_id"], seconds=60.0)["status"] == "succeeded"
         listed = balancer.get("/models").json()
         current = listed["current"]
         replicas.wait_all_serve(current, 5.0)
@@ -272,7 +274,7 @@ def test_a_database_outage_fails_no_prediction_and_training_works_after_it(
 
     job_id = wait_for(trains, 30.0, "training accepted again after the outage", interval=0.2)
     print(f"training accepted {time.monotonic() - back_at:.2f} s after the database was back")
-    job = wait_job(balancer, job_id, 60.0)
+    job = wait_job(balancer, job_id, seconds=60.0)
     assert job["status"] == "succeeded", job
     replicas.wait_all_serve(job["model_version"], FOLLOW_SECONDS + 1.0)
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from haproxy import HAProxy
-from server_utils import DeadlineError, ServerProcess, cmdline, descendants, wait_for
+
+from harness.haproxy import HAProxy
+from harness.servers import DeadlineError, ServerProcess, cmdline, descendants, wait_for
 
 TOKEN = "replicas-test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -211,11 +212,3 @@ class ReplicaSet:
 def finished_at(job: dict[str, Any]) -> float:
     """The job's ``finished_at`` (the database server's clock) as a Unix time."""
     return datetime.fromisoformat(job["finished_at"]).timestamp()
-
-
-def wait_job(client: httpx.Client, job_id: str, seconds: float) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        job: dict[str, Any] = client.get(f"/train/{job_id}").json()
-        return job if job.get("status") in TERMINAL else None
-
-    return wait_for(ended, seconds, f"job {job_id} ended", interval=0.05)
