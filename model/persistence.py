@@ -160,6 +160,40 @@ def parse_weights(data: bytes, where: str) -> Model:
     )
 
 
+def parse_metadata(version: str, text: str) -> dict[str, Any]:
+    """model.json's content, checked: an object with a weights checksum, in this format."""
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UnreadableModelError(f"version {version}: {METADATA} is not JSON: {error}") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("weights_sha256"), str):
+        raise UnreadableModelError(f"version {version}: {METADATA} has no weights_sha256")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UnreadableModelError(
+            f"version {version}: format_version {metadata.get('format_version')!r}, "
+            f"this code reads {FORMAT_VERSION}"
+        )
+    return metadata
+
+
+def verified(version: str, metadata: dict[str, Any], weights: bytes, kind: str) -> StoredModel:
+    """A stored version, once its weights match their checksum, read as valid arrays (names,
+    dtypes, shapes, finite) and agree with the metadata's hidden_units. ``kind`` names where
+    the bytes lived ("file", "row") in the error."""
+    if sha256(weights) != metadata["weights_sha256"]:
+        raise ChecksumMismatchError(
+            f"version {version}: {WEIGHTS} does not match its recorded sha256 "
+            f"(the {kind} is damaged or was changed)"
+        )
+    model = parse_weights(weights, f"version {version}")
+    if metadata.get("hidden_units") != model.params.hidden_units:
+        raise ShapeError(
+            f"version {version}: {METADATA} says hidden_units "
+            f"{metadata.get('hidden_units')!r}, the weights have {model.params.hidden_units}"
+        )
+    return StoredModel(version=version, model=model, metadata=metadata)
+
+
 class ModelStore:
     """Versions of the model under one directory (``DATA_DIR/models``)."""
 
@@ -209,20 +243,7 @@ class ModelStore:
             raise UnreadableModelError(f"version {version}: {METADATA} is missing") from None
         except (OSError, UnicodeDecodeError) as error:
             raise UnreadableModelError(f"version {version}: {METADATA}: {error}") from None
-        try:
-            metadata = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise UnreadableModelError(
-                f"version {version}: {METADATA} is not JSON: {error}"
-            ) from None
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("weights_sha256"), str):
-            raise UnreadableModelError(f"version {version}: {METADATA} has no weights_sha256")
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise UnreadableModelError(
-                f"version {version}: format_version {metadata.get('format_version')!r}, "
-                f"this code reads {FORMAT_VERSION}"
-            )
-        return metadata
+        return parse_metadata(version, text)
 
     def summary(self, version: str) -> dict[str, Any]:
         """model.json without its per-epoch history, cached (a stored version never changes)."""
@@ -261,18 +282,7 @@ class ModelStore:
             data = (self.path(version) / WEIGHTS).read_bytes()
         except OSError as error:
             raise UnreadableModelError(f"version {version}: {WEIGHTS}: {error}") from None
-        if sha256(data) != metadata["weights_sha256"]:
-            raise ChecksumMismatchError(
-                f"version {version}: {WEIGHTS} does not match its recorded sha256 "
-                f"(the file is damaged or was changed)"
-            )
-        model = parse_weights(data, f"version {version}")
-        if metadata.get("hidden_units") != model.params.hidden_units:
-            raise ShapeError(
-                f"version {version}: {METADATA} says hidden_units "
-                f"{metadata.get('hidden_units')!r}, the weights have {model.params.hidden_units}"
-            )
-        return StoredModel(version=version, model=model, metadata=metadata)
+        return verified(version, metadata, data, "file")
 
     def load_current(self) -> StoredModel:
         return self.load(self.current())

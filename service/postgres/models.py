@@ -31,24 +31,20 @@ from psycopg import errors as pg_errors
 
 from model.data import CLASSES, FEATURES
 from model.errors import (
-    ChecksumMismatchError,
     DanglingCurrentError,
     ModelNotFoundError,
     NoCurrentModelError,
-    ShapeError,
     StoreUnavailableError,
     StoreWriteError,
-    UnreadableModelError,
 )
 from model.network import Model
 from model.persistence import (
     FORMAT_VERSION,
-    METADATA,
-    WEIGHTS,
     StoredModel,
     check_version_id,
     new_version_id,
-    parse_weights,
+    parse_metadata,
+    verified,
     weights_bytes,
 )
 from service.postgres.connection import (
@@ -276,32 +272,9 @@ def metadata_text(metadata: Mapping[str, Any]) -> str:
 
 def check_metadata(version: str, text: str) -> dict[str, Any]:
     """Parse model.json and check what the file store checks (same messages)."""
-    try:
-        metadata = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UnreadableModelError(f"version {version}: {METADATA} is not JSON: {error}") from None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("weights_sha256"), str):
-        raise UnreadableModelError(f"version {version}: {METADATA} has no weights_sha256")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise UnreadableModelError(
-            f"version {version}: format_version {metadata.get('format_version')!r}, "
-            f"this code reads {FORMAT_VERSION}"
-        )
-    return metadata
+    return parse_metadata(version, text)
 
 
 def verify(version: str, metadata_json: str, weights: bytes) -> StoredModel:
     """The file store's load checks, on a row: checksum, arrays, hidden_units agreement."""
-    metadata = check_metadata(version, metadata_json)
-    if hashlib.sha256(weights).hexdigest() != metadata["weights_sha256"]:
-        raise ChecksumMismatchError(
-            f"version {version}: {WEIGHTS} does not match its recorded sha256 "
-            f"(the row is damaged or was changed)"
-        )
-    model = parse_weights(weights, f"version {version}")
-    if metadata.get("hidden_units") != model.params.hidden_units:
-        raise ShapeError(
-            f"version {version}: {METADATA} says hidden_units "
-            f"{metadata.get('hidden_units')!r}, the weights have {model.params.hidden_units}"
-        )
-    return StoredModel(version=version, model=model, metadata=metadata)
+    return verified(version, check_metadata(version, metadata_json), weights, "row")
