@@ -393,3 +393,17 @@ def test_backward_returns_fresh_arrays() -> None:
     grads.do_a[...] = 7.0
     grads.params.b2[...] = 7.0
     np.testing.assert_array_equal(cache.o_s, o_s_before)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 64, 65, 200])
+def test_row_reductions_give_the_same_bits_for_few_rows_and_for_many(n: int) -> None:
+    """A few rows are reduced along axis 1, many column by column: the bits must agree."""
+    import functools
+
+    from model.network import row_max, row_sum
+
+    rng = np.random.default_rng(n)
+    for scale in (1e-300, 1e-3, 1.0, 50.0, 1e300):
+        a = rng.standard_normal((n, 3)) * scale
+        assert np.array_equal(row_max(a), functools.reduce(np.maximum, a.T)[:, None])
+        assert np.array_equal(row_sum(a), functools.reduce(np.add, a.T)[:, None])
