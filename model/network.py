@@ -138,7 +138,7 @@ def row_max(a: FloatArray) -> FloatArray:
     For a few rows the single reduction is the cheaper call (the same values either way).
     """
     if a.shape[0] <= FEW_ROWS:
-        return a.max(axis=1, keepdims=True)
+        return a.max(axis=1, keepdims=True)  # type: ignore[no-any-return]
     return functools.reduce(np.maximum, a.T)[:, None]  # type: ignore[no-any-return]
 
 
@@ -146,7 +146,7 @@ def row_sum(a: FloatArray) -> FloatArray:
     """Sum of each row, as a column (n, 1), added left to right like np.sum(axis=1) (which
     adds a row of 3 left to right too, so both ways give the same bits)."""
     if a.shape[0] <= FEW_ROWS:
-        return a.sum(axis=1, keepdims=True)
+        return a.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
     return functools.reduce(np.add, a.T)[:, None]  # type: ignore[no-any-return]
 
 
