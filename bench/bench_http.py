@@ -29,10 +29,10 @@ Sections, in the order they run:
    the service at its default settings with 1 worker at 1 and 32 connections for 1, 100
    and 1,000 rows, at 1 and 4 for 10,000 rows (at 32, one answer takes seconds and a 5 s
    run counts almost none), with ``IRIS_WORKERS=2`` at 32 connections, and with
-   ``IRIS_ACCESS_LOG=false`` at 32 connections where the service has that setting (its
-   ``service/config.py`` has ``access_log``); the access log's cost per request is the
-   difference of server CPU. A point runs long enough for 10 answers per connection (at
-   most 20 s).
+   ``IRIS_ACCESS_LOG=true`` at 32 connections where the service has that setting (its
+   ``service/config.py`` has ``access_log``; the default is off); the access log's cost per
+   request is the difference of server CPU. A point runs long enough for 10 answers per
+   connection (at most 20 s).
 4. /predict at 8 connections, idle and while a training job runs (``POST /train``,
    ``activate: false`` so the served model stays the same; its epochs are calibrated so that
    it outlasts the measurement), interleaved.
@@ -104,7 +104,7 @@ P5_ROWS = 100_000
 P5_HIDDEN = 16
 WRK_TIMEOUT_SECONDS = 30
 MAX_POINT_SECONDS = 20
-NO_ACCESS_LOG = "IRIS_ACCESS_LOG=false"
+WITH_ACCESS_LOG = "IRIS_ACCESS_LOG=true"
 BATCH_CONNECTIONS = {100: (1, 32), 1_000: (1, 32), 10_000: (1, 4)}
 """Connections per batch size; 10,000 rows at 32 connections would take seconds per answer."""
 OIP_PATH = "/v2/models/iris/infer"
@@ -655,8 +655,8 @@ def throughput(
         points.append(Point("ceiling (raw ASGI)", "ceiling", 1, connections))
         points.append(Point("service, 1 row", "service", 1, connections))
     points.append(Point("service IRIS_WORKERS=2, 1 row", "service2", 1, 32))
-    if "service_nolog" in servers:
-        points.append(Point(f"service {NO_ACCESS_LOG}, 1 row", "service_nolog", 1, 32))
+    if "service_log" in servers:
+        points.append(Point(f"service {WITH_ACCESS_LOG}, 1 row", "service_log", 1, 32))
     for rows in ROW_COUNTS[1:]:
         for connections in BATCH_CONNECTIONS[rows]:
             points.append(Point(f"service, {rows:,} rows", "service", rows, connections))
@@ -1218,8 +1218,9 @@ def print_table(
 
 
 def print_access_log(tp: dict[str, list[dict[str, Any]]]) -> None:
-    """What uvicorn's access log costs the service, from the points with it on and off."""
-    on, off = tp.get("service, 1 row c32"), tp.get(f"service {NO_ACCESS_LOG}, 1 row c32")
+    """What the access log costs the service, from the points with it on and off (the
+    default is off)."""
+    off, on = tp.get("service, 1 row c32"), tp.get(f"service {WITH_ACCESS_LOG}, 1 row c32")
     if not on or not off:
         return
     ratios = paired(off, on, lambda f, n: f["rps"] / n["rps"])
@@ -1389,13 +1390,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "service2": servers.start(servers.new("service2", workers=2)),
                     }
                     if has_access_log_setting():
-                        running["service_nolog"] = servers.start(
-                            servers.new("service_nolog", IRIS_ACCESS_LOG="false")
+                        running["service_log"] = servers.start(
+                            servers.new("service_log", IRIS_ACCESS_LOG="true")
                         )
                     else:
-                        print(f"  {NO_ACCESS_LOG}: skipped (service/config.py has no access_log)")
+                        print(f"  {WITH_ACCESS_LOG}: skipped (service/config.py has no access_log)")
                     points, report["throughput"] = throughput(running, bodies, plan)
-                    for name in ("ceiling", "service2", "service_nolog"):
+                    for name in ("ceiling", "service2", "service_log"):
                         servers.stop(name)
                 if "training" in only:
                     print(f"/predict at {TRAINING_CONNECTIONS} connections, idle vs training")
