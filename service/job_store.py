@@ -18,7 +18,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,22 +369,27 @@ class JobStore:
             return cursor.rowcount == 1
 
 
-def job_view(row: sqlite3.Row) -> dict[str, Any]:
-    """A job row as the API shows it."""
-    progress = json.loads(row["progress"]) if row["progress"] else {}
+def job_view(
+    row: Any,
+    when: Callable[[Any], str | None] = iso,
+    document: Callable[[Any], Any] = json.loads,
+) -> dict[str, Any]:
+    """A job row as the API shows it, for either job store: ``when`` turns the store's
+    timestamps into ISO text and ``document`` reads its JSON columns."""
+    progress = dict(document(row["progress"])) if row["progress"] else {}
     progress.update(epoch=row["epoch"], epochs=row["epochs"])
     return {
         "job_id": row["job_id"],
         "status": row["status"],
-        "created_at": iso(row["created_at"]),
-        "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
+        "created_at": when(row["created_at"]),
+        "started_at": when(row["started_at"]),
+        "finished_at": when(row["finished_at"]),
         "progress": progress,
-        "hyperparameters": json.loads(row["hyperparameters"]),
-        "dataset": json.loads(row["dataset"]),
+        "hyperparameters": document(row["hyperparameters"]),
+        "dataset": document(row["dataset"]),
         "activate": bool(row["activate"]),
         "min_validation_accuracy": row["min_validation_accuracy"],
-        "metrics": json.loads(row["metrics"]) if row["metrics"] else None,
+        "metrics": document(row["metrics"]) if row["metrics"] else None,
         "model_version": row["model_version"],
         "activated": bool(row["activated"]),
         "error": row["error"],

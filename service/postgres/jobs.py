@@ -43,6 +43,7 @@ from service.job_store import (
     JobSpec,
     JobsUnavailableError,
 )
+from service.job_store import job_view as shared_view
 from service.postgres import migrations
 from service.postgres.connection import (
     Connection,
@@ -266,22 +267,6 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A job row as the API shows it: the keys and formats of ``service.job_store.job_view``."""
-    progress = dict(row["progress"]) if row["progress"] else {}
-    progress.update(epoch=row["epoch"], epochs=row["epochs"])
-    return {
-        "job_id": row["job_id"],
-        "status": row["status"],
-        "created_at": iso(row["created_at"]),
-        "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
-        "progress": progress,
-        "hyperparameters": row["hyperparameters"],
-        "dataset": row["dataset"],
-        "activate": bool(row["activate"]),
-        "min_validation_accuracy": row["min_validation_accuracy"],
-        "metrics": row["metrics"] if row["metrics"] else None,
-        "model_version": row["model_version"],
-        "activated": bool(row["activated"]),
-        "error": row["error"],
-    }
+    """A job row as the API shows it: the SQLite store's view (times are datetimes here, the
+    JSON columns arrive parsed)."""
+    return shared_view(row, when=iso, document=lambda value: value)
