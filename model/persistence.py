@@ -160,6 +160,23 @@ def parse_weights(data: bytes, where: str) -> Model:
     )
 
 
+def version_metadata(
+    version: str, model: Model, weights: bytes, info: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """model.json of a new version: ``info`` (hyperparameters, metrics, history, ...) and
+    what every store records of it, the weights' sha256 among them."""
+    return {
+        **dict(info or {}),
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+        "classes": list(CLASSES),
+        "features": list(FEATURES),
+        "hidden_units": model.params.hidden_units,
+        "weights_sha256": sha256(weights),
+    }
+
+
 def parse_metadata(version: str, text: str) -> dict[str, Any]:
     """model.json's content, checked: an object with a weights checksum, in this format."""
     try:
@@ -316,16 +333,7 @@ class ModelStore:
         """Write model.json for a fresh id and rename ``tmp`` to it, retrying on a clash."""
         for _ in range(5):
             version = new_version_id()
-            metadata = {
-                **info,
-                "format_version": FORMAT_VERSION,
-                "version": version,
-                "created_at": datetime.now(UTC).isoformat(),
-                "classes": list(CLASSES),
-                "features": list(FEATURES),
-                "hidden_units": model.params.hidden_units,
-                "weights_sha256": sha256(weights),
-            }
+            metadata = version_metadata(version, model, weights, info)
             meta_path = tmp / METADATA
             meta_path.unlink(missing_ok=True)
             write_file(meta_path, json.dumps(metadata, indent=2, allow_nan=False).encode())

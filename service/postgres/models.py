@@ -20,16 +20,13 @@ service answers 503); a write the server refuses (a read-only or full database) 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
-from model.data import CLASSES, FEATURES
 from model.errors import (
     DanglingCurrentError,
     ModelNotFoundError,
@@ -39,12 +36,12 @@ from model.errors import (
 )
 from model.network import Model
 from model.persistence import (
-    FORMAT_VERSION,
     StoredModel,
     check_version_id,
     new_version_id,
     parse_metadata,
     verified,
+    version_metadata,
     weights_bytes,
 )
 from service.postgres.connection import (
@@ -170,21 +167,11 @@ class PostgresModelStore:
         commits.
         """
         weights = weights_bytes(model)
-        digest = hashlib.sha256(weights).hexdigest()
         what = f"cannot save the model in {self.where}"
         with self._connection(what, write=True) as conn:
             for _ in range(5):
                 version = new_version_id()
-                metadata = {
-                    **dict(info or {}),
-                    "format_version": FORMAT_VERSION,
-                    "version": version,
-                    "created_at": datetime.now(UTC).isoformat(),
-                    "classes": list(CLASSES),
-                    "features": list(FEATURES),
-                    "hidden_units": model.params.hidden_units,
-                    "weights_sha256": digest,
-                }
+                metadata = version_metadata(version, model, weights, info)
                 with conn.transaction():
                     if not self._insert(conn, version, metadata_text(metadata), weights):
                         continue  # the id is taken (a clash of 32 random bits): draw again
