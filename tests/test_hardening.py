@@ -94,7 +94,8 @@ def test_workers_exit_when_the_main_process_is_killed_and_the_port_is_free_again
 
 READS = 48  # more than the 40 threads of the default pool
 LOCK_SECONDS = 4.0  # longer than the heartbeat timeout below (1 s)
-LONG_JOB = {"hyperparameters": {"epochs": 10_000, "hidden_units": 256, "seed": 1}}
+# Minutes of training on any machine (one row per step); the tests cancel it.
+LONG_JOB = {"hyperparameters": {"epochs": 10_000, "hidden_units": 256, "batch_size": 1, "seed": 1}}
 LARGE_PREDICT = {"instances": instances(load_iris().raw[np.arange(300) % 150])}  # > 16 KB
 
 
