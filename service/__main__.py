@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.deps import TOKEN_FILE, InsecureTokenFileError, check_token_file
+from service.edge import late_body
 from service.server import BoundedHttpToolsProtocol
 
 
@@ -34,7 +35,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": False,
         "limit_concurrency": settings.max_connections,
         "http": functools.partial(
-            BoundedHttpToolsProtocol, header_timeout=settings.header_timeout_seconds
+            BoundedHttpToolsProtocol,
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            late_body=late_body,
         ),
     }
 

@@ -1,15 +1,17 @@
-"""The app's edge: what every request passes before FastAPI, and the body routes it answers.
+"""The app's edge: what every request passes first, and the body routes it answers.
 
-An ASGI middleware with four jobs, in order:
+An ASGI middleware, the outermost layer of the app (service.main puts it outside FastAPI's
+own middleware), with four jobs, in order:
 
 1. **Body limits**, before anything is parsed: a declared length over IRIS_MAX_BODY_BYTES is
-   413 at once; a body (chunked too) that grows past it is 413; one that does not arrive
-   within IRIS_BODY_TIMEOUT_SECONDS is 408; a shutdown while waiting is 503.
+   413 at once; a body (chunked too) that grows past it is 413; a shutdown while waiting is
+   503. (A body that does not arrive within IRIS_BODY_TIMEOUT_SECONDS is the protocol's to
+   refuse, service/server.py, with :func:`late_body`'s answer.)
 2. **A body budget** across requests (IRIS_MAX_BUFFERED_BYTES per worker): a flood of large
    uploads gets 503 with Retry-After instead of the worker's memory.
 3. **The hot routes** (service.inference.HOT_ROUTES: /predict, /gradients, /v2 infer): their
-   handlers run here, with the body already read, before FastAPI's routing, dependency
-   resolution and exception middleware, which cost more than the model on a one-row
+   handlers run here, with the body already read, before FastAPI's middleware, routing,
+   dependency resolution and exception handlers, which cost more than the model on a one-row
    request (README, "Serving"). Everything else is replayed to the app.
 4. **Metrics**: requests by route, method and status, with their latency.
 """
@@ -20,8 +22,10 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 
 from fastapi import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
@@ -50,11 +54,11 @@ class BodyBudget:
 
 
 class EdgeMiddleware:
-    """Body size limit, body deadline and body budget (before parsing, chunked bodies
-    included) and metrics.
+    """Body size limit and body budget (before parsing, chunked bodies included), the hot
+    routes, and metrics.
 
-    The body is read here, within the limits, and replayed to the app, so an oversized,
-    stalled or untimely request is answered (413, 408, 503) without the app ever seeing it.
+    The body is read here, within the limits, and replayed to the app, so an oversized or
+    untimely request is answered (413, 503) without the app ever seeing it.
     The budget bounds the bytes of all bodies being read or handled at once: a flood of
     large uploads gets 503 with Retry-After instead of the worker's memory.
     """
@@ -63,13 +67,11 @@ class EdgeMiddleware:
         self,
         app: ASGIApp,
         max_body_bytes: int,
-        body_timeout: float,
         max_buffered_bytes: int,
         hot_routes: Mapping[tuple[str, str], HotRoute] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.body_timeout = body_timeout
         self.budget = BodyBudget(max_buffered_bytes)
         self.hot_routes = dict(hot_routes or {})
         # Routes with a path parameter ("/v2/models/iris/versions/{model_version}/infer"),
@@ -100,15 +102,16 @@ class EdgeMiddleware:
             if method not in BODY_METHODS:
                 await self.app(scope, receive, send_with_status)
                 return
-            body = await self.buffered(scope, receive, send_with_status, held)
-            if body is None:
-                return  # answered here (413, 408, 503) or the client left
+            body = await self.buffered(scope, receive, send, held)
+            if isinstance(body, int):
+                status = body  # answered here (413, 503), or 0: the client left
+                return
             hot = self.hot_routes.get((method, scope["path"]))
             route = scope["path"] if hot is not None else None
             if hot is None:
                 hot, route = self.hot_pattern(method, scope)
             if hot is not None:
-                await self.answer(scope, send_with_status, hot, body)
+                status = await self.answer(scope, send, hot, body)
             else:
                 await self.app(scope, replaying(body, receive), send_with_status)
         finally:
@@ -127,25 +130,28 @@ class EdgeMiddleware:
                 return hot, template  # the template names the route in the metrics
         return None, None
 
-    async def answer(self, scope: Scope, send: Send, hot: HotRoute, body: bytes) -> None:
-        """Run a hot route's handler and send its JSON (or the error it raised)."""
+    async def answer(self, scope: Scope, send: Send, hot: HotRoute, body: bytes) -> int:
+        """Run a hot route's handler and send its JSON (or the error it raised); the status."""
         request = Request(scope)
         try:
             content = await run_sized(hot.handler, request, body)
         except Exception as error:
-            await hot.errors(request, error)(scope, _no_receive, send)
-            return
+            response = hot.errors(request, error)
+            await response(scope, _no_receive, send)
+            return response.status_code
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(content)),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
+        return 200
 
     async def buffered(
         self, scope: Scope, receive: Receive, send: Send, held: list[int]
-    ) -> bytes | None:
-        """The whole body within the limits; None once this answered for the app.
+    ) -> bytes | int:
+        """The whole body within the limits, or the status this answered for the app (0 when
+        the client left, or the protocol answered a body that came too late).
 
         ``held[0]`` counts the budget taken: the declared length at once, else chunk by chunk.
         """
@@ -154,38 +160,28 @@ class EdgeMiddleware:
             if name == b"content-length" and value.isdigit():
                 declared = int(value)
                 if declared > limit:
-                    await self.refuse(
-                        scope, send, 413, self.too_large(f"Content-Length {declared}")
-                    )
-                    return None
+                    detail = self.too_large(f"Content-Length {declared}")
+                    return await self.refuse(scope, send, 413, detail)
                 if not self.budget.take(declared):
-                    await self.refuse_busy(scope, send)
-                    return None
+                    return await self.refuse_busy(scope, send)
                 held[0] = declared
         try:
-            async with asyncio.timeout(self.body_timeout):
-                return await self.read_body(receive, held)
-        except TimeoutError:
-            detail = (
-                f"the request body did not arrive within {self.body_timeout:g} s "
-                "(IRIS_BODY_TIMEOUT_SECONDS)"
-            )
-            await self.refuse(scope, send, 408, detail)
+            return await self.read_body(receive, held)
         except asyncio.CancelledError:  # shutdown's grace period ended while we waited
-            await self.refuse(scope, send, 503, "the server shut down before the body arrived")
+            detail = "the server shut down before the body arrived"
+            return await self.refuse(scope, send, 503, detail)
         except BodyTooLargeError:
-            await self.refuse(scope, send, 413, self.too_large(f"more than {limit} bytes"))
+            return await self.refuse(scope, send, 413, self.too_large(f"more than {limit} bytes"))
         except OverBudgetError:
-            await self.refuse_busy(scope, send)
-        return None
+            return await self.refuse_busy(scope, send)
 
-    async def read_body(self, receive: Receive, held: list[int]) -> bytes | None:
+    async def read_body(self, receive: Receive, held: list[int]) -> bytes | int:
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return None
+                return 0
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -198,12 +194,12 @@ class EdgeMiddleware:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def refuse_busy(self, scope: Scope, send: Send) -> None:
+    async def refuse_busy(self, scope: Scope, send: Send) -> int:
         detail = (
             f"the server is holding as many request body bytes as it may "
             f"({self.budget.limit}, IRIS_MAX_BUFFERED_BYTES); retry shortly"
         )
-        await self.refuse(scope, send, 503, detail, {"Retry-After": "1"})
+        return await self.refuse(scope, send, 503, detail, {"Retry-After": "1"})
 
     def too_large(self, what: str) -> str:
         return (
@@ -218,15 +214,28 @@ class EdgeMiddleware:
         status: int,
         detail: str,
         extra_headers: dict[str, str] | None = None,
-    ) -> None:
-        """Answer for the app and close the connection; /v2 in the protocol's error shape."""
+    ) -> int:
+        """Answer for the app and close the connection; the status."""
         headers = {"Connection": "close", **(extra_headers or {})}
-        path = scope.get("path", "")
-        if path == "/v2" or path.startswith("/v2/"):
-            response = json_response({"error": detail}, status, headers)
-        else:
-            response = problem(status, detail, path, headers=headers)
-        await response(scope, _no_receive, send)
+        await refusal(status, detail, scope.get("path", ""), headers)(scope, _no_receive, send)
+        return status
+
+
+def refusal(status: int, detail: str, path: str, headers: dict[str, str]) -> Response:
+    """What the edge answers for the app: /v2 in the protocol's error shape, a problem
+    document elsewhere."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return json_response({"error": detail}, status, headers)
+    return problem(status, detail, path, headers=headers)
+
+
+def late_body(path: str, detail: str) -> bytes:
+    """The whole HTTP response (408, connection closed) to a body that came too late, for
+    service/server.py's protocol."""
+    response = refusal(408, detail, path, {"Connection": "close"})
+    status = HTTPStatus(response.status_code)
+    head = b"".join(b"%s: %s\r\n" % pair for pair in response.raw_headers)
+    return b"HTTP/1.1 %d %s\r\n%s\r\n%s" % (status, status.phrase.encode(), head, response.body)
 
 
 def path_pattern(path: str) -> re.Pattern[str]:
