@@ -203,7 +203,12 @@ def parse_json(
     return document.validate(schema)
 
 
-def fast_instances(body: bytes) -> tuple[FloatArray, str | None] | None:
+Rows = FloatArray | list[tuple[float, float, float, float]]
+"""Measurements (n, 4): as they came (4-tuples of Python numbers) for a few rows, an array
+for many."""
+
+
+def fast_instances(body: bytes) -> tuple[Rows, str | None] | None:
     """:func:`fast_document` on the bytes alone (None for a body orjson cannot read)."""
     try:
         document = orjson.loads(body)
@@ -212,7 +217,7 @@ def fast_instances(body: bytes) -> tuple[FloatArray, str | None] | None:
     return fast_document(document, body)
 
 
-def fast_document(document: Any, body: bytes) -> tuple[FloatArray, str | None] | None:
+def fast_document(document: Any, body: bytes) -> tuple[Rows, str | None] | None:
     """Measurements (n, 4) and model_version of a well-formed /predict body, or None.
 
     None means "not vouched for": the caller validates with the schema, which either names
@@ -246,10 +251,11 @@ def fast_document(document: Any, body: bytes) -> tuple[FloatArray, str | None] |
     if not set(map(type, values)) <= {float, int}:
         return None  # strings, booleans, nulls, nested values
     n = len(rows)
+    raw: Rows
     if n <= SMALL_BATCH:  # a few numbers: Python's comparisons cost less than NumPy's calls
         if not all(0 < v <= MAX_MEASUREMENT_CM for v in values):
             return None
-        raw = np.array(rows, dtype=np.float64)
+        raw = rows
     else:
         raw = np.array(rows, dtype=np.float64)
         if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():

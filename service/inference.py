@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -24,7 +24,16 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from model.network import Cache, FloatArray, Gradients, IntArray, Reduction, backward, forward
+from model.network import (
+    Cache,
+    FloatArray,
+    Gradients,
+    IntArray,
+    Reduction,
+    backward,
+    forward,
+    predict_one,
+)
 from model.network import loss as cross_entropy
 from model.persistence import StoredModel
 from service import metrics
@@ -143,6 +152,19 @@ def predict(
     index = o_s.argmax(axis=1)
     metrics.count_predictions(index)
     return stored.version, o_s, index
+
+
+def predict_row(
+    registry: Registry, row: Sequence[float], version: str | None
+) -> tuple[str, list[float], int]:
+    """:func:`predict` of one row of raw measurements in cm (4,): the version that answers,
+    its probabilities (3,) as Python floats (the same bits) and the predicted class index."""
+    stored = served_model(registry, version)
+    o_s = predict_one(stored.model, row)
+    p0, p1, p2 = o_s
+    k = 0 if p0 >= p1 and p0 >= p2 else 1 if p1 >= p2 else 2  # the first maximum, as argmax
+    metrics.count_prediction(k)
+    return stored.version, o_s, k
 
 
 def gradients(

@@ -36,11 +36,13 @@ PREDICTIONS = Counter("iris_predictions_total", "Predicted rows by class", ["lab
 PREDICTED = [PREDICTIONS.labels(label=label) for label in CLASSES]  # by class index
 
 
+def count_prediction(k: int) -> None:
+    """Count one predicted row of class index ``k``."""
+    PREDICTED[k].inc()
+
+
 def count_predictions(index: Any) -> None:
     """Count predicted rows by class, from their class indices (an integer array)."""
-    if len(index) == 1:  # the common request: no bincount for one row
-        PREDICTED[int(index[0])].inc()
-        return
     for k, count in enumerate(np.bincount(index, minlength=len(CLASSES)).tolist()):
         if count:
             PREDICTED[k].inc(count)

@@ -780,7 +780,7 @@ def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
             raw, version = fast
             assert version == parsed.model_version
             expected = [[getattr(i, f) for f in FEATURES] for i in parsed.instances]
-            assert raw.tolist() == expected
+            assert np.asarray(raw, dtype=np.float64).tolist() == expected
 
 
 def test_prediction_json_equals_the_plain_serialisation() -> None:

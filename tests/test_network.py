@@ -24,6 +24,7 @@ from model.network import (
     init_params,
     log_softmax,
     loss,
+    predict_one,
     predict_proba,
     raw_input_gradient,
     softmax,
@@ -407,3 +408,33 @@ def test_row_reductions_give_the_same_bits_for_few_rows_and_for_many(n: int) -> 
         a = rng.standard_normal((n, 3)) * scale
         assert np.array_equal(row_max(a), functools.reduce(np.maximum, a.T)[:, None])
         assert np.array_equal(row_sum(a), functools.reduce(np.add, a.T)[:, None])
+
+
+@pytest.mark.parametrize("hidden", [1, 3, 16, 64])
+def test_predict_one_gives_predict_probas_bits_for_every_row(hidden: int) -> None:
+    """The one-row path (Python floats where the operation is element-wise) against
+    forward(): random networks, scaled up to saturate the softmax, on rows across the whole
+    accepted range (0, 100] cm, decimals as people type them and raw float64s; the bits and
+    the sign of every probability must agree."""
+    rng = np.random.default_rng(hidden)
+    for trial in range(8):
+        p = init_params(hidden, rng)
+        params = Params(
+            W1=p.W1 * rng.uniform(0.1, 30),
+            b1=rng.standard_normal(hidden) * rng.uniform(0, 5),
+            W2=p.W2 * rng.uniform(0.1, 30),
+            b2=rng.standard_normal(3),
+        )
+        model = Model(params, Standardizer(mean=rng.uniform(0, 8, 4), std=rng.uniform(0.05, 3, 4)))
+        raw = rng.uniform(1e-6, 100.0, size=(1500, 4))
+        raw[:500] = np.round(raw[:500], 1) + 0.1
+        for row in raw:
+            expected = predict_proba(model, row[None, :])[0]
+            got = np.array(predict_one(model, row.tolist()))
+            assert np.array_equal(got, expected), (trial, row, got, expected)
+            assert np.array_equal(np.signbit(got), np.signbit(expected))
+    ints = Model(params, model.standardizer)
+    assert (
+        predict_one(ints, [5, 3, 1, 1])
+        == predict_proba(ints, np.array([[5.0, 3, 1, 1]]))[0].tolist()
+    )

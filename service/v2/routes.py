@@ -134,14 +134,21 @@ def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
         request = parse(document)
         raw = tensor_rows(the_input(request.inputs), limit)
         names, request_id = output_names(request.outputs), request.id
-    served_version, o_s, index = inference.predict(st.registry, raw, version)
     n = raw.shape[0]
     # Response data is flat, row-major, as the protocol writes it.
-    data = {
-        "probabilities": o_s.ravel(),
-        "class_index": index.astype(np.int64),
-        "label": [CLASSES[k] for k in index.tolist()],
-    }
+    data: dict[str, Any]
+    if n == 1:  # the common request: NumPy only where the bits need it
+        served_version, probabilities, k = inference.predict_row(
+            st.registry, raw[0].tolist(), version
+        )
+        data = {"probabilities": probabilities, "class_index": [k], "label": [CLASSES[k]]}
+    else:
+        served_version, o_s, index = inference.predict(st.registry, raw, version)
+        data = {
+            "probabilities": o_s.ravel(),
+            "class_index": index.astype(np.int64),
+            "label": [CLASSES[k] for k in index.tolist()],
+        }
     answer: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": served_version}
     if request_id is not None:
         answer["id"] = request_id
