@@ -302,6 +302,26 @@ def test_uploads_past_the_body_budget_get_503_with_retry_after(tmp_path: Path) -
         server.stop()
 
 
+def test_an_upload_refused_at_its_head_is_answered_while_the_client_still_sends(
+    server: ServerProcess,
+) -> None:
+    """413 at the declared length; the client goes on sending 8 MiB of the body it declared:
+    the server reads and drops it (lingering), so the client reads the 413, not a reset."""
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {BODY_LIMIT + MiB}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        for _ in range(8):
+            sock.sendall(b" " * MiB)  # a BrokenPipeError or reset here fails the test
+        answer = b""
+        while chunk := sock.recv(65536):  # the answer, then end of file
+            answer += chunk
+    assert status(answer) == 413, answer[:300]
+    assert b"IRIS_MAX_BODY_BYTES" in answer
+
+
 def test_connections_past_the_limit_are_refused_with_503(tmp_path: Path) -> None:
     server = start(tmp_path, IRIS_MAX_CONNECTIONS="20")
     sockets = []
