@@ -15,14 +15,10 @@
 - **So must a body**: from the end of its head, ``body_timeout`` seconds (nginx's
   ``client_body_timeout``); then the answer is a 408 (``late_body`` writes it, in the app's
   error shape) and the connection is closed.
-
 - **A refused upload is answered, not reset**: when the app answers before it has read the
   whole body (413, 503) and closes, the connection is half-closed and what the client still
   sends is read and dropped for up to LINGER_SECONDS (nginx's ``lingering_close``), so the
   client reads the answer instead of a connection reset.
-- **A short answer leaves in one write**: uvicorn writes a response's head and its body
-  separately, two system calls where one would do; :class:`HeadCork` holds a head that
-  declares its length until the body's first write and sends both together.
 
 The deadlines cost a request two assignments, not a timer of its own: one timer per event
 loop (:class:`Deadlines`) checks every connection a few times per shortest timeout, so a
@@ -90,52 +86,24 @@ def deadlines_of(loop: asyncio.AbstractEventLoop, interval: float) -> Deadlines:
     return found
 
 
-class HeadCork:
-    """A connection's transport as its request cycles see it: the head of a response that
-    declares a content-length is held until the next write, so head and body leave in one
-    system call. A streamed answer's head (chunked) leaves at once, as does the 100 Continue
-    interim answer.
+class Unfinished:
+    """The transport a request's cycle holds while the request's body is still arriving.
 
-    Whatever else happens on the connection lets a held head go first: another write (the
-    two leave together, in order), closing, the end of the response (a HEAD answer writes no
-    body), and new bytes from the client (uvicorn may answer a malformed request itself).
+    Closing it (the app answered before reading the whole body: 413, 503) lingers instead:
+    ``linger`` half-closes the connection and drops what the client still sends for a while,
+    so the client reads the answer instead of a reset. Everything else is the transport's.
     """
 
-    __slots__ = ("armed", "held", "on_close", "transport")
+    __slots__ = ("linger", "transport")
 
-    def __init__(self, transport: asyncio.Transport, on_close: Callable[[], None]) -> None:
+    def __init__(self, transport: asyncio.Transport, linger: Callable[[], None]) -> None:
         self.transport = transport
-        self.on_close = on_close
-        self.held = b""
-        self.armed = False  # the next write is a response head
-
-    def write(self, data: bytes) -> None:
-        if self.held:
-            self.transport.writelines((self.held, data))
-            self.held = b""
-        elif self.armed and not data.startswith(b"HTTP/1.1 100 "):
-            self.armed = False
-            if b"\r\ncontent-length: " in data:
-                self.held = data
-            else:
-                self.transport.write(data)
-        else:
-            self.transport.write(data)
-
-    def flush(self) -> None:
-        if self.held:
-            self.transport.write(self.held)
-            self.held = b""
+        self.linger = linger
 
     def close(self) -> None:
-        self.flush()
-        self.on_close()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
+        self.linger()
 
     def __getattr__(self, name: str) -> Any:
-        self.flush()
         return getattr(self.transport, name)
 
 
@@ -171,7 +139,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.cork = HeadCork(transport, self.close_after_answer)
+        self.unfinished = Unfinished(transport, self.close_after_answer)
         self.lingering = False
         self.deadline = self.loop.time() + self.header_timeout
         self.deadlines.watch(self)
@@ -197,7 +165,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # nothing came: nobody to answer
 
     def close_after_answer(self) -> None:
-        """Close after an answer; linger first when the request's body is still coming."""
+        """Close after an answer; linger when the request's body is still coming."""
         if not self.in_body or self.transport.is_closing():
             self.transport.close()
             return
@@ -222,9 +190,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.framing_bytes = 0
         self.deadline = self.loop.time() + self.body_timeout
         super().on_headers_complete()
-        if self.cycle is not None:
-            self.cycle.transport = self.cork  # type: ignore[assignment]
-            self.cork.armed = True
+        if self.cycle is not None:  # until its body is in (a small one: in this same chunk)
+            self.cycle.transport = self.unfinished  # type: ignore[assignment]
         # The app holds the list of this request's headers; chunked trailers, which
         # uvicorn's on_header appends to self.headers, now go to a list nobody reads.
         self.headers = []
@@ -237,10 +204,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.in_body = False
         self.deadline = float("inf")
         super().on_message_complete()
-
-    def on_response_complete(self) -> None:
-        self.cork.flush()
-        super().on_response_complete()
+        if self.cycle is not None:
+            self.cycle.transport = self.transport
 
     # -- counting -----------------------------------------------------------------------
 
@@ -249,8 +214,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # the rest of a refused body: dropped unparsed
         began_in_head = self.in_head
         self.began_in_chunk = self.body_in_chunk = False
-        if self.cork.held:
-            self.cork.flush()
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -281,7 +244,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def refuse_with(self, response: bytes) -> None:
         """Write ``response`` unless one has started, and close the connection."""
         cycle = self.cycle
-        self.cork.flush()
         if cycle is None or not cycle.response_started:
             self.transport.write(response)
         if cycle is not None:
