@@ -15,8 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -31,6 +30,7 @@ from service.errors import ProblemError
 Body = TypeVar("Body", bound=BaseModel)
 _VERSION = re.compile(VERSION_PATTERN)
 _FEATURE_KEYS = tuple(f'"{f}"'.encode() for f in FEATURES)
+_F1, _F2, _F3, _F4 = FEATURES
 # What a body may hold: a row is one object or array of at most 8 values (a sample has 5),
 # and the wrapper, optional fields and tensor metadata need a few more. The budget allows
 # twice the rows, so a body a little over its row limit still gets the exact count from
@@ -114,8 +114,7 @@ def check_budget(body: bytes, rows: int, setting: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Document:
+class Document(NamedTuple):
     """A body parsed for its checks: ``tree`` for the structure, ``exact`` when it is orjson's.
 
     orjson refuses a few things pydantic's own parser reads and names more precisely (NaN and
@@ -217,6 +216,20 @@ def fast_instances(body: bytes) -> tuple[Rows, str | None] | None:
     return fast_document(document, body)
 
 
+def keys_once(body: bytes, n: int, versioned: bool) -> bool:
+    """Each key of n rows written n times in the bytes, and the wrapper's keys once: no key
+    twice in an object (nor escaped), which a parsed document no longer shows."""
+    k1, k2, k3, k4 = _FEATURE_KEYS
+    return (
+        body.count(k1) == n
+        and body.count(k2) == n
+        and body.count(k3) == n
+        and body.count(k4) == n
+        and body.count(b'"instances"') == 1
+        and body.count(b'"model_version"') == versioned
+    )
+
+
 def fast_document(document: Any, body: bytes) -> tuple[Rows, str | None] | None:
     """Measurements (n, 4) and model_version of a well-formed /predict body, or None.
 
@@ -237,6 +250,20 @@ def fast_document(document: Any, body: bytes) -> tuple[Rows, str | None] | None:
     instances = document["instances"]
     if type(instances) is not list or not instances:
         return None
+    if len(instances) == 1:  # the common request: no lists of lists, no generators
+        one = instances[0]
+        if type(one) is not dict or len(one) != len(FEATURES):
+            return None
+        try:
+            row = one[_F1], one[_F2], one[_F3], one[_F4]
+        except KeyError:
+            return None
+        for v in row:
+            if (type(v) is not float and type(v) is not int) or not 0 < v <= MAX_MEASUREMENT_CM:
+                return None  # a string, a boolean, a null, a nested value, out of range
+        if not keys_once(body, 1, "model_version" in document):
+            return None
+        return [row], version
     try:
         rows = [
             (r["sepal_length"], r["sepal_width"], r["petal_length"], r["petal_width"])
@@ -260,14 +287,6 @@ def fast_document(document: Any, body: bytes) -> tuple[Rows, str | None] | None:
         raw = np.array(rows, dtype=np.float64)
         if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
             return None
-    f1, f2, f3, f4 = _FEATURE_KEYS
-    if (
-        body.count(f1) != n
-        or body.count(f2) != n
-        or body.count(f3) != n
-        or body.count(f4) != n
-        or body.count(b'"instances"') != 1
-        or body.count(b'"model_version"') != ("model_version" in document)
-    ):
-        return None  # a key written twice (or escaped): let the exact path decide
+    if not keys_once(body, n, "model_version" in document):
+        return None
     return raw, version

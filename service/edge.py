@@ -69,8 +69,11 @@ class EdgeMiddleware:
         max_body_bytes: int,
         max_buffered_bytes: int,
         hot_routes: Mapping[tuple[str, str], HotRoute] | None = None,
+        application: object = None,
     ) -> None:
         self.app = app
+        # The FastAPI application, for scope["app"] when the edge is called directly.
+        self.application = application
         self.max_body_bytes = max_body_bytes
         self.budget = BodyBudget(max_buffered_bytes)
         self.hot_routes = dict(hot_routes or {})
@@ -83,6 +86,8 @@ class EdgeMiddleware:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.application is not None:
+            scope["app"] = self.application
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

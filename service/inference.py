@@ -103,10 +103,11 @@ async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> byte
     """Run a body handler inline for a small plain body, in the thread pool otherwise (a
     compressed body may inflate to many times its size; a pinned version may need loading
     from disk: the inline run gives way to the pool when it does)."""
-    if len(body) > INLINE_BODY_BYTES or any(
-        name == b"content-encoding" for name, _ in request.scope["headers"]
-    ):
+    if len(body) > INLINE_BODY_BYTES:
         return await run_in_threadpool(handler, request, body)
+    for name, _ in request.scope["headers"]:
+        if name == b"content-encoding":
+            return await run_in_threadpool(handler, request, body)
     token = _inline.set(True)
     try:
         return handler(request, body)

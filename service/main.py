@@ -109,9 +109,17 @@ def outermost(app: FastAPI, settings: Settings) -> None:
             max_body_bytes=settings.max_body_bytes,
             max_buffered_bytes=settings.max_buffered_bytes,
             hot_routes=HOT_ROUTES,
+            application=app,
         )
         if settings.access_log:
             stack = AccessLog(stack)  # outermost: its duration covers the edge's work
         return stack
 
     app.build_middleware_stack = build  # type: ignore[method-assign]
+
+
+def serve_app() -> ASGIApp:
+    """The app as ``iris-serve`` gives it to uvicorn: :func:`create_app`'s middleware stack,
+    called directly, so a request starts at the edge (which sets ``scope["app"]``, as
+    Starlette's ``__call__`` would) without passing FastAPI's and Starlette's own calls."""
+    return create_app().build_middleware_stack()

@@ -786,9 +786,10 @@ def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
 def test_prediction_json_equals_the_plain_serialisation() -> None:
     import orjson
 
-    from service.routers.predict import predictions_json
+    from service.routers.predict import prediction_json, predictions_json
 
     rng = np.random.default_rng(5)
+    seen: list[int] = []
     o_s = rng.dirichlet([0.2, 0.2, 0.2], size=500)
     o_s[0] = [1.0, 0.0, 0.0]
     o_s[1] = [1e-300, 5e-324, 1.0 - 1e-16]
@@ -806,6 +807,11 @@ def test_prediction_json_equals_the_plain_serialisation() -> None:
     text = predictions_json("v1", o_s, o_s.argmax(axis=1))
     assert orjson.loads(text) == expected
     assert json.loads(text) == expected
+    for k, row in zip(o_s.argmax(axis=1).tolist(), o_s, strict=True):  # the one-row writer
+        one = prediction_json("v1", row.tolist(), k)
+        assert one == predictions_json("v1", row[None, :], np.array([k]))
+        assert orjson.loads(one)["predictions"] == [expected["predictions"][len(seen)]]
+        seen.append(k)
 
 
 def test_a_damaged_jobs_database_leaves_predictions_serving_and_training_503(

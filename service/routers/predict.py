@@ -51,7 +51,7 @@ def predict_body(request: Request, body: bytes) -> bytes:
         rows, version = fast
         if len(rows) == 1:  # the common request: NumPy only where the bits need it
             served, probabilities, k = inference.predict_row(st.registry, rows[0], version)
-            return predictions_json(served, [probabilities], [k])
+            return prediction_json(served, probabilities, k)
         raw = np.asarray(rows, dtype=np.float64)
     else:
         check_object_sizes(document.tree)
@@ -74,9 +74,22 @@ _PREDICTION_HEADS = [
 _BETWEEN = [b',"%s":' % label.encode() for label in CLASSES[1:]]
 
 
-def predictions_json(
-    version: str, o_s: FloatArray | list[list[float]], index: IntArray | list[int]
-) -> bytes:
+def prediction_json(version: str, o_s: list[float], k: int) -> bytes:
+    """:func:`predictions_json` of one row: probabilities o_s (3,), class index k."""
+    p0, p1, p2 = orjson.dumps(o_s)[1:-1].split(b",")
+    second, third = _BETWEEN
+    return b'{"model_version":%s,"predictions":[%s%s%s%s%s%s}}]}' % (
+        orjson.dumps(version),
+        _PREDICTION_HEADS[k],
+        p0,
+        second,
+        p1,
+        third,
+        p2,
+    )
+
+
+def predictions_json(version: str, o_s: FloatArray, index: IntArray) -> bytes:
     """The /predict answer for probabilities o_s (n, 3), written without per-row dicts.
 
     Equal, once parsed, to orjson.dumps({"model_version": ..., "predictions": [{"label",
@@ -85,8 +98,7 @@ def predictions_json(
     rows = orjson.dumps(o_s, option=NUMPY_JSON)[2:-2].split(b"],[")
     second, third = _BETWEEN
     parts = []
-    indices = index if isinstance(index, list) else index.tolist()
-    for k, row in zip(indices, rows, strict=True):
+    for k, row in zip(index.tolist(), rows, strict=True):
         p0, p1, p2 = row.split(b",")
         parts.append(b"".join((_PREDICTION_HEADS[k], p0, second, p1, third, p2, b"}}")))
     head = b'{"model_version":%s,"predictions":[' % orjson.dumps(version)
