@@ -119,6 +119,9 @@ async def model_ready(request: Request) -> Response:
     return json_response({"name": MODEL_NAME, "ready": True})
 
 
+_LABELS = np.array(CLASSES, dtype=object)  # by class index, indexed with an array at once
+
+
 def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
     """The JSON answer to an inference request body (already inflated)."""
     limit = st.settings.max_instances
@@ -147,7 +150,7 @@ def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
         data = {
             "probabilities": o_s.ravel(),
             "class_index": index.astype(np.int64),
-            "label": [CLASSES[k] for k in index.tolist()],
+            "label": _LABELS[index].tolist(),
         }
     answer: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": served_version}
     if request_id is not None:

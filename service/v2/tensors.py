@@ -62,6 +62,7 @@ def parse(document: Document) -> InferenceRequest:
 _TOP_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _SPACED_KEY = re.compile(rb'"\s+:')
+_NUMBER_BYTES = b"0123456789.,eE+- \t\r\n"  # all a flat array of JSON numbers is made of
 
 
 def fast_request(document: Document, limit: int) -> tuple[FloatArray, list[str], str | None] | None:
@@ -108,23 +109,29 @@ def fast_request(document: Document, limit: int) -> tuple[FloatArray, list[str],
     # Counted in the bytes, not item by item: without a backslash every '":' ends a key
     # (the document holds each key written, so none is written twice), the quotes are
     # those of the keys and the strings above (so the data holds no string), and without
-    # true, false or null the data holds no boolean or null.
+    # true, false or null the data holds no boolean or null. A flat data array is checked
+    # on its own, in one pass: number characters only; the counts then read the rest.
+    n = shape[0]
+    flat = len(data) == n * N_FEATURES
+    split = outside_data(body) if flat else None
+    if split is not None and split[0].translate(None, _NUMBER_BYTES):
+        return None  # a string, boolean, null or array among the numbers
+    rest = body if split is None else split[1]
     keys = len(tree) + len(_INPUT_KEYS) + len(outputs or ())
     strings = 2 + (request_id is not None) + len(outputs or ())
     if (
-        b"\\" in body
-        or body.count(b'":') != keys
-        or body.count(b'"') != 2 * (keys + strings)
-        or _SPACED_KEY.search(body)
-        or b"true" in body
-        or b"false" in body
-        or b"null" in body
+        b"\\" in rest
+        or rest.count(b'":') != keys
+        or rest.count(b'"') != 2 * (keys + strings)
+        or _SPACED_KEY.search(rest)
+        or b"true" in rest
+        or b"false" in rest
+        or b"null" in rest
     ):
         return None
-    n = shape[0]
     try:
-        if len(data) == n * N_FEATURES:  # flat, row-major
-            raw = np.array(data, dtype=np.float64)
+        if flat:  # row-major; fromiter skips np.array's search for nested sequences
+            raw = np.fromiter(data, dtype=np.float64, count=len(data))
         elif len(data) == n and set(map(len, data)) == {N_FEATURES}:  # n rows of 4
             values = itertools.chain.from_iterable(data)
             raw = np.fromiter(values, dtype=np.float64, count=n * N_FEATURES)
@@ -138,6 +145,17 @@ def fast_request(document: Document, limit: int) -> tuple[FloatArray, list[str],
     if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
         return None  # NaN fails both comparisons; parse names the value
     return raw, names, request_id
+
+
+def outside_data(body: bytes) -> tuple[bytes, bytes] | None:
+    """The bytes of a flat data array written ``"data":[...]``, and the body without them;
+    None when the body does not hold it so."""
+    start = body.find(b'"data":[')
+    end = body.find(b"]", start) if start >= 0 else -1
+    if end < 0:
+        return None
+    start += len(b'"data":[')
+    return body[start:end], body[:start] + body[end:]
 
 
 def fast_outputs(outputs: Any) -> list[str] | None:
