@@ -92,38 +92,42 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = [500]  # the answer's status, for the metrics
         route: str | None = None
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         held = [0]  # bytes of the budget this request holds, released when it ends
         try:
             method = scope["method"]
             if method not in BODY_METHODS:
-                await self.app(scope, receive, send_with_status)
+                await self.forward(scope, receive, send, status)
                 return
             body = await self.buffered(scope, receive, send, held)
             if isinstance(body, int):
-                status = body  # answered here (413, 503), or 0: the client left
+                status[0] = body  # answered here (413, 503), or 0: the client left
                 return
             hot = self.hot_routes.get((method, scope["path"]))
             route = scope["path"] if hot is not None else None
             if hot is None:
                 hot, route = self.hot_pattern(method, scope)
             if hot is not None:
-                status = await self.answer(scope, send, hot, body)
+                status[0] = await self.answer(scope, send, hot, body)
             else:
-                await self.app(scope, replaying(body, receive), send_with_status)
+                await self.forward(scope, replaying(body, receive), send, status)
         finally:
             self.budget.give(held[0])
             if route is None:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.observe_request(route, scope["method"], status[0], seconds)
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send, status: list[int]) -> None:
+        """Hand the request to the app; ``status[0]`` follows the status it answers."""
+
+        async def send_with_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_with_status)
 
     def hot_pattern(self, method: str, scope: Scope) -> tuple[HotRoute | None, str | None]:
         """The hot route whose path has parameters and matches; they go into the scope's
@@ -195,9 +199,9 @@ class EdgeMiddleware:
                 if not self.budget.take(size - held[0]):
                     raise OverBudgetError
                 held[0] = size
-            chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return b"".join((*chunks, chunk)) if chunks else chunk
+            chunks.append(chunk)
 
     async def refuse_busy(self, scope: Scope, send: Send) -> int:
         detail = (

@@ -43,6 +43,7 @@ from service.v2.protocol import (
     SERVER_VERSION,
 )
 from service.v2.tensors import (
+    Rows,
     fast_request,
     inflated,
     output_names,
@@ -131,22 +132,22 @@ def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
         raise bad_request(error.detail) from None
     document = load(body)
     fast = fast_request(document, limit)
+    raw: Rows
     if fast is not None:
         raw, names, request_id = fast
     else:
         request = parse(document)
         raw = tensor_rows(the_input(request.inputs), limit)
         names, request_id = output_names(request.outputs), request.id
-    n = raw.shape[0]
+    n = len(raw)
     # Response data is flat, row-major, as the protocol writes it.
     data: dict[str, Any]
     if n == 1:  # the common request: NumPy only where the bits need it
-        served_version, probabilities, k = inference.predict_row(
-            st.registry, raw[0].tolist(), version
-        )
+        row = raw[0] if isinstance(raw, list) else raw[0].tolist()
+        served_version, probabilities, k = inference.predict_row(st.registry, row, version)
         data = {"probabilities": probabilities, "class_index": [k], "label": [CLASSES[k]]}
     else:
-        served_version, o_s, index = inference.predict(st.registry, raw, version)
+        served_version, o_s, index = inference.predict(st.registry, np.asarray(raw), version)
         data = {
             "probabilities": o_s.ravel(),
             "class_index": index.astype(np.int64),

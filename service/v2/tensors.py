@@ -65,7 +65,11 @@ _SPACED_KEY = re.compile(rb'"\s+:')
 _NUMBER_BYTES = b"0123456789.,eE+- \t\r\n"  # all a flat array of JSON numbers is made of
 
 
-def fast_request(document: Document, limit: int) -> tuple[FloatArray, list[str], str | None] | None:
+Rows = FloatArray | list[list[float]]
+"""Measurements (n, 4): an array, or for one row the list of its 4 numbers in a list."""
+
+
+def fast_request(document: Document, limit: int) -> tuple[Rows, list[str], str | None] | None:
     """Measurements (n, 4), output names and id of a plain, well-formed request, or None.
 
     The common request (one FP64 or FP32 input of shape [n, 4], data flat or as n rows,
@@ -129,6 +133,10 @@ def fast_request(document: Document, limit: int) -> tuple[FloatArray, list[str],
         or b"null" in rest
     ):
         return None
+    if n == 1 and split is not None:  # one row, its bytes all numbers: no array to build
+        if not all(0 < v <= MAX_MEASUREMENT_CM for v in data):
+            return None
+        return [data], names, request_id
     try:
         if flat:  # row-major; fromiter skips np.array's search for nested sequences
             raw = np.fromiter(data, dtype=np.float64, count=len(data))
