@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from harness.api import AUTH, ROW, TOKEN, VIRGINICA, assert_problem, make_client
 from model.data import CLASSES, FEATURES, load_iris
@@ -783,6 +784,22 @@ def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
             assert np.asarray(raw, dtype=np.float64).tolist() == expected
 
 
+def test_many_row_fast_path_refuses_booleans_and_nulls_by_their_letters() -> None:
+    """The many-row fast path rules out true and null by the letter "u", which no key of a
+    /predict body and no version has; false reads as 0.0, which the range refuses."""
+    from service.body import SMALL_BATCH, fast_instances
+    from service.schemas import PredictRequest
+
+    assert not any("u" in key for key in (*FEATURES, *PredictRequest.model_fields))
+    rows = [ROW] * (SMALL_BATCH + 1)
+    assert fast_instances(json.dumps({"instances": rows}).encode()) is not None
+    for value in (True, False, None, "5.1", [5.1], {"cm": 5.1}):
+        body = json.dumps({"instances": [*rows, {**ROW, "sepal_width": value}]}).encode()
+        assert fast_instances(body) is None, value
+        with pytest.raises(ValidationError):
+            PredictRequest.model_validate_json(body)
+
+
 def test_prediction_json_equals_the_plain_serialisation() -> None:
     import orjson
 
@@ -807,6 +824,8 @@ def test_prediction_json_equals_the_plain_serialisation() -> None:
     text = predictions_json("v1", o_s, o_s.argmax(axis=1))
     assert orjson.loads(text) == expected
     assert json.loads(text) == expected
+    empty = predictions_json("v1", o_s[:0], o_s[:0].argmax(axis=1))
+    assert orjson.loads(empty) == {"model_version": "v1", "predictions": []}
     for k, row in zip(o_s.argmax(axis=1).tolist(), o_s, strict=True):  # the one-row writer
         one = prediction_json("v1", row.tolist(), k)
         assert one == predictions_json("v1", row[None, :], np.array([k]))

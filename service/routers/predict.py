@@ -72,6 +72,7 @@ _PREDICTION_HEADS = [
     for k, label in enumerate(CLASSES)
 ]
 _BETWEEN = [b',"%s":' % label.encode() for label in CLASSES[1:]]
+_HEADS = np.array(_PREDICTION_HEADS, dtype=object)  # taken by an array of class indices
 
 
 def prediction_json(version: str, o_s: list[float], k: int) -> bytes:
@@ -93,16 +94,23 @@ def predictions_json(version: str, o_s: FloatArray, index: IntArray) -> bytes:
     """The /predict answer for probabilities o_s (n, 3), written without per-row dicts.
 
     Equal, once parsed, to orjson.dumps({"model_version": ..., "predictions": [{"label",
-    "class_index", "probabilities": {...}}, ...]}), at a third of its cost for large batches.
+    "class_index", "probabilities": {...}}, ...]}), at a fraction of its cost for large
+    batches: every row's pieces (its head by class, three probabilities as orjson prints a
+    column of them, the separators) are laid into one list by slice, with no Python step
+    per row, and joined once.
     """
-    rows = orjson.dumps(o_s, option=NUMPY_JSON)[2:-2].split(b"],[")
-    second, third = _BETWEEN
-    parts = []
-    for k, row in zip(index.tolist(), rows, strict=True):
-        p0, p1, p2 = row.split(b",")
-        parts.append(b"".join((_PREDICTION_HEADS[k], p0, second, p1, third, p2, b"}}")))
     head = b'{"model_version":%s,"predictions":[' % orjson.dumps(version)
-    return head + b",".join(parts) + b"]}"
+    n = len(index)
+    if n == 0:
+        return head + b"]}"
+    second, third = _BETWEEN
+    parts = [b"", b"", second, b"", third, b"", b"}},"] * n
+    parts[0::7] = _HEADS[index].tolist()
+    columns = orjson.dumps(np.ascontiguousarray(o_s.T), option=NUMPY_JSON)[2:-2].split(b"],[")
+    for offset, column in zip((1, 3, 5), columns, strict=True):
+        parts[offset::7] = column.split(b",")
+    parts[-1] = b"}}"  # the last row's: no comma after it
+    return head + b"".join(parts) + b"]}"
 
 
 inference.hot_route(
