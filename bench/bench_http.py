@@ -391,7 +391,8 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
     ``instance_rows`` (the schema path's array build); fast: ``service.body.fast_instances``
     (bytes to array, the route's first try); numpy: ``service.inference.predict``
     (standardise, forward, argmax, the per-class counters); serialise:
-    ``predictions_json``, the route's writer.
+    ``predictions_json``, the route's writer. One row takes the route's one-row steps where
+    they exist: ``inference.predict_row`` and ``prediction_json``.
     """
     from types import SimpleNamespace
 
@@ -405,6 +406,7 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
     registry: Any = SimpleNamespace(cached=lambda version: stored)  # the served model
     fast = fast_path()
     split: dict[int, Any] = {}
+    one_row = one_row_path()
     for rows, body in bodies.items():
         parsed = load(body).validate(PredictRequest)
         raw = measurements(parsed.instances)
@@ -415,6 +417,12 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
             "numpy": lambda raw=raw: inference.predict(registry, raw, None),
             "serialise": lambda v=version, o_s=o_s, i=index: predictions_json(v, o_s, i),
         }
+        if rows == 1 and one_row is not None:  # the route's own one-row steps
+            row_step, row_writer = one_row
+            row = raw[0].tolist()
+            _, probabilities, k = row_step(registry, row, None)
+            steps["numpy"] = lambda f=row_step, row=row: f(registry, row, None)
+            steps["serialise"] = lambda w=row_writer, v=version, p=probabilities, k=k: w(v, p, k)
         if fast is not None and fast(body) is not None:
             steps["fast"] = lambda body=body: fast(body)
         samples: dict[str, list[float]] = {name: [] for name in steps}
@@ -438,6 +446,17 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
             flush=True,
         )
     return split
+
+
+def one_row_path() -> tuple[Callable[..., Any], Callable[..., bytes]] | None:
+    """``inference.predict_row`` and ``prediction_json``, the one-row steps of /predict,
+    where the build under test has them (older builds ran every size through the array
+    path)."""
+    from service import inference
+    from service.routers import predict
+
+    found = getattr(inference, "predict_row", None), getattr(predict, "prediction_json", None)
+    return None if None in found else found  # type: ignore[return-value]
 
 
 def fast_path() -> Callable[[bytes], object] | None:
