@@ -262,14 +262,12 @@ def fast_document(document: Any, body: bytes) -> tuple[Rows, str | None] | None:
                 return None  # a string, a boolean, a null, a nested value, out of range
         return ([row], version) if only_keys_quoted(body, 1, document) else None
     try:
-        if set(map(len, instances)) != {len(FEATURES)}:
-            return None
         rows = list(map(_ROW, instances))  # each row's four measurements, in order
     except (TypeError, KeyError):
-        return None  # a row that is not an object of the four measurements
+        return None  # a row that is not an object with the four measurements
     n = len(rows)
     if not only_keys_quoted(body, n, document):
-        return None
+        return None  # a fifth key in a row, a key written twice, a string value
     raw: Rows
     if n <= SMALL_BATCH:  # a few numbers: Python's checks cost less than NumPy's calls
         values = list(itertools.chain.from_iterable(rows))

@@ -784,9 +784,10 @@ def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
             assert np.asarray(raw, dtype=np.float64).tolist() == expected
 
 
-def test_many_row_fast_path_refuses_booleans_and_nulls_by_their_letters() -> None:
+def test_many_row_fast_path_refuses_what_its_byte_counts_rule_out() -> None:
     """The many-row fast path rules out true and null by the letter "u", which no key of a
-    /predict body and no version has; false reads as 0.0, which the range refuses."""
+    /predict body and no version has (false reads as 0.0, which the range refuses), and
+    string values, extra keys and keys written twice by the count of quotes."""
     from service.body import SMALL_BATCH, fast_instances
     from service.schemas import PredictRequest
 
@@ -798,6 +799,10 @@ def test_many_row_fast_path_refuses_booleans_and_nulls_by_their_letters() -> Non
         assert fast_instances(body) is None, value
         with pytest.raises(ValidationError):
             PredictRequest.model_validate_json(body)
+    extra = json.dumps({"instances": [*rows, {**ROW, "extra": 1.0}]}).encode()
+    assert fast_instances(extra) is None  # a fifth key: its quotes are counted
+    twice = extra.replace(b'"extra"', b'"sepal_width"')  # a key written twice
+    assert fast_instances(twice) is None
 
 
 def test_prediction_json_equals_the_plain_serialisation() -> None:
