@@ -2,11 +2,11 @@
 
 ``python bench/profile_predict.py [--seconds 10] [--connections 32] [--top 35]``
 
-The app runs in this process under ``uvicorn.Server`` with the settings ``iris-serve`` gives
-it (factory app, uvloop + httptools, access log on, no server header), on a free port of
-127.0.0.1 with a temporary data directory; cProfile records the event-loop thread, which is
-where a one-row /predict runs (bodies under ``INLINE_BODY_BYTES`` skip the thread pool).
-``wrk`` with ``bench/post.lua`` drives it from a separate process. The profile's overhead
+The app runs in this process under ``uvicorn.Server`` as ``iris-serve`` runs it
+(``uvicorn_options`` and the ``serve_app`` factory: the bounded protocol, no access log), on
+a free port of 127.0.0.1 with a temporary data directory; cProfile records the event-loop
+thread, which is where a one-row /predict runs (bodies under ``INLINE_BODY_BYTES`` skip the
+executor). ``wrk`` with ``bench/post.lua`` drives it from a separate process. The profile's overhead
 inflates Python-heavy code more than C code, so read the shares, not the absolute times.
 Not part of ``make bench-http``.
 """
@@ -93,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import uvicorn
-    from bench_http import free_port
     from uvicorn._compat import asyncio_run
+
+    from harness.servers import free_port
 
     with tempfile.TemporaryDirectory(prefix="iris-profile-") as tmp:
         os.environ["IRIS_DATA_DIR"] = tmp
@@ -105,15 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level="INFO")
         # The access log goes to a file, as the benchmark's servers' logs do.
         log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115
-        config = uvicorn.Config(
-            "service.main:create_app",
-            factory=True,
-            host="127.0.0.1",
-            port=port,
-            log_level="info",
-            timeout_graceful_shutdown=8,
-            server_header=False,
-        )
+        os.environ["IRIS_HOST"], os.environ["IRIS_PORT"] = "127.0.0.1", str(port)
+        from service.__main__ import uvicorn_options
+        from service.config import Settings
+
+        options = uvicorn_options(Settings()) | {"timeout_graceful_shutdown": 8}
+        config = uvicorn.Config("service.main:serve_app", factory=True, **options)
         server = uvicorn.Server(config)
         for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
             for handler in logging.getLogger(name).handlers:
