@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -292,3 +293,17 @@ def test_a_v2_infer_pinned_to_a_version_not_in_memory_loads_it_off_the_event_loo
             assert answer.status_code == 200, answer.text
             assert answer.json()["model_version"] == pinned
         assert on_loop == [False]
+
+
+def test_a_late_body_is_answered_in_the_error_shape_of_its_path() -> None:
+    """The protocol writes the 408 for a late body itself (service/server.py); its bytes come
+    from the edge: a problem document, or the protocol's {"error"} under /v2."""
+    from service.edge import late_body
+
+    for path, key in (("/predict", "detail"), ("/v2/models/iris/infer", "error")):
+        head, _, body = late_body(path, "the body did not arrive").partition(b"\r\n\r\n")
+        lines = head.decode().lower().split("\r\n")
+        assert lines[0] == "http/1.1 408 request timeout"
+        assert "connection: close" in lines
+        assert f"content-length: {len(body)}" in lines
+        assert json.loads(body)[key] == "the body did not arrive"
