@@ -34,6 +34,7 @@ from service.inference import HotRoute, run_sized
 from service.responses import json_response
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MATCHED_PATHS = 64  # paths with parameters remembered by the edge, the first that match
 
 
 class BodyBudget:
@@ -84,6 +85,7 @@ class EdgeMiddleware:
             for (method, path), hot in self.hot_routes.items()
             if "{" in path
         ]
+        self.matched: dict[tuple[str, str], tuple[HotRoute, str, dict[str, str]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.application is not None:
@@ -131,11 +133,20 @@ class EdgeMiddleware:
 
     def hot_pattern(self, method: str, scope: Scope) -> tuple[HotRoute | None, str | None]:
         """The hot route whose path has parameters and matches; they go into the scope's
-        ``path_params``, as routing would put them."""
+        ``path_params``, as routing would put them. Paths that matched are remembered (a
+        few: clients choose paths), so a busy one is one lookup."""
+        key = (method, scope["path"])
+        known = self.matched.get(key)
+        if known is not None:
+            hot, template, params = known
+            scope["path_params"] = dict(params)
+            return hot, template
         for hot_method, pattern, hot, template in self.hot_patterns:
             found = pattern.match(scope["path"]) if method == hot_method else None
             if found is not None:
                 scope["path_params"] = found.groupdict()
+                if len(self.matched) < MATCHED_PATHS:
+                    self.matched[key] = (hot, template, found.groupdict())
                 return hot, template  # the template names the route in the metrics
         return None, None
 

@@ -199,6 +199,26 @@ def test_infer_equals_predict_for_the_150_iris_rows(shared: TestClient, versions
     assert np.mean(index == IRIS.y) > 0.9
 
 
+def test_one_row_infer_equals_one_row_predict_and_the_model_core(
+    shared: TestClient, versions: Versions
+) -> None:
+    """One row takes the one-row path in both front ends (flat or nested data): the same
+    bits as each other and as ``predict_proba`` on that row."""
+    from model.network import predict_proba
+
+    model = shared.app.state.iris.registry.get(versions.active).model  # type: ignore[attr-defined]
+    for row in RAW[::15]:
+        expected = predict_proba(model, row[None, :])
+        _, o_s, index, labels = predict(shared, row[None, :])
+        assert np.array_equal(o_s, expected)
+        for data in (row[None, :].tolist(), row.tolist()):
+            response = post(shared, {"inputs": [tensor(row[None, :], data=data)]})
+            got = outputs(response.json())
+            assert np.array_equal(np.reshape(got["probabilities"]["data"], (1, 3)), expected)
+            assert got["class_index"]["data"] == index.tolist()
+            assert got["label"]["data"] == labels
+
+
 def test_flat_and_nested_data_give_the_same_answer(shared: TestClient) -> None:
     nested = post(shared, request(RAW[:5]))
     flat = post(shared, {"inputs": [tensor(RAW[:5], data=RAW[:5].ravel().tolist())]})

@@ -165,12 +165,17 @@ def infer_request(request: Request, body: bytes) -> bytes:
     st = state(request)
     name, version = path_model(request)
     check_model(name)
-    if BINARY_HEADER in request.headers:
-        raise bad_request(NO_BINARY)
-    inflated_body = inflated(
-        body, request.headers.get("content-encoding", ""), st.settings.max_body_bytes
-    )
+    encoding = ""
+    for header, value in request.scope["headers"]:  # raw, lower-case: no Headers object
+        if header == _BINARY_HEADER:
+            raise bad_request(NO_BINARY)
+        if header == b"content-encoding" and not encoding:  # the first, as Headers.get
+            encoding = value.decode("latin-1")
+    inflated_body = inflated(body, encoding, st.settings.max_body_bytes)
     return infer_answer(st, inflated_body, version)
+
+
+_BINARY_HEADER = BINARY_HEADER.encode()
 
 
 @router.get("/v2", summary="Server metadata: name, version, extensions")
