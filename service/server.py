@@ -127,6 +127,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.loop, min(max(interval, MIN_CHECK_INTERVAL), MAX_CHECK_INTERVAL)
         )
         self.deadline = float("inf")  # loop time by which the head or body must be in
+        self.lingering = False  # an answer went out before the body: the rest is dropped
         self.in_head = True  # between a request's first byte and the end of its headers
         self.in_body = False  # between the end of its headers and the end of its message
         self.head_started = False  # a byte of the current head has come
@@ -140,7 +141,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.unfinished = Unfinished(transport, self.close_after_answer)
-        self.lingering = False
         self.deadline = self.loop.time() + self.header_timeout
         self.deadlines.watch(self)
 
