@@ -16,6 +16,7 @@ import itertools
 import json
 import operator
 import re
+from collections.abc import Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -30,7 +31,6 @@ from service.errors import ProblemError
 
 Body = TypeVar("Body", bound=BaseModel)
 _VERSION = re.compile(VERSION_PATTERN)
-_F1, _F2, _F3, _F4 = FEATURES
 _ROW = operator.itemgetter(*FEATURES)
 # What a body may hold: a row is one object or array of at most 8 values (a sample has 5),
 # and the wrapper, optional fields and tensor metadata need a few more. The budget allows
@@ -207,9 +207,9 @@ def parse_json(
     return document.validate(schema)
 
 
-Rows = FloatArray | list[tuple[float, float, float, float]]
-"""Measurements (n, 4): as they came (4-tuples of Python numbers) for a few rows, an array
-for many."""
+Rows = FloatArray | list[Sequence[float]]
+"""Measurements (n, 4): an array, or for a few rows the rows as they came (each 4 Python
+numbers)."""
 
 
 def fast_instances(body: bytes) -> tuple[Rows, str | None] | None:
@@ -250,13 +250,10 @@ def fast_document(document: Any, body: bytes) -> tuple[Rows, str | None] | None:
     if type(instances) is not list or not instances:
         return None
     if len(instances) == 1:  # the common request: no lists of lists, no generators
-        one = instances[0]
-        if type(one) is not dict or len(one) != len(FEATURES):
-            return None
         try:
-            row = one[_F1], one[_F2], one[_F3], one[_F4]
-        except KeyError:
-            return None
+            row = _ROW(instances[0])
+        except (TypeError, KeyError):
+            return None  # not an object with the four measurements (a fifth key: the quotes)
         for v in row:
             if (type(v) is not float and type(v) is not int) or not 0 < v <= MAX_MEASUREMENT_CM:
                 return None  # a string, a boolean, a null, a nested value, out of range

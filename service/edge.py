@@ -69,8 +69,8 @@ class EdgeMiddleware:
         app: ASGIApp,
         max_body_bytes: int,
         max_buffered_bytes: int,
+        application: object,
         hot_routes: Mapping[tuple[str, str], HotRoute] | None = None,
-        application: object = None,
     ) -> None:
         self.app = app
         # The FastAPI application, for scope["app"] when the edge is called directly.
@@ -88,8 +88,7 @@ class EdgeMiddleware:
         self.matched: dict[tuple[str, str], tuple[HotRoute, str, dict[str, str]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.application is not None:
-            scope["app"] = self.application
+        scope["app"] = self.application
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

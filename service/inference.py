@@ -122,7 +122,7 @@ async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> byte
 
 # The threads that run large requests: the event loop's own executor, without the task
 # groups, cancel scopes and capacity limiter of anyio's to_thread (which cost a 10,000-row
-# request a tenth of a millisecond), and as many threads as NumPy can keep busy.
+# request about 0.2 ms), and as many threads as NumPy can keep busy.
 _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 2, thread_name_prefix="iris-compute")
 
 

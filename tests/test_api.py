@@ -811,7 +811,6 @@ def test_prediction_json_equals_the_plain_serialisation() -> None:
     from service.routers.predict import prediction_json, predictions_json
 
     rng = np.random.default_rng(5)
-    seen: list[int] = []
     o_s = rng.dirichlet([0.2, 0.2, 0.2], size=500)
     o_s[0] = [1.0, 0.0, 0.0]
     o_s[1] = [1e-300, 5e-324, 1.0 - 1e-16]
@@ -831,11 +830,11 @@ def test_prediction_json_equals_the_plain_serialisation() -> None:
     assert json.loads(text) == expected
     empty = predictions_json("v1", o_s[:0], o_s[:0].argmax(axis=1))
     assert orjson.loads(empty) == {"model_version": "v1", "predictions": []}
-    for k, row in zip(o_s.argmax(axis=1).tolist(), o_s, strict=True):  # the one-row writer
+    indices = o_s.argmax(axis=1).tolist()
+    for i, (k, row) in enumerate(zip(indices, o_s, strict=True)):  # the one-row writer
         one = prediction_json("v1", row.tolist(), k)
         assert one == predictions_json("v1", row[None, :], np.array([k]))
-        assert orjson.loads(one)["predictions"] == [expected["predictions"][len(seen)]]
-        seen.append(k)
+        assert orjson.loads(one)["predictions"] == [expected["predictions"][i]]
 
 
 def test_a_damaged_jobs_database_leaves_predictions_serving_and_training_503(

@@ -433,8 +433,6 @@ def test_predict_one_gives_predict_probas_bits_for_every_row(hidden: int) -> Non
             got = np.array(predict_one(model, row.tolist()))
             assert np.array_equal(got, expected), (trial, row, got, expected)
             assert np.array_equal(np.signbit(got), np.signbit(expected))
-    ints = Model(params, model.standardizer)
-    assert (
-        predict_one(ints, [5, 3, 1, 1])
-        == predict_proba(ints, np.array([[5.0, 3, 1, 1]]))[0].tolist()
-    )
+    integers = [5, 3, 1, 1]  # JSON integers arrive as Python ints
+    expected = predict_proba(model, np.array([integers], dtype=np.float64))[0]
+    assert predict_one(model, integers) == expected.tolist()

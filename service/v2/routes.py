@@ -21,7 +21,7 @@ from model.data import CLASSES
 from model.network import N_FEATURES
 from model.persistence import StoredModel
 from service import inference
-from service.body import check_budget, load
+from service.body import Rows, check_budget, load
 from service.deps import State, state
 from service.errors import ProblemError
 from service.inference import endpoint_for
@@ -43,7 +43,6 @@ from service.v2.protocol import (
     SERVER_VERSION,
 )
 from service.v2.tensors import (
-    Rows,
     fast_request,
     inflated,
     output_names,
@@ -121,6 +120,7 @@ async def model_ready(request: Request) -> Response:
 
 
 _LABELS = np.array(CLASSES, dtype=object)  # by class index, indexed with an array at once
+_BINARY_HEADER = BINARY_HEADER.encode()
 
 
 def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
@@ -173,9 +173,6 @@ def infer_request(request: Request, body: bytes) -> bytes:
             encoding = value.decode("latin-1")
     inflated_body = inflated(body, encoding, st.settings.max_body_bytes)
     return infer_answer(st, inflated_body, version)
-
-
-_BINARY_HEADER = BINARY_HEADER.encode()
 
 
 @router.get("/v2", summary="Server metadata: name, version, extensions")

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from model.data import FEATURES, MAX_MEASUREMENT_CM
 from model.network import N_FEATURES, FloatArray
-from service.body import Document, check_object_sizes, refuse_duplicate_keys
+from service.body import Document, Rows, check_object_sizes, refuse_duplicate_keys
 from service.errors import ProblemError
 from service.v2.errors import ProtocolError, bad_request
 from service.v2.protocol import (
@@ -63,10 +63,6 @@ _TOP_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _SPACED_KEY = re.compile(rb'"\s+:')
 _NUMBER_BYTES = b"0123456789.,eE+- \t\r\n"  # all a flat array of JSON numbers is made of
-
-
-Rows = FloatArray | list[list[float]]
-"""Measurements (n, 4): an array, or for one row the list of its 4 numbers in a list."""
 
 
 def fast_request(document: Document, limit: int) -> tuple[Rows, list[str], str | None] | None:
