@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.data import FEATURES
-from service.body import SMALL_BATCH, duplicate_key, fast_instances, load
+from service.body import SMALL_BATCH, duplicate_key, fast_instances, fast_rows, load
 from service.schemas import PredictRequest
 from service.v2.tensors import fast_request, output_names, parse, tensor_rows, the_input
 
@@ -51,9 +51,15 @@ def row_text(draw: st.DrawFn) -> str:
         pairs.pop(draw(st.integers(0, 3)))
     elif change == 2:
         pairs.append(("extra", draw(value())))
-    if draw(st.booleans()):
+    if draw(st.integers(0, 3)) == 0:
         pairs.reverse()
-    return "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs) + "}"
+    colon = draw(st.sampled_from([":", ": "]))
+    text = "{" + ",".join(f"{json.dumps(k)}{colon}{json.dumps(v)}" for k, v in pairs) + "}"
+    if change in (3, 4):  # a character more or less, in a key, a value or between
+        at = draw(st.integers(0, len(text) - 1))
+        more = draw(st.sampled_from("0123456789 .-+eE,:") if change == 3 else st.just(""))
+        text = text[:at] + more + text[at + (change == 4) :]
+    return text
 
 
 @given(
@@ -70,7 +76,11 @@ def test_what_the_predict_fast_path_accepts_the_schema_accepts_alike(
     if version is not None:
         text += f',"model_version":{json.dumps(version)}'
     body = (text + "}").encode()
+    many = fast_rows(body)
     fast = fast_instances(body)
+    if many is not None:  # where both vouch, the same values
+        assert fast is None or np.array_equal(np.asarray(fast[0], dtype=np.float64), many[0])
+        fast = many
     if fast is None:
         return
     assert duplicate_key(body) is None, body  # the slow path refuses keys written twice
@@ -83,14 +93,26 @@ def test_what_the_predict_fast_path_accepts_the_schema_accepts_alike(
 
 @given(
     data=st.lists(value(), min_size=4, max_size=4 * (SMALL_BATCH + 2)),
-    rows_of_four=st.booleans(),
+    layout=st.sampled_from(["flat", "rows", "ragged"]),
+    cut=st.integers(1, 7),
     datatype=st.sampled_from(["FP64", "FP32", "INT64"]),
     outputs=st.sampled_from([None, ["label"], ["probabilities", "label"], ["label", "label"]]),
-    request_id=st.sampled_from([None, "r-1", 5]),
+    in_json=st.sampled_from([None, False, 0, True, "false"]),
+    parameters=st.sampled_from([None, {}, 0, [], {"a": 1}]),
+    request_id=st.sampled_from([None, "r-1", 5, "false", "data"]),
+    compact=st.booleans(),
 )
 @FAST
 def test_what_the_v2_fast_path_accepts_the_schema_accepts_alike(
-    data: list[Any], rows_of_four: bool, datatype: str, outputs: Any, request_id: Any
+    data: list[Any],
+    layout: str,
+    cut: int,
+    datatype: str,
+    outputs: Any,
+    in_json: Any,
+    parameters: Any,
+    request_id: Any,
+    compact: bool,
 ) -> None:
     n = len(data) // 4
     data = data[: 4 * n]
@@ -98,20 +120,131 @@ def test_what_the_v2_fast_path_accepts_the_schema_accepts_alike(
         "name": "measurements",
         "shape": [n, 4],
         "datatype": datatype,
-        "data": [data[i : i + 4] for i in range(0, len(data), 4)] if rows_of_four else data,
+        "data": data,
     }
+    if layout != "flat":  # rows of four, or two rows of other lengths among them
+        tensor["data"] = [data[i : i + 4] for i in range(0, len(data), 4)]
+    if layout == "ragged" and n > 1:
+        both = data[:8]
+        tensor["data"][:2] = [both[:cut], both[cut:]]
     request: dict[str, Any] = {"inputs": [tensor]}
     if outputs is not None:
-        request["outputs"] = [{"name": name} for name in outputs]
+        written = {} if in_json is None else {"parameters": {"binary_data": in_json}}
+        request["outputs"] = [{"name": name} | written for name in outputs]
     if request_id is not None:
         request["id"] = request_id
-    document = load(json.dumps(request).encode())
-    fast = fast_request(document, limit=10_000)
+    if parameters is not None:
+        request["parameters"] = parameters
+    body = json.dumps(request, separators=(",", ":") if compact else None).encode()
+    fast = fast_request(body, limit=10_000)
     if fast is None:
         return
-    parsed = parse(document)  # raises (a 400) if the fast path was wrong
+    parsed = parse(load(body))  # raises (a 400) if the fast path was wrong
     raw, names, got_id = fast
     expected = tensor_rows(the_input(parsed.inputs), 10_000)
     assert np.array_equal(np.asarray(raw, dtype=np.float64), expected)
     assert names == output_names(parsed.outputs)
     assert got_id == parsed.id
+
+
+def flat_body(texts: list[str], *, rows: bool = False, spaced: bool = False) -> bytes:
+    """An inference request whose data is ``texts``, numbers written as they are given."""
+    comma = ", " if spaced else ","
+    if rows:
+        data = comma.join("[" + comma.join(texts[i : i + 4]) + "]" for i in range(0, len(texts), 4))
+    else:
+        data = comma.join(texts)
+    return (
+        '{"inputs":[{"name":"measurements","shape":[%d,4],"datatype":"FP64","data":[%s]}]}'
+        % (len(texts) // 4, data)
+    ).encode()
+
+
+number_text = st.one_of(
+    st.floats(min_value=0.1, max_value=100.0).map(repr),
+    st.floats(min_value=0.1, max_value=100.0).map(lambda v: f"{v:.25e}"),  # past 17 digits
+    st.from_regex(r"[1-9]\.[0-9]{1,40}([eE][+-]?0?1)?", fullmatch=True),
+    st.from_regex(r"[1-9][0-9]?(\.[0-9]{1,30})?", fullmatch=True),
+    st.just("100"),
+)
+
+
+@given(
+    texts=st.lists(number_text, min_size=8, max_size=64),
+    rows=st.booleans(),
+    spaced=st.booleans(),
+)
+@FAST
+def test_the_v2_fast_path_reads_each_number_to_the_last_bit(
+    texts: list[str], rows: bool, spaced: bool
+) -> None:
+    """Many rows are read straight into float64: each value is the double nearest the decimal
+    written (Python's float() is correctly rounded), however many digits it has."""
+    texts = texts[: len(texts) // 4 * 4]
+    fast = fast_request(flat_body(texts, rows=rows, spaced=spaced), limit=10_000)
+    assert fast is not None
+    expected = np.array([float(text) for text in texts]).reshape(-1, 4)
+    assert np.asarray(fast[0]).tobytes() == expected.tobytes()
+
+
+def test_the_v2_fast_path_vouches_for_what_clients_send() -> None:
+    """The fast path is taken (not only safe) for the bodies clients write: flat and compact
+    as tritonclient.http writes them, rows as json.dumps writes them, one row and many."""
+    values = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]] * 5_000
+    flat = [v for row in values for v in row]
+    tensor = {"name": "measurements", "shape": [10_000, 4], "datatype": "FP64", "data": flat}
+    triton = {  # tritonclient.http with binary_data=False
+        "inputs": [tensor],
+        "outputs": [{"name": "label", "parameters": {"binary_data": False}}],
+    }
+    bodies = {
+        "tritonclient": json.dumps(triton, separators=(",", ":")).encode(),
+        "rows, json.dumps": json.dumps({"inputs": [tensor | {"data": values}]}).encode(),
+        "one row": json.dumps({"inputs": [tensor | {"shape": [1, 4], "data": flat[:4]}]}).encode(),
+    }
+    for name, body in bodies.items():
+        fast = fast_request(body, limit=10_000)
+        assert fast is not None, name
+        n = 1 if name == "one row" else 10_000
+        assert np.asarray(fast[0], dtype=np.float64).tolist() == values[:n], name
+    assert fast_request(bodies["tritonclient"], limit=10_000)[1] == ["label"]  # type: ignore[index]
+
+
+def test_the_predict_fast_path_for_many_rows_vouches_for_what_clients_send() -> None:
+    """Many rows are read from the bytes (fast_rows) when written as clients write them,
+    compact or as json.dumps spaces them, with or without a version; the values exactly."""
+    values = np.random.default_rng(7).uniform(0.1, 100.0, size=(2_000, 4)).round(3)
+    instances = [dict(zip(FEATURES, row, strict=True)) for row in values.tolist()]
+    for request in ({"instances": instances}, {"model_version": VERSION, "instances": instances}):
+        for separators in ((",", ":"), None):
+            body = json.dumps(request, separators=separators).encode()
+            fast = fast_rows(body)
+            assert fast is not None, separators
+            assert fast[0].tobytes() == values.tobytes()
+            assert fast[1] == request.get("model_version")
+    reordered = [dict(reversed(row.items())) for row in instances]
+    exponent = [instances[0] | {"petal_width": 1e-05}, *instances[1:]]
+    for rows in (reordered, exponent):  # left to the other paths, which read them
+        body = json.dumps({"instances": rows}).encode()
+        assert fast_rows(body) is None
+        assert fast_instances(body) is not None
+
+
+def test_the_predict_fast_path_for_many_rows_reads_keys_exactly() -> None:
+    """A key spelled otherwise, a value left out or split: never read as rows of four."""
+    good = '{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}'
+    odd = [
+        good.replace('"sepal_length":5.1', '"sepal_length5":.1'),  # a digit moved into a key
+        good.replace('"sepal_length":5.1', '"sepal_length5":'),  # ... standing in for a value
+        good.replace('"sepal_length"', '"sepal_ length"'),  # a space in a key
+        good.replace('"sepal_length"', '"sepal_lenegth"'),  # a letter more
+        good.replace(":5.1", ":5.1 3"),  # two numbers for one value
+        good.replace(":5.1", ":5.1.3"),
+        good.replace(":5.1", ":"),
+        good.replace(":5.1", ":5e1"),  # an exponent: left to orjson
+        good.replace("}", ',"extra":1}'),
+    ]
+    assert fast_rows(('{"instances":[' + ",".join([good] * 3) + "]}").encode()) is not None
+    for row in odd:
+        body = '{"instances":[' + ",".join([good, row, good]) + "]}"
+        assert fast_rows(body.encode()) is None, row

@@ -16,11 +16,14 @@ from model.data import CLASSES
 from model.network import FloatArray, IntArray
 from service import inference, schemas
 from service.body import (
+    LARGE_BODY,
+    Rows,
     check_budget,
     check_lengths,
     check_media_type,
     check_object_sizes,
     fast_document,
+    fast_rows,
     load,
     refuse_duplicate_keys,
 )
@@ -40,28 +43,36 @@ def instance_rows(instances: list[schemas.Instance]) -> FloatArray:
 
 
 def predict_body(request: Request, body: bytes) -> bytes:
-    """The /predict answer to a raw body: the fast path for the common body, else the schema."""
+    """The /predict answer to a raw body."""
     st = state(request)
     limit = st.settings.max_instances
     check_media_type(request)
     check_budget(body, limit, "IRIS_MAX_INSTANCES")
-    document = load(body)
-    fast = fast_document(document.tree, body) if document.exact else None
-    if fast is not None:
-        rows, version = fast
-        if len(rows) == 1:  # the common request: NumPy only where the bits need it
-            served, probabilities, k = inference.predict_row(st.registry, rows[0], version)
-            return prediction_json(served, probabilities, k)
-        raw = np.asarray(rows, dtype=np.float64)
-    else:
-        check_object_sizes(document.tree)
-        refuse_duplicate_keys(body)
-        check_lengths(document.tree, ("instances",), limit, "IRIS_MAX_INSTANCES")
-        parsed = document.validate(schemas.PredictRequest)
-        raw, version = instance_rows(parsed.instances), parsed.model_version
+    rows, version = request_rows(body, limit)
+    if len(rows) == 1:  # the common request: NumPy only where the bits need it
+        row = rows[0] if isinstance(rows, list) else rows[0].tolist()
+        served, probabilities, k = inference.predict_row(st.registry, row, version)
+        return prediction_json(served, probabilities, k)
+    raw = np.asarray(rows, dtype=np.float64)
     inference.check_rows(raw.shape[0], limit)
     served, o_s, index = inference.predict(st.registry, raw, version)
     return predictions_json(served, o_s, index)
+
+
+def request_rows(body: bytes, limit: int) -> tuple[Rows, str | None]:
+    """The measurements and model_version of a body within its budget: a fast path for the
+    common body (its bytes for many rows, orjson's document for a few), else the schema."""
+    if len(body) > LARGE_BODY and (many := fast_rows(body)) is not None:
+        return many
+    document = load(body)
+    fast = fast_document(document.tree, body) if document.exact else None
+    if fast is not None:
+        return fast
+    check_object_sizes(document.tree)
+    refuse_duplicate_keys(body)
+    check_lengths(document.tree, ("instances",), limit, "IRIS_MAX_INSTANCES")
+    parsed = document.validate(schemas.PredictRequest)
+    return instance_rows(parsed.instances), parsed.model_version
 
 
 # One prediction's JSON up to its first probability, by class index; the probabilities are

@@ -130,13 +130,12 @@ def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
         check_budget(body, limit, "IRIS_MAX_INSTANCES")
     except ProblemError as error:
         raise bad_request(error.detail) from None
-    document = load(body)
-    fast = fast_request(document, limit)
+    fast = fast_request(body, limit)
     raw: Rows
     if fast is not None:
         raw, names, request_id = fast
     else:
-        request = parse(document)
+        request = parse(load(body))
         raw = tensor_rows(the_input(request.inputs), limit)
         names, request_id = output_names(request.outputs), request.id
     n = len(raw)

@@ -7,18 +7,24 @@ failure is a :class:`~service.v2.errors.ProtocolError` (400 unless it says other
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import zlib
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import ValidationError
 
 from model.data import FEATURES, MAX_MEASUREMENT_CM
 from model.network import N_FEATURES, FloatArray
-from service.body import Document, Rows, check_object_sizes, refuse_duplicate_keys
+from service.body import (
+    Document,
+    Rows,
+    check_object_sizes,
+    json_numbers,
+    refuse_duplicate_keys,
+)
 from service.errors import ProblemError
 from service.v2.errors import ProtocolError, bad_request
 from service.v2.protocol import (
@@ -62,26 +68,35 @@ def parse(document: Document) -> InferenceRequest:
 _TOP_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _SPACED_KEY = re.compile(rb'"\s+:')
-_NUMBER_BYTES = b"0123456789.,eE+- \t\r\n"  # all a flat array of JSON numbers is made of
+_DATA = re.compile(rb'"data"\s*:\s*\[')
+_NUMBER_BYTES = b"0123456789.eE+- \t\r\n"  # with commas, all a flat array of numbers is made of
 
 
-def fast_request(document: Document, limit: int) -> tuple[Rows, list[str], str | None] | None:
+def fast_request(body: bytes, limit: int) -> tuple[Rows, list[str], str | None] | None:
     """Measurements (n, 4), output names and id of a plain, well-formed request, or None.
 
-    The common request (one FP64 or FP32 input of shape [n, 4], data flat or as n rows,
-    optional id and named outputs, no parameters) is checked here on orjson's document with
-    array operations; None means "not vouched for", and :func:`parse` with the schema then
-    either names the problem or accepts an unusual request. Duplicate keys are ruled out by
-    counting: without a backslash in the body every ``":`` ends a key, so the document
-    holds every key written exactly when the counts agree.
+    The common request (one FP64 or FP32 input of shape [n, 4], data flat or as n rows of
+    four, optional id and named outputs, no parameters) is read in two parts: the data's
+    bytes, numbers only, straight into float64 (service.body.json_numbers), and the rest of
+    the body by orjson, checked with array operations. None means "not vouched for":
+    :func:`parse` with the schema then either names the problem or accepts an unusual
+    request. Duplicate keys are ruled out by counting: without a backslash in the body every
+    ``":`` ends a key, so the document holds every key written exactly when the counts agree.
     """
-    tree, body = document.tree, document.body
-    if not document.exact or type(tree) is not dict or not tree.keys() <= _TOP_KEYS:
+    split = cut_data(body)
+    if split is None:
+        return None
+    numbers, rest, skeleton = split
+    try:
+        tree = orjson.loads(rest)
+    except orjson.JSONDecodeError:
+        return None
+    if type(tree) is not dict or not tree.keys() <= _TOP_KEYS:
         return None
     request_id = tree.get("id")
     inputs, outputs = tree.get("inputs"), tree.get("outputs")
     if (
-        tree.get("parameters")
+        tree.get("parameters", {}) != {}
         or (request_id is not None and type(request_id) is not str)
         or type(inputs) is not list
         or len(inputs) != 1
@@ -90,9 +105,10 @@ def fast_request(document: Document, limit: int) -> tuple[Rows, list[str], str |
     ):
         return None
     tensor = inputs[0]
-    shape, data = tensor["shape"], tensor["data"]
+    shape = tensor["shape"]
     if (
-        tensor["name"] != INPUT
+        tensor["data"] != []  # the data cut out of the body was this tensor's
+        or tensor["name"] != INPUT
         or tensor["datatype"] not in INPUT_DATATYPES
         or type(shape) is not list
         or len(shape) != 2
@@ -100,80 +116,96 @@ def fast_request(document: Document, limit: int) -> tuple[Rows, list[str], str |
         or type(shape[1]) is not int
         or not 1 <= shape[0] <= limit
         or shape[1] != N_FEATURES
-        or type(data) is not list
     ):
         return None
-    names = fast_outputs(outputs)
-    if names is None:
+    listed = fast_outputs(outputs)
+    if listed is None:
         return None
+    names, in_json = listed
     # Counted in the bytes, not item by item: without a backslash every '":' ends a key
     # (the document holds each key written, so none is written twice), the quotes are
-    # those of the keys and the strings above (so the data holds no string), and without
-    # true, false or null the data holds no boolean or null. A flat data array is checked
-    # on its own, in one pass: number characters only; the counts then read the rest.
-    n = shape[0]
-    flat = len(data) == n * N_FEATURES
-    split = outside_data(body) if flat else None
-    if split is not None and split[0].translate(None, _NUMBER_BYTES):
-        return None  # a string, boolean, null or array among the numbers
-    rest = body if split is None else split[1]
-    keys = len(tree) + len(_INPUT_KEYS) + len(outputs or ())
-    strings = 2 + (request_id is not None) + len(outputs or ())
+    # those of the keys and the strings above, and the only true, false or null is the
+    # binary_data false of each output that says it: no other value is a boolean or null.
+    # The data's bytes were cut out: numbers, commas and brackets.
+    outputs = outputs or ()
+    keys = len(tree) + len(_INPUT_KEYS) + len(outputs) + 2 * in_json
+    strings = 2 + (request_id is not None) + len(outputs)
     if (
         b"\\" in rest
         or rest.count(b'":') != keys
         or rest.count(b'"') != 2 * (keys + strings)
         or _SPACED_KEY.search(rest)
         or b"true" in rest
-        or b"false" in rest
+        or rest.count(b"false") != in_json
         or b"null" in rest
     ):
         return None
-    if n == 1 and split is not None:  # one row, its bytes all numbers: no array to build
-        if not all(0 < v <= MAX_MEASUREMENT_CM for v in data):
+    n = shape[0]
+    if skeleton[:1] == b"[":  # n rows of four, exactly
+        if skeleton + b"," != _ROW_OF_FOUR * n:
             return None
-        return [data], names, request_id
-    try:
-        if flat:  # row-major; fromiter skips np.array's search for nested sequences
-            raw = np.fromiter(data, dtype=np.float64, count=len(data))
-        elif len(data) == n and set(map(len, data)) == {N_FEATURES}:  # n rows of 4
-            values = itertools.chain.from_iterable(data)
-            raw = np.fromiter(values, dtype=np.float64, count=n * N_FEATURES)
-        else:
-            return None
-    except (ValueError, TypeError, OverflowError):
-        return None  # numbers where rows should be, rows nested deeper, objects
-    if raw.shape != (n * N_FEATURES,):
+    elif len(skeleton) != n * N_FEATURES - 1:  # flat: the commas between 4n numbers
         return None
-    raw = raw.reshape(n, N_FEATURES)
+    elif n == 1:  # one row: Python's numbers, no array to build
+        try:
+            row = orjson.loads(b"[" + numbers + b"]")
+        except orjson.JSONDecodeError:
+            return None
+        if not all(0 < v <= MAX_MEASUREMENT_CM for v in row):
+            return None
+        return [row], names, request_id
+    flat = json_numbers(numbers)  # rows are flattened, row-major
+    if flat is None or len(flat) != n * N_FEATURES:
+        return None
+    raw = flat.reshape(n, N_FEATURES)
     if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
-        return None  # NaN fails both comparisons; parse names the value
+        return None  # parse names the value
     return raw, names, request_id
 
 
-def outside_data(body: bytes) -> tuple[bytes, bytes] | None:
-    """The bytes of a flat data array written ``"data":[...]``, and the body without them;
-    None when the body does not hold it so."""
-    start = body.find(b'"data":[')
-    end = body.find(b"]", start) if start >= 0 else -1
-    if end < 0:
+def cut_data(body: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """The bytes of the data written ``"data": [...]``, flat or as rows; the body without
+    them (its data now ``[]``); and their skeleton, what is left with the numbers and white
+    space taken out (commas, and brackets for rows). None unless that is all they hold."""
+    found = _DATA.search(body)
+    if found is None:
         return None
-    start += len(b'"data":[')
-    return body[start:end], body[:start] + body[end:]
+    start = found.end()
+    nested = body[start : start + 1] == b"["
+    end = body.find(b"]]" if nested else b"]", start) + nested
+    if end < start:
+        return None
+    numbers = body[start:end]
+    skeleton = numbers.translate(None, _NUMBER_BYTES)
+    if skeleton.translate(None, b",[]" if nested else b","):
+        return None  # a string, a boolean, a null, an object, or rows nested deeper
+    return numbers, body[:start] + body[end:], skeleton
 
 
-def fast_outputs(outputs: Any) -> list[str] | None:
-    """The names of a plain ``outputs`` list (each ``{"name": known}``, once), or None."""
+_ROW_OF_FOUR = b"[" + b"," * (N_FEATURES - 1) + b"],"
+
+
+def fast_outputs(outputs: Any) -> tuple[list[str], int] | None:
+    """The names of a plain ``outputs`` list, each ``{"name": known}`` once, and how many
+    say ``"parameters": {"binary_data": false}`` as tritonclient writes; or None."""
     if outputs is None:
-        return list(OUTPUTS)
+        return list(OUTPUTS), 0
     if type(outputs) is not list or not outputs:
         return None
-    names = []
+    names, in_json = [], 0
     for output in outputs:
-        if type(output) is not dict or output.keys() != {"name"} or output["name"] not in OUTPUTS:
+        if type(output) is not dict or output.get("name") not in OUTPUTS:
+            return None
+        if output.keys() == _OUTPUT_IN_JSON and output["parameters"] == _IN_JSON:
+            in_json += 1  # a false, or a 0: the caller counts the falses in the bytes
+        elif output.keys() != {"name"}:
             return None
         names.append(output["name"])
-    return names if len(set(names)) == len(names) else None
+    return (names, in_json) if len(set(names)) == len(names) else None
+
+
+_OUTPUT_IN_JSON = frozenset({"name", "parameters"})
+_IN_JSON = {"binary_data": False}
 
 
 def where(loc: tuple[int | str, ...]) -> str:
