@@ -91,50 +91,44 @@ def test_what_the_predict_fast_path_accepts_the_schema_accepts_alike(
     assert got_version == parsed.model_version
 
 
-@given(
-    data=st.lists(value(), min_size=4, max_size=4 * (SMALL_BATCH + 2)),
-    layout=st.sampled_from(["flat", "rows", "ragged"]),
-    cut=st.integers(1, 7),
-    datatype=st.sampled_from(["FP64", "FP32", "INT64"]),
-    outputs=st.sampled_from([None, ["label"], ["probabilities", "label"], ["label", "label"]]),
-    in_json=st.sampled_from([None, False, 0, True, "false"]),
-    parameters=st.sampled_from([None, {}, 0, [], {"a": 1}]),
-    request_id=st.sampled_from([None, "r-1", 5, "false", "data"]),
-    compact=st.booleans(),
-)
-@FAST
-def test_what_the_v2_fast_path_accepts_the_schema_accepts_alike(
-    data: list[Any],
-    layout: str,
-    cut: int,
-    datatype: str,
-    outputs: Any,
-    in_json: Any,
-    parameters: Any,
-    request_id: Any,
-    compact: bool,
-) -> None:
+@st.composite
+def inference_request(draw: st.DrawFn) -> dict[str, Any]:
+    """An inference request: data flat, as rows of four or ragged; now and then a field wrong."""
+    data = draw(st.lists(value(), min_size=4, max_size=4 * (SMALL_BATCH + 2)))
     n = len(data) // 4
     data = data[: 4 * n]
     tensor: dict[str, Any] = {
         "name": "measurements",
         "shape": [n, 4],
-        "datatype": datatype,
+        "datatype": draw(st.sampled_from(["FP64", "FP32", "INT64"])),
         "data": data,
     }
+    layout = draw(st.sampled_from(["flat", "rows", "ragged"]))
     if layout != "flat":  # rows of four, or two rows of other lengths among them
         tensor["data"] = [data[i : i + 4] for i in range(0, len(data), 4)]
     if layout == "ragged" and n > 1:
-        both = data[:8]
-        tensor["data"][:2] = [both[:cut], both[cut:]]
+        cut = draw(st.integers(1, 7))
+        tensor["data"][:2] = [data[:cut], data[cut:8]]
     request: dict[str, Any] = {"inputs": [tensor]}
+    outputs = draw(st.sampled_from([None, ["label"], ["probabilities", "label"], ["label"] * 2]))
     if outputs is not None:
+        in_json = draw(st.sampled_from([None, False, 0, True, "false"]))
         written = {} if in_json is None else {"parameters": {"binary_data": in_json}}
         request["outputs"] = [{"name": name} | written for name in outputs]
+    request_id = draw(st.sampled_from([None, "r-1", 5, "false", "data"]))
     if request_id is not None:
         request["id"] = request_id
+    parameters: Any = draw(st.sampled_from([None, {}, 0, [], {"a": 1}]))
     if parameters is not None:
         request["parameters"] = parameters
+    return request
+
+
+@given(request=inference_request(), compact=st.booleans())
+@FAST
+def test_what_the_v2_fast_path_accepts_the_schema_accepts_alike(
+    request: dict[str, Any], compact: bool
+) -> None:
     body = json.dumps(request, separators=(",", ":") if compact else None).encode()
     fast = fast_request(body, limit=10_000)
     if fast is None:
@@ -154,10 +148,8 @@ def flat_body(texts: list[str], *, rows: bool = False, spaced: bool = False) -> 
         data = comma.join("[" + comma.join(texts[i : i + 4]) + "]" for i in range(0, len(texts), 4))
     else:
         data = comma.join(texts)
-    return (
-        '{"inputs":[{"name":"measurements","shape":[%d,4],"datatype":"FP64","data":[%s]}]}'
-        % (len(texts) // 4, data)
-    ).encode()
+    tensor = f'"name":"measurements","shape":[{len(texts) // 4},4],"datatype":"FP64"'
+    return ('{"inputs":[{' + tensor + ',"data":[' + data + "]}]}").encode()
 
 
 number_text = st.one_of(
