@@ -16,9 +16,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.data import FEATURES
+from model.data import CLASSES, FEATURES
 from service.body import SMALL_BATCH, duplicate_key, fast_instances, fast_rows, load
 from service.schemas import PredictRequest
+from service.v2.protocol import OUTPUTS
+from service.v2.routes import answer_json, row_answer_json
 from service.v2.tensors import fast_request, output_names, parse, tensor_rows, the_input
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -240,3 +242,22 @@ def test_the_predict_fast_path_for_many_rows_reads_keys_exactly() -> None:
     for row in odd:
         body = '{"instances":[' + ",".join([good, row, good]) + "]}"
         assert fast_rows(body.encode()) is None, row
+
+
+@given(
+    names=st.permutations(list(OUTPUTS)).flatmap(
+        lambda names: st.sampled_from([names[:k] for k in range(1, len(names) + 1)])
+    ),
+    request_id=st.one_of(st.none(), st.text(max_size=20)),
+    probabilities=st.lists(st.floats(0, 1), min_size=3, max_size=3),
+    k=st.integers(0, 2),
+)
+@FAST
+def test_a_one_row_answer_is_written_as_any_other(
+    names: list[str], request_id: str | None, probabilities: list[float], k: int
+) -> None:
+    """The one-row answer, joined from pieces written once, is the general answer's bytes."""
+    data = {"probabilities": probabilities, "class_index": [k], "label": [CLASSES[k]]}
+    version = "20261202T185857.137780Z-1e63eedf"
+    expected = answer_json(version, request_id, names, 1, data)
+    assert row_answer_json(version, request_id, names, probabilities, k) == expected

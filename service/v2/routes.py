@@ -138,25 +138,50 @@ def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
         request = parse(load(body))
         raw = tensor_rows(the_input(request.inputs), limit)
         names, request_id = output_names(request.outputs), request.id
-    n = len(raw)
-    # Response data is flat, row-major, as the protocol writes it.
-    data: dict[str, Any]
-    if n == 1:  # the common request: NumPy only where the bits need it
+    if len(raw) == 1:  # the common request: NumPy only where the bits need it
         row = raw[0] if isinstance(raw, list) else raw[0].tolist()
         served_version, probabilities, k = inference.predict_row(st.registry, row, version)
-        data = {"probabilities": probabilities, "class_index": [k], "label": [CLASSES[k]]}
-    else:
-        served_version, o_s, index = inference.predict(st.registry, np.asarray(raw), version)
-        data = {
-            "probabilities": o_s.ravel(),
-            "class_index": index.astype(np.int64),
-            "label": _LABELS[index].tolist(),
-        }
-    answer: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": served_version}
+        return row_answer_json(served_version, request_id, names, probabilities, k)
+    served_version, o_s, index = inference.predict(st.registry, np.asarray(raw), version)
+    data = {  # flat, row-major, as the protocol writes it
+        "probabilities": o_s.ravel(),
+        "class_index": index.astype(np.int64),
+        "label": _LABELS[index].tolist(),
+    }
+    return answer_json(served_version, request_id, names, len(raw), data)
+
+
+def answer_json(
+    version: str, request_id: str | None, names: list[str], n: int, data: dict[str, Any]
+) -> bytes:
+    """The inference answer: outputs ``names`` of n rows, their flat ``data`` by name."""
+    answer: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": version}
     if request_id is not None:
         answer["id"] = request_id
     answer["outputs"] = [tensor(name, n, data[name]) for name in names]
     return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# The outputs of one row as answer_json writes them: by class index, and the probabilities'
+# up to their data (tensor() writes "data" last).
+_ROW_CLASS_INDEX = [orjson.dumps(tensor("class_index", 1, [k])) for k in range(len(CLASSES))]
+_ROW_LABEL = [orjson.dumps(tensor("label", 1, [label])) for label in CLASSES]
+_ROW_PROBABILITIES = orjson.dumps(tensor("probabilities", 1, []))[: -len(b"[]}")]
+_ANSWER_HEAD = orjson.dumps({"model_name": MODEL_NAME})[:-1] + b',"model_version":'
+
+
+def row_answer_json(
+    version: str, request_id: str | None, names: list[str], probabilities: list[float], k: int
+) -> bytes:
+    """:func:`answer_json` of one row, its pieces written once and joined (the same bytes)."""
+    written = {
+        "probabilities": b"%s%s}" % (_ROW_PROBABILITIES, orjson.dumps(probabilities)),
+        "class_index": _ROW_CLASS_INDEX[k],
+        "label": _ROW_LABEL[k],
+    }
+    named = b"" if request_id is None else b',"id":' + orjson.dumps(request_id)
+    outputs = b",".join([written[name] for name in names])
+    return b'%s%s%s,"outputs":[%s]}' % (_ANSWER_HEAD, orjson.dumps(version), named, outputs)
 
 
 def infer_request(request: Request, body: bytes) -> bytes:
