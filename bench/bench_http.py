@@ -17,7 +17,7 @@ Sections, in the order they run:
    stored. One untimed start first, so the interpreter's files are in the page cache.
 2. In-process, no HTTP, CPU time: the /predict work split into parse + validation
    (``PredictRequest.model_validate_json``), the array build (``measurements``), the
-   orjson fast path where ``service.body.fast_instances`` exists, NumPy (standardise,
+   route's fast reading of the body (``fast_path``), NumPy (standardise,
    ``forward``, argmax, bincount), the Prometheus counters, and serialisation (the
    prediction dicts and ``orjson.dumps``), the same calls as the route; then set against
    the server's CPU per request over HTTP (from /proc) and the ceiling's. The forward +
@@ -388,8 +388,8 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
 
     Each step is the function the route runs (service/routers/predict.py): parse:
     ``service.body.load`` (orjson) and the schema's validation of its document; array:
-    ``instance_rows`` (the schema path's array build); fast: ``service.body.fast_instances``
-    (bytes to array, the route's first try); numpy: ``service.inference.predict``
+    ``instance_rows`` (the schema path's array build); fast: :func:`fast_path` (bytes to
+    rows, the route's first try); numpy: ``service.inference.predict``
     (standardise, forward, argmax, the per-class counters); serialise:
     ``predictions_json``, the route's writer. One row takes the route's one-row steps where
     they exist: ``inference.predict_row`` and ``prediction_json``.
@@ -460,11 +460,19 @@ def one_row_path() -> tuple[Callable[..., Any], Callable[..., bytes]] | None:
 
 
 def fast_path() -> Callable[[bytes], object] | None:
-    """``service.body.fast_instances`` (orjson + array checks, arrays out) where it exists.
+    """How the route reads a body before its schema, where the build under test has one:
+    ``service.routers.predict.request_rows`` (the bytes for many rows, orjson's document for
+    a few), or in older builds ``service.body.fast_instances``.
 
-    The route tries it before the schema; the split above times the schema's path, which
-    every body can take, and this as an extra column.
+    The split above times the schema's path, which every body can take, and this as an
+    extra column.
     """
+    try:
+        from service.routers.predict import request_rows
+    except ImportError:
+        pass
+    else:
+        return lambda body: request_rows(body, 100_000)
     try:
         from service.body import fast_instances
     except ImportError:

@@ -234,13 +234,13 @@ numbers)."""
 _INSTANCES = re.compile(rb'"instances"\s*:\s*\[')
 _ROW_COMMA = b'{"%s":,"%s":,"%s":,"%s":},' % tuple(name.encode() for name in FEATURES)
 _KEY_SLOTS = np.array([len(name) + 1 for name in FEATURES])  # quote to quote
-_NOT_A_NUMBER = bytes.maketrans(b'{}:_"' + bytes(range(97, 123)), b" " * 31)
+_KEY_BYTES = b'{}:_"' + bytes(range(ord("a"), ord("z") + 1))  # and the rows' braces
 _DIGITS_AND_SPACE = b"0123456789.+- \t\r\n"  # of a number, but e and E
 LARGE_BODY = 8192  # bytes; below, orjson reads the rows as cheaply
 """A /predict body over this many bytes is first read by :func:`fast_rows`."""
 
 
-def fast_rows(body: bytes) -> tuple[FloatArray, str | None] | None:
+def fast_rows(body: bytes, limit: int) -> tuple[FloatArray, str | None] | None:
     """:func:`fast_document` for many rows, read from the bytes without a Python object
     per row: measurements (n, 4) and model_version, or None (not vouched for).
 
@@ -248,10 +248,11 @@ def fast_rows(body: bytes) -> tuple[FloatArray, str | None] | None:
     vouched for when, numbers and white space taken out, they read exactly n times
     ``{"sepal_length":,"sepal_width":,"petal_length":,"petal_width":}`` and each key
     spans exactly its length: so every row has the four keys in this order, once, spelled
-    exactly, with only number characters for each value. Keys then become white space,
-    and simdjson reads the numbers straight into float64, refusing any that is not
-    valid JSON (a value left out, two in one place). Rows in another key order, numbers
-    with an exponent, and anything unusual go to :func:`fast_document` or the schema.
+    exactly, with only number characters for each value. The keys and braces are then
+    taken out, the commas stay, and simdjson reads the numbers straight into float64,
+    refusing any that is not valid JSON (a value left out, two in one place). Rows in
+    another key order, numbers with an exponent, and anything unusual go to
+    :func:`fast_document` or the schema. More than ``limit`` rows are not read here.
     """
     found = _INSTANCES.search(body)
     if found is None:
@@ -278,12 +279,13 @@ def fast_rows(body: bytes) -> tuple[FloatArray, str | None] | None:
         return None
     skeleton = rows.translate(None, _DIGITS_AND_SPACE)
     n = (len(skeleton) + 1) // len(_ROW_COMMA)
-    if n < 1 or skeleton + b"," != _ROW_COMMA * n:
+    if not 1 <= n <= limit or skeleton + b"," != _ROW_COMMA * n:
         return None
     quotes = np.flatnonzero(np.frombuffer(rows, dtype=np.uint8) == ord('"'))
     if not (quotes[1::2] - quotes[0::2] == np.tile(_KEY_SLOTS, n)).all():
         return None  # a digit, a point, a sign or a space inside a key
-    values = json_numbers(rows.translate(_NOT_A_NUMBER))
+    # Taken out, not made white space: simdjson reads numbers among spaces six times slower.
+    values = json_numbers(rows.translate(None, _KEY_BYTES))  # the commas stay
     if values is None or len(values) != n * len(FEATURES):
         return None
     raw = values.reshape(n, len(FEATURES))

@@ -78,7 +78,7 @@ def test_what_the_predict_fast_path_accepts_the_schema_accepts_alike(
     if version is not None:
         text += f',"model_version":{json.dumps(version)}'
     body = (text + "}").encode()
-    many = fast_rows(body)
+    many = fast_rows(body, 10_000)
     fast = fast_instances(body)
     if many is not None:  # where both vouch, the same values
         assert fast is None or np.array_equal(np.asarray(fast[0], dtype=np.float64), many[0])
@@ -212,7 +212,7 @@ def test_the_predict_fast_path_for_many_rows_vouches_for_what_clients_send() -> 
     for request in ({"instances": instances}, {"model_version": VERSION, "instances": instances}):
         for separators in ((",", ":"), None):
             body = json.dumps(request, separators=separators).encode()
-            fast = fast_rows(body)
+            fast = fast_rows(body, 10_000)
             assert fast is not None, separators
             assert fast[0].tobytes() == values.tobytes()
             assert fast[1] == request.get("model_version")
@@ -220,7 +220,7 @@ def test_the_predict_fast_path_for_many_rows_vouches_for_what_clients_send() -> 
     exponent = [instances[0] | {"petal_width": 1e-05}, *instances[1:]]
     for rows in (reordered, exponent):  # left to the other paths, which read them
         body = json.dumps({"instances": rows}).encode()
-        assert fast_rows(body) is None
+        assert fast_rows(body, 10_000) is None
         assert fast_instances(body) is not None
 
 
@@ -238,10 +238,10 @@ def test_the_predict_fast_path_for_many_rows_reads_keys_exactly() -> None:
         good.replace(":5.1", ":5e1"),  # an exponent: left to orjson
         good.replace("}", ',"extra":1}'),
     ]
-    assert fast_rows(('{"instances":[' + ",".join([good] * 3) + "]}").encode()) is not None
+    assert fast_rows(('{"instances":[' + ",".join([good] * 3) + "]}").encode(), 3) is not None
     for row in odd:
         body = '{"instances":[' + ",".join([good, row, good]) + "]}"
-        assert fast_rows(body.encode()) is None, row
+        assert fast_rows(body.encode(), 10_000) is None, row
 
 
 @given(

@@ -47,7 +47,6 @@ def predict_body(request: Request, body: bytes) -> bytes:
     st = state(request)
     limit = st.settings.max_instances
     check_media_type(request)
-    check_budget(body, limit, "IRIS_MAX_INSTANCES")
     rows, version = request_rows(body, limit)
     if len(rows) == 1:  # the common request: NumPy only where the bits need it
         row = rows[0] if isinstance(rows, list) else rows[0].tolist()
@@ -60,10 +59,15 @@ def predict_body(request: Request, body: bytes) -> bytes:
 
 
 def request_rows(body: bytes, limit: int) -> tuple[Rows, str | None]:
-    """The measurements and model_version of a body within its budget: a fast path for the
-    common body (its bytes for many rows, orjson's document for a few), else the schema."""
-    if len(body) > LARGE_BODY and (many := fast_rows(body)) is not None:
+    """The measurements and model_version of a body: a fast path for the common body (its
+    bytes for many rows, orjson's document for a few), else the schema.
+
+    Many rows read from the bytes are at most ``limit`` and cost a few passes over them;
+    any other body is held to its budget before orjson builds anything.
+    """
+    if len(body) > LARGE_BODY and (many := fast_rows(body, limit)) is not None:
         return many
+    check_budget(body, limit, "IRIS_MAX_INSTANCES")
     document = load(body)
     fast = fast_document(document.tree, body) if document.exact else None
     if fast is not None:

@@ -126,15 +126,15 @@ _BINARY_HEADER = BINARY_HEADER.encode()
 def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
     """The JSON answer to an inference request body (already inflated)."""
     limit = st.settings.max_instances
-    try:
-        check_budget(body, limit, "IRIS_MAX_INSTANCES")
-    except ProblemError as error:
-        raise bad_request(error.detail) from None
-    fast = fast_request(body, limit)
+    fast = fast_request(body, limit)  # at most `limit` rows, read in a few passes
     raw: Rows
     if fast is not None:
         raw, names, request_id = fast
     else:
+        try:
+            check_budget(body, limit, "IRIS_MAX_INSTANCES")  # before orjson builds anything
+        except ProblemError as error:
+            raise bad_request(error.detail) from None
         request = parse(load(body))
         raw = tensor_rows(the_input(request.inputs), limit)
         names, request_id = output_names(request.outputs), request.id
