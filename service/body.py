@@ -6,8 +6,10 @@ then parsed once by orjson, then checked for objects with too many keys and for 
 keys, then for over-long row arrays, and only then validated against its pydantic schema,
 whose lists stop at their first bad item (``fail_fast``). So the work and the errors a bad
 body can cause are bounded by the row limits, not by its size. /predict, the hot path, first
-tries a cheaper route for the common well-formed body (array checks on orjson's document);
-anything it does not fully vouch for goes through the schema, which names the problem.
+tries a cheaper route for the common well-formed body: many rows read from the bytes
+(:func:`fast_rows`, a few linear passes and at most the row limit's rows, before the
+counting), a few from orjson's document (:func:`fast_document`); anything they do not fully
+vouch for goes through the schema, which names the problem.
 """
 
 from __future__ import annotations
@@ -212,9 +214,9 @@ def json_numbers(text: bytes) -> FloatArray | None:
     """The numbers of the JSON array ``[text]`` in order, as float64; None unless it is valid
     JSON holding numbers only. Arrays in it are flattened: the caller knows how they nest.
 
-    simdjson reads the numbers straight into doubles (correctly rounded, as orjson and
-    ``float()`` read them) and validates the text as strictly; orjson would build a Python
-    float per number for NumPy to read back, four times the cost on 10,000 rows.
+    simdjson reads the numbers straight into doubles, correctly rounded as ``float()`` reads
+    them, and validates the text as strictly as orjson; orjson would build a Python float per
+    number for NumPy to read back, four times the cost on 10,000 rows.
     """
     # A parser per call: one parser is not safe across threads, and a kept one would hold
     # on to the memory of the largest body it read.
@@ -234,10 +236,17 @@ numbers)."""
 _INSTANCES = re.compile(rb'"instances"\s*:\s*\[')
 _ROW_COMMA = b'{"%s":,"%s":,"%s":,"%s":},' % tuple(name.encode() for name in FEATURES)
 _KEY_SLOTS = np.array([len(name) + 1 for name in FEATURES])  # quote to quote
-_KEY_BYTES = b'{}:_"' + bytes(range(ord("a"), ord("z") + 1))  # and the rows' braces
+# A row read as an array of eight numbers: {"sepal_length":5.1, ...} -> [ 11 ,5.1, ...]. Each
+# key becomes its l's as a number framed by spaces, so a stray number byte beside a key or a
+# brace is a second number where JSON wants a comma, and a value left out an empty element.
+_KEYS_AS_NUMBERS = bytes.maketrans(b'{}:"l', b"[], 1")
+_KEY_LETTERS = bytes(set(range(ord("a"), ord("z") + 1)) - {ord("l")}) + b"_"
 _DIGITS_AND_SPACE = b"0123456789.+- \t\r\n"  # of a number, but e and E
 LARGE_BODY = 8192  # bytes; below, orjson reads the rows as cheaply
 """A /predict body over this many bytes is first read by :func:`fast_rows`."""
+FAST_ROW_BYTES = 256
+"""The fast paths read a body of at most this many bytes per row of the limit (a row of four
+numbers takes under 100): a longer one is counted (:func:`check_budget`) before any copy."""
 
 
 def fast_rows(body: bytes, limit: int) -> tuple[FloatArray, str | None] | None:
@@ -248,12 +257,15 @@ def fast_rows(body: bytes, limit: int) -> tuple[FloatArray, str | None] | None:
     vouched for when, numbers and white space taken out, they read exactly n times
     ``{"sepal_length":,"sepal_width":,"petal_length":,"petal_width":}`` and each key
     spans exactly its length: so every row has the four keys in this order, once, spelled
-    exactly, with only number characters for each value. The keys and braces are then
-    taken out, the commas stay, and simdjson reads the numbers straight into float64,
-    refusing any that is not valid JSON (a value left out, two in one place). Rows in
-    another key order, numbers with an exponent, and anything unusual go to
-    :func:`fast_document` or the schema. More than ``limit`` rows are not read here.
+    exactly. Number bytes may still stand anywhere between the template's bytes: each row is
+    then rewritten as an array of eight numbers (each key as a number, then its value), which
+    simdjson reads straight into float64 and validates as JSON, so a value left out, two in
+    one place or a stray byte beside a key or a brace is refused. Rows in another key order,
+    numbers with an exponent, and anything unusual go to :func:`fast_document` or the schema.
+    More than ``limit`` rows are not read here.
     """
+    if len(body) > FAST_ROW_BYTES * limit:
+        return None
     found = _INSTANCES.search(body)
     if found is None:
         return None
@@ -283,12 +295,11 @@ def fast_rows(body: bytes, limit: int) -> tuple[FloatArray, str | None] | None:
         return None
     quotes = np.flatnonzero(np.frombuffer(rows, dtype=np.uint8) == ord('"'))
     if not (quotes[1::2] - quotes[0::2] == np.tile(_KEY_SLOTS, n)).all():
-        return None  # a digit, a point, a sign or a space inside a key
-    # Taken out, not made white space: simdjson reads numbers among spaces six times slower.
-    values = json_numbers(rows.translate(None, _KEY_BYTES))  # the commas stay
-    if values is None or len(values) != n * len(FEATURES):
+        return None  # a number byte or a space inside a key
+    values = json_numbers(rows.translate(_KEYS_AS_NUMBERS, _KEY_LETTERS))
+    if values is None or len(values) != 2 * n * len(FEATURES):
         return None
-    raw = values.reshape(n, len(FEATURES))
+    raw = values.reshape(n, 2 * len(FEATURES))[:, 1::2]  # the keys' numbers dropped
     if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
         return None
     return raw, version

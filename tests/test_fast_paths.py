@@ -17,11 +17,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.data import CLASSES, FEATURES
-from service.body import SMALL_BATCH, duplicate_key, fast_instances, fast_rows, load
+from service.body import (
+    FAST_ROW_BYTES,
+    SMALL_BATCH,
+    duplicate_key,
+    fast_instances,
+    fast_rows,
+    load,
+)
 from service.schemas import PredictRequest
 from service.v2.protocol import OUTPUTS
 from service.v2.routes import answer_json, row_answer_json
-from service.v2.tensors import fast_request, output_names, parse, tensor_rows, the_input
+from service.v2.tensors import (
+    SPARE_BODY_BYTES,
+    fast_request,
+    output_names,
+    parse,
+    tensor_rows,
+    the_input,
+)
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VERSION = "20261128T004614.062920Z-7483c053"
@@ -225,7 +239,7 @@ def test_the_predict_fast_path_for_many_rows_vouches_for_what_clients_send() -> 
 
 
 def test_the_predict_fast_path_for_many_rows_reads_keys_exactly() -> None:
-    """A key spelled otherwise, a value left out or split: never read as rows of four."""
+    """A key spelled otherwise, a value left out, split or moved: never read as rows."""
     good = '{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}'
     odd = [
         good.replace('"sepal_length":5.1', '"sepal_length5":.1'),  # a digit moved into a key
@@ -237,6 +251,14 @@ def test_the_predict_fast_path_for_many_rows_reads_keys_exactly() -> None:
         good.replace(":5.1", ":"),
         good.replace(":5.1", ":5e1"),  # an exponent: left to orjson
         good.replace("}", ',"extra":1}'),
+        # a number byte outside a value's place, taken for part of one if keys were dropped
+        good.replace('"sepal_length":5.1', '"sepal_length"5:.1'),
+        good.replace('{"sepal_length":5.1', '{5"sepal_length":.1'),
+        good.replace('{"sepal_length":5.1', '{5"sepal_length":'),
+        good.replace(',"sepal_width":3.5', ',3"sepal_width":.5'),
+        good.replace("0.2}", "0}.2"),
+        good + "2",
+        "1" + good,
     ]
     assert fast_rows(('{"instances":[' + ",".join([good] * 3) + "]}").encode(), 3) is not None
     for row in odd:
@@ -261,3 +283,28 @@ def test_a_one_row_answer_is_written_as_any_other(
     version = "20261202T185857.137780Z-1e63eedf"
     expected = answer_json(version, request_id, names, 1, data)
     assert row_answer_json(version, request_id, names, probabilities, k) == expected
+
+
+def test_the_fast_paths_leave_bodies_past_their_row_bytes_to_the_budget() -> None:
+    """A body longer than FAST_ROW_BYTES a row of the limit is never copied or scanned by a
+    fast path (white space can make any body long): the budget counts it first."""
+    row = '{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}'
+    body = ('{"instances":[' + ",".join([row] * 200) + "]}").encode()
+    assert fast_rows(body, 200) is not None
+    padded = body[:-2] + b" " * (FAST_ROW_BYTES * 200) + b"]}"
+    assert fast_rows(padded, 200) is None
+    assert fast_instances(padded) is not None  # the body is fine: the counted path reads it
+    tensor = '{"inputs":[{"name":"measurements","shape":[2,4],"datatype":"FP64","data":[%s]}]}'
+    data = ",".join(["5.1", "3.5", "1.4", "0.2"] * 2)
+    assert fast_request((tensor % data).encode(), 2) is not None
+    spaced = (tensor % (data + " " * (FAST_ROW_BYTES * 2 + SPARE_BODY_BYTES))).encode()
+    assert fast_request(spaced, 2) is None
+
+
+def test_an_output_named_by_an_object_is_left_to_the_schema() -> None:
+    """An output's name that is not a string (a JSON object, unhashable) is not looked up."""
+    body = {
+        "inputs": [{"name": "measurements", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}],
+        "outputs": [{"name": {}, "parameters": {}}],
+    }
+    assert fast_request(json.dumps(body).encode(), 10) is None

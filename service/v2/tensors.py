@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from model.data import FEATURES, MAX_MEASUREMENT_CM
 from model.network import N_FEATURES, FloatArray
 from service.body import (
+    FAST_ROW_BYTES,
     Document,
     Rows,
     check_object_sizes,
@@ -65,6 +66,7 @@ def parse(document: Document) -> InferenceRequest:
         raise bad_request(f"invalid inference request: {shown}{more}") from None
 
 
+SPARE_BODY_BYTES = 4096  # what the fast path reads besides the rows: the id, the outputs
 _TOP_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _SPACED_KEY = re.compile(rb'"\s+:')
@@ -83,6 +85,8 @@ def fast_request(body: bytes, limit: int) -> tuple[Rows, list[str], str | None] 
     request. Duplicate keys are ruled out by counting: without a backslash in the body every
     ``":`` ends a key, so the document holds every key written exactly when the counts agree.
     """
+    if len(body) > FAST_ROW_BYTES * limit + SPARE_BODY_BYTES:
+        return None
     split = cut_data(body)
     if split is None:
         return None
@@ -183,13 +187,15 @@ def fast_outputs(outputs: Any) -> tuple[list[str], int] | None:
         return None
     names, in_json = [], 0
     for output in outputs:
-        if type(output) is not dict or output.get("name") not in OUTPUTS:
+        if type(output) is not dict or type(name := output.get("name")) is not str:
+            return None
+        if name not in OUTPUTS:  # (after the type: a dict cannot be looked up)
             return None
         if output.keys() == _OUTPUT_IN_JSON and output["parameters"] == _IN_JSON:
             in_json += 1  # (or 0, which equals False: the schema's path ignores it alike)
         elif output.keys() != {"name"}:
             return None
-        names.append(output["name"])
+        names.append(name)
     return (names, in_json) if len(set(names)) == len(names) else None
 
 
