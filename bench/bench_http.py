@@ -871,7 +871,56 @@ def oip_floor(plan: Plan, workdir: Path) -> dict[str, float]:
         + "  ".join(f"{name} {value * 1e6:,.0f}" for name, value in floor.items()),
         flush=True,
     )
+    own = oip_route_steps(body, model, plan)
+    if own:
+        floor |= {f"route_{name}": value for name, value in own.items()}
+        print(
+            "  the route's own steps on the same request (CPU us): "
+            + "  ".join(f"{name} {value * 1e6:,.0f}" for name, value in own.items()),
+            flush=True,
+        )
     return floor
+
+
+def oip_route_steps(body: bytes, model: Any, plan: Plan) -> dict[str, float]:
+    """What ``/v2/models/iris/infer`` itself spends on ``body``, step by step (CPU), where the
+    build has these functions: ``fast_request`` (the body to a float64 array), the forward
+    pass with argmax and labels, and ``answer_json``; empty for older builds."""
+    try:
+        from service.v2.routes import _LABELS, answer_json
+        from service.v2.tensors import fast_request
+    except ImportError:
+        return {}
+    from model.network import predict_proba
+
+    read = fast_request(body, OIP_ROWS[-1])
+    if read is None:
+        return {}
+    raw, names, _ = read
+    o_s = predict_proba(model, np.asarray(raw))
+    index = o_s.argmax(axis=1)
+    data = {
+        "probabilities": o_s.ravel(),
+        "class_index": index.astype(np.int64),
+        "label": _LABELS[index].tolist(),
+    }
+
+    def forward() -> object:
+        o_s = predict_proba(model, np.asarray(raw))
+        return _LABELS[o_s.argmax(axis=1)].tolist()
+
+    steps: dict[str, Callable[[], object]] = {
+        "read": lambda: fast_request(body, OIP_ROWS[-1]),
+        "forward": forward,
+        "answer": lambda: answer_json("v", None, names, len(raw), data),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(max(3, plan.repeats * 2 + 1)):
+        for name, fn in steps.items():
+            samples[name].append(per_call_seconds(fn, 0.05, time.process_time))
+    own = {name: median(values) for name, values in samples.items()}
+    own["sum"] = sum(own.values())
+    return own
 
 
 def oip(
