@@ -860,11 +860,7 @@ def oip_floor(plan: Plan, workdir: Path) -> dict[str, float]:
         "forward": forward_part,
         "serialise": serialise,
     }
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(max(3, plan.repeats * 2 + 1)):
-        for name, fn in steps.items():
-            samples[name].append(per_call_seconds(fn, 0.05, time.process_time))
-    floor = {name: median(values) for name, values in samples.items()}
+    floor = step_medians(steps, plan)
     floor["sum"] = sum(floor.values())
     print(
         f"  in-process floor of a {rows:,}-row inference request (CPU us): "
@@ -880,6 +876,15 @@ def oip_floor(plan: Plan, workdir: Path) -> dict[str, float]:
             flush=True,
         )
     return floor
+
+
+def step_medians(steps: dict[str, Callable[[], object]], plan: Plan) -> dict[str, float]:
+    """The median CPU seconds per call of each step, the steps taken in turn each round."""
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(max(3, plan.repeats * 2 + 1)):
+        for name, fn in steps.items():
+            samples[name].append(per_call_seconds(fn, 0.05, time.process_time))
+    return {name: median(values) for name, values in samples.items()}
 
 
 def oip_route_steps(body: bytes, model: Any, plan: Plan) -> dict[str, float]:
@@ -914,11 +919,7 @@ def oip_route_steps(body: bytes, model: Any, plan: Plan) -> dict[str, float]:
         "forward": forward,
         "answer": lambda: answer_json("v", None, names, len(raw), data),
     }
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(max(3, plan.repeats * 2 + 1)):
-        for name, fn in steps.items():
-            samples[name].append(per_call_seconds(fn, 0.05, time.process_time))
-    own = {name: median(values) for name, values in samples.items()}
+    own = step_medians(steps, plan)
     own["sum"] = sum(own.values())
     return own
 

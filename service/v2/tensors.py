@@ -67,6 +67,8 @@ def parse(document: Document) -> InferenceRequest:
 
 
 SPARE_BODY_BYTES = 4096  # what the fast path reads besides the rows: the id, the outputs
+ONE_ROW_BYTES = 512  # a body this short is first read whole, as one row
+_NUMBERS = {float, int}
 _TOP_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _SPACED_KEY = re.compile(rb'"\s+:')
@@ -80,13 +82,15 @@ def fast_request(body: bytes, limit: int) -> tuple[Rows, list[str], str | None] 
     The common request (one FP64 or FP32 input of shape [n, 4], data flat or as n rows of
     four, optional id and named outputs, no parameters) is read in two parts: the data's
     bytes, numbers only, straight into float64 (service.body.json_numbers), and the rest of
-    the body by orjson, each value checked for its exact type. None means "not vouched for":
+    the body by orjson, each value checked for its exact type (:func:`plain_request`); a
+    small body of one row in one part (:func:`fast_one_row`). None means "not vouched for":
     :func:`parse` with the schema then either names the problem or accepts an unusual
-    request. Duplicate keys are ruled out by counting: without a backslash in the body every
-    ``":`` ends a key, so the document holds every key written exactly when the counts agree.
+    request.
     """
     if len(body) > FAST_ROW_BYTES * limit + SPARE_BODY_BYTES:
         return None
+    if len(body) <= ONE_ROW_BYTES and (one := fast_one_row(body)) is not None:
+        return one
     split = cut_data(body)
     if split is None:
         return None
@@ -95,12 +99,56 @@ def fast_request(body: bytes, limit: int) -> tuple[Rows, list[str], str | None] 
         tree = orjson.loads(rest)
     except orjson.JSONDecodeError:
         return None
+    plain = plain_request(tree, rest, limit)
+    if plain is None or plain[3] != []:  # the data cut out of the body was this tensor's
+        return None
+    n, names, request_id, _ = plain
+    if skeleton[:1] == b"[":  # n rows of four, exactly
+        if skeleton + b"," != _ROW_OF_FOUR * n:
+            return None
+    elif len(skeleton) != n * N_FEATURES - 1:  # flat: the commas between 4n numbers
+        return None
+    flat = json_numbers(numbers)  # rows are flattened, row-major
+    if flat is None or len(flat) != n * N_FEATURES:
+        return None
+    raw = flat.reshape(n, N_FEATURES)
+    if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
+        return None  # parse names the value
+    return raw, names, request_id
+
+
+def fast_one_row(body: bytes) -> tuple[Rows, list[str], str | None] | None:
+    """:func:`fast_request` of a small body of one flat row, in one orjson parse: the row as
+    Python numbers, no array to build."""
+    try:
+        tree = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    plain = plain_request(tree, body, 1)
+    if plain is None:
+        return None
+    _, names, request_id, row = plain
+    if type(row) is not list or len(row) != N_FEATURES or not set(map(type, row)) <= _NUMBERS:
+        return None  # (a bool is not an int here)
+    if min(row) <= 0 or max(row) > MAX_MEASUREMENT_CM:
+        return None
+    return [row], names, request_id
+
+
+def plain_request(tree: Any, read: bytes, limit: int) -> tuple[int, list[str], Any, Any] | None:
+    """The row count, output names, id and data of a plain request's document ``tree``
+    (orjson's reading of ``read``), everything checked but the data; or None.
+
+    Each value is checked for its exact type. A key written twice, which orjson reads as one,
+    is ruled out by counting: without a backslash every ``":`` ends a key, so the document
+    holds every key written exactly when the counts agree (the data, numbers, holds none).
+    """
     if type(tree) is not dict or not tree.keys() <= _TOP_KEYS:
         return None
     request_id = tree.get("id")
     inputs, outputs = tree.get("inputs"), tree.get("outputs")
     if (
-        tree.get("parameters", {}) != {}
+        ("parameters" in tree and tree["parameters"] != {})
         or (request_id is not None and type(request_id) is not str)
         or type(inputs) is not list
         or len(inputs) != 1
@@ -111,8 +159,7 @@ def fast_request(body: bytes, limit: int) -> tuple[Rows, list[str], str | None] 
     tensor = inputs[0]
     shape = tensor["shape"]
     if (
-        tensor["data"] != []  # the data cut out of the body was this tensor's
-        or tensor["name"] != INPUT
+        tensor["name"] != INPUT
         or tensor["datatype"] not in INPUT_DATATYPES
         or type(shape) is not list
         or len(shape) != 2
@@ -126,34 +173,10 @@ def fast_request(body: bytes, limit: int) -> tuple[Rows, list[str], str | None] 
     if listed is None:
         return None
     names, in_json = listed
-    # Every value is checked above, its type exactly, and the data's bytes were cut out
-    # (numbers, commas and brackets). Left: a key written twice, which orjson reads as one.
-    # Without a backslash every '":' ends a key, so the document holds each key written
-    # exactly when the counts agree.
     keys = len(tree) + len(_INPUT_KEYS) + len(outputs or ()) + 2 * in_json
-    if b"\\" in rest or rest.count(b'":') != keys or _SPACED_KEY.search(rest):
+    if b"\\" in read or read.count(b'":') != keys or _SPACED_KEY.search(read):
         return None
-    n = shape[0]
-    if skeleton[:1] == b"[":  # n rows of four, exactly
-        if skeleton + b"," != _ROW_OF_FOUR * n:
-            return None
-    elif len(skeleton) != n * N_FEATURES - 1:  # flat: the commas between 4n numbers
-        return None
-    elif n == 1:  # one row: Python's numbers, no array to build
-        try:
-            row = orjson.loads(b"[" + numbers + b"]")
-        except orjson.JSONDecodeError:
-            return None
-        if min(row) <= 0 or max(row) > MAX_MEASUREMENT_CM:  # numbers only: no NaN
-            return None
-        return [row], names, request_id
-    flat = json_numbers(numbers)  # rows are flattened, row-major
-    if flat is None or len(flat) != n * N_FEATURES:
-        return None
-    raw = flat.reshape(n, N_FEATURES)
-    if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
-        return None  # parse names the value
-    return raw, names, request_id
+    return shape[0], names, request_id, tensor["data"]
 
 
 def cut_data(body: bytes) -> tuple[bytes, bytes, bytes] | None:
