@@ -892,7 +892,7 @@ def oip_route_steps(body: bytes, model: Any, plan: Plan) -> dict[str, float]:
     build has these functions: ``fast_request`` (the body to a float64 array), the forward
     pass with argmax and labels, and ``answer_json``; empty for older builds."""
     try:
-        from service.v2.routes import _LABELS, answer_json
+        from service.v2.routes import _LABELS, answer_json, outputs_data
         from service.v2.tensors import fast_request
     except ImportError:
         return {}
@@ -903,12 +903,7 @@ def oip_route_steps(body: bytes, model: Any, plan: Plan) -> dict[str, float]:
         return {}
     raw, names, _ = read
     o_s = predict_proba(model, np.asarray(raw))
-    index = o_s.argmax(axis=1)
-    data = {
-        "probabilities": o_s.ravel(),
-        "class_index": index.astype(np.int64),
-        "label": _LABELS[index].tolist(),
-    }
+    data = outputs_data(o_s, o_s.argmax(axis=1))
 
     def forward() -> object:
         o_s = predict_proba(model, np.asarray(raw))

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from model.data import CLASSES
-from model.network import N_FEATURES
+from model.network import N_FEATURES, FloatArray, IntArray
 from model.persistence import StoredModel
 from service import inference
 from service.body import Rows, check_budget, load
@@ -143,12 +143,17 @@ def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
         served_version, probabilities, k = inference.predict_row(st.registry, row, version)
         return row_answer_json(served_version, request_id, names, probabilities, k)
     served_version, o_s, index = inference.predict(st.registry, np.asarray(raw), version)
-    data = {  # flat, row-major, as the protocol writes it
+    return answer_json(served_version, request_id, names, len(raw), outputs_data(o_s, index))
+
+
+def outputs_data(o_s: FloatArray, index: IntArray) -> dict[str, Any]:
+    """Each output's data for probabilities o_s (n, 3) and class indices: flat, row-major,
+    as the protocol writes it."""
+    return {
         "probabilities": o_s.ravel(),
         "class_index": index.astype(np.int64),
         "label": _LABELS[index].tolist(),
     }
-    return answer_json(served_version, request_id, names, len(raw), data)
 
 
 def answer_json(
