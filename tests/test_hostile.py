@@ -323,6 +323,38 @@ def test_duplicate_keys_are_400_naming_the_key(
     assert_problem(post(client, path, body), 400, "duplicate key", key)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 9, 60, 110, 111, MAX_INSTANCES])
+@pytest.mark.parametrize(
+    ("second", "key"),
+    [
+        (', "instances" :[]', "instances"),
+        (',"instances"\t: []', "instances"),
+        (', "model_version":null ,"model_version" : null', "model_version"),
+    ],
+)
+def test_a_key_written_twice_is_refused_at_every_body_size(
+    client: TestClient, rows: int, second: str, key: str
+) -> None:
+    """White space before the colon of the second key once let a body of over 8 KiB (110
+    rows and more here) through the many-row fast path, served from the first array."""
+    body = '{"instances":[' + ",".join([ROW_TEXT] * rows) + "]" + second + "}"
+    assert_problem(post(client, "/predict", body), 400, "duplicate key", key)
+    v2 = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "measurements",
+                    "shape": [rows, 4],
+                    "datatype": "FP64",
+                    "data": [list(ROW.values())] * rows,
+                }
+            ]
+        }
+    )
+    twice = v2[:-1] + ', "inputs" :[]}'
+    assert_error(client.post(INFER, content=twice, headers=JSON), 400, "duplicate key")
+
+
 @pytest.mark.parametrize(
     ("body", "key"),
     [

@@ -24,6 +24,7 @@ from service.body import (
     Rows,
     check_object_sizes,
     json_numbers,
+    keys_written,
     refuse_duplicate_keys,
 )
 from service.errors import ProblemError
@@ -71,7 +72,6 @@ ONE_ROW_BYTES = 512  # a body this short is first read whole, as one row
 _NUMBERS = {float, int}
 _TOP_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
-_SPACED_KEY = re.compile(rb'"\s+:')
 _DATA = re.compile(rb'"data"\s*:\s*\[')
 _NUMBER_BYTES = b"0123456789.eE+- \t\r\n"  # with commas, all a flat array of numbers is made of
 
@@ -174,7 +174,7 @@ def plain_request(tree: Any, read: bytes, limit: int) -> tuple[int, list[str], A
         return None
     names, in_json = listed
     keys = len(tree) + len(_INPUT_KEYS) + len(outputs or ()) + 2 * in_json
-    if b"\\" in read or read.count(b'":') != keys or _SPACED_KEY.search(read):
+    if not keys_written(read, keys):
         return None
     return shape[0], names, request_id, tensor["data"]
 
