@@ -33,12 +33,18 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,  # uvicorn's text lines; IRIS_ACCESS_LOG writes ours
         # Nothing here reads the client's address: no X-Forwarded-For parsing per request.
         "proxy_headers": False,
-        "limit_concurrency": settings.max_connections,
+        # Requests in progress are counted by the edge (IRIS_MAX_CONNECTIONS), idle
+        # connections by the protocol (IRIS_MAX_IDLE_CONNECTIONS): uvicorn's own limit would
+        # count both together, so sockets that say nothing could take the place of requests.
+        "limit_concurrency": None,
         "http": functools.partial(
             BoundedHttpToolsProtocol,
             header_timeout=settings.header_timeout_seconds,
             body_timeout=settings.body_timeout_seconds,
             late_body=late_body,
+            min_rate=settings.body_min_rate or 0.0,
+            rate_grace=settings.body_rate_grace_seconds,
+            max_idle=settings.max_idle_connections,
         ),
     }
 

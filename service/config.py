@@ -50,7 +50,30 @@ class Settings(BaseSettings):
         "(503 with Retry-After past it)",
     )
     max_connections: int = Field(
-        1000, ge=1, description="open connections and requests per worker (503 past it)"
+        1000,
+        ge=1,
+        description="requests in progress per worker, event streams aside (503 past it)",
+    )
+    max_idle_connections: int = Field(
+        500,
+        ge=1,
+        description="connections per worker with no request in progress (just opened, a head "
+        "not yet complete, kept alive); past it the longest idle is closed",
+    )
+    max_event_streams: int = Field(
+        1000, ge=1, description="job event streams open per worker, all jobs (503 past it)"
+    )
+    max_event_streams_per_job: int = Field(
+        250, ge=1, description="event streams open per worker on one job (503 past it)"
+    )
+    body_min_rate: float = Field(
+        4096,
+        ge=0,
+        description="bytes a second a request body must average once its grace is over "
+        "(408 below it; 0: no floor)",
+    )
+    body_rate_grace_seconds: float = Field(
+        5.0, gt=0, description="time a request body has before its rate is checked"
     )
     header_timeout_seconds: float = Field(
         10.0, gt=0, description="time a request head may take to arrive (then closed)"

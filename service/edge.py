@@ -3,12 +3,16 @@
 An ASGI middleware, the outermost layer of the app (service.main puts it outside FastAPI's
 own middleware), with four jobs, in order:
 
-1. **Body limits**, before anything is parsed: a declared length over IRIS_MAX_BODY_BYTES is
+1. **Admission** (service/admission.py): a request past IRIS_MAX_CONNECTIONS requests in
+   progress is 503 with Retry-After.
+2. **Body limits**, before anything is parsed: a declared length over IRIS_MAX_BODY_BYTES is
    413 at once; a body (chunked too) that grows past it is 413; a shutdown while waiting is
-   503. (A body that does not arrive within IRIS_BODY_TIMEOUT_SECONDS is the protocol's to
-   refuse, service/server.py, with :func:`late_body`'s answer.)
-2. **A body budget** across requests (IRIS_MAX_BUFFERED_BYTES per worker): a flood of large
-   uploads gets 503 with Retry-After instead of the worker's memory.
+   503. (A body that does not arrive within IRIS_BODY_TIMEOUT_SECONDS, or comes slower than
+   IRIS_BODY_MIN_RATE, is the protocol's to refuse, service/server.py, with
+   :func:`late_body`'s answer.) Then a **body budget** across requests
+   (IRIS_MAX_BUFFERED_BYTES per worker), taken as bytes arrive, with a reserve only small
+   bodies may take: a flood of large uploads gets 503 with Retry-After instead of the
+   worker's memory, and never a small body's place.
 3. **The hot routes** (service.inference.HOT_ROUTES: /predict, /gradients, /v2 infer): their
    handlers run here, with the body already read, before FastAPI's middleware, routing,
    dependency resolution and exception handlers, which cost more than the model on a one-row
@@ -29,6 +33,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.admission import RETRY, SMALL_BODY_BYTES, Admission, BodyBudget, BodyHold
 from service.errors import problem
 from service.inference import HotRoute, run_sized
 from service.responses import json_response
@@ -37,46 +42,30 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MATCHED_PATHS = 64  # paths with parameters remembered by the edge, the first that match
 
 
-class BodyBudget:
-    """Bytes of request bodies this worker holds, all requests together, and their limit."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-
-    def take(self, size: int) -> bool:
-        if self.held + size > self.limit:
-            return False
-        self.held += size
-        return True
-
-    def give(self, size: int) -> None:
-        self.held -= size
-
-
 class EdgeMiddleware:
-    """Body size limit and body budget (before parsing, chunked bodies included), the hot
-    routes, and metrics.
+    """Admission, body size limit and body budget (before parsing, chunked bodies
+    included), the hot routes, and metrics.
 
     The body is read here, within the limits, and replayed to the app, so an oversized or
     untimely request is answered (413, 503) without the app ever seeing it.
-    The budget bounds the bytes of all bodies being read or handled at once: a flood of
-    large uploads gets 503 with Retry-After instead of the worker's memory.
     """
 
     def __init__(
         self,
         app: ASGIApp,
+        *,
         max_body_bytes: int,
         max_buffered_bytes: int,
         application: object,
         hot_routes: Mapping[tuple[str, str], HotRoute] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.app = app
         # The FastAPI application, for scope["app"] when the edge is called directly.
         self.application = application
         self.max_body_bytes = max_body_bytes
         self.budget = BodyBudget(max_buffered_bytes)
+        self.admission = admission or Admission(2**62, 2**62, 2**62)
         self.hot_routes = dict(hot_routes or {})
         # Routes with a path parameter ("/v2/models/iris/versions/{model_version}/infer"),
         # tried only when no exact path matched.
@@ -95,7 +84,13 @@ class EdgeMiddleware:
         started = time.perf_counter()
         status = [500]  # the answer's status, for the metrics
         route: str | None = None
-        held = [0]  # bytes of the budget this request holds, released when it ends
+        admission = self.admission
+        if not admission.enter():
+            status[0] = await self.refuse(scope, send, 503, admission.busy_detail(), RETRY)
+            metrics.observe_request("unmatched", scope["method"], status[0], 0.0)
+            return
+        scope[Admission.SCOPE_KEY] = admission
+        held = self.budget.hold()  # the bytes of the body, given back when the request ends
         try:
             method = scope["method"]
             if method not in BODY_METHODS:
@@ -114,7 +109,8 @@ class EdgeMiddleware:
             else:
                 await self.forward(scope, replaying(body, receive), send, status)
         finally:
-            self.budget.give(held[0])
+            held.release()
+            admission.leave()
             if route is None:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
             seconds = time.perf_counter() - started
@@ -167,25 +163,25 @@ class EdgeMiddleware:
         return 200
 
     async def buffered(
-        self, scope: Scope, receive: Receive, send: Send, held: list[int]
+        self, scope: Scope, receive: Receive, send: Send, held: BodyHold
     ) -> bytes | int:
         """The whole body within the limits, or the status this answered for the app (0 when
         the client left, or the protocol answered a body that came too late).
 
-        ``held[0]`` counts the budget taken: the declared length at once, else chunk by chunk.
+        ``held`` takes the budget when the body's first bytes arrive (a head alone holds
+        nothing): a large declared length whole, so an upload admitted is never refused
+        halfway; a small or chunked body as its bytes come.
         """
         limit = self.max_body_bytes
+        declared = 0
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit():
                 declared = int(value)
                 if declared > limit:
                     detail = self.too_large(f"Content-Length {declared}")
                     return await self.refuse(scope, send, 413, detail)
-                if not self.budget.take(declared):
-                    return await self.refuse_busy(scope, send)
-                held[0] = declared
         try:
-            return await self.read_body(receive, held)
+            return await self.read_body(receive, held, declared)
         except asyncio.CancelledError:  # shutdown's grace period ended while we waited
             detail = "the server shut down before the body arrived"
             return await self.refuse(scope, send, 503, detail)
@@ -194,9 +190,10 @@ class EdgeMiddleware:
         except OverBudgetError:
             return await self.refuse_busy(scope, send)
 
-    async def read_body(self, receive: Receive, held: list[int]) -> bytes | int:
+    async def read_body(self, receive: Receive, held: BodyHold, declared: int) -> bytes | int:
         chunks: list[bytes] = []
         size = 0
+        whole = declared if declared > SMALL_BODY_BYTES else 0  # taken with the first bytes
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -205,20 +202,20 @@ class EdgeMiddleware:
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise BodyTooLargeError
-            if size > held[0]:  # a chunked body takes its budget as it comes
-                if not self.budget.take(size - held[0]):
-                    raise OverBudgetError
-                held[0] = size
+            if not held.grow(max(size, whole)):
+                raise OverBudgetError
             if not message.get("more_body", False):
                 return b"".join((*chunks, chunk)) if chunks else chunk
             chunks.append(chunk)
 
     async def refuse_busy(self, scope: Scope, send: Send) -> int:
+        budget = self.budget
         detail = (
             f"the server is holding as many request body bytes as it may "
-            f"({self.budget.limit}, IRIS_MAX_BUFFERED_BYTES); retry shortly"
+            f"({budget.large_limit} for bodies over {SMALL_BODY_BYTES} bytes, {budget.limit} "
+            "in all: IRIS_MAX_BUFFERED_BYTES); retry shortly"
         )
-        return await self.refuse(scope, send, 503, detail, {"Retry-After": "1"})
+        return await self.refuse(scope, send, 503, detail, RETRY)
 
     def too_large(self, what: str) -> str:
         return (

@@ -6,32 +6,33 @@ Every number comes from model/: the routes only choose inputs and serialize.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from model.data import CLASSES, FEATURES, Dataset, load_iris
 from model.network import predict_proba
 from model.persistence import StoredModel, check_version_id
 from model.train import evaluate
+from service.admission import admission_of
 from service.deps import state
 from service.errors import ProblemError
-from service.job_store import TERMINAL, JobError, JobsBusyError
+from service.job_feed import JobFeeds
+from service.job_store import TERMINAL
 from service.responses import json_response, problem_responses
-from service.routers.train import in_jobs_thread, valid_job_id
+from service.routers.train import jobs_limiter, valid_job_id
 
 router = APIRouter()
 
-POLL_SECONDS = 0.2  # how often an event stream reads its job row
 KEEP_ALIVE_SECONDS = 15.0  # a comment line this often keeps proxies from closing the stream
 MAX_STEPS = 100  # decision-region grids are at most MAX_STEPS x MAX_STEPS
 MARGIN = 0.1  # region axes extend the data's range by this fraction on each side
@@ -128,7 +129,17 @@ class Regions(BaseModel):
 
 
 class EventStreamResponse(StreamingResponse):
+    """A stream of events that counts, while it is open, as an event stream of its worker
+    rather than a request in progress (service/admission.py): ``release`` ends that."""
+
     media_type = "text/event-stream"
+    release: Callable[[], None] = staticmethod(lambda: None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 def sse(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -138,37 +149,38 @@ def sse(event: str, data: Any, event_id: str | None = None) -> bytes:
 
 
 async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[bytes]:
-    """Progress events while the job runs (one per new epoch seen), then an ``end`` event."""
-    jobs = state(request).jobs
-    job_id = job["job_id"]
+    """Progress events while the job runs (one per new epoch seen), then an ``end`` event.
+
+    It reads its job through the worker's one feed of that job (service/job_feed.py)."""
     seen: tuple[str, int] | None = None
-    quiet_since = time.monotonic()
     yield b"retry: 2000\n\n"
-    while True:
+    async for update in job_feeds(request).follow(job, KEEP_ALIVE_SECONDS):
+        if update is None:
+            yield b": keep-alive\n\n"
+            continue
+        job = update
         progress = job["progress"]
         marker = (job["status"], progress["epoch"])
         if marker != seen:
             seen = marker
-            quiet_since = time.monotonic()
             point = {"status": job["status"], **progress}
             yield sse("progress", point, f"{job['status']}-{progress['epoch']}")
         if job["status"] in TERMINAL:
             yield sse("end", job, "end")
-            return
-        if time.monotonic() - quiet_since >= KEEP_ALIVE_SECONDS:
-            quiet_since = time.monotonic()
-            yield b": keep-alive\n\n"
-        await asyncio.sleep(POLL_SECONDS)
-        if await request.is_disconnected():
-            return
-        try:
-            # Read the job store in a job thread, never on the event loop, and never in the
-            # pool that large predictions use.
-            job = await in_jobs_thread(request, jobs.get, job_id)
-        except JobsBusyError:  # locked for a moment: the next poll reads again
-            continue
-        except JobError:  # its record was deleted, or the database is unavailable
-            return
+
+
+def job_feeds(request: Request) -> JobFeeds:
+    """The worker's feeds of followed jobs (created with the first stream)."""
+    feeds: JobFeeds | None = getattr(request.app.state, "job_feeds", None)
+    if feeds is None:
+        jobs = state(request).jobs
+        limiter = jobs_limiter(request)
+
+        async def read(job_id: str) -> dict[str, Any]:
+            return await anyio.to_thread.run_sync(jobs.get, job_id, limiter=limiter)
+
+        feeds = request.app.state.job_feeds = JobFeeds(read)
+    return feeds
 
 
 @router.get(
@@ -205,11 +217,20 @@ async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[byt
 )
 async def train_events(request: Request, job_id: str) -> Response:
     valid_job_id(job_id)
-    job = await in_jobs_thread(request, state(request).jobs.get, job_id)  # 404 before streaming
-    return EventStreamResponse(
+    # From here the request counts as a stream (503 past the allowances), before it waits
+    # for anything: subscribers never take the place of requests.
+    release = admission_of(request.scope).stream(job_id)
+    try:
+        job = await job_feeds(request).latest(job_id)  # 404 before streaming
+    except BaseException:
+        release()
+        raise
+    response = EventStreamResponse(
         job_events(request, job),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    response.release = release
+    return response
 
 
 # -- data and versions -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from service import dashboard, insights, problems, v2
 from service.access_log import AccessLog
+from service.admission import Admission
 from service.config import Settings, get_settings
 from service.edge import EdgeMiddleware
 from service.inference import HOT_ROUTES
@@ -78,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Prometheus metrics are ours; FastAPI's native OpenTelemetry hooks would cost a
         # check of the global providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # One spelling per path: /predict/ is a 404 naming it, never a 307 whose Location
+        # Starlette would build from the client's Host header.
+        redirect_slashes=False,
     )
     for router in NATIVE_ROUTERS:
         app.include_router(router)
@@ -110,6 +114,11 @@ def outermost(app: FastAPI, settings: Settings) -> None:
             max_buffered_bytes=settings.max_buffered_bytes,
             hot_routes=HOT_ROUTES,
             application=app,
+            admission=Admission(
+                settings.max_connections,
+                settings.max_event_streams,
+                settings.max_event_streams_per_job,
+            ),
         )
         if settings.access_log:
             stack = AccessLog(stack)  # outermost: its duration covers the edge's work

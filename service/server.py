@@ -15,6 +15,21 @@
 - **So must a body**: from the end of its head, ``body_timeout`` seconds (nginx's
   ``client_body_timeout``); then the answer is a 408 (``late_body`` writes it, in the app's
   error shape) and the connection is closed.
+- **A body must keep coming**: after a grace of ``rate_grace`` seconds, a body whose bytes
+  have arrived at less than its floor on average is answered 408 and its connection closed
+  (Apache's ``mod_reqtimeout`` ``MinRate``). The floor is ``min_rate`` bytes a second, or
+  the rate its declared length needs to arrive within the body timeout when that is more
+  (a body that cannot be in on time is refused now rather than at the deadline): a sender
+  that trickles holds a connection, and the body budget it took, for seconds.
+- **Framing is counted whole**: every byte of a body's message that is not body data
+  (chunk sizes, chunk extensions, trailers) counts, over the whole message, against
+  MAX_HEAD_BYTES plus the body's own size, so extensions between 1-byte chunks cannot
+  stream forever.
+- **Idle connections have their own allowance** (``max_idle``): a connection with no
+  request in progress (just opened, a head not yet complete, or kept alive after an
+  answer) is idle. Past the allowance the longest-idle one is closed (nginx reuses idle
+  connections the same way), so sockets that say nothing never take the place of
+  requests; requests in progress are counted by the app's edge (service/edge.py).
 - **A refused upload is answered, not reset**: when the app answers before it has read the
   whole body (413, 503) and closes, the connection is half-closed and what the client still
   sends is read and dropped for up to LINGER_SECONDS (nginx's ``lingering_close``), so the
@@ -39,6 +54,10 @@ DEFAULT_BODY_TIMEOUT = 30.0
 LINGER_SECONDS = 2.0
 MAX_CHECK_INTERVAL = 1.0
 MIN_CHECK_INTERVAL = 0.05
+DEFAULT_MIN_RATE = 4096  # bytes a second, on average since the body began
+DEFAULT_RATE_GRACE = 5.0
+DEFAULT_MAX_IDLE = 500
+RATE_CHECK_SECONDS = 1.0  # after the grace, how often a body's rate is checked
 RESPONSE = (
     b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: %d\r\nconnection: close\r\n\r\n%s"
@@ -86,6 +105,37 @@ def deadlines_of(loop: asyncio.AbstractEventLoop, interval: float) -> Deadlines:
     return found
 
 
+class IdleConnections:
+    """The connections of one event loop with no request in progress, longest idle first;
+    past the allowance the longest idle is closed."""
+
+    def __init__(self, allowance: int) -> None:
+        self.allowance = allowance
+        self.members: dict[BoundedHttpToolsProtocol, None] = {}  # insertion order: idle since
+
+    def add(self, protocol: BoundedHttpToolsProtocol) -> None:
+        self.members.pop(protocol, None)
+        self.members[protocol] = None
+        while len(self.members) > self.allowance:
+            longest = next(iter(self.members))
+            del self.members[longest]
+            longest.evict()
+
+    def discard(self, protocol: BoundedHttpToolsProtocol) -> None:
+        self.members.pop(protocol, None)
+
+
+_idle: dict[asyncio.AbstractEventLoop, IdleConnections] = {}
+
+
+def idle_of(loop: asyncio.AbstractEventLoop, allowance: int) -> IdleConnections:
+    found = _idle.get(loop)
+    if found is None:
+        found = _idle[loop] = IdleConnections(allowance)
+    found.allowance = allowance
+    return found
+
+
 class Unfinished:
     """The transport a request's cycle holds while the request's body is still arriving.
 
@@ -116,13 +166,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         late_body: LateBody = plain_late_body,
+        min_rate: float = DEFAULT_MIN_RATE,
+        rate_grace: float = DEFAULT_RATE_GRACE,
+        max_idle: int = DEFAULT_MAX_IDLE,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.late_body = late_body
-        interval = min(header_timeout, body_timeout) / 4
+        self.min_rate = min_rate
+        self.rate_grace = rate_grace
+        self.idle = idle_of(self.loop, max_idle)
+        interval = min(header_timeout, body_timeout, rate_grace) / 4
         self.deadlines = deadlines_of(
             self.loop, min(max(interval, MIN_CHECK_INTERVAL), MAX_CHECK_INTERVAL)
         )
@@ -132,9 +188,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.in_body = False  # between the end of its headers and the end of its message
         self.head_started = False  # a byte of the current head has come
         self.head_bytes = 0
-        self.framing_bytes = 0
         self.began_in_chunk = False
-        self.body_in_chunk = False
+        self.body_began = 0.0  # loop time of the end of the current request's head
+        self.body_ends = float("inf")  # and the loop time by which its body must be in
+        self.body_bytes = 0  # body data of the current message so far
+        self.body_floor = 0.0  # bytes a second it must average once the grace is over
+        self.framing_bytes = 0  # and the bytes of its message that were not body data
 
     # -- deadlines ----------------------------------------------------------------------
 
@@ -143,10 +202,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.unfinished = Unfinished(transport, self.close_after_answer)
         self.deadline = self.loop.time() + self.header_timeout
         self.deadlines.watch(self)
+        self.idle.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deadlines.forget(self)
+        self.idle.discard(self)
         super().connection_lost(exc)
+
+    def evict(self) -> None:
+        """Closed to make room for a newer connection: the idle allowance is full."""
+        if self.transport.is_closing():
+            return
+        if self.head_started:
+            message = "the server holds as many idle connections as it may; retry"
+            self.refuse(b"503 Service Unavailable", message)
+        else:
+            self.transport.close()
 
     def deadline_passed(self) -> None:
         self.deadline = float("inf")
@@ -155,14 +226,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.lingering:
             self.transport.close()
         elif self.in_body:
-            detail = f"the request body did not arrive within {self.body_timeout:g} s"
-            path = self.scope.get("path", "")
-            self.refuse_with(self.late_body(path, f"{detail} (IRIS_BODY_TIMEOUT_SECONDS)"))
+            self.check_body()
         elif self.head_started:
             message = f"the request head did not arrive within {self.header_timeout:g} s"
             self.refuse(b"408 Request Timeout", message)
         elif self.in_head:
             self.transport.close()  # nothing came: nobody to answer
+
+    def check_body(self) -> None:
+        """At a body's deadline: 408 when it is late, or when it comes slower than the floor;
+        else the next check."""
+        now = self.loop.time()
+        rate = self.body_bytes / max(now - self.body_began, 1e-9)
+        if now >= self.body_ends:
+            detail = (
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                "(IRIS_BODY_TIMEOUT_SECONDS)"
+            )
+        elif rate < self.body_floor:
+            detail = (
+                f"the request body came at {rate:.0f} bytes/s, below its floor of "
+                f"{self.body_floor:.0f} bytes/s after {self.rate_grace:g} s (the larger of "
+                "IRIS_BODY_MIN_RATE and what its length needs to arrive within "
+                "IRIS_BODY_TIMEOUT_SECONDS)"
+            )
+        else:
+            self.deadline = min(now + RATE_CHECK_SECONDS, self.body_ends)
+            return
+        self.refuse_with(self.late_body(self.scope.get("path", ""), detail))
 
     def close_after_answer(self) -> None:
         """Close after an answer; linger when the request's body is still coming."""
@@ -187,8 +278,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head, self.in_body = False, True
         self.head_started = False
-        self.framing_bytes = 0
-        self.deadline = self.loop.time() + self.body_timeout
+        self.idle.discard(self)
+        self.body_bytes = self.framing_bytes = 0
+        self.body_floor = 0.0
+        if self.min_rate:
+            declared = next((v for n, v in self.headers if n == b"content-length"), b"")
+            needed = int(declared) / self.body_timeout if declared.isdigit() else 0.0
+            self.body_floor = max(self.min_rate, needed)
+        self.body_began = self.loop.time()
+        self.body_ends = self.body_began + self.body_timeout
+        self.deadline = min(self.body_began + self.rate_grace, self.body_ends)
         super().on_headers_complete()
         if self.cycle is not None:  # until its body is in (a small one: in this same chunk)
             self.cycle.transport = self.unfinished  # type: ignore[assignment]
@@ -197,7 +296,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.headers = []
 
     def on_body(self, body: bytes) -> None:
-        self.body_in_chunk = True
+        self.body_bytes += len(body)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -207,13 +306,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None:
             self.cycle.transport = self.transport
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self.idle.add(self)  # no pipelined request started: idle until the next head
+
     # -- counting -----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return  # the rest of a refused body: dropped unparsed
-        began_in_head = self.in_head
-        self.began_in_chunk = self.body_in_chunk = False
+        began_in_head, began_in_body = self.in_head, self.in_body
+        body_before = self.body_bytes
+        self.began_in_chunk = False
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -228,12 +333,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                     b"431 Request Header Fields Too Large",
                     f"request line and headers exceed {MAX_HEAD_BYTES} bytes",
                 )
-        elif self.in_body:
-            self.framing_bytes = 0 if self.body_in_chunk else self.framing_bytes + len(data)
-            if self.framing_bytes > MAX_HEAD_BYTES:
+        elif began_in_body and self.in_body:
+            # The chunk's bytes that were not body data: chunk sizes, extensions, trailers.
+            self.framing_bytes += len(data) - (self.body_bytes - body_before)
+            if self.framing_bytes > MAX_HEAD_BYTES + self.body_bytes:
                 self.refuse(
                     b"431 Request Header Fields Too Large",
-                    f"chunk framing and trailers exceed {MAX_HEAD_BYTES} bytes",
+                    f"chunk framing and trailers exceed {MAX_HEAD_BYTES} bytes more than "
+                    "the body's own data",
                 )
 
     def refuse(self, status: bytes, message: str) -> None:

@@ -259,47 +259,7 @@ def test_endless_trailer_lines_are_refused_before_they_are_buffered(server: Serv
     assert status(answer) in (200, 431), answer[:300]  # 200: the app had answered already
 
 
-# -- 4. bodies buffered at once; connections -----------------------------------------------------
-
-
-def test_uploads_past_the_body_budget_get_503_with_retry_after(tmp_path: Path) -> None:
-    budget = 32 * MiB
-    server = start(tmp_path, IRIS_MAX_BUFFERED_BYTES=str(budget))
-    head = (
-        "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {15 * MiB}\r\n\r\n"
-    ).encode()
-    sockets = []
-    try:
-        baseline = memory(server.pid)["VmRSS"]
-        answers = []
-        for _ in range(20):  # 20 x 15 MiB declared; the budget holds two
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sockets.append(sock)
-            sock.sendall(head + b" " * MiB)
-        time.sleep(0.5)
-        for sock in sockets:
-            sock.settimeout(0.5)
-            try:
-                answers.append(sock.recv(4096))
-            except TimeoutError:
-                answers.append(b"")  # still reading its body: within the budget
-        held = memory(server.pid)["VmRSS"] - baseline
-        refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
-        print(f"\n20 uploads of 15 MiB: {len(refused)} refused, RSS +{held / MiB:.1f} MiB")
-        assert len(refused) == 18, answers
-        assert all(b"retry-after: 1" in a.lower() for a in refused)
-        assert held < 64 * MiB
-        for sock in sockets:
-            sock.close()
-        sockets.clear()
-        with server.client() as http:  # the budget is given back when the uploads end
-            response = http.post("/predict", json={"instances": [ROW]})
-        assert response.status_code == 200
-    finally:
-        for sock in sockets:
-            sock.close()
-        server.stop()
+# -- 4. bodies buffered at once (the budget and the allowances: tests/test_fairness.py) -----------
 
 
 def test_an_upload_refused_at_its_head_is_answered_while_the_client_still_sends(
@@ -320,25 +280,6 @@ def test_an_upload_refused_at_its_head_is_answered_while_the_client_still_sends(
             answer += chunk
     assert status(answer) == 413, answer[:300]
     assert b"IRIS_MAX_BODY_BYTES" in answer
-
-
-def test_connections_past_the_limit_are_refused_with_503(tmp_path: Path) -> None:
-    server = start(tmp_path, IRIS_MAX_CONNECTIONS="20")
-    sockets = []
-    try:
-        for _ in range(25):
-            sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
-        time.sleep(0.3)
-        answer = exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", seconds=5)
-        assert status(answer) == 503, answer[:300]
-    finally:
-        for sock in sockets:
-            sock.close()
-    try:
-        with server.client() as http:  # once they are gone, requests are served again
-            assert http.get("/healthz").status_code == 200
-    finally:
-        server.stop()
 
 
 # -- 5. heads that never arrive ------------------------------------------------------------------

@@ -1,0 +1,403 @@
+"""No client may starve the others: uploads, idle sockets and listeners against small requests.
+
+Each test runs ``iris-serve`` as a real process, lets one kind of client take what it can (the
+body budget, the connection allowances, the job threads, the framing bound) and meanwhile
+sends another client's one-row /predict on fresh connections: every one must be answered
+200, quickly. The figures are printed (``pytest -s``); docs' reliability page has the last
+ones. Bounds are an order of magnitude above what the server needs, so a slow machine does
+not fail them and a starved client does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.api import ROW
+from harness.clients import LONG_JOB
+from harness.servers import ServerProcess, job_pid, open_fds, wait_for
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "fairness-test-token-0123456789abcdef"
+MiB = 2**20
+DECLARED = 16 * MiB  # the default IRIS_MAX_BODY_BYTES
+BUDGET = 64 * MiB  # the default IRIS_MAX_BUFFERED_BYTES
+GRACE = 1.0  # IRIS_BODY_RATE_GRACE_SECONDS here, so the rate floor acts within the test
+PREDICT = (
+    b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+)
+ROW_BODY = httpx.Request("POST", "http://x", json={"instances": [ROW]}).content
+
+
+def start(tmp_path: Path, **env: str) -> ServerProcess:
+    settings = {"IRIS_API_TOKEN": TOKEN, "IRIS_BODY_RATE_GRACE_SECONDS": str(GRACE), **env}
+    return ServerProcess(tmp_path / "data", tmp_path / "server.log", settings).start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """iris-serve at its default limits; it must still serve, with no traceback, at the end."""
+    process = start(tmp_path_factory.mktemp("fairness"))
+    try:
+        yield process
+        with process.client() as http:
+            assert http.post("/predict", json={"instances": [ROW]}).status_code == 200
+        assert "Traceback" not in process.log(), process.log()
+    finally:
+        process.stop()
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM back to VmRSS
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def status_of(answer: bytes) -> int:
+    parts = answer.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+@dataclass
+class Probe:
+    """One-row predictions on fresh connections, one after another, until stopped."""
+
+    port: int
+    seconds: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        request = PREDICT % (len(ROW_BODY), ROW_BODY)
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            answer = exchange(self.port, request)
+            self.seconds.append(time.perf_counter() - started)
+            self.statuses.append(status_of(answer))
+
+    @contextlib.contextmanager
+    def running(self, at_least: int = 20) -> Iterator[Probe]:
+        thread = threading.Thread(target=self.run, daemon=True)
+        thread.start()
+        try:
+            yield self
+            wait_for(lambda: len(self.statuses) >= at_least or None, 30, "probe answers")
+        finally:
+            self.stop.set()
+            thread.join(30)
+
+    def check(self, what: str) -> None:
+        median = statistics.median(self.seconds)
+        worst = max(self.seconds)
+        print(
+            f"\n{what}: {len(self.statuses)} one-row /predict, median {median * 1000:.1f} ms, "
+            f"max {worst * 1000:.0f} ms, statuses {sorted(set(self.statuses))}"
+        )
+        assert set(self.statuses) == {200}, self.statuses
+        assert median < 0.1, f"median {median * 1000:.0f} ms"
+
+
+def exchange(port: int, request: bytes, seconds: float = 30.0) -> bytes:
+    """Send ``request`` on a fresh connection and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
+        sock.sendall(request)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+class Upload:
+    """A POST /predict declaring DECLARED bytes, sent in one of three ways; its answer."""
+
+    def __init__(self, port: int, how: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.how = how
+        self.answer = b""
+        self.sent = 0
+        self.ended = 0.0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        head = (
+            "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {DECLARED}\r\n\r\n"
+        ).encode()
+        with contextlib.suppress(OSError):
+            self.sock.sendall(head)
+            if self.how == "fast":
+                piece = b" " * (256 * 1024)
+                while self.sent < DECLARED:
+                    self.sock.sendall(piece)
+                    self.sent += len(piece)
+            elif self.how == "slow":  # 500 bytes a second, under the 4096 floor
+                while self.sent < DECLARED and not self.answered():
+                    self.sock.sendall(b" " * 50)
+                    self.sent += 50
+        with contextlib.suppress(OSError):
+            self.sock.settimeout(30)
+            while chunk := self.sock.recv(65536):
+                self.answer += chunk
+        self.ended = time.monotonic()
+        self.sock.close()
+
+    def answered(self) -> bool:
+        self.sock.settimeout(0.1)
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        self.answer += chunk
+        return True
+
+
+@pytest.mark.parametrize("how", ["nothing", "slow", "fast"])
+@pytest.mark.parametrize("count", [4, 40, 100])
+def test_small_predictions_are_served_whatever_uploads_of_16_mib_do(
+    server: ServerProcess, count: int, how: str
+) -> None:
+    """``count`` connections declare 16 MiB bodies and send nothing, trickle, or send fast:
+    another client's one-row predictions are all answered 200 meanwhile; the slow uploads are
+    closed by the rate floor (408), the fast ones past the budget refused with 503 and
+    Retry-After (each admitted upload takes its 16 MiB with its first bytes: the large share
+    of the budget, three quarters, holds three); the server's memory stays within twice the
+    budget (a body is joined from its chunks once)."""
+    reset_peak_rss(server.pid)
+    peak = peak_rss(server.pid)
+    uploads = [Upload(server.port, how) for _ in range(count)]
+    started = time.monotonic()
+    with Probe(server.port).running() as probe:
+        for upload in uploads:
+            upload.thread.start()
+        for upload in uploads:
+            upload.thread.join(90)
+    probe.check(f"{count} uploads of 16 MiB sending {how}")
+    grown = (peak_rss(server.pid) - peak) / MiB
+    statuses = [status_of(u.answer) for u in uploads]
+    ended = max(u.ended for u in uploads) - started
+    print(
+        f"uploads answered {sorted(set(statuses))} within {ended:.1f} s; peak RSS +{grown:.0f} MiB"
+    )
+    assert grown < 2 * BUDGET / MiB + 64
+    refused = [u.answer for u in uploads if status_of(u.answer) == 503]
+    assert all(b"retry-after: 1" in a.lower() for a in refused)
+    if how == "fast":
+        assert set(statuses) <= {503, 400}, statuses  # 400: spaces are not JSON
+        assert statuses.count(400) >= min(count, 3)  # read whole: admitted ones complete
+        assert len(refused) >= (count - 3) // 2  # the rest take turns as the budget frees
+    elif how == "slow":
+        assert set(statuses) <= {408, 503}, statuses
+        assert statuses.count(408) == min(count, 3)  # the admitted ones, closed by the floor
+    else:
+        assert set(statuses) == {408}, statuses  # a head alone holds none of the budget
+    if how != "fast":
+        closed = next(u.answer for u in uploads if status_of(u.answer) == 408)
+        assert b"below its floor" in closed
+        assert ended < GRACE + 5  # long before the 30 s body timeout
+
+
+def test_an_idle_declared_upload_holds_no_budget(tmp_path: Path) -> None:
+    """Heads declaring more than the whole budget, then nothing: an upload another client
+    sends meanwhile is read whole (it takes the budget with its first bytes)."""
+    server = start(
+        tmp_path, IRIS_MAX_BUFFERED_BYTES=str(8 * MiB), IRIS_BODY_RATE_GRACE_SECONDS="30"
+    )
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(8)]
+    try:
+        for sock in idle:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 4194304\r\n\r\n"
+            )
+        rows = b",".join([ROW_BODY[len(b'{"instances":[') : -2]] * 20_000)
+        body = b'{"instances":[' + rows + b"]}"
+        assert len(body) > 1 * MiB
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            response = http.post(
+                "/predict", content=body, headers={"Content-Type": "application/json"}
+            )
+        assert response.status_code == 422, response.text  # read whole: over the row limit
+        assert "10000" in response.json()["detail"]
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def test_connections_that_say_nothing_do_not_take_the_place_of_requests(tmp_path: Path) -> None:
+    """Three times the request allowance in idle sockets: the oldest idle ones are closed to
+    make room, and every small request is served."""
+    server = start(tmp_path, IRIS_MAX_CONNECTIONS="50", IRIS_MAX_IDLE_CONNECTIONS="100")
+    sockets: list[socket.socket] = []
+    try:
+        with Probe(server.port).running() as probe:
+            for _ in range(150):
+                sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        probe.check("150 idle sockets, 50 requests and 100 idle connections allowed")
+        fds = open_fds(server.pid)
+        print(f"the server holds {fds} descriptors")
+        assert fds < 100 + 60  # the idle allowance, the listener, logs and the stores
+        closed = 0
+        for sock in sockets[:50]:  # the longest idle: closed to make room, without a word
+            sock.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                closed += sock.recv(1) == b""
+        assert closed == 50
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+
+
+def test_requests_past_the_allowance_are_refused_with_503(tmp_path: Path) -> None:
+    """IRIS_MAX_CONNECTIONS counts requests in progress (a head in, its answer not out):
+    past it, 503 with Retry-After; once they end, requests are served again."""
+    server = start(tmp_path, IRIS_MAX_CONNECTIONS="20", IRIS_BODY_RATE_GRACE_SECONDS="30")
+    sockets = []
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    try:
+        for _ in range(20):  # heads whose bodies have not come: in progress
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(head)
+            sockets.append(sock)
+
+        def refused() -> bytes | None:
+            answer = exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 5)
+            return answer if status_of(answer) == 503 else None
+
+        answer = wait_for(refused, 10, "a 503 past 20 requests in progress")
+        assert b"IRIS_MAX_CONNECTIONS" in answer
+        assert b"retry-after: 1" in answer.lower()
+    finally:
+        for sock in sockets:
+            sock.close()
+    try:
+        with server.client() as http:  # once they are gone, requests are served again
+            wait_for(lambda: http.get("/healthz").status_code == 200 or None, 10, "a 200")
+    finally:
+        server.stop()
+
+
+def test_chunk_extensions_count_as_framing(server: ServerProcess) -> None:
+    """1-byte chunks each carrying a 30 KB extension: the connection is cut once the framing
+    passes 64 KiB more than the body's data, not after gigabytes."""
+    extension = b";x=" + b"a" * 30_000
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            for _ in range(100_000):  # 3 GB if nothing stopped it
+                sock.sendall(b"1" + extension + b"\r\n \r\n")
+                sent += len(extension) + 6
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    print(f"\nchunk extensions: the server closed after {sent / MiB:.2f} MiB")
+    assert sent < 4 * MiB  # 64 KiB and what was in flight
+    assert status_of(answer) in (0, 431), answer[:300]  # 0: reset while still sending
+
+
+def test_event_stream_subscribers_have_their_own_allowance(tmp_path: Path) -> None:
+    """A thousand subscribers to a running job's events: they take neither the request
+    allowance nor the job threads; small requests and GET /train are served meanwhile; the
+    subscriber past the allowance is refused with 503."""
+    server = start(
+        tmp_path,
+        IRIS_MAX_CONNECTIONS="50",
+        IRIS_MAX_EVENT_STREAMS="1000",
+        IRIS_MAX_EVENT_STREAMS_PER_JOB="1000",
+    )
+    streams: list[socket.socket] = []
+    try:
+        with server.client() as http:
+            job = http.post(
+                "/train",
+                json={"hyperparameters": LONG_JOB},
+                headers=server.auth(),
+            ).json()
+            job_id = job["job_id"]
+            wait_for(
+                lambda: http.get(f"/train/{job_id}").json()["status"] == "running" or None,
+                60,
+                "the job to run",
+            )
+            request = f"GET /train/{job_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            for _ in range(1000):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                sock.sendall(request)
+                streams.append(sock)
+            for sock in streams:  # each stream has begun: its head and first event came
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200"), "a stream refused"
+            refused = exchange(server.port, request, 10)
+            assert status_of(refused) == 503, refused[:300]
+            assert b"IRIS_MAX_EVENT_STREAMS" in refused
+            with Probe(server.port).running():
+                listing = []
+                for _ in range(20):
+                    started = time.perf_counter()
+                    assert http.get("/train").status_code == 200
+                    listing.append(time.perf_counter() - started)
+            probe_median = statistics.median(listing)
+            print(f"\nGET /train with 1000 subscribers: median {probe_median * 1000:.1f} ms")
+            assert probe_median < 0.1
+            http.post(f"/train/{job_id}/cancel", headers=server.auth())
+        ended = 0
+        for sock in streams:  # every stream gets the job's end
+            data = b""
+            sock.settimeout(30)
+            while b"event: end" not in data and (chunk := sock.recv(65536)):
+                data += chunk
+            ended += b"event: end" in data
+        assert ended == 1000
+    finally:
+        for sock in streams:
+            sock.close()
+        server.stop()
+
+
+def test_the_training_process_yields_to_serving(tmp_path: Path) -> None:
+    """The training child runs at nice 19 and, where the kernel has it, the idle I/O class."""
+    server = start(tmp_path)
+    try:
+        with server.client() as http:
+            job_id = http.post(
+                "/train", json={"hyperparameters": LONG_JOB}, headers=server.auth()
+            ).json()["job_id"]
+            pid = wait_for(lambda: job_pid(server.jobs_db, job_id), 60, "the training child")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            assert int(fields[16]) == 19  # the nice value, field 19 of stat
+            ionice = shutil.which("ionice")
+            if ionice is not None:
+                shown = subprocess.run(
+                    [ionice, "-p", str(pid)], check=False, capture_output=True, text=True
+                )
+                assert shown.stdout.strip() == "idle", shown
+            http.post(f"/train/{job_id}/cancel", headers=server.auth())
+    finally:
+        server.stop()
