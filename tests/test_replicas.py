@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from harness.api import wait_job
+from harness.fairness import Probe, Upload, status_of
 from harness.postgres import PgCluster
 from harness.replicas import AUTH, PREDICT, ReplicaSet, finished_at
 from harness.servers import wait_for
@@ -284,3 +285,25 @@ def test_replicas_keep_no_state_in_their_data_directories(replicas: ReplicaSet) 
         assert server.data_dir.is_dir()
         assert not (server.data_dir / "models").exists()
         assert not server.jobs_db.exists()
+
+
+@pytest.mark.parametrize("how", ["nothing", "fast"])
+def test_small_predictions_through_the_balancer_are_served_whatever_uploads_do(
+    replicas: ReplicaSet, how: str
+) -> None:
+    """40 uploads declaring 16 MiB, sending nothing or as fast as they can, through HAProxy
+    to the three replicas: every one-row prediction through HAProxy is answered 200 meanwhile;
+    the uploads are refused (HAProxy's 408 for a body that does not come, the replicas' 503 for
+    bodies past their budget, 400 for those read whole: spaces are not JSON)."""
+    assert replicas.balancer is not None
+    port = replicas.balancer.port
+    uploads = [Upload(port, how) for _ in range(40)]
+    with Probe(port).running() as probe:
+        for upload in uploads:
+            upload.thread.start()
+        for upload in uploads:
+            upload.thread.join(90)
+    probe.check(f"through HAProxy to 3 replicas, 40 uploads of 16 MiB sending {how}")
+    statuses = [status_of(u.answer) for u in uploads]
+    print(f"uploads answered {sorted(set(statuses))}")
+    assert set(statuses) <= ({408} if how == "nothing" else {400, 503, 0}), statuses
