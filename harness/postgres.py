@@ -236,6 +236,32 @@ class PgCluster:
             drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
             conn.execute(drop.format(sql.Identifier(name)))
 
+    def password_role(self, name: str, password: str) -> None:
+        """A login role that must give ``password`` over TCP (scram-sha-256); every other
+        role stays trusted. Returns once the server enforces it (the reload is asynchronous)."""
+        with self.connect("postgres") as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+                return
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(password)
+                )
+            )
+            hba = self.datadir / "pg_hba.conf"
+            # The first matching line wins: this one goes before initdb's "trust" lines.
+            hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")
+        wrong = f"postgresql://{name}:not-{password}@127.0.0.1:{self.port}/postgres"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                psycopg.connect(wrong, connect_timeout=5).close()
+            except psycopg.OperationalError:
+                return  # refused: the new rule is in force
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server still lets {name} in without its password")
+            time.sleep(0.02)
+
     @contextlib.contextmanager
     def fresh_database(self) -> Iterator[str]:
         """The URL of a new empty database, dropped afterwards."""

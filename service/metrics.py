@@ -64,18 +64,30 @@ ACTIVE_MODEL = Gauge(
 )
 
 
+# Label values come from closed sets, so no client can add series: a method outside these is
+# "other" (methods are case-sensitive: "get" is one), a path that matched no route is
+# "unmatched" (the edge's label: routes are the app's templates), and a status is one the
+# server itself answered.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+
 _request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER_METHOD
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count a request and its latency (the labelled children are looked up once)."""
-    children = _request_children.get((route, method, status))
+    key = (route, method_label(method), status)
+    children = _request_children.get(key)
     if children is None:
         children = (
-            REQUESTS.labels(route, method, str(status)),
-            LATENCY.labels(route, method),
+            REQUESTS.labels(key[0], key[1], str(status)),
+            LATENCY.labels(key[0], key[1]),
         )
-        _request_children[(route, method, status)] = children
+        _request_children[key] = children
     children[0].inc()
     children[1].observe(seconds)
 

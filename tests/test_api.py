@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import string
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from harness.api import AUTH, ROW, TOKEN, VIRGINICA, assert_problem, make_client
+from harness.api import AUTH, ROW, TOKEN, VIRGINICA, assert_error, assert_problem, make_client
 from model.data import CLASSES, FEATURES, load_iris
 from model.network import Params, forward
 from model.persistence import ModelStore
@@ -653,6 +655,41 @@ def test_metrics_count_requests_predictions_and_the_active_model(shared: TestCli
     assert f'iris_active_model_info{{version="{version}"}} 1.0' in text
 
 
+def request_series(client: TestClient) -> set[str]:
+    """The label sets of iris_http_requests_total in /metrics (the latency histogram's are
+    the same without the status)."""
+    lines = client.get("/metrics").text.splitlines()
+    return {line.split(" ")[0] for line in lines if line.startswith("iris_http_requests_total{")}
+
+
+def test_random_methods_and_paths_add_at_most_a_few_metric_series(shared: TestClient) -> None:
+    rng = random.Random(5)
+    request_series(shared)  # GET /metrics has its own series from here on
+    before = request_series(shared)
+    prefixes = ["", "/models", "/v2/models", "/v2/models/iris/versions", "/train", "/predict"]
+    for _ in range(500):
+        method = "".join(rng.choices(string.ascii_letters, k=rng.randint(3, 10)))
+        path = f"{rng.choice(prefixes)}/{rng.randbytes(6).hex()}"
+        response = shared.request(method, path)
+        assert response.status_code in (404, 405), (method, path, response.text)
+    added = request_series(shared) - before
+    # Routes (the few templates the prefixes reach, or "unmatched") x "other" x (404, 405):
+    # a handful of series, however many methods and paths clients invent.
+    assert len(added) <= 16, sorted(added)
+    assert all('method="other"' in series for series in added), sorted(added)
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_host_header(shared: TestClient) -> None:
+    for path in ("/models/", "/predict/", "/healthz/", "/v2/models/iris/", "/v2/"):
+        response = shared.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert "evil.example" not in response.headers.get("location", ""), path
+        assert "evil.example" not in response.text
+        # one spelling of each path: a 404 naming it, in the protocol's own error format
+        check = assert_error if path.startswith("/v2/") else assert_problem
+        check(response, 404, path)
+    assert_problem(shared.post("/predict/", json={"instances": [ROW]}), 404, "/predict/")
+
+
 def test_docs_page_uses_no_cdn(shared: TestClient) -> None:
     html = shared.get("/docs").text
     assert "cdn." not in html
@@ -718,6 +755,23 @@ def test_compressed_bodies_are_refused_with_415(shared: TestClient) -> None:
     body = gzip.compress(json.dumps({"instances": [ROW]}).encode())
     headers = {"content-type": "application/json", "content-encoding": "gzip"}
     assert_problem(shared.post("/predict", content=body, headers=headers), 415, "gzip")
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3], ids=["one member", "two members", "garbage"])
+def test_predict_refuses_every_gzip_body_without_reading_any_part(
+    shared: TestClient, parts: int
+) -> None:
+    import gzip
+
+    raw = json.dumps({"instances": [ROW]}).encode()
+    body = {
+        1: gzip.compress(raw),
+        2: gzip.compress(raw[:20]) + gzip.compress(raw[20:]),
+        3: gzip.compress(raw) + b"\0junk",
+    }[parts]
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    # /predict takes plain JSON only: no member of a compressed body is ever read.
+    assert_problem(shared.post("/predict", content=body, headers=headers), 415, "'gzip'")
 
 
 @pytest.mark.parametrize(

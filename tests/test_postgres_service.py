@@ -7,6 +7,7 @@ database are two replicas: an activation on one reaches the other by notificatio
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from harness.api import ROW, wait_job
 from harness.postgres import PgCluster
@@ -182,3 +184,135 @@ def test_migrate_copies_a_data_directory_once_verifying_every_version(
             store.versions()
         )
     assert runs[0].stdout != runs[1].stdout  # the second run copied nothing new
+
+
+# -- what an outage shows, and to whom ----------------------------------------------------------
+
+ROLE, PASSWORD = "iris_probe_role", "correct-horse-battery-staple"
+SOME_VERSION = "20200101T000000.000000Z-0a0b0c0d"
+SOME_JOB = "f" * 32
+
+
+def database_answers(client: TestClient) -> dict[str, Any]:
+    """The answers of every route that reads the database or a model, as an anonymous client
+    (and POST /train, with the token)."""
+    body = {"instances": [ROW]}
+    tensor = {
+        "name": "measurements",
+        "shape": [1, 4],
+        "datatype": "FP64",
+        "data": list(ROW.values()),
+    }
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/readyz", {}),
+        ("GET", "/models", {}),
+        ("GET", f"/models/{SOME_VERSION}", {}),
+        ("GET", f"/models/{SOME_VERSION}/parameters", {}),
+        ("GET", f"/models/{SOME_VERSION}/evaluation", {}),
+        ("GET", "/train", {}),
+        ("GET", f"/train/{SOME_JOB}", {}),
+        ("GET", f"/train/{SOME_JOB}/events", {}),
+        ("POST", "/predict", {"json": body}),
+        ("POST", "/v2/models/iris/infer", {"json": {"inputs": [tensor]}}),
+        ("GET", "/v2/health/ready", {}),
+        ("GET", "/v2/models/iris", {}),
+        ("GET", "/v2/models/iris/ready", {}),
+        ("POST", "/train", {"json": {}, "headers": AUTH}),
+    ]
+    return {f"{method} {path}": client.request(method, path, **kw) for method, path, kw in calls}
+
+
+def assert_nothing_revealed(answers: dict[str, Any], url: str, port: int) -> None:
+    """No answer names the host, port, database, user or password of ``url``."""
+    dbname = url.rsplit("/", 1)[1]
+    for call, answer in answers.items():
+        text = answer.text.replace(SOME_VERSION, "").replace(SOME_JOB, "")  # the request's own
+        text += "".join(f"{k}: {v}\n" for k, v in answer.headers.items())
+        for secret in ("127.0.0.1", "localhost", str(port), dbname, ROLE, PASSWORD):
+            assert secret not in text, (
+                f"{call} answers {answer.status_code} naming {secret}: {text}"
+            )
+        if answer.status_code == 503:
+            assert "unavailable" in answer.text, (call, answer.text)
+
+
+def assert_logged_once(caplog: pytest.LogCaptureFixture, url: str, port: int, *why: str) -> None:
+    """The log names where and why (never the password), in one line per outage."""
+    dbname = url.rsplit("/", 1)[1]
+    lines = [r for r in caplog.records if "database unavailable:" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    line = lines[0].getMessage()
+    assert lines[0].levelno == logging.WARNING
+    for detail in ("127.0.0.1", str(port), dbname, ROLE, *why):
+        assert detail in line, (detail, line)
+    assert PASSWORD not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], "no tracebacks for an outage"
+
+
+def own_database(postgres: PgCluster, url: str, password: str) -> str:
+    """``url``'s database owned by the password role, and the URL that logs in as it."""
+    postgres.password_role(ROLE, PASSWORD)
+    dbname = url.rsplit("/", 1)[1]
+    with postgres.connect("postgres") as conn:
+        owner = sql.SQL("ALTER DATABASE {} OWNER TO {}")
+        conn.execute(owner.format(sql.Identifier(dbname), sql.Identifier(ROLE)))
+    return f"postgresql://{ROLE}:{password}@127.0.0.1:{postgres.port}/{dbname}"
+
+
+def test_a_wrong_password_is_in_the_log_and_in_no_answer(
+    postgres: PgCluster, database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = own_database(postgres, database, "not-the-password")
+    caplog.set_level(logging.WARNING)
+    with replica(url, tmp_path / "a") as client:
+        answers = database_answers(client)
+        again = database_answers(client)  # the same failure: not logged again
+    assert answers["GET /readyz"].status_code == 503
+    assert answers["GET /readyz"].json()["detail"].startswith("not ready:")
+    assert answers["GET /train"].status_code == 503
+    assert answers["GET /models"].status_code == 503
+    assert_nothing_revealed(
+        answers | {f"again {k}": v for k, v in again.items()}, url, postgres.port
+    )
+    assert_logged_once(caplog, url, postgres.port, "password authentication failed")
+
+
+def test_a_database_outage_is_in_the_log_and_in_no_answer(
+    postgres: PgCluster, database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = own_database(postgres, database, PASSWORD)
+    with replica(url, tmp_path / "a") as client:
+        assert client.get("/readyz").status_code == 200  # it serves, as the role
+        caplog.set_level(logging.WARNING)
+        postgres.stop("fast")
+        try:
+            answers = database_answers(client)
+            again = database_answers(client)
+        finally:
+            postgres.start()
+    assert answers["GET /readyz"].status_code == 200  # the model in memory still serves
+    assert answers["POST /predict"].status_code == 200
+    assert answers["GET /train"].status_code == 503
+    assert answers["GET /models"].status_code == 503
+    assert answers["POST /train"].status_code == 503
+    assert_nothing_revealed(
+        answers | {f"again {k}": v for k, v in again.items()}, url, postgres.port
+    )
+    assert_logged_once(caplog, url, postgres.port)
+
+
+def test_a_replica_started_during_an_outage_says_only_that_the_database_is_unavailable(
+    postgres: PgCluster, database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = own_database(postgres, database, PASSWORD)
+    caplog.set_level(logging.WARNING)
+    postgres.stop("fast")
+    try:
+        with replica(url, tmp_path / "a") as client:
+            answers = database_answers(client)
+    finally:
+        postgres.start()
+    assert answers["GET /readyz"].status_code == 503
+    assert "the database is unavailable" in answers["GET /readyz"].json()["detail"]
+    assert_nothing_revealed(answers, url, postgres.port)
+    assert_logged_once(caplog, url, postgres.port)

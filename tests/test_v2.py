@@ -304,6 +304,24 @@ def test_bad_compressed_bodies_are_refused(shared: TestClient) -> None:
     assert_error(post(shared, bomb, **{"Content-Encoding": "gzip"}), 413, "IRIS_MAX_BODY_BYTES")
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+@pytest.mark.parametrize("split", [True, False], ids=["two members", "trailing garbage"])
+def test_bytes_after_the_compressed_body_are_refused_naming_how_many(
+    shared: TestClient, coding: str, split: bool
+) -> None:
+    raw = orjson.dumps(request(RAW[:4]))
+    pack = gzip.compress if coding == "gzip" else zlib.compress
+    unit = "gzip member" if coding == "gzip" else "zlib stream"
+    # Split inside the JSON, the first member alone is not a request; both together would be.
+    first, after = (pack(raw[:25]), pack(raw[25:])) if split else (pack(raw), b"\0junk")
+    version = shared.get("/readyz").json()["model_version"]
+    for path in (INFER, f"/v2/models/iris/versions/{version}/infer"):
+        response = post(shared, first + after, path, **{"Content-Encoding": coding})
+        words = (f"Content-Encoding {coding}", f"one {unit}", f"{len(after)} bytes follow")
+        assert_error(response, 400, *words)
+        assert post(shared, pack(raw), path, **{"Content-Encoding": coding}).status_code == 200
+
+
 # -- bad requests: 400 naming the problem -------------------------------------------------------
 
 NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
@@ -661,12 +679,16 @@ def test_infer_fast_path_agrees_with_the_schema_on_every_rule() -> None:
         if fast is not None:
             assert fast[0].tolist() == raw.tolist()
             assert (fast[1], fast[2]) == (names, request.id)
-    # keys the counting must see: written twice, or spaced before their colon
+    # keys the counting must see: written twice (spaced before a colon too), or escaped
     twice = b'{"inputs": [], "inputs": [' + json.dumps(tensor).encode() + b"]}"
-    spaced = json.dumps({"inputs": [tensor]}).replace('"inputs":', '"inputs" :').encode()
+    spaced_twice = json.dumps({"inputs": [tensor]})[:-1].encode() + b', "inputs" :[]}'
     escaped = json.dumps({"inputs": [tensor]}).replace("inputs", "input\\u0073").encode()
-    for body in (twice, spaced, escaped):
+    for body in (twice, spaced_twice, escaped):
         assert fast_request(body, 10) is None, body
+    spaced = json.dumps({"inputs": [tensor]}).replace('"inputs":', '"inputs" :').encode()
+    read = fast_request(spaced, 10)  # a key spaced from its colon, once: counted as one
+    assert read is not None
+    assert read[0].tolist() == measurements(parse(load(spaced)).inputs[0], 10).tolist()
 
 
 def test_a_pinned_version_is_served_through_the_fast_path(shared: TestClient) -> None:

@@ -15,6 +15,10 @@ psycopg_pool keeps connections open and replaces broken ones in the background. 
   without a restart.
 
 Connections are in autocommit mode; a store opens a transaction with ``conn.transaction()``.
+
+What a client may see of an outage is :data:`UNAVAILABLE` and no more: the host, port,
+database, user and the driver's words are in the log, once per outage (the ``reason`` of
+:class:`DatabaseUnavailableError`), never in the error's message.
 """
 
 from __future__ import annotations
@@ -51,18 +55,28 @@ _CONNECTION_STATES = ("08", "57P")
 Connection = psycopg.Connection[Any]
 
 
+UNAVAILABLE = "the database is unavailable"
+"""All an answer says of an outage: no host, port, database, user or driver message."""
+
+
 class DatabaseUnavailableError(Exception):
-    """The database cannot be reached; the message says where and why (never the password)."""
+    """The database cannot be reached. The message is :data:`UNAVAILABLE`, fit for any
+    client; ``reason`` says where and why, for the log (never the password)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(UNAVAILABLE)
+        self.reason = reason
 
 
 def describe(url: str) -> str:
-    """``host:port/dbname`` of a connection URL, for messages (no user, no password)."""
+    """``user@host:port/dbname`` of a connection URL, for the log (never the password)."""
     try:
         info = conninfo_to_dict(url)
     except psycopg.Error:
         return "the configured database"
     host = info.get("host") or info.get("hostaddr") or "localhost"
-    return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
+    user = f"{info['user']}@" if info.get("user") else ""
+    return f"{user}{host}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
 
 
 def is_connection_error(error: BaseException) -> bool:
@@ -102,12 +116,13 @@ class Database:
         name: str = "iris",
     ) -> None:
         self.url = url
-        self.where = describe(url)
+        self.where = describe(url)  # for the log only: answers never name the database
         self.timeout = timeout
         self.max_size = max_size
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._down_reason = ""
+        self._last_refusal = ""
         # True until a connection has worked, and again after a failure: then the next caller
         # probes with one direct connection attempt before it waits on the pool.
         self._suspect = True
@@ -194,6 +209,15 @@ class Database:
                 continue
             return conn
         raise self._trip(f"every pooled connection to {self.where} was broken")
+
+    def refused(self, what: str, error: psycopg.Error) -> None:
+        """Log a statement the server refused, with where and why, for the answer omits both;
+        once per distinct message (the poller retrying every second adds no line)."""
+        why = first_line(error)
+        with self._lock:
+            first, self._last_refusal = why != self._last_refusal, why
+        if first:
+            log.warning("%s: %s: %s", what, self.where, why)
 
     def _trip(self, reason: str) -> DatabaseUnavailableError:
         with self._lock:

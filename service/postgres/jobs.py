@@ -15,7 +15,9 @@ Each row records the replica that accepted it (``accepted_by``, the host name un
 and the host and pid of its training process (``run_by``), for diagnosis; the API view is
 exactly :func:`service.job_store.job_view`'s.
 
-A database that cannot be reached raises :class:`~service.job_store.JobsUnavailableError`.
+A database that cannot be reached raises :class:`~service.job_store.JobsUnavailableError`,
+whose message names neither the database's address nor its user (it may reach an anonymous
+client as a 503): where and why go to the log.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ from service.postgres.connection import (
     Connection,
     Database,
     DatabaseUnavailableError,
-    first_line,
 )
 
 INTERRUPTED = "interrupted: the training process stopped sending heartbeats (it or its server died)"
@@ -71,7 +72,7 @@ class PostgresJobStore:
         self.db = database if isinstance(database, Database) else Database(database)
         self.heartbeat_timeout = heartbeat_timeout
         self.instance = instance or socket.gethostname()
-        self.where = self.db.where
+        self.where = self.db.where  # for the log only
 
     def close(self) -> None:
         if self._owns_database:
@@ -82,13 +83,12 @@ class PostgresJobStore:
         try:
             with self.db.connection() as conn:
                 yield conn
-        except DatabaseUnavailableError as error:
-            raise JobsUnavailableError(
-                f"the jobs database {self.where} is unavailable: {error}"
-            ) from None
+        except DatabaseUnavailableError:  # the connection logged where and why
+            raise JobsUnavailableError("the jobs database is unavailable") from None
         except psycopg.Error as error:
+            self.db.refused("the jobs database", error)
             raise JobsUnavailableError(
-                f"the jobs database {self.where}: {first_line(error)}"
+                "the jobs database refused the query (the server log has the details)"
             ) from None
 
     def initialize(self) -> int:
@@ -149,7 +149,7 @@ class PostgresJobStore:
                     continue  # the job in the way ended meanwhile: try again
                 return self._get(conn, job_id)
         raise JobsUnavailableError(
-            f"the jobs database {self.where}: the training slot stayed contended; try again"
+            "the jobs database: the training slot stayed contended; try again"
         )
 
     def get(self, job_id: str) -> dict[str, Any]:

@@ -73,8 +73,8 @@ def migrate_data_dir(data_dir: str | Path, url: str) -> MigrationReport:
         try:
             with db.connection() as conn:
                 report.schema_version = migrations.apply(conn)
-        except DatabaseUnavailableError as error:
-            raise StoreUnavailableError(f"the database is unavailable: {error}") from None
+        except DatabaseUnavailableError as error:  # the operator's command: say where and why
+            raise StoreUnavailableError(f"the database is unavailable: {error.reason}") from None
         store = PostgresModelStore(db)
         stored = set(store.versions())
         for version in files.versions():

@@ -14,7 +14,9 @@ transaction: the notification is delivered when, and only when, the pointer has 
 
 A database that cannot be reached raises :class:`~model.errors.StoreUnavailableError` (the
 service answers 503); a write the server refuses (a read-only or full database) raises
-:class:`~model.errors.StoreWriteError`.
+:class:`~model.errors.StoreWriteError`. Error messages name the operation, never the
+database's address or user: an unavailable store's message may reach an anonymous client
+(a 503, /readyz), so where and why go to the log (:mod:`service.postgres.connection`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from model.persistence import (
     weights_bytes,
 )
 from service.postgres.connection import (
+    UNAVAILABLE,
     Connection,
     Database,
     DatabaseUnavailableError,
@@ -62,7 +65,6 @@ class PostgresModelStore:
     def __init__(self, database: Database | str) -> None:
         self._owns_database = not isinstance(database, Database)
         self.db = database if isinstance(database, Database) else Database(database)
-        self.where = f"the database {self.db.where}"
 
     def close(self) -> None:
         if self._owns_database:
@@ -74,44 +76,47 @@ class PostgresModelStore:
         try:
             with self.db.connection() as conn:
                 yield conn
-        except DatabaseUnavailableError as error:
-            raise StoreUnavailableError(f"{what}: the database is unavailable ({error})") from None
+        except DatabaseUnavailableError:  # the connection logged where and why
+            raise StoreUnavailableError(f"{what}: {UNAVAILABLE}") from None
         except pg_errors.UndefinedTable:
             raise StoreUnavailableError(
-                f"{what}: {self.where} has no model tables yet (its schema is not migrated)"
+                f"{what}: the database has no model tables yet (its schema is not migrated)"
             ) from None
         except psycopg.Error as error:
-            if write:
+            if write:  # an authenticated write: what the server refused (read-only, full)
                 raise StoreWriteError(f"{what}: {first_line(error)}") from None
-            raise StoreUnavailableError(f"{what}: {first_line(error)}") from None
+            self.db.refused(what, error)
+            raise StoreUnavailableError(
+                f"{what}: the database refused the query (the server log has the details)"
+            ) from None
 
     # -- reading -------------------------------------------------------------------------
 
     def versions(self) -> list[str]:
         """Every stored version id, oldest first (ids sort by creation)."""
-        with self._connection(f"cannot list the models in {self.where}") as conn:
+        with self._connection("cannot list the models") as conn:
             rows = conn.execute("SELECT version FROM model_versions ORDER BY version").fetchall()
         return [row[0] for row in rows]
 
     def current(self) -> str:
         """The active version id; raises NoCurrentModelError when none was ever activated."""
-        with self._connection(f"cannot read the current version in {self.where}") as conn:
+        with self._connection("cannot read the current version") as conn:
             row = conn.execute(
                 "SELECT c.version, v.version IS NOT NULL FROM model_current c "
                 "LEFT JOIN model_versions v USING (version)"
             ).fetchone()
         if row is None:
-            raise NoCurrentModelError(f"no active model: {self.where} has no current version")
+            raise NoCurrentModelError("no active model: the database has no current version")
         if not row[1]:  # the foreign key forbids it; kept for a hand-edited database
             raise DanglingCurrentError(
-                f"{self.where} names {row[0][:80]!r} as current, which is not a stored version"
+                f"the database names {row[0][:80]!r} as current, which is not a stored version"
             )
         return str(row[0])
 
     def metadata(self, version: str) -> dict[str, Any]:
         """The full model.json of ``version`` (with its training history)."""
         check_version_id(version)
-        with self._connection(f"cannot read version {version} from {self.where}") as conn:
+        with self._connection(f"cannot read version {version}") as conn:
             row = conn.execute(
                 "SELECT metadata::text FROM model_versions WHERE version = %s", (version,)
             ).fetchone()
@@ -122,7 +127,7 @@ class PostgresModelStore:
     def summary(self, version: str) -> dict[str, Any]:
         """The metadata without ``history``: what a listing shows, without parsing epochs."""
         check_version_id(version)
-        with self._connection(f"cannot read version {version} from {self.where}") as conn:
+        with self._connection(f"cannot read version {version}") as conn:
             row = conn.execute(
                 "SELECT summary::text FROM model_versions WHERE version = %s", (version,)
             ).fetchone()
@@ -133,7 +138,7 @@ class PostgresModelStore:
     def load(self, version: str) -> StoredModel:
         """Load and verify a version: checksum, array names, shapes, dtypes, finiteness."""
         check_version_id(version)
-        with self._connection(f"cannot read version {version} from {self.where}") as conn:
+        with self._connection(f"cannot read version {version}") as conn:
             return self._load(conn, version)
 
     def load_current(self) -> StoredModel:
@@ -149,7 +154,7 @@ class PostgresModelStore:
 
     def activations(self) -> list[str]:
         """Versions that were ever current, oldest first, each once at its latest activation."""
-        with self._connection(f"cannot read the activations in {self.where}") as conn:
+        with self._connection("cannot read the activations") as conn:
             rows = conn.execute(
                 "SELECT version FROM model_activations GROUP BY version ORDER BY max(id)"
             ).fetchall()
@@ -167,7 +172,7 @@ class PostgresModelStore:
         commits.
         """
         weights = weights_bytes(model)
-        what = f"cannot save the model in {self.where}"
+        what = "cannot save the model"
         with self._connection(what, write=True) as conn:
             for _ in range(5):
                 version = new_version_id()
@@ -183,7 +188,7 @@ class PostgresModelStore:
     def activate(self, version: str) -> None:
         """Make ``version`` current after verifying it (roll forward or back), and notify."""
         check_version_id(version)
-        what = f"cannot activate version {version} in {self.where}"
+        what = f"cannot activate version {version}"
         with self._connection(what, write=True) as conn, conn.transaction():
             self._activate(conn, version)
 
@@ -198,7 +203,7 @@ class PostgresModelStore:
         A session-level advisory lock on a pooled connection: a replica that dies while
         holding it releases it with its connection.
         """
-        what = f"cannot take the bootstrap lock in {self.where}"
+        what = "cannot take the bootstrap lock"
         with self._connection(what) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (BOOTSTRAP_LOCK_KEY,))
             try:
@@ -213,14 +218,14 @@ class PostgresModelStore:
         """Store a version exactly as given after verifying it; False if the id is taken."""
         check_version_id(version)
         verify(version, metadata, weights)
-        what = f"cannot copy version {version} into {self.where}"
+        what = f"cannot copy version {version} into the database"
         with self._connection(what, write=True) as conn, conn.transaction():
             return self._insert(conn, version, metadata, weights)
 
     def activate_if_none(self, version: str) -> str | None:
         """Make ``version`` current unless a version already is; returns the current before."""
         check_version_id(version)
-        what = f"cannot activate version {version} in {self.where}"
+        what = f"cannot activate version {version}"
         with self._connection(what, write=True) as conn, conn.transaction():
             # The pointer row is locked by whoever activates: take the same lock to decide.
             conn.execute("LOCK TABLE model_current IN SHARE ROW EXCLUSIVE MODE")

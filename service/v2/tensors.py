@@ -233,7 +233,12 @@ def where(loc: tuple[int | str, ...]) -> str:
 
 
 def inflated(body: bytes, encoding: str, limit: int) -> bytes:
-    """The body with its Content-Encoding (gzip or deflate) undone, never over ``limit``."""
+    """The body with its Content-Encoding (gzip or deflate) undone, never over ``limit``.
+
+    The body is exactly one gzip member or one zlib stream: bytes after it (a second member,
+    padding, garbage) are refused rather than dropped or read on, so what is parsed is all
+    that was sent, read the one way every reader agrees on.
+    """
     coding = encoding.strip().lower()
     if coding in ("", "identity"):
         return body
@@ -255,6 +260,12 @@ def inflated(body: bytes, encoding: str, limit: int) -> bytes:
         )
     if not inflater.eof:
         raise bad_request(f"the {coding} body is truncated")
+    if inflater.unused_data:
+        unit = "gzip member" if coding == "gzip" else "zlib stream"
+        raise bad_request(
+            f"Content-Encoding {coding}: the body must be one {unit}; "
+            f"{len(inflater.unused_data)} bytes follow it"
+        )
     return data
 
 
