@@ -1,7 +1,8 @@
 """What the blocking and the asyncio client share: requests, retries, answers, input rows.
 
-No I/O happens here: each client sends a :class:`Call` its own way and hands the answer back
-to :func:`check`, so the two stay the same client with two ways of waiting.
+No I/O happens here: each client sends a :class:`Call` its own way, streams the answer into a
+:class:`Body` (which bounds it) and hands the :class:`Answer` to :func:`check`, so the two stay
+the same client with two ways of waiting.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from client.errors import (
     field_errors,
     problem_class,
 )
-from client.types import FEATURES, Health, Hyperparameters, Job
+from client.types import FEATURES, JOB_ID, Health, Hyperparameters, Job, Predictions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 from client.settings import MAX_POLL_SECONDS, MIN_POLL_SECONDS, __version__
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+# What the client asks for and decodes: one layer of gzip or deflate expands a 64 KiB read to at
+# most about 64 MiB, so the size cap is passed by one read at most; brotli, zstd or layered
+# encodings could expand a read without a useful bound, and are refused.
+ACCEPT_ENCODING = "gzip, deflate"
+ENCODINGS = frozenset({"gzip", "deflate", "identity", ""})
 # Room for {"model_version": "...", } around the instances when a chunk's size is planned.
 BODY_MARGIN = 512
 
@@ -93,6 +99,11 @@ class RetryPolicy:
         return random.uniform(0, min(self.cap, self.base * 2**retry))
 
 
+def may_retry(policy: RetryPolicy, retries: int, delay: float, deadline: float) -> bool:
+    """Is there an attempt left, and time for it after ``delay`` before the call's deadline?"""
+    return retries + 1 < policy.attempts and time.monotonic() + delay < deadline
+
+
 def retryable(error: httpx.TransportError, idempotent: bool) -> bool:
     """May a request that failed with ``error`` be sent again?
 
@@ -105,22 +116,32 @@ def retryable(error: httpx.TransportError, idempotent: bool) -> bool:
     return idempotent and isinstance(error, (httpx.NetworkError, httpx.RemoteProtocolError))
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def retry_after(answer: Answer) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or a date); None when absent or malformed."""
+    value = answer.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # nan, inf and their kin say nothing usable; a time already past means now
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when - time.time())
 
 
-def connection_error(error: httpx.TransportError, url: str) -> ConnectionFailedError:
+def deadline_error(url: str, timeout: float) -> ConnectionFailedError:
+    return ConnectionFailedError(f"{url} did not answer within the {timeout:g} s timeout")
+
+
+def connection_error(
+    error: httpx.TransportError, url: str, timeout: float
+) -> ConnectionFailedError:
     """A one-line account of a transport failure, naming the server."""
     if isinstance(error, httpx.ConnectTimeout):
         what = f"cannot reach {url}: the connection timed out"
@@ -128,14 +149,75 @@ def connection_error(error: httpx.TransportError, url: str) -> ConnectionFailedE
         reason = str(error).split("] ")[-1] or "connection failed"
         what = f"cannot reach {url}: {reason}"
     elif isinstance(error, httpx.TimeoutException):
-        what = f"{url} did not answer in time ({type(error).__name__})"
+        return deadline_error(url, timeout)
     else:
         reason = str(error) or type(error).__name__
         what = f"the connection to {url} broke before an answer: {reason}"
     return ConnectionFailedError(what)
 
 
-def problem_from(response: httpx.Response) -> ProblemError:
+@dataclass(frozen=True)
+class Answer:
+    """An answer read whole, within the client's bounds: all the rest of the client sees."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    method: str
+    url: httpx.URL
+
+
+class Body:
+    """An answer's decoded bytes as they stream in, refused once past ``limit``.
+
+    Made when the head has arrived: a redirect, an encoding the client did not ask for, or a
+    declared length past the limit fail here, before any of the body is read.
+    """
+
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        self.response = response
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] = []
+        self.what = what = f"{response.request.method} {response.request.url.path}"
+        if 300 <= response.status_code < 400:
+            location = response.headers.get("location", "nowhere")[:200]
+            raise ProtocolError(
+                f"{what}: the server answered HTTP {response.status_code}, a redirect to "
+                f"{location}, which the client does not follow; is the URL right?"
+            )
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ENCODINGS:
+            raise ProtocolError(f"{what}: the answer is encoded as {encoding!r:.60}, not asked for")
+        declared = response.headers.get("content-length", "")
+        if encoding in ("", "identity") and declared.isdigit() and int(declared) > limit:
+            raise self.too_large()
+
+    def too_large(self) -> ProtocolError:
+        return ProtocolError(
+            f"{self.what}: the answer is larger than the client's limit of {self.limit} bytes "
+            "(max_answer_bytes); is this an Iris service?"
+        )
+
+    def add(self, chunk: bytes) -> None:
+        """One decoded chunk (``iter_bytes``), counted before it is kept."""
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise self.too_large()
+        self.chunks.append(chunk)
+
+    def answer(self) -> Answer:
+        request = self.response.request
+        return Answer(
+            self.response.status_code,
+            self.response.headers,
+            b"".join(self.chunks),
+            request.method,
+            request.url,
+        )
+
+
+def problem_from(response: Answer) -> ProblemError:
     """The exception for a 4xx/5xx answer, from its problem document where it has one."""
     status = response.status_code
     try:
@@ -144,7 +226,7 @@ def problem_from(response: httpx.Response) -> ProblemError:
         title = "Error"
     body: Any = None
     with contextlib.suppress(ValueError):
-        body = response.json()
+        body = orjson.loads(response.content)
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
         job_id = body.get("job_id")
         return problem_class(status)(
@@ -156,31 +238,35 @@ def problem_from(response: httpx.Response) -> ProblemError:
             instance=body.get("instance") if isinstance(body.get("instance"), str) else None,
             retry_after=retry_after(response),
         )
-    text = " ".join(response.text.split())[:200] or "no detail given"
+    text = " ".join(response.content[:400].decode("utf-8", "replace").split())[:200]
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         text = body["error"]
-    return problem_class(status)(status, title, f"{response.request.url.path}: {text}")
+    return problem_class(status)(status, title, f"{response.url.path}: {text or 'no detail given'}")
 
 
-def check(response: httpx.Response, call: Call) -> httpx.Response:
+def check(response: Answer, call: Call) -> Answer:
     if response.status_code >= 400 and response.status_code not in call.expected:
         raise problem_from(response)
     return response
 
 
-def json_of(response: httpx.Response) -> Any:
+def json_of(response: Answer) -> Any:
     try:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
         raise ProtocolError(
-            f"{response.request.method} {response.request.url}: the answer is not JSON "
+            f"{response.method} {response.url}: the answer is not JSON "
             f"(HTTP {response.status_code}, {response.headers.get('content-type', 'no type')}); "
             "is this an Iris service?"
         ) from None
 
 
 def headers(token: str | None) -> dict[str, str]:
-    found = {"User-Agent": f"iris-client/{__version__}", "Accept": "application/json"}
+    found = {
+        "User-Agent": f"iris-client/{__version__}",
+        "Accept": "application/json",
+        "Accept-Encoding": ACCEPT_ENCODING,
+    }
     return found | ({"Authorization": f"Bearer {token}"} if token else {})
 
 
@@ -301,20 +387,17 @@ def train_body(
     return orjson.dumps(body)
 
 
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
 def job_path(job_id: str, suffix: str = "") -> str:
-    if not JOB_ID.match(job_id):
+    if not JOB_ID.fullmatch(job_id):
         raise InputError(f"{job_id!r} is not a job id (32 hex digits)")
     return f"/train/{job_id}{suffix}"
 
 
-VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
 
 
 def model_path(version: str, suffix: str = "") -> str:
-    if not VERSION.match(version):
+    if not VERSION.fullmatch(version):
         raise InputError(f"{version!r} is not a model version")
     return f"/models/{version}{suffix}"
 
@@ -344,7 +427,15 @@ def job_list(answer: Any) -> list[Job]:
     return [Job.from_json(job) for job in jobs]
 
 
-def health(readyz: httpx.Response) -> Health:
+def predictions(answer: Any, rows: int) -> Predictions:
+    """A ``/predict`` answer that must hold one prediction per row sent."""
+    found = Predictions.from_json(answer)
+    if len(found) != rows:
+        raise ProtocolError(f"predict answer: {len(found)} predictions for the {rows} rows sent")
+    return found
+
+
+def health(readyz: Answer) -> Health:
     """Health from a /readyz answer (after /healthz answered): 200 ready, 503 not."""
     answer = json_of(readyz)
     if readyz.status_code == 503:

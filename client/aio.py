@@ -14,12 +14,19 @@ from typing import Any
 import httpx
 
 from client import _core
-from client._core import Call, ProgressCallback, RetryPolicy, Rows
-from client.errors import LimitsWarning, NotFoundError, ProblemError, WaitTimeoutError
+from client._core import Answer, Call, ProgressCallback, RetryPolicy, Rows
+from client.errors import (
+    LimitsWarning,
+    NotFoundError,
+    ProblemError,
+    ProtocolError,
+    WaitTimeoutError,
+)
 from client.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
+    MAX_ANSWER_BYTES,
     MAX_CONCURRENCY,
     POLL_SECONDS,
 )
@@ -50,11 +57,14 @@ class AsyncIrisClient:
         *,
         retry: RetryPolicy | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = _core.base_url(url)
         self.retry = retry or RetryPolicy()
         self.concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+        self.timeout = timeout
+        self.max_answer_bytes = max_answer_bytes
         self._token = token
         self._limits: Limits | None = None
         self._http = httpx.AsyncClient(
@@ -79,36 +89,54 @@ class AsyncIrisClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, call: Call) -> httpx.Response:
+    async def _send(self, call: Call) -> Answer:
+        deadline = time.monotonic() + self.timeout
         retries = 0
-        auth = {"Authorization": f"Bearer {self._token}"} if call.auth and self._token else {}
         while True:
             try:
-                response = await self._http.request(
+                answer = await self._attempt(call, deadline)
+            except TimeoutError:
+                raise _core.deadline_error(self.url, self.timeout) from None
+            except httpx.TransportError as error:
+                delay = self.retry.delay(retries)
+                if not (
+                    _core.retryable(error, call.idempotent)
+                    and _core.may_retry(self.retry, retries, delay, deadline)
+                ):
+                    raise _core.connection_error(error, self.url, self.timeout) from None
+                await asyncio.sleep(delay)
+                retries += 1
+                continue
+            if call.idempotent and answer.status_code in _core.RETRY_STATUSES:
+                delay = self.retry.delay(retries, _core.retry_after(answer))
+                if answer.status_code not in call.expected and _core.may_retry(
+                    self.retry, retries, delay, deadline
+                ):
+                    await asyncio.sleep(delay)
+                    retries += 1
+                    continue
+            return _core.check(answer, call)
+
+    async def _attempt(self, call: Call, deadline: float) -> Answer:
+        """One request, its answer streamed in whole within the size cap and the deadline."""
+        auth = {"Authorization": f"Bearer {self._token}"} if call.auth and self._token else {}
+        try:
+            async with (
+                asyncio.timeout(deadline - time.monotonic()),
+                self._http.stream(
                     call.method,
                     call.path,
                     content=call.body,
                     params=call.params,
                     headers=auth | ({"Content-Type": "application/json"} if call.body else {}),
-                )
-            except httpx.TransportError as error:
-                if retries + 1 >= self.retry.attempts or not _core.retryable(
-                    error, call.idempotent
-                ):
-                    raise _core.connection_error(error, self.url) from None
-                await asyncio.sleep(self.retry.delay(retries))
-                retries += 1
-                continue
-            if (
-                call.idempotent
-                and response.status_code in _core.RETRY_STATUSES
-                and response.status_code not in call.expected
-                and retries + 1 < self.retry.attempts
+                ) as response,
             ):
-                await asyncio.sleep(self.retry.delay(retries, _core.retry_after(response)))
-                retries += 1
-                continue
-            return _core.check(response, call)
+                body = _core.Body(response, self.max_answer_bytes)
+                async for chunk in response.aiter_bytes():
+                    body.add(chunk)
+                return body.answer()
+        except httpx.DecodingError as error:
+            raise ProtocolError(f"{call.method} {call.path}: undecodable answer: {error}") from None
 
     async def _json(self, call: Call) -> Any:
         return _core.json_of(await self._send(call))
@@ -150,7 +178,9 @@ class AsyncIrisClient:
             body = _core.predict_body(data[chunk.start : chunk.stop], version)
             async with gate:
                 try:
-                    answer = Predictions.from_json(await self._json(Call("POST", "/predict", body)))
+                    answer = _core.predictions(
+                        await self._json(Call("POST", "/predict", body)), len(chunk)
+                    )
                 except ProblemError as error:
                     raise _core.shifted(error, chunk.start) from None
             done += len(chunk)
@@ -183,7 +213,8 @@ class AsyncIrisClient:
         model_version: str | None = None,
     ) -> Gradients:
         body = _core.gradients_body(rows, labels, reduction, include, model_version)
-        return Gradients.from_json(await self._json(Call("POST", "/gradients", body)))
+        answer = Gradients.from_json(await self._json(Call("POST", "/gradients", body)))
+        return answer.shaped_for(len(labels))
 
     async def train(
         self,

@@ -3,7 +3,12 @@
 Exit status: 0 success; 1 a training job failed, was cancelled or was held back by the
 quality gate (also: ``iris health`` when the server is not ready); 2 bad arguments, a bad
 input file, or a request the server refused (4xx, a wrong token included); 3 the server
-cannot be reached, broke the connection, or failed (5xx); 130 interrupted.
+cannot be reached, broke the connection, did not answer within ``--timeout``, failed (5xx),
+or answered what is not this API (a redirect, not JSON, missing or extra rows, too large);
+130 interrupted.
+
+Whatever the server sent is printed inert: control characters escaped (``\\x1b``, ``\\n``),
+never read as Rich markup.
 
 Only click is imported at start-up: httpx, Rich and the client are imported by the command
 that needs them, so ``iris --help`` stays fast.
@@ -12,6 +17,7 @@ that needs them, so ``iris --help`` stays fast.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +54,29 @@ HYPERPARAMETERS: list[tuple[str, type, Any, str]] = [
     ("patience", int, 10, "1..10000 epochs without a better validation loss"),
 ]
 FORMATS = click.Choice(["auto", "table", "csv", "json"])
+# C0 and C1 controls and DEL (cursor moves, screen clears, OSC 52 clipboard writes), line and
+# paragraph separators, and the bidirectional controls that reorder what a line shows.
+UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# An error line is cut here: a server's detail may be megabytes long.
+MAX_LINE = 1000
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as its escape: one inert line."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        code = ord(char)
+        return NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+    return UNSAFE.sub(escape, text)
+
+
+def error_line(text: str) -> str:
+    """One line of stderr: escaped, and cut at :data:`MAX_LINE` characters."""
+    shown = printable(text[: MAX_LINE + 1])
+    return shown if len(shown) <= MAX_LINE else f"{shown[:MAX_LINE]}... (cut)"
 
 
 class CommandError(Exception):
@@ -59,7 +88,7 @@ class CommandError(Exception):
         self.exit_code = exit_code
 
     def show(self) -> None:
-        click.echo(f"iris: error: {self.message}", err=True)
+        click.echo(f"iris: error: {error_line(self.message)}", err=True)
 
 
 def failure_for(error: Exception, url: str | None = None) -> CommandError:
@@ -122,10 +151,11 @@ class IrisGroup(click.Group):
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
             where = error.ctx.command_path if error.ctx else "iris"
-            click.echo(f"iris: error: {error.format_message()} (see '{where} --help')", err=True)
+            message = error_line(error.format_message())
+            click.echo(f"iris: error: {message} (see '{where} --help')", err=True)
             return USAGE
         except click.ClickException as error:
-            click.echo(f"iris: error: {error.format_message()}", err=True)
+            click.echo(f"iris: error: {error_line(error.format_message())}", err=True)
             return error.exit_code
         except CommandError as error:
             error.show()
@@ -155,7 +185,7 @@ def _warning_line(  # noqa: PLR0917  (the signature of warnings.showwarning)
     file: IO[str] | None = None,
     line: str | None = None,
 ) -> None:
-    click.echo(f"iris: warning: {message}", err=True)
+    click.echo(f"iris: warning: {error_line(str(message))}", err=True)
 
 
 @dataclass
@@ -244,7 +274,7 @@ def emit(text: str, output: IO[str] | None) -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_TIMEOUT,
     show_default=True,
-    help="Seconds to wait for each answer.",
+    help="Seconds each answer may take in all (retries included).",
 )
 @click.version_option(package_name="iris-service", prog_name="iris")
 @click.pass_context
@@ -254,7 +284,8 @@ def cli(ctx: click.Context, /, *, url: str, token: str | None, timeout: float) -
     \b
     Exit status: 0 success; 1 the job failed, was cancelled or was held back
     by the quality gate; 2 bad arguments or a request the server refused
-    (4xx, a wrong token too); 3 the server is unreachable or failed (5xx).
+    (4xx, a wrong token too); 3 the server is unreachable or failed (5xx),
+    timed out, or gave an answer that is not this API's.
     """
     ctx.obj = Options(url=url, token=token or None, timeout=timeout)
 
@@ -403,16 +434,19 @@ def predictions_csv(table: Table, answer: Predictions) -> str:
 
 def predictions_table(answer: Predictions) -> Any:
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     from client.types import CLASSES
 
-    table = RichTable(title=f"model {answer.model_version}", title_justify="left")
+    title = Text(f"model {printable(answer.model_version)}")
+    table = RichTable(title=title, title_justify="left")
     table.add_column("row", justify="right", style="dim")
     table.add_column("species", style="bold")
     for name in CLASSES:
         table.add_column(name, justify="right")
     for i, p in enumerate(answer, start=1):
-        table.add_row(str(i), p.label, *(f"{p.probabilities[c]:.4f}" for c in CLASSES))
+        probabilities = (f"{p.probabilities[c]:.4f}" for c in CLASSES)
+        table.add_row(str(i), Text(printable(p.label)), *probabilities)
     return table
 
 
@@ -552,9 +586,10 @@ def train(
             if fmt == "json":
                 emit(job_json(handle.job), None)
             else:
-                click.echo(handle.job_id)
+                job_id = printable(handle.job_id)  # 32 hex digits, checked by the client
+                click.echo(job_id)
                 if sys.stderr.isatty():
-                    click.echo(f"follow it with: iris job {handle.job_id} --follow", err=True)
+                    click.echo(f"follow it with: iris job {job_id} --follow", err=True)
             return OK
         return finish(follow_job(handle), fmt)
 
@@ -565,7 +600,12 @@ def follow_job(handle: JobHandle) -> Job:
     try:
         if not console.is_terminal:
             return handle.wait()
+        from rich.markup import escape
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        def describe(job: Job) -> str:
+            # the description is read as markup by the "[bold]" column: escape it
+            return escape(printable(f"{job.job_id[:8]} {job.status}"))
 
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -576,7 +616,7 @@ def follow_job(handle: JobHandle) -> Job:
             console=console,
         ) as bar:
             task = bar.add_task(
-                f"{handle.job_id[:8]} {handle.job.status}",
+                describe(handle.job),
                 total=max(1, handle.job.progress.epochs),
                 scores="",
             )
@@ -584,7 +624,7 @@ def follow_job(handle: JobHandle) -> Job:
             def update(job: Job) -> None:
                 bar.update(
                     task,
-                    description=f"{job.job_id[:8]} {job.status}",
+                    description=describe(job),
                     completed=job.progress.epoch,
                     total=max(1, job.progress.epochs),
                     scores=scores(job),
@@ -632,7 +672,7 @@ def finish(job: Job, fmt: str) -> int:
     if fmt == "json":
         emit(job_json(job), None)
     else:
-        click.echo(outcome(job))
+        click.echo(printable(outcome(job)))
     return OK if job.ok else JOB_FAILED
 
 
@@ -704,6 +744,8 @@ def fmt_number(value: Any) -> str:
 def show_rows(
     console: Console, chosen: str, header: list[str], rows: list[list[str]], title: str
 ) -> None:
+    """Rows of server text as CSV or a table, every cell escaped (see :func:`printable`)."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     if chosen == "csv":
         import csv
         import io
@@ -715,6 +757,7 @@ def show_rows(
         emit(out.getvalue(), None)
         return
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     table = RichTable(title=title, title_justify="left")
     shown = [i for i, name in enumerate(header) if name != "error" or any(r[i] for r in rows)]
@@ -726,7 +769,9 @@ def show_rows(
             overflow="fold",
         )
     for row in rows:
-        table.add_row(*(short_time(row[i]) if header[i] == "created_at" else row[i] for i in shown))
+        table.add_row(
+            *(Text(short_time(row[i]) if header[i] == "created_at" else row[i]) for i in shown)
+        )
     console.print(table)
 
 
@@ -759,6 +804,7 @@ def job(ctx: click.Context, /, *, job_id: str, follow: bool, fmt: str) -> int:
         return OK
     console = stdout_console()
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     table = RichTable(show_header=False, box=None)
     table.add_column(style="bold")
@@ -766,7 +812,7 @@ def job(ctx: click.Context, /, *, job_id: str, follow: bool, fmt: str) -> int:
     for key, value in found.to_json().items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
-        table.add_row(key, "" if value is None else str(value))
+        table.add_row(key, Text(printable("" if value is None else str(value))))
     console.print(table)
     return OK
 
@@ -778,7 +824,7 @@ def cancel(ctx: click.Context, /, *, job_id: str) -> None:
     """Ask a queued or running job to stop."""
     with options(ctx).client() as iris:
         found = iris.cancel(job_id)
-    click.echo(f"job {found.job_id} {found.status}: cancel requested")
+    click.echo(printable(f"job {found.job_id} {found.status}: cancel requested"))
 
 
 @cli.command()
@@ -849,7 +895,7 @@ def activate(ctx: click.Context, /, *, version: str) -> None:
     """Serve a stored version: roll back or forward."""
     with options(ctx).client() as iris:
         answer = iris.activate(version)
-    click.echo(f"now serving {answer.serving}")
+    click.echo(f"now serving {printable(answer.serving)}")
 
 
 @cli.command()
@@ -868,9 +914,9 @@ def health(ctx: click.Context, /, *, fmt: str) -> int:
         emit(json.dumps(asdict(found)) + "\n", None)
     elif found.ready:
         note = f" ({found.problem})" if found.problem else ""
-        click.echo(f"ready: serving {found.model_version}{note}")
+        click.echo(printable(f"ready: serving {found.model_version}{note}"))
     else:
-        click.echo(f"alive, not ready: {found.problem or 'no reason given'}")
+        click.echo(printable(f"alive, not ready: {found.problem or 'no reason given'}"))
     return OK if found.ready else JOB_FAILED
 
 

@@ -3,6 +3,8 @@
 __version__ = "0.1.0"
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
+# The most an answer may hold once decoded: a 10,000-row /predict answer is about 1.2 MB.
+MAX_ANSWER_BYTES = 64 * 2**20
 # Requests in flight at once for a /predict split into chunks. bench/bench_client.py against
 # iris-serve on 2 shared cores: 4 beat 1 by 1.2-1.4x (1 server worker) and 1.4-1.6x (2 workers)
 # and beat 2 in every configuration; the README has the figures.

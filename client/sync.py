@@ -13,13 +13,20 @@ from typing import Any
 
 import httpx
 
-from client import _core
-from client._core import Call, ProgressCallback, RetryPolicy, Rows
-from client.errors import LimitsWarning, NotFoundError, ProblemError, WaitTimeoutError
+from client import _core, _deadline
+from client._core import Answer, Call, ProgressCallback, RetryPolicy, Rows
+from client.errors import (
+    LimitsWarning,
+    NotFoundError,
+    ProblemError,
+    ProtocolError,
+    WaitTimeoutError,
+)
 from client.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
+    MAX_ANSWER_BYTES,
     MAX_CONCURRENCY,
     POLL_SECONDS,
 )
@@ -46,6 +53,10 @@ class IrisClient:
     Idempotent calls (reads, ``predict``, ``gradients``) are retried on connection errors
     and 502/503/504 with backoff; a call that changes state is sent again only when the
     connection was refused before the request left.
+
+    Each request (a chunk of a split ``predict`` is one) gives up after ``timeout`` seconds in
+    all, retries included, however slowly the server sends its answer; an answer longer than
+    ``max_answer_bytes`` once decoded is refused as it passes that size (ProtocolError).
     """
 
     def __init__(
@@ -56,19 +67,24 @@ class IrisClient:
         *,
         retry: RetryPolicy | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = _core.base_url(url)
         self.retry = retry or RetryPolicy()
         self.concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+        self.timeout = timeout
+        self.max_answer_bytes = max_answer_bytes
         self._token = token
         self._limits: Limits | None = None
+        limits = httpx.Limits(max_connections=MAX_CONCURRENCY)
         self._http = httpx.Client(
             base_url=self.url,
             timeout=timeout,
             headers=_core.headers(None),
-            transport=transport,
-            limits=httpx.Limits(max_connections=MAX_CONCURRENCY),
+            # a transport of the caller's gets the deadline checked between chunks only
+            transport=transport or _deadline.transport(limits),
+            limits=limits,
         )
 
     def __enter__(self) -> IrisClient:
@@ -87,36 +103,54 @@ class IrisClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _send(self, call: Call) -> httpx.Response:
+    def _send(self, call: Call) -> Answer:
+        deadline = time.monotonic() + self.timeout
         retries = 0
-        auth = {"Authorization": f"Bearer {self._token}"} if call.auth and self._token else {}
         while True:
             try:
-                response = self._http.request(
-                    call.method,
-                    call.path,
-                    content=call.body,
-                    params=call.params,
-                    headers=auth | ({"Content-Type": "application/json"} if call.body else {}),
-                )
+                answer = self._attempt(call, deadline)
             except httpx.TransportError as error:
-                if retries + 1 >= self.retry.attempts or not _core.retryable(
-                    error, call.idempotent
+                delay = self.retry.delay(retries)
+                if not (
+                    _core.retryable(error, call.idempotent)
+                    and _core.may_retry(self.retry, retries, delay, deadline)
                 ):
-                    raise _core.connection_error(error, self.url) from None
-                time.sleep(self.retry.delay(retries))
+                    raise _core.connection_error(error, self.url, self.timeout) from None
+                time.sleep(delay)
                 retries += 1
                 continue
-            if (
-                call.idempotent
-                and response.status_code in _core.RETRY_STATUSES
-                and response.status_code not in call.expected
-                and retries + 1 < self.retry.attempts
-            ):
-                time.sleep(self.retry.delay(retries, _core.retry_after(response)))
-                retries += 1
-                continue
-            return _core.check(response, call)
+            if call.idempotent and answer.status_code in _core.RETRY_STATUSES:
+                delay = self.retry.delay(retries, _core.retry_after(answer))
+                if answer.status_code not in call.expected and _core.may_retry(
+                    self.retry, retries, delay, deadline
+                ):
+                    time.sleep(delay)
+                    retries += 1
+                    continue
+            return _core.check(answer, call)
+
+    def _attempt(self, call: Call, deadline: float) -> Answer:
+        """One request, its answer streamed in whole within the size cap and the deadline."""
+        auth = {"Authorization": f"Bearer {self._token}"} if call.auth and self._token else {}
+        token = _deadline.DEADLINE.set(deadline)
+        try:
+            with self._http.stream(
+                call.method,
+                call.path,
+                content=call.body,
+                params=call.params,
+                headers=auth | ({"Content-Type": "application/json"} if call.body else {}),
+            ) as response:
+                body = _core.Body(response, self.max_answer_bytes)
+                for chunk in response.iter_bytes():
+                    body.add(chunk)
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("the call's deadline passed")
+                return body.answer()
+        except httpx.DecodingError as error:
+            raise ProtocolError(f"{call.method} {call.path}: undecodable answer: {error}") from None
+        finally:
+            _deadline.DEADLINE.reset(token)
 
     def _json(self, call: Call) -> Any:
         return _core.json_of(self._send(call))
@@ -167,7 +201,7 @@ class IrisClient:
                 "POST", "/predict", _core.predict_body(data[chunk.start : chunk.stop], version)
             )
             try:
-                answer = Predictions.from_json(self._json(call))
+                answer = _core.predictions(self._json(call), len(chunk))
             except ProblemError as error:
                 raise _core.shifted(error, chunk.start) from None
             with lock:
@@ -213,7 +247,8 @@ class IrisClient:
     ) -> Gradients:
         """Loss and backpropagation gradients for rows and their labels (names or indices)."""
         body = _core.gradients_body(rows, labels, reduction, include, model_version)
-        return Gradients.from_json(self._json(Call("POST", "/gradients", body)))
+        answer = Gradients.from_json(self._json(Call("POST", "/gradients", body)))
+        return answer.shaped_for(len(labels))
 
     def train(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 CLASSES = ("setosa", "versicolor", "virginica")
 ENDED = frozenset({"succeeded", "failed", "cancelled"})
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # fullmatch: "$" would let a newline through
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Reduction = Literal["mean", "sum", "none"]
@@ -43,7 +45,7 @@ class Hyperparameters(TypedDict, total=False):
 def _get(data: Mapping[str, Any], key: str, kind: type[T], what: str) -> T:
     value = data.get(key)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ProtocolError(f"{what}: {key!r} is {value!r}, expected {kind.__name__}")
+        raise ProtocolError(f"{what}: {key!r} is {value!r:.60}, expected {kind.__name__}")
     return value
 
 
@@ -56,7 +58,7 @@ def _number(data: Mapping[str, Any], key: str, what: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProtocolError(f"{what}: {key!r} is {value!r}, expected a number")
+        raise ProtocolError(f"{what}: {key!r} is {value!r:.60}, expected a number")
     return float(value)
 
 
@@ -78,11 +80,14 @@ class Limits:
     @classmethod
     def from_json(cls, data: Any) -> Limits:
         d = _object(data, "limits")
-        return cls(
+        found = cls(
             max_instances=_get(d, "max_instances", int, "limits"),
             max_body_bytes=_get(d, "max_body_bytes", int, "limits"),
             max_train_rows=_get(d, "max_train_rows", int, "limits"),
         )
+        if min(found.max_instances, found.max_body_bytes, found.max_train_rows) < 1:
+            raise ProtocolError(f"limits: a limit below 1 in {found}")
+        return found
 
 
 # The documented defaults (README, configuration), used when a server publishes no limits.
@@ -141,17 +146,39 @@ class Predictions(Sequence[Prediction]):
         if not isinstance(rows, list):
             raise ProtocolError("predict answer: 'predictions' is not a list")
         try:
-            # the hot loop of a large input: read fields directly, check the shape once
+            # the hot loop of a large input: read fields directly, check them in one pass
             predictions = tuple(
                 Prediction(row["label"], row["class_index"], row["probabilities"]) for row in rows
             )
-        except (KeyError, TypeError) as error:
+        except KeyError as error:
             raise ProtocolError(f"predict answer: a prediction lacks {error}") from None
-        if predictions and not all(isinstance(p.probabilities, dict) for p in predictions):
-            raise ProtocolError("predict answer: probabilities are not objects")
+        except TypeError:
+            raise ProtocolError("predict answer: a prediction is not an object") from None
+        for i, p in enumerate(predictions):
+            if not _well_formed(p):
+                raise ProtocolError(
+                    f"predict answer: prediction {i} is not a class of {', '.join(CLASSES)} "
+                    "with its index and the three probabilities"
+                )
         return cls(
             model_version=_get(d, "model_version", str, "predict answer"), predictions=predictions
         )
+
+
+_INDEX = {name: i for i, name in enumerate(CLASSES)}
+_NUMBERS = frozenset({float, int})
+
+
+def _well_formed(p: Prediction) -> bool:
+    """The label is a class, ``class_index`` its index, every class has a number."""
+    probabilities = p.probabilities
+    return (
+        type(p.label) is str
+        and type(p.class_index) is int
+        and _INDEX.get(p.label) == p.class_index
+        and type(probabilities) is dict
+        and all(type(probabilities.get(name)) in _NUMBERS for name in CLASSES)
+    )
 
 
 def _array(value: Any, what: str) -> FloatArray:
@@ -227,7 +254,7 @@ class Gradients:
         d = _object(data, "gradients answer")
         reduction = _get(d, "reduction", str, "gradients answer")
         if reduction not in ("mean", "sum", "none"):
-            raise ProtocolError(f"gradients answer: unknown reduction {reduction!r}")
+            raise ProtocolError(f"gradients answer: unknown reduction {reduction!r:.60}")
         raw_loss = d.get("loss")
         loss: float | FloatArray
         if isinstance(raw_loss, list):
@@ -255,6 +282,38 @@ class Gradients:
             input_gradients=part("input_gradients", InputGradients, ("x", "measurements")),
             raw=d,
         )
+
+    def shaped_for(self, rows: int) -> Gradients:
+        """This answer, checked to have the shapes that ``rows`` rows give; else ProtocolError.
+
+        H, the hidden units, is read from ``b1``; a leading n for ``reduction="none"``.
+        """
+        g = self.gradients
+        hidden = g.b1.shape[-1] if g.b1.ndim else 0
+        lead = (rows,) if self.reduction == "none" else ()
+        found: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = [
+            ("gradients.W1", g.W1.shape, (*lead, hidden, 4)),
+            ("gradients.b1", g.b1.shape, (*lead, hidden)),
+            ("gradients.W2", g.W2.shape, (*lead, 3, hidden)),
+            ("gradients.b2", g.b2.shape, (*lead, 3)),
+            ("loss", getattr(self.loss, "shape", ()), lead),
+        ]
+        per_row = {"x": 4, "h_a": hidden, "h_s": hidden, "o_a": 3, "o_s": 3}
+        per_row |= {"do_a": 3, "dh_s": hidden, "dh_a": hidden, "measurements": 4}
+        for part in ("activations", "intermediates", "input_gradients"):
+            arrays = getattr(self, part)
+            if arrays is not None:
+                found += [
+                    (f"{part}.{name}", value.shape, (rows, per_row[name]))
+                    for name, value in vars(arrays).items()
+                ]
+        for name, shape, expected in found:
+            if shape != expected or hidden < 1:
+                raise ProtocolError(
+                    f"gradients answer: {name} has shape {shape}, not {expected} "
+                    f"for {rows} rows and {hidden} hidden units"
+                )
+        return self
 
 
 @dataclass(frozen=True)
@@ -319,7 +378,9 @@ class Job:
         d = _object(data, "job")
         status = _get(d, "status", str, "job")
         if status not in ("queued", "running", "succeeded", "failed", "cancelled"):
-            raise ProtocolError(f"job: unknown status {status!r}")
+            raise ProtocolError(f"job: unknown status {status!r:.60}")
+        if not JOB_ID.fullmatch(_get(d, "job_id", str, "job")):
+            raise ProtocolError(f"job: {d['job_id']!r:.60} is not a job id (32 hex digits)")
         metrics = d.get("metrics")
         return cls(
             job_id=_get(d, "job_id", str, "job"),
