@@ -288,6 +288,51 @@ def predict_proba(model: Model, raw: FloatArray) -> FloatArray:
     return forward(model.params, model.standardizer.transform(raw)).o_s
 
 
+# predict_proba_chunked's chunks: h_a and h_s (rows, H) together take about CHUNK_BYTES
+# (1,024 rows at H = 1024, every row at once for a narrow model), and never fewer than
+# MIN_CHUNK_ROWS rows. The BLAS picks its kernels by size, and some add a row's products in
+# another order: OpenBLAS (0.3.31, AVX-512) takes h_s @ W2.T with its small-matrix kernel up
+# to 400 rows and one row with gemv, so smaller chunks differ from one pass in the last bits.
+# Its edge kernels, where its blocks split the rows, do the same at some widths (255, 300,
+# 333, 500, ... units: a few of 10,000 rows, by 1e-16 or less, never the class or a 4-decimal
+# confidence); one pass over all rows differs the same way between 1 and 2 BLAS threads.
+CHUNK_BYTES = 16 * 2**20
+MIN_CHUNK_ROWS = 1024
+
+
+def chunk_rows(hidden_units: int) -> int:
+    """The fewest rows of a chunk: h_a and h_s (rows, H) take about CHUNK_BYTES."""
+    return max(MIN_CHUNK_ROWS, CHUNK_BYTES // (2 * 8 * hidden_units))
+
+
+def predict_proba_chunked(model: Model, raw: FloatArray, rows: int | None = None) -> FloatArray:
+    """:func:`predict_proba` of raw measurements (n, 4), in chunks of at least ``rows`` rows.
+
+    Every step of the forward pass works on each row alone, so only the (n, H) temporaries
+    shrink, to (rows, H) up to (2 rows - 1, H); the probabilities are those of one pass over
+    all n rows, bit for bit, where the BLAS adds each row's products in the same order for a
+    chunk as for the whole (see MIN_CHUNK_ROWS; tests/test_network.py holds it to that at
+    4 to 1024 units).
+    ``rows`` defaults to :func:`chunk_rows` of the model's width.
+
+    Returns
+    -------
+    FloatArray
+        o_s (n, 3): each row's class probabilities.
+    """
+    rows = rows or chunk_rows(model.params.hidden_units)
+    n = raw.shape[0]
+    if n < 2 * rows:
+        return predict_proba(model, raw)
+    o_s: FloatArray = np.empty((n, N_CLASSES))
+    start = 0
+    # n // rows chunks of equal size (within a row): none smaller than rows, no short tail
+    for chunk in np.array_split(raw, n // rows):
+        o_s[start : start + chunk.shape[0]] = predict_proba(model, chunk)
+        start += chunk.shape[0]
+    return o_s
+
+
 def predict_one(model: Model, raw: Sequence[float]) -> list[float]:
     """:func:`predict_proba` of one row of raw measurements in cm (4,), as Python floats: the
     same bits from a third of the NumPy calls, which cost more than the arithmetic of a row.

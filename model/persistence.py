@@ -216,7 +216,10 @@ class ModelStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._summaries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # version -> (model.json's inode, size, mtime in ns), its summary
+        self._summaries: OrderedDict[str, tuple[tuple[int, int, int], dict[str, Any]]] = (
+            OrderedDict()
+        )
         self._summaries_lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------------
@@ -263,17 +266,29 @@ class ModelStore:
         return parse_metadata(version, text)
 
     def summary(self, version: str) -> dict[str, Any]:
-        """model.json without its per-epoch history, cached (a stored version never changes)."""
+        """model.json without its per-epoch history, cached.
+
+        A stored version never changes, but a version directory can be removed or restored
+        by hand: each call checks model.json's inode, size and mtime (one stat) and reads it
+        again when they differ, or raises as :meth:`metadata` does when it is gone.
+        """
+        try:
+            stat = (self.path(version) / METADATA).stat()
+            signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            signature = None
         with self._summaries_lock:
             cached = self._summaries.get(version)
-            if cached is not None:
+            if cached is not None and signature is not None and cached[0] == signature:
                 self._summaries.move_to_end(version)
-                return cached
+                return cached[1]
+            self._summaries.pop(version, None)
         summary = {k: v for k, v in self.metadata(version).items() if k != "history"}
-        with self._summaries_lock:
-            self._summaries[version] = summary
-            while len(self._summaries) > SUMMARY_CACHE_SIZE:
-                self._summaries.popitem(last=False)
+        if signature is not None:  # taken before the read: a change during it is seen next
+            with self._summaries_lock:
+                self._summaries[version] = (signature, summary)
+                while len(self._summaries) > SUMMARY_CACHE_SIZE:
+                    self._summaries.popitem(last=False)
         return summary
 
     def activations(self) -> list[str]:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -47,6 +47,7 @@ from service.registry import Registry
 INLINE_BODY_BYTES = 16 * 1024
 BodyHandler = Callable[[Request, bytes], bytes]
 ErrorAnswer = Callable[[Request, Exception], Response]
+T = TypeVar("T")
 
 
 class HotRoute(NamedTuple):
@@ -128,6 +129,13 @@ _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 2, thread_name_pr
 
 def in_pool(handler: BodyHandler, request: Request, body: bytes) -> asyncio.Future[bytes]:
     return asyncio.get_running_loop().run_in_executor(_pool, handler, request, body)
+
+
+def in_compute_pool(call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``call(*args)`` in the compute pool: for a route whose NumPy work grows with a stored
+    version's width (decision regions, evaluation), so that at most as many run at once as
+    the pool has threads, not one per thread of anyio's default pool (40)."""
+    return asyncio.get_running_loop().run_in_executor(_pool, call, *args)
 
 
 _inline: ContextVar[bool] = ContextVar("inline", default=False)

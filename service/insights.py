@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -20,12 +21,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from model.data import CLASSES, FEATURES, Dataset, load_iris
-from model.network import predict_proba
+from model.network import predict_proba_chunked
 from model.persistence import StoredModel, check_version_id
 from model.train import evaluate
 from service.admission import admission_of
 from service.deps import state
 from service.errors import ProblemError
+from service.inference import in_compute_pool
 from service.job_feed import JobFeeds
 from service.job_store import TERMINAL
 from service.responses import json_response, problem_responses
@@ -279,13 +281,24 @@ def stored(request: Request, version: str) -> StoredModel:
     return state(request).registry.get(check_version_id(version))
 
 
+# The routes below do NumPy work that grows with a stored version's width, and anyone may ask
+# for any version (hidden_units is public in GET /models): each runs in the bounded compute
+# pool of the large /predict bodies (service.inference), never in anyio's 40 threads, and the
+# forward passes over many rows go in chunks (model.network.predict_proba_chunked). Loading a
+# version from the store happens there too, off the event loop.
+
+
 @router.get(
     "/models/{version}/parameters",
     response_model=Parameters,
     responses=problem_responses(404, 409, 503),
     summary="One version's weights, biases and standardisation",
 )
-def model_parameters(request: Request, version: VersionPath) -> Response:
+async def model_parameters(request: Request, version: VersionPath) -> Response:
+    return await in_compute_pool(parameters_view, request, version)
+
+
+def parameters_view(request: Request, version: str) -> Response:
     found = stored(request, version)
     model = found.model
     return json_response(
@@ -305,11 +318,15 @@ def model_parameters(request: Request, version: VersionPath) -> Response:
     responses=problem_responses(404, 409, 503),
     summary="One version's loss, accuracy and confusion matrix on the shipped Iris data",
 )
-def model_evaluation(request: Request, version: VersionPath) -> Response:
+async def model_evaluation(request: Request, version: VersionPath) -> Response:
+    return await in_compute_pool(evaluation_view, request, version)
+
+
+def evaluation_view(request: Request, version: str) -> Response:
     found = stored(request, version)
     data = iris()
-    mean_loss, accuracy = evaluate(found.model, data)
-    predicted = predict_proba(found.model, data.raw).argmax(axis=1)
+    mean_loss, accuracy = evaluate(found.model, data)  # 150 rows: (150, H) at most 1.2 MB
+    predicted = predict_proba_chunked(found.model, data.raw).argmax(axis=1)
     k = len(CLASSES)
     confusion = np.bincount(data.y * k + predicted, minlength=k * k).reshape(k, k)
     return json_response(
@@ -340,7 +357,7 @@ def axis_values(feature: str, steps: int) -> list[float]:
     responses=problem_responses(404, 409, 422, 503),
     summary="One version's predicted species over a grid of two features (decision regions)",
 )
-def model_regions(
+async def model_regions(
     request: Request,
     version: VersionPath,
     *,
@@ -358,7 +375,6 @@ def model_regions(
 ) -> Response:
     if x == y:
         raise ProblemError(422, f"x and y must be two different features, both are {x!r}")
-    found = stored(request, version)
     given = dict(zip(FEATURES, (sepal_length, sepal_width, petal_length, petal_width), strict=True))
     means = summarise(iris())
     fixed: dict[str, float] = {}
@@ -366,6 +382,22 @@ def model_regions(
         value = given[feature]
         if feature not in (x, y):
             fixed[feature] = means[feature]["mean"] if value is None else value
+    return await in_compute_pool(regions_view, request, version, Grid(x, y, steps, fixed))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A decision-region grid: two features as axes, ``steps`` points each, the others fixed."""
+
+    x: str
+    y: str
+    steps: int
+    fixed: dict[str, float]
+
+
+def regions_view(request: Request, version: str, grid: Grid) -> Response:
+    found = stored(request, version)
+    x, y, steps, fixed = grid.x, grid.y, grid.steps, grid.fixed
     xs, ys = axis_values(x, steps), axis_values(y, steps)
     grid_x, grid_y = np.meshgrid(xs, ys)  # (steps, steps), indexed [y][x]
     raw = np.empty((steps * steps, len(FEATURES)))
@@ -376,7 +408,8 @@ def model_regions(
             raw[:, k] = grid_y.ravel()
         else:
             raw[:, k] = fixed[feature]
-    o_s = predict_proba(found.model, raw)
+    # in chunks: one pass would hold two (steps^2, H) arrays, 164 MB at 100 steps, H = 1024
+    o_s = predict_proba_chunked(found.model, raw)
     return json_response(
         {
             "model_version": found.version,

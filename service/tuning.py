@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import threading
+import time
+from collections.abc import Callable
 
 from threadpoolctl import threadpool_limits
 
@@ -12,10 +16,17 @@ M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 HEAP_ARRAYS_UP_TO = 32 * 2**20  # glibc's largest mmap threshold
 KEEP_FREED = 128 * 2**20
+# The server's freed memory goes back to the system once the process has been quiet (under
+# QUIET_CPU of a core) for one TRIM_CHECK_SECONDS after a busier one: see release_when_quiet.
+TRIM_CHECK_SECONDS = 1.0
+QUIET_CPU = 0.25
+_watching: int | None = None  # the pid whose watcher thread runs
+_watching_lock = threading.Lock()
 
 
 def tune_process(blas_threads: int) -> None:
-    """Limit the BLAS to ``blas_threads`` and keep large arrays on the heap.
+    """Limit the BLAS to ``blas_threads``, keep large arrays on the heap while requests come,
+    and give the memory back when they stop (a server worker's settings).
 
     The matrices here are thin (4 to 1024 by 3 or 4): a multi-threaded BLAS spends longer
     waking its threads than multiplying, and server workers already use the cores.
@@ -23,6 +34,12 @@ def tune_process(blas_threads: int) -> None:
     threadpool_limits(blas_threads, user_api="blas")
     if not keep_large_allocations():
         log.info("allocator tuning skipped: no glibc mallopt on this platform")
+        return
+    global _watching  # noqa: PLW0603 -- one watcher a process, however many apps it builds
+    with _watching_lock:
+        if _watching != os.getpid():  # a forked child has no thread: its pid differs
+            _watching = os.getpid()
+            release_when_quiet()
 
 
 def keep_large_allocations() -> bool:
@@ -41,3 +58,61 @@ def keep_large_allocations() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, HEAP_ARRAYS_UP_TO)) and bool(
         mallopt(M_TRIM_THRESHOLD, KEEP_FREED)
     )
+
+
+def release_when_quiet(
+    check_seconds: float = TRIM_CHECK_SECONDS,
+    quiet_cpu: float = QUIET_CPU,
+    stop: threading.Event | None = None,
+) -> threading.Thread | None:
+    """Start a daemon thread that calls glibc's ``malloc_trim(0)`` once after each busy spell.
+
+    What the heap keeps (:func:`keep_large_allocations`) is freed memory of every thread's
+    arena, which glibc hands back only from the top of a heap and past 128 MiB: a burst of
+    large requests left it held for good. ``malloc_trim(0)`` returns every free page of every
+    arena; called after each request it would undo the tuning (the next request faults its
+    pages in again), so it runs only when the process used under ``quiet_cpu`` of a core over
+    the last ``check_seconds``, after a spell that used more.
+
+    Measured on 2 cores with one worker serving a 256-unit model: 2 warm-up requests, 30
+    sequential /predict and /gradients of 10,000 rows each (server CPU per request), then a
+    burst of 8 clients x 10 of each; RSS from /proc/PID/status, two runs each. "Heap arrays"
+    is :func:`keep_large_allocations` (the 32 MiB mmap and 128 MiB trim thresholds):
+
+    ==========================  ========  ==============  =================  ============
+    allocator                   base RSS  RSS after burst  lowest within 5 s  CPU/request
+    ==========================  ========  ==============  =================  ============
+    glibc defaults              142 MiB   284, 183 MiB    284, 183 MiB       51.2, 49.3 ms
+    heap arrays, no trim        143 MiB   422, 424 MiB    422, 424 MiB       50.0, 49.7 ms
+    heap arrays, trim if quiet  143 MiB   404, 386 MiB    285, 224 MiB       48.5, 47.5 ms
+    trim after every request    139 MiB   279 MiB         279 MiB            1.8x latency
+    ==========================  ========  ==============  =================  ============
+
+    At 10,000 rows the heap arrays buy little (within the noise of this machine; the 40% is
+    at 100,000 rows, IRIS_MAX_INSTANCES allows it), but they held 280 MiB more for good;
+    trimming once the burst is over gives most of it back within 2 s at no measured cost.
+
+    Returns the thread (it ends when ``stop`` is set), or None without glibc's malloc_trim.
+    """
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    stopped = stop or threading.Event()
+
+    def watch() -> None:
+        busy = False
+        cpu, wall = time.process_time(), time.monotonic()
+        while not stopped.wait(check_seconds):
+            cpu_now, wall_now = time.process_time(), time.monotonic()
+            used = (cpu_now - cpu) / max(wall_now - wall, 1e-3)
+            cpu, wall = cpu_now, wall_now
+            if used >= quiet_cpu:
+                busy = True
+            elif busy:
+                busy = False
+                trim(0)
+
+    thread = threading.Thread(target=watch, name="malloc-trim", daemon=True)
+    thread.start()
+    return thread

@@ -595,8 +595,11 @@ def test_models_lists_versions_and_metadata(client: TestClient) -> None:
     detail = client.get(f"/models/{entry['version']}").json()
     assert detail["classes"] == list(CLASSES)
     assert detail["features"] == list(FEATURES)
-    assert len(detail["history"]) == detail["hyperparameters"]["epochs"]
+    assert "history" not in detail  # GET /models/{version}/history serves it
     assert detail["active"] is True
+    history = client.get(f"/models/{entry['version']}/history").json()
+    assert history["model_version"] == entry["version"]
+    assert len(history["history"]) == detail["hyperparameters"]["epochs"]
 
 
 def test_activate_rolls_back_and_forward(client: TestClient, tmp_path: Path) -> None:
@@ -631,6 +634,74 @@ def test_unknown_and_malformed_versions_are_404(shared: TestClient) -> None:
     assert_problem(shared.get("/models/..%2e"), 404, "not a version id")
     assert_problem(shared.get("/models/CURRENT"), 404)
     assert_problem(shared.post("/models/nope/activate", headers=AUTH), 404)
+
+
+def test_unknown_and_malformed_versions_have_no_history(shared: TestClient) -> None:
+    assert_problem(shared.get("/models/20200101T000000.000000Z-00000000/history"), 404)
+    assert_problem(shared.get("/models/..%2e/history"), 404, "not a version id")
+    assert_problem(shared.get("/models/CURRENT/history"), 404)
+
+
+LONG_HISTORY = [
+    {"epoch": e, "epochs": 2000, "train_loss": 1.0 / e, "validation_loss": None}
+    for e in range(1, 2001)
+]
+
+
+def test_model_detail_is_a_cached_summary_and_the_history_is_asked_for(
+    client: TestClient,
+) -> None:
+    store = client.app.state.iris.store  # type: ignore[attr-defined]
+    version = store.save(store.load(store.current()).model, {"history": LONG_HISTORY})
+    reads: list[str] = []
+    metadata = store.metadata
+
+    def counting_metadata(v: str) -> Any:
+        reads.append(v)
+        return metadata(v)
+
+    store.metadata = counting_metadata
+    details = [client.get(f"/models/{version}") for _ in range(3)]
+    assert {d.status_code for d in details} == {200}
+    assert reads == [version]  # read once, then served from the summary
+    assert "history" not in details[0].json()
+    assert details[0].json()["version"] == version
+    assert details[0].json()["active"] is False
+    assert details[0].content == details[2].content
+    history = client.get(f"/models/{version}/history")
+    assert history.status_code == 200, history.text
+    assert history.json() == {"model_version": version, "history": LONG_HISTORY}
+    assert reads == [version, version]  # the full history is read when asked for
+
+
+def test_model_detail_follows_a_version_changed_or_removed_by_hand(
+    client: TestClient, tmp_path: Path
+) -> None:
+    store = client.app.state.iris.store  # type: ignore[attr-defined]
+    version = store.save(store.load(store.current()).model, {"metrics": {"train_loss": 0.5}})
+    assert client.get(f"/models/{version}").json()["metrics"] == {"train_loss": 0.5}
+    meta_path = tmp_path / "models" / version / "model.json"
+    changed = json.loads(meta_path.read_text()) | {"metrics": {"train_loss": 0.25}}
+    meta_path.unlink()  # a restore from a backup: a new file, a new inode
+    meta_path.write_text(json.dumps(changed))
+    assert client.get(f"/models/{version}").json()["metrics"] == {"train_loss": 0.25}
+    meta_path.write_text("{not json")
+    assert_problem(client.get(f"/models/{version}"), 409)
+    assert_problem(client.get(f"/models/{version}/history"), 409)
+    for entry in meta_path.parent.iterdir():
+        entry.unlink()
+    meta_path.parent.rmdir()
+    assert_problem(client.get(f"/models/{version}"), 404)
+    assert_problem(client.get(f"/models/{version}/history"), 404)
+
+
+def test_a_version_without_history_has_an_empty_one(client: TestClient) -> None:
+    store = client.app.state.iris.store  # type: ignore[attr-defined]
+    version = store.save(store.load(store.current()).model, {})
+    assert client.get(f"/models/{version}/history").json() == {
+        "model_version": version,
+        "history": [],
+    }
 
 
 # -- errors, metrics, docs ----------------------------------------------------------------
@@ -707,6 +778,7 @@ def test_openapi_describes_every_endpoint_with_its_errors(shared: TestClient) ->
         "/train/{job_id}",
         "/models",
         "/models/{version}",
+        "/models/{version}/history",
         "/models/{version}/activate",
         "/healthz",
         "/readyz",

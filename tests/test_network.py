@@ -436,3 +436,70 @@ def test_predict_one_gives_predict_probas_bits_for_every_row(hidden: int) -> Non
     integers = [5, 3, 1, 1]  # JSON integers arrive as Python ints
     expected = predict_proba(model, np.array([integers], dtype=np.float64))[0]
     assert predict_one(model, integers) == expected.tolist()
+
+
+def wide_model(hidden: int, rng: np.random.Generator) -> Model:
+    p = init_params(hidden, rng)
+    params = Params(W1=p.W1, b1=rng.standard_normal(hidden), W2=p.W2 * 5, b2=rng.standard_normal(3))
+    return Model(
+        params, Standardizer(mean=np.array([5.8, 3.0, 3.8, 1.2]), std=rng.uniform(0.3, 2, 4))
+    )
+
+
+@pytest.mark.parametrize("blas_threads", [1, None])
+@pytest.mark.parametrize("hidden", [4, 16, 64, 256, 1024])
+def test_predict_proba_chunked_gives_one_passes_bits(hidden: int, blas_threads: int | None) -> None:
+    """Chunks of many rows against one pass over all of them, at the decision grids' sizes
+    and odd ones, with one BLAS thread (the server's default) and with the machine's."""
+    from threadpoolctl import threadpool_limits
+
+    from model.network import MIN_CHUNK_ROWS, predict_proba_chunked
+
+    rng = np.random.default_rng(hidden)
+    model = wide_model(hidden, rng)
+    raw = rng.uniform(0.01, 100.0, size=(10_000, 4))
+    with threadpool_limits(blas_threads, user_api="blas"):
+        for n in (10_000, 9801, 4097, 3 * MIN_CHUNK_ROWS + 7, 2 * MIN_CHUNK_ROWS, 1600, 1):
+            expected = predict_proba(model, raw[:n])
+            for rows in (None, MIN_CHUNK_ROWS):
+                got = predict_proba_chunked(model, raw[:n], rows)
+                assert np.array_equal(got, expected), (n, rows)
+                assert np.array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("hidden", [1, 16, 1024])
+def test_predict_proba_chunked_holds_little_memory_whatever_the_width(
+    hidden: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every chunk has at least chunk_rows(H) rows and fewer than twice as many, so its (rows,
+    H) temporaries stay near CHUNK_BYTES; NumPy's allocations, traced, show the peak."""
+    import tracemalloc
+
+    from model import network
+
+    wide = wide_model(hidden, np.random.default_rng(hidden))
+    raw = np.random.default_rng(0).uniform(0.01, 100.0, size=(10_000, 4))
+    rows = network.chunk_rows(hidden)
+    sizes: list[int] = []
+    one_pass = network.predict_proba
+
+    def recording(m: Model, chunk: FloatArray) -> FloatArray:
+        sizes.append(chunk.shape[0])
+        return one_pass(m, chunk)
+
+    monkeypatch.setattr(network, "predict_proba", recording)
+    tracemalloc.start()
+    try:
+        o_s = network.predict_proba_chunked(wide, raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(sizes) == 10_000
+    assert all(rows <= size < 2 * rows for size in sizes) or sizes == [10_000]
+    # h_a and h_s of the largest chunk, the output and a few (rows, 4) and (rows, 3) arrays
+    bound = 2 * 8 * max(sizes) * hidden + 8 * 10_000 * 3 + 8 * 16 * max(sizes)
+    assert peak <= bound, (peak, bound, sizes)
+    assert 2 * 8 * max(sizes) * hidden <= 2 * max(network.CHUNK_BYTES, 16 * 2048 * hidden)
+    if hidden == 1024:  # one pass would hold two (10,000, 1024) arrays: 164 MB
+        assert peak < 40 * 2**20, peak
+        assert o_s.shape == (10_000, 3)

@@ -67,7 +67,7 @@ def test_every_route_works_on_the_database_and_the_data_directory_holds_no_model
         listed = client.get("/models").json()
         assert listed["current"] == trained
         assert {m["version"] for m in listed["models"]} == {first, trained}
-        assert client.get(f"/models/{trained}").json()["history"]
+        assert client.get(f"/models/{trained}/history").json()["history"]
         back = client.post(f"/models/{first}/activate", headers=AUTH)
         assert back.status_code == 200, back.text
         assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == first

@@ -45,6 +45,7 @@ export const gradients = (instance, label) =>
   });
 export const models = () => api("/models");
 export const model = (version) => api(`/models/${encodeURIComponent(version)}`);
+export const history = (version) => api(`/models/${encodeURIComponent(version)}/history`);
 export const parameters = (version) => api(`/models/${encodeURIComponent(version)}/parameters`);
 export const evaluation = (version) => api(`/models/${encodeURIComponent(version)}/evaluation`);
 export const regions = (version, query) =>

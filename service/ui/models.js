@@ -21,10 +21,11 @@ async function activate(version) {
 }
 
 async function column(version) {
-  const [meta, evaluation] = await Promise.all([api.model(version), api.evaluation(version)]);
+  const [meta, { history }, evaluation] = await Promise.all([
+    api.model(version), api.history(version), api.evaluation(version),
+  ]);
   const loss = el("div", { class: "chart" });
   const accuracy = el("div", { class: "chart" });
-  const history = meta.history || [];
   const series = (key, label, cls) => ({ label, cls, points: history.filter((h) => h[key] !== null && h[key] !== undefined).map((h) => [h.epoch, h[key]]) });
   lineChart(loss, [series("train_loss", "train", "train"), series("validation_loss", "validation", "val")], { yLabel: "loss" });
   lineChart(accuracy, [series("train_accuracy", "train", "train"), series("validation_accuracy", "validation", "val")], { yLabel: "accuracy", yMin: 0, yMax: 1 });

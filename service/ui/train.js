@@ -85,8 +85,8 @@ async function finished(job) {
   $("#train-start").disabled = false;
   if (job.model_version) {
     // The stored history has every epoch; the live stream had one point per heartbeat.
-    const meta = await api.model(job.model_version);
-    drawCurves(meta.history, job.progress.epochs);
+    const { history } = await api.history(job.model_version);
+    drawCurves(history, job.progress.epochs);
   }
   if (job.activated) emit("serving", job.model_version);
   emit("models-changed");
