@@ -90,12 +90,13 @@ class EdgeMiddleware:
             metrics.observe_request("unmatched", scope["method"], status[0], 0.0)
             return
         scope[Admission.SCOPE_KEY] = admission
-        held = self.budget.hold()  # the bytes of the body, given back when the request ends
+        held: BodyHold | None = None  # the bytes of a body, given back when the request ends
         try:
             method = scope["method"]
             if method not in BODY_METHODS:
                 await self.forward(scope, receive, send, status)
                 return
+            held = self.budget.hold()
             body = await self.buffered(scope, receive, send, held)
             if isinstance(body, int):
                 status[0] = body  # answered here (413, 503), or 0: the client left
@@ -109,7 +110,8 @@ class EdgeMiddleware:
             else:
                 await self.forward(scope, replaying(body, receive), send, status)
         finally:
-            held.release()
+            if held is not None:
+                held.release()
             admission.leave()
             if route is None:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"

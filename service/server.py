@@ -192,7 +192,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.body_began = 0.0  # loop time of the end of the current request's head
         self.body_ends = float("inf")  # and the loop time by which its body must be in
         self.body_bytes = 0  # body data of the current message so far
-        self.body_floor = 0.0  # bytes a second it must average once the grace is over
         self.framing_bytes = 0  # and the bytes of its message that were not body data
 
     # -- deadlines ----------------------------------------------------------------------
@@ -238,15 +237,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         else the next check."""
         now = self.loop.time()
         rate = self.body_bytes / max(now - self.body_began, 1e-9)
+        floor = self.body_floor()
         if now >= self.body_ends:
             detail = (
                 f"the request body did not arrive within {self.body_timeout:g} s "
                 "(IRIS_BODY_TIMEOUT_SECONDS)"
             )
-        elif rate < self.body_floor:
+        elif rate < floor:
             detail = (
                 f"the request body came at {rate:.0f} bytes/s, below its floor of "
-                f"{self.body_floor:.0f} bytes/s after {self.rate_grace:g} s (the larger of "
+                f"{floor:.0f} bytes/s after {self.rate_grace:g} s (the larger of "
                 "IRIS_BODY_MIN_RATE and what its length needs to arrive within "
                 "IRIS_BODY_TIMEOUT_SECONDS)"
             )
@@ -254,6 +254,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.deadline = min(now + RATE_CHECK_SECONDS, self.body_ends)
             return
         self.refuse_with(self.late_body(self.scope.get("path", ""), detail))
+
+    def body_floor(self) -> float:
+        """Bytes a second the current body must average once its grace is over (read only
+        then: most bodies are in long before)."""
+        if not self.min_rate:
+            return 0.0
+        for name, value in self.scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit():
+                return max(self.min_rate, int(value) / self.body_timeout)
+        return self.min_rate
 
     def close_after_answer(self) -> None:
         """Close after an answer; linger when the request's body is still coming."""
@@ -280,11 +290,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_started = False
         self.idle.discard(self)
         self.body_bytes = self.framing_bytes = 0
-        self.body_floor = 0.0
-        if self.min_rate:
-            declared = next((v for n, v in self.headers if n == b"content-length"), b"")
-            needed = int(declared) / self.body_timeout if declared.isdigit() else 0.0
-            self.body_floor = max(self.min_rate, needed)
         self.body_began = self.loop.time()
         self.body_ends = self.body_began + self.body_timeout
         self.deadline = min(self.body_began + self.rate_grace, self.body_ends)
