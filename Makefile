@@ -1,10 +1,12 @@
 # Two commands matter: `make serve` and `make test`. Both create .venv when it is missing.
+# `make test` is the fast tier (in-process and unit tests, a couple of minutes); `make test-all`
+# adds the real parts: server processes, PostgreSQL, HAProxy, Chromium (what CI runs).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck check bench bench-http screenshots clean
+.PHONY: serve test test-all lint typecheck check bench bench-http screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
@@ -27,7 +29,12 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed-run
 	$(BIN)/iris-serve
 
+FAST_TIER := not slow and not postgres and not haproxy and not browser
+
 test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
+
+test-all: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
@@ -38,7 +45,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint typecheck test-all
 
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-bench

@@ -25,6 +25,8 @@ import yaml
 from harness.haproxy import check_config, config_text
 from harness.programs import require
 
+pytestmark = pytest.mark.haproxy
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy" / "compose.scale.yaml"
 HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"

@@ -20,7 +20,7 @@ from harness.browser import DESKTOP, PHONE, READY, Browser, chromium, js, missin
 from harness.servers import ServerProcess, server_pool
 from model.data import CLASSES, FEATURES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 TOKEN = "browser-test-token-42"
 FIRST_LOAD_LIMIT = 300_000  # bytes, the budget for the first load
 WAIT_SECONDS = 20.0

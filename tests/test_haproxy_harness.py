@@ -22,6 +22,8 @@ import pytest
 from harness.haproxy import HAProxy, check_config, config_text
 from harness.servers import wait_for
 
+pytestmark = pytest.mark.haproxy
+
 REQUESTS = 40
 SLOW_SECONDS = 1.0
 

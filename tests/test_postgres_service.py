@@ -29,6 +29,8 @@ from model.train import Hyperparameters, train
 from service.config import Settings
 from service.main import create_app
 
+pytestmark = pytest.mark.postgres
+
 TOKEN = "postgres-service-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -53,6 +53,8 @@ from service.postgres.jobs import INTERRUPTED, PostgresJobStore
 from service.postgres.migrate import migrate_data_dir
 from service.postgres.models import PostgresModelStore
 
+pytestmark = pytest.mark.postgres
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = JobSpec(
     hyperparameters={"epochs": 200, "hidden_units": 4, "learning_rate": 0.1},

@@ -25,7 +25,7 @@ from harness.postgres import PgCluster
 from harness.replicas import AUTH, PREDICT, ReplicaSet, finished_at
 from harness.servers import wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.haproxy]
 
 HEARTBEAT_TIMEOUT = 2.0
 FOLLOW_SECONDS = 1.0  # the bound: every replica serves a new version within 1 s
