@@ -1,9 +1,9 @@
 """The FastAPI application: its routers, error handlers, edge and lifespan.
 
 Where a request goes: service/server.py (the HTTP protocol and its bounds) ->
-service/edge.py (body limits, then the hot routes) -> the routers (service/routers/,
-service/v2.py, service/insights.py, service/dashboard.py) -> service/inference.py for
-everything that runs the model.
+service/edge.py (admission and body limits, service/admission.py; then the hot routes) ->
+the routers (service/routers/, service/v2/, service/insights.py, service/dashboard.py) ->
+service/inference.py for everything that runs the model.
 """
 
 from __future__ import annotations

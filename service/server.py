@@ -43,6 +43,7 @@ deadline is enforced within a quarter of its length (at most 1 s) after it passe
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,19 @@ LateBody = Callable[[str, str], bytes]
 def plain_late_body(path: str, detail: str) -> bytes:
     text = detail.encode()
     return RESPONSE % (b"408 Request Timeout", len(text), text)
+
+
+class Phase(enum.Enum):
+    """Where a connection is in its current request."""
+
+    OPENED = "opened"  # no byte of a request yet: the head timeout runs, then a silent close
+    HEAD = "head"  # a request's head is arriving: 408 when it is late
+    BODY = "body"  # its body is arriving: 408 when it is late or slower than its floor
+    ANSWERING = "answering"  # its message is in; its answer is the app's, then keep-alive
+    LINGERING = "lingering"  # answered before its body was in: the rest is read and dropped
+
+
+READING_HEAD = frozenset({Phase.OPENED, Phase.HEAD})
 
 
 class Deadlines:
@@ -183,10 +197,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.loop, min(max(interval, MIN_CHECK_INTERVAL), MAX_CHECK_INTERVAL)
         )
         self.deadline = float("inf")  # loop time by which the head or body must be in
-        self.lingering = False  # an answer went out before the body: the rest is dropped
-        self.in_head = True  # between a request's first byte and the end of its headers
-        self.in_body = False  # between the end of its headers and the end of its message
-        self.head_started = False  # a byte of the current head has come
+        self.phase = Phase.OPENED
         self.head_bytes = 0
         self.began_in_chunk = False
         self.body_began = 0.0  # loop time of the end of the current request's head
@@ -212,7 +223,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Closed to make room for a newer connection: the idle allowance is full."""
         if self.transport.is_closing():
             return
-        if self.head_started:
+        if self.phase is Phase.HEAD:
             message = "the server holds as many idle connections as it may; retry"
             self.refuse(b"503 Service Unavailable", message)
         else:
@@ -222,14 +233,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = float("inf")
         if self.transport.is_closing():
             return
-        if self.lingering:
+        if self.phase is Phase.LINGERING:
             self.transport.close()
-        elif self.in_body:
+        elif self.phase is Phase.BODY:
             self.check_body()
-        elif self.head_started:
+        elif self.phase is Phase.HEAD:
             message = f"the request head did not arrive within {self.header_timeout:g} s"
             self.refuse(b"408 Request Timeout", message)
-        elif self.in_head:
+        elif self.phase is Phase.OPENED:
             self.transport.close()  # nothing came: nobody to answer
 
     def check_body(self) -> None:
@@ -267,11 +278,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def close_after_answer(self) -> None:
         """Close after an answer; linger when the request's body is still coming."""
-        if not self.in_body or self.transport.is_closing():
+        if self.phase is not Phase.BODY or self.transport.is_closing():
             self.transport.close()
             return
-        self.lingering = True
-        self.in_body = False
+        self.phase = Phase.LINGERING
         self.deadline = self.loop.time() + LINGER_SECONDS
         self.transport.write_eof()  # the answer, then end of file: the client can read it
 
@@ -279,15 +289,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.in_head, self.in_body = True, False
-        self.head_started = True
+        self.phase = Phase.HEAD
         self.head_bytes = 0
         self.began_in_chunk = True
         self.deadline = self.loop.time() + self.header_timeout
 
     def on_headers_complete(self) -> None:
-        self.in_head, self.in_body = False, True
-        self.head_started = False
+        self.phase = Phase.BODY
         self.idle.discard(self)
         self.body_bytes = self.framing_bytes = 0
         self.body_began = self.loop.time()
@@ -305,7 +313,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self.in_body = False
+        self.phase = Phase.ANSWERING
         self.deadline = float("inf")
         super().on_message_complete()
         if self.cycle is not None:
@@ -319,26 +327,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # -- counting -----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:
+        if self.phase is Phase.LINGERING:
             return  # the rest of a refused body: dropped unparsed
-        began_in_head, began_in_body = self.in_head, self.in_body
+        began = self.phase
         body_before = self.body_bytes
         self.began_in_chunk = False
         super().data_received(data)
         if self.transport.is_closing():
             return
-        if self.in_head:
+        if self.phase in READING_HEAD:
             # A head that began in this chunk is counted from the next one: the bytes of the
             # requests before it in the chunk are not its own. So a head is read to at most
             # MAX_HEAD_BYTES plus one chunk.
-            if began_in_head and not self.began_in_chunk:
+            if began in READING_HEAD and not self.began_in_chunk:
                 self.head_bytes += len(data)
             if self.head_bytes > MAX_HEAD_BYTES:
                 self.refuse(
                     b"431 Request Header Fields Too Large",
                     f"request line and headers exceed {MAX_HEAD_BYTES} bytes",
                 )
-        elif began_in_body and self.in_body:
+        elif began is Phase.BODY and self.phase is Phase.BODY:
             # The chunk's bytes that were not body data: chunk sizes, extensions, trailers.
             self.framing_bytes += len(data) - (self.body_bytes - body_before)
             if self.framing_bytes > MAX_HEAD_BYTES + self.body_bytes:
