@@ -1,4 +1,8 @@
-"""``iris-serve`` / ``python -m service``: run the app under uvicorn with the settings."""
+"""``iris-serve`` / ``python -m service``: run the app under uvicorn with the settings.
+
+``iris-serve --help`` lists every setting's flag, variable and default (service/cli.py);
+``iris-serve migrate [DATA_DIR]`` copies a data directory into PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,21 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 
-from service.config import Settings
-from service.deps import TOKEN_FILE, InsecureTokenFileError, check_token_file
-from service.edge import late_body
-from service.server import BoundedHttpToolsProtocol
+from service import cli
+from service.config import Settings, get_settings
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The arguments ``iris-serve`` gives uvicorn.run besides the app."""
+    # Imported here: --help and --version need neither uvicorn nor the app.
+    from service.edge import late_body
+    from service.server import BoundedHttpToolsProtocol
+
     return {
         "host": settings.host,
         "port": settings.port,
@@ -49,16 +55,30 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    if sys.argv[1:2] == ["migrate"]:  # iris-serve migrate [DATA_DIR]: files into PostgreSQL
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["migrate"]:  # iris-serve migrate [DATA_DIR]: files into PostgreSQL
         from service.postgres.migrate import main as migrate
 
-        return migrate(sys.argv[2:])
+        return migrate(args[1:])
+    given = cli.parse_flags(args)  # --help, --version, usage errors: SystemExit
     try:
-        settings = Settings()
+        settings = cli.settings_from(given)
     except ValidationError as error:
-        print(f"iris-serve: invalid settings: {error}", file=sys.stderr)
+        print(f"iris-serve: invalid settings: {cli.describe(error, given)}", file=sys.stderr)
         return 2
+    # uvicorn builds the app (in each worker, or here) from the environment: get_settings().
+    cli.export_settings(settings, given)
+    get_settings.cache_clear()
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    """Run uvicorn until SIGTERM or SIGINT; 2 when the token file is unsafe."""
+    import uvicorn
+
+    from service.deps import TOKEN_FILE, InsecureTokenFileError, check_token_file
+
     try:
         check_token_file(settings.data_dir / TOKEN_FILE)
     except InsecureTokenFileError as error:
