@@ -22,6 +22,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed-run
 
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	@touch $@ $(VENV)/.installed-run
+
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
@@ -34,7 +38,8 @@ FAST_TIER := not slow and not postgres and not haproxy and not browser
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
 
-test-all: $(VENV)/.installed-test
+# The docs extra too: tests/test_docs.py builds the site (and fails without mkdocs under CI).
+test-all: $(VENV)/.installed-test $(VENV)/.installed-docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
@@ -46,6 +51,12 @@ typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 check: lint typecheck test-all
+
+# The documentation site (mkdocs.yml, docs/) into site/; strict: a broken link or anchor fails.
+# Offline: no plugin that downloads. NO_MKDOCS_2_WARNING silences Material's end-of-life banner.
+.PHONY: docs
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-bench

@@ -76,7 +76,7 @@ class Hyperparameters:
 
     The service's request schema and ``python -m model train``'s options are derived from
     these fields (:func:`hyperparameter_fields`, :data:`RULES`). The defaults were chosen by
-    held-out accuracy over 200 Iris splits (README, "Training").
+    held-out accuracy over 200 Iris splits (docs/performance.md).
     """
 
     hidden_units: int = spec(4, Interval(1, 1024), "neurons in the hidden ReLU layer")

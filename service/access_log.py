@@ -2,7 +2,7 @@
 
 Off by default, like Triton's and TF Serving's: the Prometheus metrics already count every
 request by route, method and status with its latency, and a line per request costs about
-50 µs of server CPU, more than half of what a one-row /predict costs (README, "Serving").
+50 µs of server CPU, more than half of what a one-row /predict costs (docs/performance.md).
 When on, every request gets
 an id (the client's ``X-Request-ID`` when it sends a sane one, else a new one), echoed in the
 answer's ``X-Request-ID`` and written with the method, path, status and duration::

@@ -15,7 +15,7 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; the README's configuration table lists them."""
+    """Every knob of the service; docs/configuration.md lists them (tests/test_docs.py)."""
 
     model_config = SettingsConfigDict(env_prefix="IRIS_", frozen=True, extra="ignore")
 
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None, description="bearer token for train, cancel and activate; generated if unset"
     )
-    log_level: LogLevel = "info"
+    log_level: LogLevel = Field("info", description="what the server logs, from critical to debug")
     access_log: bool = Field(
         False, description="one JSON line per request on stdout, with an X-Request-ID"
     )

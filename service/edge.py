@@ -16,7 +16,7 @@ own middleware), with four jobs, in order:
 3. **The hot routes** (service.inference.HOT_ROUTES: /predict, /gradients, /v2 infer): their
    handlers run here, with the body already read, before FastAPI's middleware, routing,
    dependency resolution and exception handlers, which cost more than the model on a one-row
-   request (README, "Serving"). Everything else is replayed to the app.
+   request (docs/performance.md). Everything else is replayed to the app.
 4. **Metrics**: requests by route, method and status, with their latency.
 """
 

@@ -5,7 +5,7 @@ the review, and checks the answer and what it cost the server: the time until th
 and the growth of the server's resident memory (peak, from /proc). The bounds asserted are
 an order of magnitude above what the fixed server needs and far below what the attack cost
 before (seconds to minutes and hundreds of MB to GB), so a slow machine does not fail them
-and a regression does. Figures are printed (``pytest -s``); RELIABILITY.md has the last ones.
+and a regression does. Figures are printed (``pytest -s``); docs/reliability.md has the last ones.
 """
 
 from __future__ import annotations
