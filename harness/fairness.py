@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from harness.api import ROW
-from harness.servers import wait_for
+from harness.servers import ServerProcess, wait_for
 
 MiB = 2**20
 DECLARED = 16 * MiB  # the default IRIS_MAX_BODY_BYTES
@@ -32,6 +32,19 @@ ROW_BODY = httpx.Request("POST", "http://x", json={"instances": [ROW]}).content
 def status_of(answer: bytes) -> int:
     parts = answer.split(b" ", 2)
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+@contextlib.contextmanager
+def unharmed(process: ServerProcess) -> Iterator[ServerProcess]:
+    """``process`` for a module of tests; at the end it must still answer a one-row /predict
+    with 200 and have no traceback in its log. Stopped in any case."""
+    try:
+        yield process
+        with process.client() as http:
+            assert http.post("/predict", json={"instances": [ROW]}).status_code == 200
+        assert "Traceback" not in process.log(), process.log()
+    finally:
+        process.stop()
 
 
 @dataclass
@@ -73,10 +86,11 @@ class Probe:
         assert median < 0.1, f"median {median * 1000:.0f} ms"
 
 
-def exchange(port: int, request: bytes, seconds: float = 30.0) -> bytes:
-    """Send ``request`` on a fresh connection and read the answer until the server closes."""
+def exchange(port: int, data: bytes, seconds: float = 30.0) -> bytes:
+    """Send ``data`` on a new connection; everything the server answers until it closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
-        sock.sendall(request)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
         answer = b""
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):

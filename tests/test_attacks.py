@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from harness.api import ROW
+from harness.fairness import exchange, unharmed
 from harness.servers import ServerProcess, open_fds
 
 pytestmark = pytest.mark.slow
@@ -65,14 +66,8 @@ def start(tmp_path: Path, **env: str) -> ServerProcess:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """iris-serve at its default limits; it must still serve, with no traceback, at the end."""
-    process = start(tmp_path_factory.mktemp("attacks"))
-    try:
+    with unharmed(start(tmp_path_factory.mktemp("attacks"))) as process:
         yield process
-        with process.client() as http:
-            assert http.post("/predict", json={"instances": [ROW]}).status_code == 200
-        assert "Traceback" not in process.log(), process.log()
-    finally:
-        process.stop()
 
 
 def post(server: ServerProcess, path: str, body: bytes, **headers: str) -> httpx.Response:
@@ -162,18 +157,6 @@ def test_a_shape_of_a_hundred_thousand_dimensions_is_refused_at_once(
 
 
 # -- raw sockets ---------------------------------------------------------------------------------
-
-
-def exchange(port: int, data: bytes, seconds: float = 30.0) -> bytes:
-    """Send ``data`` on a new connection; everything the server answers until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(data)
-        answer = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                answer += chunk
-    return answer
 
 
 def one_answer(sock: socket.socket) -> bytes:

@@ -20,9 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.api import ROW
 from harness.clients import LONG_JOB
-from harness.fairness import ROW_BODY, MiB, Probe, Upload, exchange, status_of
+from harness.fairness import ROW_BODY, MiB, Probe, Upload, exchange, status_of, unharmed
 from harness.servers import ServerProcess, job_pid, open_fds, wait_for
 
 pytestmark = pytest.mark.slow
@@ -40,14 +39,8 @@ def start(tmp_path: Path, **env: str) -> ServerProcess:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """iris-serve at its default limits; it must still serve, with no traceback, at the end."""
-    process = start(tmp_path_factory.mktemp("fairness"))
-    try:
+    with unharmed(start(tmp_path_factory.mktemp("fairness"))) as process:
         yield process
-        with process.client() as http:
-            assert http.post("/predict", json={"instances": [ROW]}).status_code == 200
-        assert "Traceback" not in process.log(), process.log()
-    finally:
-        process.stop()
 
 
 def reset_peak_rss(pid: int) -> None:
