@@ -21,6 +21,8 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
     installed "$pkg" || missing+=("$pkg")
 done
+# Node.js runs the page's unit tests (node --test); any node on PATH does.
+command -v node >/dev/null || missing+=(nodejs)
 # kubectl is not in Debian's own archive (its kubernetes-client is 1.20, whose kustomize is
 # too old for the manifests); machines of this kind come with it. Any kubectl on PATH does.
 need_kubectl=false
@@ -52,7 +54,7 @@ fi
 
 # The commands the tests look for (Debian keeps some daemons outside a normal PATH).
 export PATH="$PATH:/usr/sbin:/sbin"
-for cmd in haproxy kubectl docker-compose chromium chromedriver wrk; do
+for cmd in haproxy kubectl docker-compose chromium chromedriver wrk node; do
     command -v "$cmd" >/dev/null || die "$cmd is not on PATH after installing it"
 done
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || die "pg_ctl not found under /usr/lib/postgresql"

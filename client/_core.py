@@ -435,6 +435,17 @@ def predictions(answer: Any, rows: int) -> Predictions:
     return found
 
 
+# An authenticated call that changes nothing: no job has the nil id (job ids are uuid4, whose
+# version digit is 4), so a server that accepts the token answers 404 "no training job".
+TOKEN_PROBE = Call("GET", "/auth", auth=True, expected=(204, 404))
+
+
+def token_accepted(answer: Answer) -> bool:
+    """True for the 204 of ``GET /auth`` (the token passed); False for a server without that
+    route (not verified). A refused token raised AuthenticationError before this."""
+    return answer.status_code == 204
+
+
 def health(readyz: Answer) -> Health:
     """Health from a /readyz answer (after /healthz answered): 200 ready, 503 not."""
     answer = json_of(readyz)

@@ -252,6 +252,11 @@ class AsyncIrisClient:
         call = Call("POST", _core.model_path(version, "/activate"), auth=True, idempotent=False)
         return Activation.from_json(await self._json(call))
 
+    async def check_token(self) -> bool:
+        """As :meth:`client.IrisClient.check_token`."""
+        await self._send(Call("GET", "/healthz"))
+        return _core.token_accepted(await self._send(_core.TOKEN_PROBE))
+
     async def health(self) -> Health:
         await self._send(Call("GET", "/healthz"))
         return _core.health(await self._send(Call("GET", "/readyz", expected=(503,))))

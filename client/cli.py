@@ -10,6 +10,10 @@ or answered what is not this API (a redirect, not JSON, missing or extra rows, t
 Whatever the server sent is printed inert: control characters escaped (``\\x1b``, ``\\n``),
 never read as Rich markup.
 
+The server and token come from ``--url``/``--token``, else ``IRIS_URL``/``IRIS_API_TOKEN``,
+else what ``iris login`` saved (client/config.py; its token only for its URL), else the
+default URL. A job id or model version may be given as any unique prefix (client/ids.py).
+
 Only click is imported at start-up: httpx, Rich and the client are imported by the command
 that needs them, so ``iris --help`` stays fast.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,11 +32,13 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from client.settings import DEFAULT_TIMEOUT, DEFAULT_URL
+from client.settings import COMPLETE_SECONDS, DEFAULT_TIMEOUT, DEFAULT_URL, PROGRESS_SECONDS
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
     from rich.console import Console
 
+    from client.config import Login
     from client.csvio import Table
     from client.sync import IrisClient, JobHandle
     from client.types import Job, Predictions
@@ -54,6 +61,7 @@ HYPERPARAMETERS: list[tuple[str, type, Any, str]] = [
     ("patience", int, 10, "1..10000 epochs without a better validation loss"),
 ]
 FORMATS = click.Choice(["auto", "table", "csv", "json"])
+LISTINGS = click.Choice(["auto", "table", "wide", "json", "csv"])
 # C0 and C1 controls and DEL (cursor moves, screen clears, OSC 52 clipboard writes), line and
 # paragraph separators, and the bidirectional controls that reorder what a line shows.
 UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
@@ -103,7 +111,9 @@ def failure_for(error: Exception, url: str | None = None) -> CommandError:
 
     if isinstance(error, AuthenticationError):
         return CommandError(
-            f"{error.detail} (HTTP {error.status}); pass --token or set IRIS_API_TOKEN", USAGE
+            f"{error.detail} (HTTP {error.status}); pass --token or set IRIS_API_TOKEN "
+            "(or save one with 'iris login')",
+            USAGE,
         )
     if isinstance(error, ProblemError):
         code = UNREACHABLE if error.status >= 500 else USAGE
@@ -190,20 +200,43 @@ def _warning_line(  # noqa: PLR0917  (the signature of warnings.showwarning)
 
 @dataclass
 class Options:
-    url: str
+    """``url`` and ``token`` as given by a flag or the environment (None: not given)."""
+
+    url: str | None
     token: str | None
     timeout: float
+    token_on_command_line: bool = False
+
+    def saved(self) -> Login | None:
+        from client.config import load
+
+        return load()
+
+    def server(self) -> tuple[str, str | None]:
+        """The URL and token to use: flag, else environment, else the saved login, else the
+        default URL. The saved token goes only to the URL it was saved for."""
+        saved = self.saved() if self.url is None or self.token is None else None
+        url = self.url or (saved.url if saved is not None else DEFAULT_URL)
+        token = self.token
+        if token is None and saved is not None and same_url(saved.url, url):
+            token = saved.token
+        return url, token
 
     @contextmanager
     def client(self) -> Iterator[IrisClient]:
         from client.sync import IrisClient
 
+        url, token = self.server()
         try:
-            iris = IrisClient(self.url, self.token, self.timeout)
+            iris = IrisClient(url, token, self.timeout)
         except ValueError as error:
             raise CommandError(f"--url: {error}") from None
         with iris:
             yield iris
+
+
+def same_url(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
 
 
 def stdout_console(output: IO[str] | None = None) -> Console:
@@ -259,15 +292,16 @@ def emit(text: str, output: IO[str] | None) -> None:
 @click.option(
     "--url",
     envvar="IRIS_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="The service's base URL [env IRIS_URL].",
+    default=None,
+    help=f"The service's base URL [env IRIS_URL; else the one 'iris login' saved; "
+    f"else {DEFAULT_URL}].",
 )
 @click.option(
     "--token",
     envvar="IRIS_API_TOKEN",
     default=None,
-    help="Bearer token for train, cancel, delete and activate [env IRIS_API_TOKEN].",
+    help="Bearer token for train, cancel, delete and activate [env IRIS_API_TOKEN; "
+    "else the one 'iris login' saved for the URL].",
 )
 @click.option(
     "--timeout",
@@ -286,14 +320,114 @@ def cli(ctx: click.Context, /, *, url: str, token: str | None, timeout: float) -
     by the quality gate; 2 bad arguments or a request the server refused
     (4xx, a wrong token too); 3 the server is unreachable or failed (5xx),
     timed out, or gave an answer that is not this API's.
+
+    \b
+    A job id or version may be any unique prefix (as iris jobs and iris
+    models list them). Shell completion, in ~/.bashrc:
+    eval "$(_IRIS_COMPLETE=bash_source iris)"  (zsh_source, fish_source).
     """
-    ctx.obj = Options(url=url, token=token or None, timeout=timeout)
+    from click.core import ParameterSource
+
+    ctx.obj = Options(
+        url=url or None,
+        token=token or None,
+        timeout=timeout,
+        token_on_command_line=ctx.get_parameter_source("token") == ParameterSource.COMMANDLINE,
+    )
 
 
 def options(ctx: click.Context) -> Options:
     found = ctx.find_object(Options)
     assert found is not None  # set by cli()
     return found
+
+
+# -- short ids: resolved against the server's listings, completed from them ---------------------
+
+MAX_JOBS_LISTED = 1000  # the most GET /train lists
+
+
+def job_id_of(iris: IrisClient, given: str) -> str:
+    """The job ``given`` names: a full id as it is, else the one recent job it is a prefix of."""
+    from client.ids import check_job_prefix, is_full_job_id, resolve
+
+    if is_full_job_id(given):
+        return given
+    check_job_prefix(given)
+    ids = [j.job_id for j in iris.jobs(MAX_JOBS_LISTED)]
+    try:
+        return resolve(given, ids, "job id")
+    except ValueError as error:
+        raise CommandError(f"{error} (iris jobs lists the recent ones)") from None
+
+
+def version_of(iris: IrisClient, given: str) -> str:
+    """The version ``given`` names: a full one as it is, else the one stored version it is a
+    prefix of (of the whole version, or of the eight hex digits a table shows)."""
+    from client.errors import NotFoundError
+    from client.ids import is_full_version, resolve
+
+    if is_full_version(given):
+        return given
+    try:
+        listed = iris.models()
+    except NotFoundError:
+        return given  # no listing to resolve against: the server judges the name itself
+    try:
+        return resolve(given, [m.version for m in listed.models], "model version", keys=True)
+    except ValueError as error:
+        raise CommandError(f"{error} (iris models lists them)") from None
+
+
+def completing(ctx: click.Context) -> IrisClient:
+    """A client for shell completion: the root's options, a short timeout, no retries."""
+    from client._core import RetryPolicy
+    from client.sync import IrisClient
+
+    params = ctx.find_root().params
+    url, token = Options(params.get("url"), params.get("token"), COMPLETE_SECONDS).server()
+    return IrisClient(url, token, COMPLETE_SECONDS, retry=RetryPolicy(attempts=1))
+
+
+def complete_job_ids(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Recent job ids starting with what was typed; nothing when the server cannot say."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        with warnings.catch_warnings(), completing(ctx) as iris:
+            warnings.simplefilter("ignore")
+            found = iris.jobs(100)
+    except Exception:
+        return []
+    return [
+        CompletionItem(j.job_id, help=printable(j.status))
+        for j in found
+        if j.job_id.startswith(incomplete)
+    ]
+
+
+def complete_versions(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Stored versions that what was typed names; nothing when the server cannot say."""
+    from click.shell_completion import CompletionItem
+
+    from client.ids import matches
+
+    try:
+        with warnings.catch_warnings(), completing(ctx) as iris:
+            warnings.simplefilter("ignore")
+            found = iris.models()
+    except Exception:
+        return []
+    marks = {found.current: "current", found.serving: "serving"}
+    return [
+        CompletionItem(version, help=marks.get(version, ""))
+        for version in matches(incomplete, [m.version for m in found.models], keys=True)
+        if printable(version) == version  # only what a shell can take back as typed
+    ]
 
 
 # -- predict and gradients ------------------------------------------------------------------
@@ -330,7 +464,10 @@ def line_failure(error: Exception, table: Table) -> CommandError:
 )
 @click.option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
 @click.option(
-    "--model-version", metavar="VERSION", help="A stored version (default: the served one)."
+    "--model-version",
+    metavar="VERSION",
+    shell_complete=complete_versions,
+    help="A stored version or a unique prefix (default: the served one).",
 )
 @click.option(
     "--concurrency",
@@ -351,14 +488,21 @@ def predict(
 ) -> None:
     """Species and probabilities for every row of a CSV file ('-' reads stdin).
 
-    The header names the columns sepal_length, sepal_width, petal_length and
-    petal_width (cm); other columns are ignored. A file above the server's
-    rows-per-request limit is sent in chunks, answered in input order by one
-    model version.
+    \b
+    The header, if any, names the measurements (cm): sepal_length,
+    sepal_width, petal_length, petal_width, any case, spaces for '_', or
+    scikit-learn's 'sepal length (cm)'; without a header each line is the
+    four numbers in that order. CSV output is the input's own columns
+    unchanged, then predicted_species, p_setosa, p_versicolor, p_virginica.
+
+    A file above the server's rows-per-request limit is sent in chunks,
+    answered in input order by one model version.
     """
     table = read_csv(file)
     opts = options(ctx)
     with opts.client() as iris:
+        if model_version is not None:
+            model_version = version_of(iris, model_version)
         try:
             with progress_bar("predicting", len(table.rows)) as advance:
                 answer = iris.predict(
@@ -377,7 +521,7 @@ def predict(
         elif chosen == "csv":
             emit(predictions_csv(table, answer), stream)
         else:
-            console.print(predictions_table(answer))
+            console.print(predictions_table(table, answer))
 
 
 @contextmanager
@@ -412,42 +556,58 @@ def predictions_json(answer: Predictions) -> str:
     return json.dumps({"model_version": answer.model_version, "predictions": rows}) + "\n"
 
 
+def added_columns(header: Sequence[str]) -> list[str]:
+    """predicted_species and p_<class>, with a suffix (_2, _3, ...) where the input has any of
+    those names already: an input column is never written over."""
+    from client.csvio import column_name
+    from client.types import CLASSES
+
+    taken = {column_name(name) for name in header}
+    base = ["predicted_species", *(f"p_{c}" for c in CLASSES)]
+    suffix, n = "", 1
+    while any(name + suffix in taken for name in base):
+        n += 1
+        suffix = f"_{n}"
+    return [name + suffix for name in base]
+
+
 def predictions_csv(table: Table, answer: Predictions) -> str:
+    """The input's columns as it wrote them (a header of ours if it had none), then ours."""
     import csv
     import io
 
     from client.types import CLASSES, FEATURES
 
+    header = table.header if table.header is not None else list(FEATURES)
+    cells = table.cells or [[repr(row[f]) for f in FEATURES] for row in table.rows]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*FEATURES, "species", *(f"probability_{c}" for c in CLASSES)])
-    for row, p in zip(table.rows, answer, strict=True):
-        writer.writerow(
-            [
-                *(repr(row[f]) for f in FEATURES),
-                p.label,
-                *(repr(p.probabilities[c]) for c in CLASSES),
-            ]
-        )
+    writer.writerow([*header, *added_columns(header)])
+    for values, p in zip(cells, answer, strict=True):
+        writer.writerow([*values, p.label, *(repr(p.probabilities[c]) for c in CLASSES)])
     return out.getvalue()
 
 
-def predictions_table(answer: Predictions) -> Any:
+def predictions_table(table: Table, answer: Predictions) -> Any:
     from rich.table import Table as RichTable
     from rich.text import Text
 
     from client.types import CLASSES
 
     title = Text(f"model {printable(answer.model_version)}")
-    table = RichTable(title=title, title_justify="left")
-    table.add_column("row", justify="right", style="dim")
-    table.add_column("species", style="bold")
+    shown = RichTable(title=title, title_justify="left", box=None, header_style="bold")
+    shown.add_column("LINE", justify="right", style="dim")
+    if table.species is not None:
+        shown.add_column("SPECIES")
+    shown.add_column("PREDICTED", style="bold")
     for name in CLASSES:
-        table.add_column(name, justify="right")
-    for i, p in enumerate(answer, start=1):
+        shown.add_column(f"P({name.upper()})", justify="right")
+    for i, p in enumerate(answer):
+        given = [Text(printable(table.species[i]))] if table.species is not None else []
         probabilities = (f"{p.probabilities[c]:.4f}" for c in CLASSES)
-        table.add_row(str(i), Text(printable(p.label)), *probabilities)
-    return table
+        line = table.line_of(i)
+        shown.add_row(str(line or i + 1), *given, Text(printable(p.label)), *probabilities)
+    return shown
 
 
 @cli.command()
@@ -467,7 +627,10 @@ def predictions_table(answer: Predictions) -> Any:
     help="Also return these (repeat the option for several).",
 )
 @click.option(
-    "--model-version", metavar="VERSION", help="A stored version (default: the served one)."
+    "--model-version",
+    metavar="VERSION",
+    shell_complete=complete_versions,
+    help="A stored version or a unique prefix (default: the served one).",
 )
 @click.option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
 @click.pass_context
@@ -490,6 +653,8 @@ def gradients(
     table = read_csv(file, need_species=True)
     assert table.species is not None
     with options(ctx).client() as iris:
+        if model_version is not None:
+            model_version = version_of(iris, model_version)
         try:
             answer = iris.gradients(
                 table.rows,
@@ -589,17 +754,18 @@ def train(
                 job_id = printable(handle.job_id)  # 32 hex digits, checked by the client
                 click.echo(job_id)
                 if sys.stderr.isatty():
-                    click.echo(f"follow it with: iris job {job_id} --follow", err=True)
+                    click.echo(f"follow it with: iris job {job_id[:8]} --follow", err=True)
             return OK
         return finish(follow_job(handle), fmt)
 
 
 def follow_job(handle: JobHandle) -> Job:
-    """Wait for a job, with a progress bar on a terminal; Ctrl-C leaves the job running."""
+    """Wait for a job: a progress bar on a terminal, else a progress line on stderr every
+    few seconds (a CI log); Ctrl-C leaves the job running."""
     console = stderr_console()
     try:
         if not console.is_terminal:
-            return handle.wait()
+            return handle.wait(progress=progress_lines())
         from rich.markup import escape
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -637,6 +803,50 @@ def follow_job(handle: JobHandle) -> Job:
             f"(iris cancel {handle.job_id} stops it)",
             INTERRUPTED,
         ) from None
+
+
+def progress_lines(every: float = PROGRESS_SECONDS) -> Callable[[Job], None]:
+    """A ``wait`` callback writing :func:`progress_line` to stderr: at a change of status and
+    at most every ``every`` seconds between."""
+    last: list[tuple[float, str]] = []
+
+    def show(job: Job) -> None:
+        now = time.monotonic()
+        if not last or job.status != last[-1][1] or now - last[-1][0] >= every:
+            click.echo(progress_line(job), err=True)
+            last[:] = [(now, job.status)]
+
+    return show
+
+
+def progress_line(job: Job) -> str:
+    """``job 1a2b3c4d running epoch 40/200  loss 0.4012  acc 0.870  elapsed 0:00:12``."""
+    p = job.progress
+    parts = [f"job {job.job_id[:8]} {job.status}", f"epoch {p.epoch}/{p.epochs}"]
+    if scores(job):
+        parts.append(scores(job))
+    if (elapsed := elapsed_seconds(job)) is not None:
+        minutes, seconds = divmod(int(elapsed), 60)
+        parts.append(f"elapsed {minutes // 60}:{minutes % 60:02d}:{seconds:02d}")
+    return printable("  ".join(parts))
+
+
+def elapsed_seconds(job: Job) -> float | None:
+    """Seconds since the job started (to its end, once ended); None before it starts."""
+    from datetime import UTC, datetime
+
+    try:
+        started = datetime.fromisoformat(job.started_at) if job.started_at else None
+        ended = datetime.fromisoformat(job.finished_at) if job.finished_at else None
+    except ValueError:
+        return None
+    if started is None:
+        return None
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    if ended is not None and ended.tzinfo is None:
+        ended = ended.replace(tzinfo=UTC)
+    return max(0.0, ((ended or datetime.now(UTC)) - started).total_seconds())
 
 
 def scores(job: Job) -> str:
@@ -682,6 +892,21 @@ def job_json(job: Job) -> str:
     return json.dumps(job.to_json()) + "\n"
 
 
+def listing_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``-o table|wide|json|csv`` (``--format`` is the older name)."""
+    return click.option(
+        "-o",
+        "--output",
+        "--format",
+        "output",
+        type=LISTINGS,
+        default="auto",
+        show_default=True,
+        help="table: short ids, fits 80 columns; wide: every column; json, csv: exact "
+        "values (full ids, times as sent); auto: table on a terminal, else csv.",
+    )(command)
+
+
 @cli.command()
 @click.option(
     "--limit",
@@ -689,99 +914,31 @@ def job_json(job: Job) -> str:
     default=None,
     help="How many (default: the server's, 50).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=FORMATS,
-    default="auto",
-    show_default=True,
-    help="auto: a table on a terminal, else CSV.",
-)
+@listing_option
 @click.pass_context
-def jobs(ctx: click.Context, /, *, limit: int | None, fmt: str) -> None:
+def jobs(ctx: click.Context, /, *, limit: int | None, output: str) -> None:
     """Recent training jobs, newest first."""
+    from client import listing
+
     with options(ctx).client() as iris:
         found = iris.jobs(limit)
     console = stdout_console()
-    chosen = resolve_format(fmt, None, console.is_terminal)
+    chosen = resolve_format(output, None, console.is_terminal)
     if chosen == "json":
-        import json
-
-        emit(json.dumps({"jobs": [j.to_json() for j in found]}) + "\n", None)
+        emit(listing.jobs_json(found), None)
         return
-    header = [
-        "job_id",
-        "status",
-        "created_at",
-        "epoch",
-        "epochs",
-        "model_version",
-        "activated",
-        "validation_accuracy",
-        "error",
-    ]
-    rows = [
-        [
-            j.job_id,
-            j.status,
-            j.created_at,
-            str(j.progress.epoch),
-            str(j.progress.epochs),
-            j.model_version or "",
-            "yes" if j.activated else "no",
-            fmt_number((j.metrics or {}).get("validation_accuracy")),
-            j.error or "",
-        ]
-        for j in found
-    ]
-    show_rows(console, chosen, header, rows, "training jobs")
-
-
-def fmt_number(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ""
-
-
-def show_rows(
-    console: Console, chosen: str, header: list[str], rows: list[list[str]], title: str
-) -> None:
-    """Rows of server text as CSV or a table, every cell escaped (see :func:`printable`)."""
-    rows = [[printable(cell) for cell in row] for row in rows]
+    columns = listing.job_columns(found)
     if chosen == "csv":
-        import csv
-        import io
-
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        emit(out.getvalue(), None)
+        emit(listing.as_csv(found, columns, printable), None)
         return
-    from rich.table import Table as RichTable
-    from rich.text import Text
-
-    table = RichTable(title=title, title_justify="left")
-    shown = [i for i, name in enumerate(header) if name != "error" or any(r[i] for r in rows)]
-    for i in shown:
-        name = header[i]
-        table.add_column(
-            name.replace("_", " "),
-            no_wrap=name in ("job_id", "version", "model_version", "created_at"),
-            overflow="fold",
-        )
-    for row in rows:
-        table.add_row(
-            *(Text(short_time(row[i]) if header[i] == "created_at" else row[i]) for i in shown)
-        )
-    console.print(table)
-
-
-def short_time(iso: str) -> str:
-    """2026-12-02T07:53:22.089393+00:00 as 2026-12-02 07:53:22 (a table's width)."""
-    return iso[:19].replace("T", " ")
+    wide = chosen == "wide"
+    table = listing.as_table(found, columns, wide=wide, escape=printable)
+    errors = [] if wide else listing.notes(found, columns[0].shown, lambda j: j.error, error_line)
+    listing.print_table(console, table, errors, wide)
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
 @click.option(
     "--follow",
     "-f",
@@ -789,13 +946,18 @@ def short_time(iso: str) -> str:
     help="Show progress until the job ends; exit 1 if it fails or is held back.",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "-o",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
 )
 @click.pass_context
 def job(ctx: click.Context, /, *, job_id: str, follow: bool, fmt: str) -> int:
-    """One training job: status, progress, metrics, the version it made."""
+    """One training job (ID or a unique prefix): status, progress, metrics, its version."""
     with options(ctx).client() as iris:
-        handle = iris.handle(job_id)
+        handle = iris.handle(job_id_of(iris, job_id))
         if follow:
             return finish(follow_job(handle), fmt)
     found = handle.job
@@ -818,21 +980,22 @@ def job(ctx: click.Context, /, *, job_id: str, follow: bool, fmt: str) -> int:
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
 @click.pass_context
 def cancel(ctx: click.Context, /, *, job_id: str) -> None:
-    """Ask a queued or running job to stop."""
+    """Ask a queued or running job (ID or a unique prefix) to stop."""
     with options(ctx).client() as iris:
-        found = iris.cancel(job_id)
+        found = iris.cancel(job_id_of(iris, job_id))
     click.echo(printable(f"job {found.job_id} {found.status}: cancel requested"))
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_job_ids)
 @click.pass_context
 def delete(ctx: click.Context, /, *, job_id: str) -> None:
-    """Remove an ended job's record."""
+    """Remove an ended job's record (ID or a unique prefix)."""
     with options(ctx).client() as iris:
+        job_id = job_id_of(iris, job_id)
         iris.delete_job(job_id)
     click.echo(f"job {job_id} deleted")
 
@@ -841,66 +1004,49 @@ def delete(ctx: click.Context, /, *, job_id: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "--format",
-    "fmt",
-    type=FORMATS,
-    default="auto",
-    show_default=True,
-    help="auto: a table on a terminal, else CSV.",
-)
+@listing_option
 @click.pass_context
-def models(ctx: click.Context, /, *, fmt: str) -> None:
+def models(ctx: click.Context, /, *, output: str) -> None:
     """Stored model versions, newest first; the current one is marked."""
+    from client import listing
+
     with options(ctx).client() as iris:
         found = iris.models()
     console = stdout_console()
-    chosen = resolve_format(fmt, None, console.is_terminal)
+    chosen = resolve_format(output, None, console.is_terminal)
     if chosen == "json":
-        import json
-        from dataclasses import asdict
-
-        emit(json.dumps(asdict(found)) + "\n", None)
+        emit(listing.models_json(found), None)
         return
-    header = [
-        "version",
-        "current",
-        "serving",
-        "created_at",
-        "hidden_units",
-        "validation_accuracy",
-        "train_accuracy",
-        "error",
-    ]
-    rows = [
-        [
-            m.version,
-            "*" if m.version == found.current else "",
-            "*" if m.version == found.serving else "",
-            m.created_at or "",
-            "" if m.hidden_units is None else str(m.hidden_units),
-            fmt_number((m.metrics or {}).get("validation_accuracy")),
-            fmt_number((m.metrics or {}).get("train_accuracy")),
-            m.error or "",
-        ]
-        for m in found.models
-    ]
-    show_rows(console, chosen, header, rows, "model versions")
+    columns = listing.model_columns(found)
+    if chosen == "csv":
+        emit(listing.as_csv(found.models, columns, printable), None)
+        return
+    wide = chosen == "wide"
+    table = listing.as_table(found.models, columns, wide=wide, escape=printable)
+    errors = (
+        [] if wide else listing.notes(found.models, columns[0].shown, lambda m: m.error, error_line)
+    )
+    listing.print_table(console, table, errors, wide)
 
 
 @cli.command()
-@click.argument("version")
+@click.argument("version", shell_complete=complete_versions)
 @click.pass_context
 def activate(ctx: click.Context, /, *, version: str) -> None:
-    """Serve a stored version: roll back or forward."""
+    """Serve a stored version (or a unique prefix): roll back or forward."""
     with options(ctx).client() as iris:
-        answer = iris.activate(version)
+        answer = iris.activate(version_of(iris, version))
     click.echo(f"now serving {printable(answer.serving)}")
 
 
 @cli.command()
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "-o",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
 )
 @click.pass_context
 def health(ctx: click.Context, /, *, fmt: str) -> int:
@@ -930,6 +1076,98 @@ def limits(ctx: click.Context) -> None:
     with options(ctx).client() as iris:
         found = iris.limits()
     emit(json.dumps(asdict(found)) + "\n", None)
+
+
+# -- login ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("url", required=False)
+@click.pass_context
+def login(ctx: click.Context, /, *, url: str | None) -> None:
+    """Save a server's URL and token for later commands.
+
+    URL defaults to --url or IRIS_URL, else the saved one, else the default.
+
+    \b
+    The token is read from a hidden prompt, or from stdin when stdin is not
+    a terminal (never from the command line, where shell history keeps it).
+    It is checked with an authenticated call that changes nothing, and a
+    token the server refuses is not saved (exit 2). Saved, mode 0600, in
+    $XDG_CONFIG_HOME/iris/config.json (default ~/.config/iris/config.json);
+    --url/--token and IRIS_URL/IRIS_API_TOKEN still take precedence, and the
+    saved token is sent only to the saved URL.
+    """
+    from client import config
+    from client.errors import AuthenticationError
+    from client.sync import IrisClient
+
+    opts = options(ctx)
+    if opts.token_on_command_line:
+        raise CommandError(
+            "iris login reads the token from a prompt or stdin, not from --token "
+            "(shell history would keep it)"
+        )
+    target = url or opts.url or saved_url() or DEFAULT_URL
+    token = read_token()
+    try:
+        iris = IrisClient(target, token, opts.timeout)
+    except ValueError as error:
+        raise CommandError(f"URL: {error}") from None
+    with iris:
+        try:
+            verified = iris.check_token()
+        except AuthenticationError as error:
+            raise CommandError(
+                f"{iris.url} refused the token: {error.detail} (HTTP {error.status}); "
+                "nothing saved",
+                USAGE,
+            ) from None
+        saved = config.save(config.Login(iris.url, token))
+    checked = (
+        "token accepted" if verified else "token not verified (the server has no call to check it)"
+    )
+    click.echo(printable(f"logged in to {iris.url}: {checked}; saved in {saved}"))
+
+
+def saved_url() -> str | None:
+    """The URL of the saved login, to log in to it again; None if there is none to read."""
+    from client.config import load
+    from client.errors import InputError
+
+    try:
+        saved = load()
+    except InputError:
+        return None
+    return saved.url if saved is not None else None
+
+
+def read_token() -> str:
+    """A token from a hidden prompt on a terminal, else the first line of stdin."""
+    if sys.stdin.isatty():
+        typed = click.prompt("Token", hide_input=True, err=True, default="", show_default=False)
+        token = str(typed).strip()
+    else:
+        token = sys.stdin.readline().strip()
+    if not token:
+        raise CommandError("no token given (type it at the prompt, or pipe it to stdin)")
+    if UNSAFE.search(token) or " " in token:
+        raise CommandError("the token holds spaces or control characters")
+    return token
+
+
+@cli.command()
+def logout() -> None:
+    """Forget the URL and token that iris login saved."""
+    from client import config
+
+    removed = config.remove()
+    if removed is None:
+        click.echo(printable(f"not logged in (no {config.config_path()})"))
+    else:
+        click.echo(printable(f"logged out: removed {removed}"))
+    if os.environ.get("IRIS_API_TOKEN"):
+        click.echo("iris: note: IRIS_API_TOKEN is still set in this environment", err=True)
 
 
 def main() -> NoReturn:

@@ -14,3 +14,7 @@ MAX_CONCURRENCY = 16
 POLL_SECONDS = 0.25
 MIN_POLL_SECONDS = 0.05
 MAX_POLL_SECONDS = 5.0
+# A followed job's progress line, when stderr is not a terminal (a CI log): at most this often.
+PROGRESS_SECONDS = 5.0
+# Shell completion asks the server for ids with this timeout, and offers nothing past it.
+COMPLETE_SECONDS = 1.0

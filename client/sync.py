@@ -296,6 +296,16 @@ class IrisClient:
         call = Call("POST", _core.model_path(version, "/activate"), auth=True, idempotent=False)
         return Activation.from_json(self._json(call))
 
+    def check_token(self) -> bool:
+        """Does the server accept the token? Asked with an authenticated call that changes
+        nothing, after ``GET /healthz`` (so a wrong URL fails as such).
+
+        True: accepted. False: the server has no such call to try it with (not verified).
+        Raises AuthenticationError when the server refuses the token.
+        """
+        self._send(Call("GET", "/healthz"))
+        return _core.token_accepted(self._send(_core.TOKEN_PROBE))
+
     def health(self) -> Health:
         """Alive (``/healthz``) and ready (``/readyz``); not ready is an answer, not an error."""
         self._send(Call("GET", "/healthz"))

@@ -375,6 +375,12 @@ def test_gradients_reject_bad_requests(shared: TestClient, body: Any, words: str
 # -- training -----------------------------------------------------------------------------
 
 
+def test_auth_answers_204_for_the_token_and_401_for_any_other(shared: TestClient) -> None:
+    assert shared.get("/auth", headers=AUTH).status_code == 204
+    assert_problem(shared.get("/auth"), 401, "token")
+    assert_problem(shared.get("/auth", headers={"Authorization": "Bearer wrong"}), 401, "token")
+
+
 def test_train_requires_the_token(shared: TestClient) -> None:
     response = shared.post("/train", json={})
     assert_problem(response, 401, "bearer token")

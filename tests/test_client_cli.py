@@ -48,6 +48,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield started
 
 
+@pytest.fixture(autouse=True)
+def no_saved_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A login saved by ``iris login`` on this machine never reaches these tests."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
 @pytest.fixture
 def run(server: ServerProcess) -> Any:
     """``run(*args, input=..., env=...)``: the CLI in-process, pointed at the server."""
@@ -99,11 +105,12 @@ def test_help_lists_every_command_and_the_exit_statuses(run: Any) -> None:
     result = run("--help")
     assert result.exit_code == 0
     for command in ("predict", "train", "jobs", "job", "cancel", "delete", "models",
-                    "activate", "gradients", "health", "limits"):  # fmt: skip
+                    "activate", "gradients", "health", "limits", "login", "logout"):  # fmt: skip
         assert f"\n  {command} " in result.stdout
     assert "IRIS_URL" in result.stdout
     assert "IRIS_API_TOKEN" in result.stdout
     assert "3 the server is unreachable" in result.stdout
+    assert "_IRIS_COMPLETE=bash_source iris" in result.stdout
 
 
 def test_iris_help_imports_neither_httpx_nor_rich() -> None:
@@ -142,9 +149,9 @@ def test_predict_a_big_csv_prints_csv_rows_in_input_order(
     assert len(rows) == 333
     version = ready_version(server)
     expected = expected_probabilities(server, version, raw)
-    got = np.array([[float(r[f"probability_{c}"]) for c in CLASSES] for r in rows])
+    got = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
     assert (got == expected).all()
-    assert [r["species"] for r in rows] == [CLASSES[i] for i in expected.argmax(axis=1)]
+    assert [r["predicted_species"] for r in rows] == [CLASSES[i] for i in expected.argmax(axis=1)]
     assert [[float(r[f]) for f in FEATURES] for r in rows] == raw.tolist()
 
 
@@ -188,7 +195,7 @@ def test_an_older_server_without_limits_gets_a_one_line_warning(tmp_path: Path) 
     assert result.stderr.startswith("iris: warning: ")
     assert "publishes no limits (GET /limits: 404)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert [r["species"] for r in parsed_csv(result.stdout)] == ["setosa"] * 3
+    assert [r["predicted_species"] for r in parsed_csv(result.stdout)] == ["setosa"] * 3
 
 
 def test_a_bad_csv_line_is_named_and_exits_2(run: Any, tmp_path: Path) -> None:
@@ -414,7 +421,10 @@ def test_a_server_that_dies_under_a_followed_job_exits_3(tmp_path: Path) -> None
                 proc.wait(5)
     assert proc.returncode == 3, (stdout, stderr)
     assert time.monotonic() - started < 20
-    assert doomed.url in one_line_error(stderr)
+    *progress, error = stderr.strip().splitlines()  # stderr is a pipe: progress lines first
+    assert progress
+    assert all(line.startswith("job ") and " epoch " in line for line in progress), progress
+    assert doomed.url in one_line_error(error)
 
 
 def latest_jobs(server: ServerProcess) -> list[str]:

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from service import metrics, schemas
-from service.deps import AppState
+from service.deps import AppState, Token
 from service.errors import ProblemError, public
 from service.responses import json_response, problem_responses
 
@@ -34,6 +34,18 @@ async def readyz(st: AppState) -> Response:
             "schema_version": backend.schema_version,
         }
     )
+
+
+@router.get(
+    "/auth",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Token],
+    responses={204: {"description": "the token is valid"}, **problem_responses(401)},
+    summary="Check the bearer token: 204 when it is valid, 401 otherwise; changes nothing",
+)
+async def check_token() -> Response:
+    return Response(status_code=204)
 
 
 @router.get("/limits", response_model=schemas.Limits, summary="The request limits in force")

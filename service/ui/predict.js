@@ -122,30 +122,56 @@ async function run() {
 }
 
 // -- CSV ---------------------------------------------------------------------------------
+// The rule the iris command line follows too (client/csvio.py; cases in tests/csv_cases.json):
+// a header is optional (a first line of numbers is data), names compare loosely
+// ("sepal length (cm)"), blank and # lines are skipped but counted, a measurement is a number.
+
+const NUMBER = /^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
 
 function normal(name) {
   return name.trim().toLowerCase().replace(/\(cm\)/g, "").trim().replace(/[\s.-]+/g, "_");
 }
 
+function split(line) {
+  if (!line.includes('"')) return line.split(",").map((v) => v.trim());
+  const value = /\s*(?:"((?:[^"]|"")*)"|([^,]*))\s*(,|$)/y;
+  const values = [];
+  for (;;) {
+    const m = value.exec(line);
+    values.push(m[1] !== undefined ? m[1].replace(/""/g, '"') : m[2].trim());
+    if (!m[3]) return values;
+  }
+}
+
 export function parseCsv(text) {
-  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
-  if (!lines.length) throw new Error("the CSV is empty");
+  const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/)
+    .map((l, i) => ({ line: i + 1, text: l.trim() }))
+    .filter((l) => l.text && !l.text.startsWith("#"))
+    .map((l) => ({ line: l.line, cells: split(l.text) }))
+    .filter((l) => l.cells.some((c) => c));
+  if (!lines.length) throw new Error("the CSV has no rows");
   let columns = [0, 1, 2, 3];
-  let first = 0;
-  const head = lines[0].split(",").map(normal);
-  if (head.some((h) => h !== "" && !Number.isFinite(Number(h)))) {
+  let width = 4;
+  let species = -1;
+  if (!lines[0].cells.every((c) => c === "" || NUMBER.test(c))) {
+    const head = lines[0].cells.map(normal);
     columns = FEATURES.map((f) => head.indexOf(f));
     const missing = FEATURES.filter((f, i) => columns[i] < 0);
-    if (missing.length) throw new Error(`the header line lacks ${missing.join(", ")}`);
-    first = 1;
+    if (missing.length) throw new Error(`line ${lines[0].line}: the header lacks ${missing.join(", ")}`);
+    width = head.length;
+    species = head.indexOf("species");
+    lines.shift();
   }
-  return lines.slice(first).map((line, i) => {
-    const cells = line.split(",");
-    const row = { line: i + first + 1 };
+  if (!lines.length) throw new Error("the CSV has no rows after the header");
+  return lines.map(({ line, cells }) => {
+    if (cells.length !== width) throw new Error(`line ${line}: ${cells.length} values, expected ${width}`);
+    const row = { line };
     FEATURES.forEach((f, k) => {
-      const cell = (cells[columns[k]] ?? "").trim();
-      row[f] = cell !== "" && Number.isFinite(Number(cell)) ? Number(cell) : cell;
+      const cell = cells[columns[k]];
+      if (!NUMBER.test(cell)) throw new Error(`line ${line}: ${f} ${JSON.stringify(cell)} is not a number`);
+      row[f] = Number(cell);
     });
+    if (species >= 0) row.species = cells[species];
     return row;
   });
 }
