@@ -16,7 +16,6 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY service/ service/
-COPY client/ client/
 # pip builds the wheel in an isolated environment that fetches hatchling itself.
 RUN python3 -m venv /opt/build \
     && /opt/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /dist .

@@ -1,7 +1,7 @@
 """The client's two figures: how fast ``iris --help`` starts, and split /predict throughput.
 
 1. ``iris --help``: wall time of the console script (median of N runs) and the import time
-   of ``client.cli`` (``python -X importtime``). Target: under 0.3 s.
+   of ``iris_client.cli`` (``python -X importtime``). Target: under 0.3 s.
 2. ``IrisClient.predict`` of a large input, split by the server's ``max_instances``, sent
    with 1, 2 and 4 requests in flight, against ``iris-serve`` with 1 and 2 workers on
    127.0.0.1. Rounds are interleaved; figures are medians with [min-max]. The client's
@@ -26,14 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from iris_client import IrisClient
 
-from client import IrisClient
 from harness.servers import ServerProcess
 
 
 def iris_script() -> list[str]:
     script = Path(sys.executable).with_name("iris")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "client"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "iris_client"]
 
 
 def timed(command: list[str]) -> tuple[float, float]:
@@ -55,7 +55,7 @@ def help_figures(runs: int) -> None:
     imports = []
     for _ in range(max(3, runs // 4)):
         out = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import client.cli"],
+            [sys.executable, "-X", "importtime", "-c", "import iris_client.cli"],
             check=True,
             capture_output=True,
             text=True,
@@ -66,7 +66,7 @@ def help_figures(runs: int) -> None:
     print(f"`{' '.join(Path(c).name for c in command)}`, {runs} runs, load average {load:.1f}:")
     print(f"  wall time         median {fmt([w for w, _ in runs_help])} s  (target < 0.3 s)")
     print(f"  CPU time          median {fmt([c for _, c in runs_help])} s  (user + system)")
-    print(f"  import client.cli median {fmt(imports)} s  (python -X importtime)")
+    print(f"  import iris_client.cli median {fmt(imports)} s  (python -X importtime)")
     print(
         f"  bare interpreter  median {fmt([w for w, _ in runs_bare])} s wall, "
         f"{fmt([c for _, c in runs_bare])} s CPU  (python -c pass)"

@@ -28,10 +28,10 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from iris_client.cli import cli
+from iris_client.ids import resolve, short_ids, short_versions
+from iris_client.settings import PROGRESS_SECONDS
 
-from client.cli import cli
-from client.ids import resolve, short_ids, short_versions
-from client.settings import PROGRESS_SECONDS
 from harness.clients import JOB_SECONDS, LONG_JOB, TOKEN, client_server, wait_idle
 from harness.servers import ServerProcess, free_port, wait_for
 

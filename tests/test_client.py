@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from client import (
+from iris_client import (
     AsyncIrisClient,
     AuthenticationError,
     ConflictError,
@@ -32,7 +31,8 @@ from client import (
     ValidationError,
     WaitTimeoutError,
 )
-from client.types import DEFAULT_LIMITS
+from iris_client.types import DEFAULT_LIMITS
+
 from harness.api import instances, ready_version, serves
 from harness.clients import (
     JOB_SECONDS,
@@ -80,8 +80,9 @@ def probabilities(answer: Any) -> Any:
 
 def test_client_imports_no_service_or_model_code() -> None:
     code = (
-        "import sys, client, client.cli, client.sync, client.aio, client.csvio\n"
-        "from client import IrisClient, AsyncIrisClient\n"
+        "import sys, iris_client, iris_client.cli, iris_client.sync, iris_client.aio\n"
+        "import iris_client.csvio\n"
+        "from iris_client import IrisClient, AsyncIrisClient\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'service', 'model', 'fastapi', 'pydantic', 'uvicorn', 'starlette'})\n"
         "print(','.join(bad))\n"
@@ -90,7 +91,7 @@ def test_client_imports_no_service_or_model_code() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "", f"client imported {out.stdout.strip()}"
-    for path in (ROOT / "client").glob("*.py"):
+    for path in (ROOT / "client" / "iris_client").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = (
                 [a.name for a in node.names]
@@ -105,7 +106,7 @@ def test_client_imports_no_service_or_model_code() -> None:
 
 def test_importing_the_command_line_loads_neither_httpx_nor_rich() -> None:
     code = (
-        "import sys, client, client.cli\n"
+        "import sys, iris_client, iris_client.cli\n"
         "print(','.join(sorted(m for m in ('httpx', 'rich', 'numpy') if m in sys.modules)))\n"
     )
     out = subprocess.run(

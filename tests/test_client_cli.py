@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from iris_client.cli import HYPERPARAMETERS, cli
 
-from client.cli import HYPERPARAMETERS, cli
 from harness.api import ready_version, serves, serves_other_than
 from harness.clients import (
     JOB_SECONDS,
@@ -115,7 +115,7 @@ def test_help_lists_every_command_and_the_exit_statuses(run: Any) -> None:
 
 def test_iris_help_imports_neither_httpx_nor_rich() -> None:
     code = (
-        "import sys\nfrom client.cli import cli\n"
+        "import sys\nfrom iris_client.cli import cli\n"
         "code = cli.main(['--help'], standalone_mode=False)\n"
         "print(code, ','.join(m for m in ('httpx', 'rich', 'numpy') if m in sys.modules))\n"
     )

@@ -21,8 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
-
-from client import (
+from iris_client import (
     AsyncIrisClient,
     ConnectionFailedError,
     IrisClient,
@@ -30,8 +29,8 @@ from client import (
     RetryPolicy,
     UnavailableError,
 )
-from client._core import Answer, retry_after
-from client.cli import cli
+from iris_client._core import Answer, retry_after
+from iris_client.cli import cli
 
 MiB = 2**20
 JOB_ID = "5c0f8f7d2b8e4f0c9a1e6f2d3b4a5c6d"

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from iris_client.csvio import column_name, parse_text, read_table, split_line
+from iris_client.errors import InputError
 
-from client.csvio import column_name, parse_text, read_table, split_line
-from client.errors import InputError
 from harness.programs import require
 
 CASES: list[dict[str, Any]] = json.loads(

@@ -1,7 +1,7 @@
 """A typed client of the Iris service's HTTP API, and the ``iris`` command line.
 
 ```python
-from client import IrisClient
+from iris_client import IrisClient
 
 with IrisClient("http://127.0.0.1:8000", token="...") as iris:
     predictions = iris.predict("flowers.csv")      # split by the server's limits, in order
@@ -19,9 +19,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from client._core import RetryPolicy
-    from client.aio import AsyncIrisClient, AsyncJobHandle
-    from client.errors import (
+    from iris_client._core import RetryPolicy
+    from iris_client.aio import AsyncIrisClient, AsyncJobHandle
+    from iris_client.errors import (
         AuthenticationError,
         BadRequestError,
         ConflictError,
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
         ValidationError,
         WaitTimeoutError,
     )
-    from client.sync import IrisClient, JobHandle
-    from client.types import (
+    from iris_client.sync import IrisClient, JobHandle
+    from iris_client.types import (
         Activation,
         Gradients,
         Health,
@@ -86,7 +86,13 @@ __all__ = [
     "ValidationError",
     "WaitTimeoutError",
 ]
-_MODULES = ("client.sync", "client.aio", "client.errors", "client.types", "client._core")
+_MODULES = (
+    "iris_client.sync",
+    "iris_client.aio",
+    "iris_client.errors",
+    "iris_client.types",
+    "iris_client._core",
+)
 
 
 def __getattr__(name: str) -> Any:

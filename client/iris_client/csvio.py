@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from client.errors import InputError
-from client.types import CLASSES, FEATURES
+from iris_client.errors import InputError
+from iris_client.types import CLASSES, FEATURES
 
 Source = str | os.PathLike[str] | IO[str]
 

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from client.csvio import read_table
-from client.errors import (
+from iris_client.csvio import read_table
+from iris_client.errors import (
     ConnectionFailedError,
     InputError,
     ProblemError,
@@ -33,13 +33,13 @@ from client.errors import (
     field_errors,
     problem_class,
 )
-from client.types import FEATURES, JOB_ID, Health, Hyperparameters, Job, Predictions
+from iris_client.types import FEATURES, JOB_ID, Health, Hyperparameters, Job, Predictions
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-from client.settings import MAX_POLL_SECONDS, MIN_POLL_SECONDS, __version__
+from iris_client.settings import MAX_POLL_SECONDS, MIN_POLL_SECONDS, __version__
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 # What the client asks for and decodes: one layer of gzip or deflate expands a 64 KiB read to at

@@ -3,7 +3,7 @@
 A table is for people: short ids, rounded numbers, local times with their zone, and few
 enough columns for 80 characters (``wide``: every column, as long as it takes). CSV and JSON
 are for programs: full ids, exact numbers, times as the server sent them. Server text is
-escaped (see ``printable`` in client/cli.py) and never read as Rich markup.
+escaped (see ``printable`` in client/iris_client/cli.py) and never read as Rich markup.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from client.ids import short_ids, short_versions
+from iris_client.ids import short_ids, short_versions
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from client.types import Job, ModelList, ModelSummary
+    from iris_client.types import Job, ModelList, ModelSummary
 
 T = TypeVar("T")
 OUTPUTS = ("table", "wide", "json", "csv")

@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.errors import InputError
+from iris_client.errors import InputError
 
 FILE_NAME = "config.json"
 

@@ -13,16 +13,16 @@ from typing import Any
 
 import httpx
 
-from client import _core, _deadline
-from client._core import Answer, Call, ProgressCallback, RetryPolicy, Rows
-from client.errors import (
+from iris_client import _core, _deadline
+from iris_client._core import Answer, Call, ProgressCallback, RetryPolicy, Rows
+from iris_client.errors import (
     LimitsWarning,
     NotFoundError,
     ProblemError,
     ProtocolError,
     WaitTimeoutError,
 )
-from client.settings import (
+from iris_client.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
@@ -30,7 +30,7 @@ from client.settings import (
     MAX_CONCURRENCY,
     POLL_SECONDS,
 )
-from client.types import (
+from iris_client.types import (
     DEFAULT_LIMITS,
     Activation,
     Gradients,

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
 
-from client.errors import ProtocolError
+from iris_client.errors import InputError, ProtocolError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,7 +182,12 @@ def _well_formed(p: Prediction) -> bool:
 
 
 def _array(value: Any, what: str) -> FloatArray:
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError:
+        raise InputError(
+            "gradients come as NumPy arrays: pip install 'iris-client[numpy]'"
+        ) from None
 
     try:
         return np.asarray(value, dtype=np.float64)

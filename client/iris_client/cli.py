@@ -1,4 +1,4 @@
-"""``iris``: the command line of the Iris service, on top of :class:`client.IrisClient`.
+"""``iris``: the command line of the Iris service, on top of :class:`iris_client.IrisClient`.
 
 Exit status: 0 success; 1 a training job failed, was cancelled or was held back by the
 quality gate (also: ``iris health`` when the server is not ready); 2 bad arguments, a bad
@@ -11,8 +11,8 @@ Whatever the server sent is printed inert: control characters escaped (``\\x1b``
 never read as Rich markup.
 
 The server and token come from ``--url``/``--token``, else ``IRIS_URL``/``IRIS_API_TOKEN``,
-else what ``iris login`` saved (client/config.py; its token only for its URL), else the
-default URL. A job id or model version may be given as any unique prefix (client/ids.py).
+else what ``iris login`` saved (``iris_client.config``; its token only for its URL), else the
+default URL. A job id or model version may be given as any unique prefix (``iris_client.ids``).
 
 Only click is imported at start-up: httpx, Rich and the client are imported by the command
 that needs them, so ``iris --help`` stays fast.
@@ -32,16 +32,16 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from client.settings import COMPLETE_SECONDS, DEFAULT_TIMEOUT, DEFAULT_URL, PROGRESS_SECONDS
+from iris_client.settings import COMPLETE_SECONDS, DEFAULT_TIMEOUT, DEFAULT_URL, PROGRESS_SECONDS
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
     from rich.console import Console
 
-    from client.config import Login
-    from client.csvio import Table
-    from client.sync import IrisClient, JobHandle
-    from client.types import Job, Predictions
+    from iris_client.config import Login
+    from iris_client.csvio import Table
+    from iris_client.sync import IrisClient, JobHandle
+    from iris_client.types import Job, Predictions
 
 OK, JOB_FAILED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -101,7 +101,7 @@ class CommandError(Exception):
 
 def failure_for(error: Exception, url: str | None = None) -> CommandError:
     """The one line and exit status for an error of the client (or of reading a file)."""
-    from client.errors import (
+    from iris_client.errors import (
         AuthenticationError,
         ConnectionFailedError,
         InputError,
@@ -140,7 +140,7 @@ class IrisGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        from client.errors import LimitsWarning  # no httpx behind it
+        from iris_client.errors import LimitsWarning  # no httpx behind it
 
         with warnings.catch_warnings():
             warnings.simplefilter("always", LimitsWarning)
@@ -208,7 +208,7 @@ class Options:
     token_on_command_line: bool = False
 
     def saved(self) -> Login | None:
-        from client.config import load
+        from iris_client.config import load
 
         return load()
 
@@ -224,7 +224,7 @@ class Options:
 
     @contextmanager
     def client(self) -> Iterator[IrisClient]:
-        from client.sync import IrisClient
+        from iris_client.sync import IrisClient
 
         url, token = self.server()
         try:
@@ -349,7 +349,7 @@ MAX_JOBS_LISTED = 1000  # the most GET /train lists
 
 def job_id_of(iris: IrisClient, given: str) -> str:
     """The job ``given`` names: a full id as it is, else the one recent job it is a prefix of."""
-    from client.ids import check_job_prefix, is_full_job_id, resolve
+    from iris_client.ids import check_job_prefix, is_full_job_id, resolve
 
     if is_full_job_id(given):
         return given
@@ -364,8 +364,8 @@ def job_id_of(iris: IrisClient, given: str) -> str:
 def version_of(iris: IrisClient, given: str) -> str:
     """The version ``given`` names: a full one as it is, else the one stored version it is a
     prefix of (of the whole version, or of the eight hex digits a table shows)."""
-    from client.errors import NotFoundError
-    from client.ids import is_full_version, resolve
+    from iris_client.errors import NotFoundError
+    from iris_client.ids import is_full_version, resolve
 
     if is_full_version(given):
         return given
@@ -381,8 +381,8 @@ def version_of(iris: IrisClient, given: str) -> str:
 
 def completing(ctx: click.Context) -> IrisClient:
     """A client for shell completion: the root's options, a short timeout, no retries."""
-    from client._core import RetryPolicy
-    from client.sync import IrisClient
+    from iris_client._core import RetryPolicy
+    from iris_client.sync import IrisClient
 
     params = ctx.find_root().params
     url, token = Options(params.get("url"), params.get("token"), COMPLETE_SECONDS).server()
@@ -414,7 +414,7 @@ def complete_versions(
     """Stored versions that what was typed names; nothing when the server cannot say."""
     from click.shell_completion import CompletionItem
 
-    from client.ids import matches
+    from iris_client.ids import matches
 
     try:
         with warnings.catch_warnings(), completing(ctx) as iris:
@@ -434,15 +434,15 @@ def complete_versions(
 
 
 def read_csv(path: str, *, need_species: bool = False) -> Table:
-    from client.csvio import read_table
+    from iris_client.csvio import read_table
 
     return read_table(path, need_species=need_species)
 
 
 def line_failure(error: Exception, table: Table) -> CommandError:
     """A 422 about one row, named by its line in the input file."""
-    from client._core import first_row
-    from client.errors import ValidationError
+    from iris_client._core import first_row
+    from iris_client.errors import ValidationError
 
     if isinstance(error, ValidationError):
         row = first_row(error)
@@ -559,8 +559,8 @@ def predictions_json(answer: Predictions) -> str:
 def added_columns(header: Sequence[str]) -> list[str]:
     """predicted_species and p_<class>, with a suffix (_2, _3, ...) where the input has any of
     those names already: an input column is never written over."""
-    from client.csvio import column_name
-    from client.types import CLASSES
+    from iris_client.csvio import column_name
+    from iris_client.types import CLASSES
 
     taken = {column_name(name) for name in header}
     base = ["predicted_species", *(f"p_{c}" for c in CLASSES)]
@@ -576,7 +576,7 @@ def predictions_csv(table: Table, answer: Predictions) -> str:
     import csv
     import io
 
-    from client.types import CLASSES, FEATURES
+    from iris_client.types import CLASSES, FEATURES
 
     header = table.header if table.header is not None else list(FEATURES)
     cells = table.cells or [[repr(row[f]) for f in FEATURES] for row in table.rows]
@@ -592,7 +592,7 @@ def predictions_table(table: Table, answer: Predictions) -> Any:
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    from client.types import CLASSES
+    from iris_client.types import CLASSES
 
     title = Text(f"model {printable(answer.model_version)}")
     shown = RichTable(title=title, title_justify="left", box=None, header_style="bold")
@@ -918,7 +918,7 @@ def listing_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_context
 def jobs(ctx: click.Context, /, *, limit: int | None, output: str) -> None:
     """Recent training jobs, newest first."""
-    from client import listing
+    from iris_client import listing
 
     with options(ctx).client() as iris:
         found = iris.jobs(limit)
@@ -1008,7 +1008,7 @@ def delete(ctx: click.Context, /, *, job_id: str) -> None:
 @click.pass_context
 def models(ctx: click.Context, /, *, output: str) -> None:
     """Stored model versions, newest first; the current one is marked."""
-    from client import listing
+    from iris_client import listing
 
     with options(ctx).client() as iris:
         found = iris.models()
@@ -1098,9 +1098,9 @@ def login(ctx: click.Context, /, *, url: str | None) -> None:
     --url/--token and IRIS_URL/IRIS_API_TOKEN still take precedence, and the
     saved token is sent only to the saved URL.
     """
-    from client import config
-    from client.errors import AuthenticationError
-    from client.sync import IrisClient
+    from iris_client import config
+    from iris_client.errors import AuthenticationError
+    from iris_client.sync import IrisClient
 
     opts = options(ctx)
     if opts.token_on_command_line:
@@ -1132,8 +1132,8 @@ def login(ctx: click.Context, /, *, url: str | None) -> None:
 
 def saved_url() -> str | None:
     """The URL of the saved login, to log in to it again; None if there is none to read."""
-    from client.config import load
-    from client.errors import InputError
+    from iris_client.config import load
+    from iris_client.errors import InputError
 
     try:
         saved = load()
@@ -1159,7 +1159,7 @@ def read_token() -> str:
 @cli.command()
 def logout() -> None:
     """Forget the URL and token that iris login saved."""
-    from client import config
+    from iris_client import config
 
     removed = config.remove()
     if removed is None:

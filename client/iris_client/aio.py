@@ -1,4 +1,4 @@
-"""The asyncio twin of :mod:`client.sync`: ``AsyncIrisClient`` and ``AsyncJobHandle``."""
+"""The asyncio twin of :mod:`iris_client.sync`: ``AsyncIrisClient`` and ``AsyncJobHandle``."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from typing import Any
 
 import httpx
 
-from client import _core
-from client._core import Answer, Call, ProgressCallback, RetryPolicy, Rows
-from client.errors import (
+from iris_client import _core
+from iris_client._core import Answer, Call, ProgressCallback, RetryPolicy, Rows
+from iris_client.errors import (
     LimitsWarning,
     NotFoundError,
     ProblemError,
     ProtocolError,
     WaitTimeoutError,
 )
-from client.settings import (
+from iris_client.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
@@ -30,7 +30,7 @@ from client.settings import (
     MAX_CONCURRENCY,
     POLL_SECONDS,
 )
-from client.types import (
+from iris_client.types import (
     DEFAULT_LIMITS,
     Activation,
     Gradients,
@@ -47,7 +47,7 @@ from client.types import (
 
 
 class AsyncIrisClient:
-    """The same client as :class:`client.IrisClient`, for asyncio (``async with``)."""
+    """The same client as :class:`iris_client.IrisClient`, for asyncio (``async with``)."""
 
     def __init__(
         self,
@@ -165,7 +165,7 @@ class AsyncIrisClient:
         concurrency: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> Predictions:
-        """As :meth:`client.IrisClient.predict`: split, pinned to one version, in order."""
+        """As :meth:`iris_client.IrisClient.predict`: split, pinned to one version, in order."""
         data = _core.instances(rows)
         limits = await self.limits()
         plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
@@ -253,7 +253,7 @@ class AsyncIrisClient:
         return Activation.from_json(await self._json(call))
 
     async def check_token(self) -> bool:
-        """As :meth:`client.IrisClient.check_token`."""
+        """As :meth:`iris_client.IrisClient.check_token`."""
         await self._send(Call("GET", "/healthz"))
         return _core.token_accepted(await self._send(_core.TOKEN_PROBE))
 
@@ -263,7 +263,7 @@ class AsyncIrisClient:
 
 
 class AsyncJobHandle:
-    """As :class:`client.JobHandle`, with awaitable ``refresh``, ``wait`` and ``cancel``."""
+    """As :class:`iris_client.JobHandle`, with awaitable ``refresh``, ``wait`` and ``cancel``."""
 
     def __init__(self, client: AsyncIrisClient, job: Job) -> None:
         self.client = client

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from client.errors import InputError
-from client.types import JOB_ID
+from iris_client.errors import InputError
+from iris_client.types import JOB_ID
 
 SHORT = 8
 HEX = re.compile(r"[0-9a-f]+")
