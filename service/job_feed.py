@@ -10,7 +10,6 @@ requests that need them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -106,12 +105,3 @@ class JobFeeds:
                 return
             if job != feed.job:
                 feed.publish(job)
-
-    async def close(self) -> None:
-        """End every feed (shutdown): their followers see the job gone."""
-        for feed in list(self.feeds.values()):
-            if feed.reader is not None:
-                feed.reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feed.reader
-            feed.publish(None)

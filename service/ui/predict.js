@@ -122,7 +122,7 @@ async function run() {
 }
 
 // -- CSV ---------------------------------------------------------------------------------
-// The rule the iris command line follows too (client/csvio.py; cases in tests/csv_cases.json):
+// The rule the iris command line follows too (iris_client/csvio.py; cases: tests/csv_cases.json):
 // a header is optional (a first line of numbers is data), names compare loosely
 // ("sepal length (cm)"), blank and # lines are skipped but counted, a measurement is a number.
 
