@@ -56,6 +56,7 @@ class Request:
     status: int | None = None
     failed: str | None = None
     bytes: int = 0
+    done: bool = False  # loaded or failed: nothing more will come for it
 
 
 @dataclass
@@ -77,8 +78,10 @@ class Traffic:
                 self.requests[request_id].status = params["response"]["status"]
             elif method == "Network.loadingFinished" and request_id in self.requests:
                 self.requests[request_id].bytes = int(params.get("encodedDataLength", 0))
+                self.requests[request_id].done = True
             elif method == "Network.loadingFailed" and request_id in self.requests:
                 self.requests[request_id].failed = params.get("errorText", "failed")
+                self.requests[request_id].done = True
 
     def foreign(self, origin: str) -> list[str]:
         """Requests to any other host than ``origin`` (data: URLs are not requests)."""
@@ -98,6 +101,10 @@ class Traffic:
             elif r.status is not None and r.status >= 400 and r.status not in allowed_statuses:
                 bad.append(f"{r.method} {r.url}: HTTP {r.status}")
         return bad
+
+    def pending(self) -> list[str]:
+        """Requests still under way (neither loaded nor failed yet)."""
+        return [f"{r.method} {r.url}" for r in self.requests.values() if not r.done]
 
     def total_bytes(self) -> int:
         return sum(r.bytes for r in self.requests.values())

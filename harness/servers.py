@@ -177,6 +177,41 @@ def uptime() -> str:
     return f"load average: {loadavg()}"
 
 
+def server_end(server_port: int, client_port: int) -> list[str] | None:
+    """The /proc/net/tcp row (split in fields) of the server end of a connection to
+    127.0.0.1: local port ``server_port``, remote port ``client_port``; None when gone."""
+    local, remote = f":{server_port:04X}", f":{client_port:04X}"
+    found = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[1].endswith(local) and fields[2].endswith(remote):
+                    found = fields
+    return found
+
+
+def unread_bytes(server_port: int, client_port: int) -> int | None:
+    """What the client sent on that connection and the server has not read yet (the receive
+    queue of the server end); None once the connection is gone."""
+    fields = server_end(server_port, client_port)
+    return None if fields is None else int(fields[4].split(":")[1], 16)
+
+
+def server_connections(server_port: int) -> int:
+    """Connections to 127.0.0.1:``server_port`` whose server end the server has not closed
+    yet: ESTABLISHED (01), SYN_RECV (03) or CLOSE_WAIT (08, the client has closed its end)."""
+    local = f":{server_port:04X}"
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[1].endswith(local) and fields[3] in ("01", "03", "08"):
+                    count += 1
+    return count
+
+
 def socket_owner(server_port: int, client_port: int, candidates: set[int]) -> int | None:
     """The process among ``candidates`` holding the server end of a connection to 127.0.0.1.
 
@@ -184,16 +219,10 @@ def socket_owner(server_port: int, client_port: int, candidates: set[int]) -> in
     ``server_port`` and whose remote port is ``client_port``; its inode names the socket
     that one worker's file descriptor table points at.
     """
-    local, remote = f":{server_port:04X}", f":{client_port:04X}"
-    inode = None
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for row in Path(table).read_text().splitlines()[1:]:
-                fields = row.split()
-                if fields[1].endswith(local) and fields[2].endswith(remote):
-                    inode = fields[9]
-    if inode is None:
+    fields = server_end(server_port, client_port)
+    if fields is None:
         return None
+    inode = fields[9]
     target = f"socket:[{inode}]"
     for pid in candidates:
         with contextlib.suppress(OSError):

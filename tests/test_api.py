@@ -486,7 +486,11 @@ def test_quality_gate_stores_but_does_not_activate(client: TestClient) -> None:
     assert done["activated"] is False
     assert "min_validation_accuracy" in done["metrics"]["quality_gate"]
     assert done["metrics"]["validation_accuracy"] < 0.99
-    time.sleep(0.2)
+    # Activation is CURRENT moving, and the job moves it (or not) before it reports success:
+    # the version is stored, CURRENT still names the old one, so no worker can switch to it.
+    store = ModelStore(client.app.state.iris.settings.models_dir)  # type: ignore[attr-defined]
+    assert done["model_version"] in store.versions()
+    assert store.current() == before
     assert client.get("/readyz").json()["model_version"] == before
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from harness.api import ROW
 from harness.fairness import exchange, unharmed
-from harness.servers import ServerProcess, open_fds
+from harness.servers import ServerProcess, open_fds, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,11 @@ def memory(pid: int) -> dict[str, int]:
 @contextlib.contextmanager
 def costs(server: ServerProcess, what: str, seconds: float, megabytes: float) -> Iterator[None]:
     """Fail unless the block took under ``seconds`` and raised the server's peak RSS by under
-    ``megabytes``; print both."""
+    ``megabytes``; print both.
+
+    The time limits are bounds, not speed targets: these refusals take well under a tenth of
+    a second, so a few seconds only fails when the server does the attacker's work (or hangs
+    on it)."""
     before = memory(server.pid)
     started = time.perf_counter()
     yield
@@ -280,16 +284,15 @@ def test_connections_that_send_nothing_or_half_a_head_are_closed_after_the_heade
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
             partial.append(sock)
-        time.sleep(0.3)
-        assert open_fds(server.pid) >= fds + 150  # the server holds them for now
+        # the server holds them for now (accepted within moments, closed only after 1 s)
+        wait_for(lambda: open_fds(server.pid) >= fds + 150, 5.0, "200 connections accepted")
         started = time.monotonic()
         answers = [sock.recv(4096) for sock in idle + partial]  # blocks until each is closed
         waited = time.monotonic() - started
         print(f"\n200 idle or half-head connections closed within {waited:.2f} s")
         assert all(a == b"" for a in answers[:100])  # nothing came: closed without a word
         assert all(a.startswith(b"HTTP/1.1 408") for a in answers[100:]), answers[100]
-        time.sleep(0.2)
-        assert open_fds(server.pid) <= fds + 5
+        wait_for(lambda: open_fds(server.pid) <= fds + 5, 5.0, "their descriptors released")
     finally:
         for sock in idle + partial:
             sock.close()
@@ -303,7 +306,9 @@ def test_a_kept_alive_connection_may_idle_past_the_header_timeout(tmp_path: Path
             request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
             sock.sendall(request)
             assert one_answer(sock).startswith(b"HTTP/1.1 200")
-            time.sleep(2.0)  # past the header timeout, within uvicorn's 5 s keep-alive
+            # The window is the scenario: idle past the 1 s header timeout (which closes an
+            # idle new connection, as the test above shows), within uvicorn's 5 s keep-alive.
+            time.sleep(2.0)
             sock.sendall(request)
             assert one_answer(sock).startswith(b"HTTP/1.1 200")
     finally:

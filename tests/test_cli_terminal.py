@@ -389,7 +389,7 @@ def test_completion_offers_nothing_quickly_when_the_server_is_away(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
     assert result.stderr == ""
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 10  # a bound, not speed: it gives up, never hangs
 
 
 def test_completion_offers_job_ids_and_versions_from_the_server(

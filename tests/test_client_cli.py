@@ -420,7 +420,7 @@ def test_a_server_that_dies_under_a_followed_job_exits_3(tmp_path: Path) -> None
                 proc.kill()
                 proc.wait(5)
     assert proc.returncode == 3, (stdout, stderr)
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 20  # a bound, not speed: it notices, never hangs
     *progress, error = stderr.strip().splitlines()  # stderr is a pipe: progress lines first
     assert progress
     assert all(line.startswith("job ") and " epoch " in line for line in progress), progress

@@ -11,18 +11,30 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from harness.api import VIRGINICA
-from harness.browser import DESKTOP, PHONE, READY, Browser, chromium, js, missing_browser, type_into
+from harness.browser import (
+    DESKTOP,
+    PHONE,
+    READY,
+    Browser,
+    Traffic,
+    chromium,
+    js,
+    missing_browser,
+    type_into,
+)
 from harness.servers import ServerProcess, server_pool
 from model.data import CLASSES, FEATURES
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 TOKEN = "browser-test-token-42"
 FIRST_LOAD_LIMIT = 300_000  # bytes, the issue's budget for the first load
+FIRST_LOAD_PATHS = frozenset({"/", "/ui/main.js", "/ui/app.css", "/datasets/iris", "/predict"})
 WAIT_SECONDS = 20.0
 VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.1, "petal_width": 1.2}
 # A job of several seconds, so several heartbeats' points arrive before it ends: 30,000 steps
@@ -75,6 +87,18 @@ def until(probe: Callable[[], T | None], what: str, seconds: float = WAIT_SECOND
     raise AssertionError(f"{what}: not within {seconds:g} s (last: {last!r})")
 
 
+def settled(b: Browser, what: str, paths: frozenset[str] = frozenset()) -> Traffic:
+    """Wait until the page has asked for every one of ``paths`` (URLs without the origin)
+    and no request of its is still under way; returns what it fetched."""
+
+    def probe() -> Traffic | None:
+        traffic = b.collect()
+        fetched = {urlsplit(r.url).path for r in traffic.requests.values()}
+        return traffic if paths <= fetched and not traffic.pending() else None
+
+    return until(probe, what)
+
+
 def open_page(b: Browser, server: ServerProcess, panel: str = "predict") -> None:
     b.driver.get("about:blank")  # a new document, even when only the fragment differs
     b.reset()  # judge what this test does from here on
@@ -114,15 +138,14 @@ def assert_clean(b: Browser, server: ServerProcess, allowed_statuses: tuple[int,
 
 def test_first_load_is_small_and_local(browser: Browser, server: ServerProcess) -> None:
     open_page(browser, server)
-    time.sleep(0.5)  # let the last responses finish
-    traffic = browser.collect()
+    traffic = settled(browser, "the first load done", FIRST_LOAD_PATHS)
     total = traffic.total_bytes()
     print(f"first load: {total} bytes in {len(traffic.requests)} requests")
     assert 10_000 < total < FIRST_LOAD_LIMIT
     assert traffic.foreign(server.url) == []
     assert_clean(browser, server)
     urls = {r.url.removeprefix(server.url) for r in traffic.requests.values()}
-    assert {"/", "/ui/main.js", "/ui/app.css", "/datasets/iris", "/predict"} <= urls
+    assert urls >= FIRST_LOAD_PATHS
 
 
 # -- predict -------------------------------------------------------------------------------------
@@ -416,7 +439,7 @@ def test_every_panel_loads_cleanly_and_fits(
             browser.reset()
             open_page(browser, server, panel)
             until(lambda ready=ready: js(browser, ready), f"{panel} drawn")
-            time.sleep(0.3)
+            settled(browser, f"{panel}: every request answered")
             assert_clean(browser, server)
             width = js(browser, "return document.documentElement.scrollWidth")
             assert width <= size[0], f"{panel} is {width} px wide at {size[0]} px"

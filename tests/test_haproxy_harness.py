@@ -25,6 +25,8 @@ from harness.servers import wait_for
 pytestmark = pytest.mark.haproxy
 
 REQUESTS = 40
+# A fake backend's deliberate delay on /slow: the request is still in flight while the test
+# takes that backend out of the balancer.
 SLOW_SECONDS = 1.0
 
 

@@ -643,7 +643,11 @@ def test_a_number_with_a_million_digits_is_refused_at_once(client: TestClient) -
         if path == "/predict":
             body = body.replace(', "labels": [0]', "")
         assert_problem(post(client, path, body), 400, "number out of range")
-    assert time.perf_counter() - started < 2.0
+    took = time.perf_counter() - started
+    print(f"\ntwo million-digit numbers refused in {took * 1000:.0f} ms")
+    # A bound, not speed: refusing takes milliseconds, while reading such a number into an
+    # int takes seconds (quadratic in its digits).
+    assert took < 2.0
 
 
 @pytest.mark.parametrize(
@@ -1117,7 +1121,7 @@ def test_real_server_refuses_the_nastiest_bodies_and_keeps_serving(
     print(f"{len(body)} bytes to {path}: {got} in {time.perf_counter() - started:.3f} s")
     assert got == status, answer
     assert words in (answer.get("detail") or answer.get("error", "")), answer
-    assert time.perf_counter() - started < 5.0
+    assert time.perf_counter() - started < 5.0  # a bound: refused, never worked through
 
 
 def chunked_body(body: bytes, size: int = 8192, declared: int | None = None) -> bytes:
@@ -1213,15 +1217,22 @@ def test_real_server_answers_a_body_sent_one_byte_at_a_time_while_serving_others
             answers.append(answer)
 
     slow = threading.Thread(target=trickle)
+    trickle_started = time.perf_counter()
     slow.start()
+    slowest = 0.0
     with live.client() as http:
         served = 0
         while slow.is_alive():  # the others are not held up by the slow one
             started = time.perf_counter()
             assert http.post("/predict", json={"instances": [ROW]}).status_code == 200
-            assert time.perf_counter() - started < 1.0
+            slowest = max(slowest, time.perf_counter() - started)
             served += 1
     slow.join(10.0)
+    print(
+        f"\n{len(request)} bytes trickled in {time.perf_counter() - trickle_started:.2f} s; "
+        f"meanwhile {served} other predictions, the slowest {slowest * 1000:.0f} ms"
+    )
+    # A server held up by the trickle would answer one or two others before it ends, not five.
     assert served >= 5
     [raw] = answers
     status, answer = status_and_body(raw)

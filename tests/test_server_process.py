@@ -31,6 +31,7 @@ from harness.api import (
     wait_job,
 )
 from harness.servers import (
+    DeadlineError,
     ServerProcess,
     cmdline,
     job_pid,
@@ -146,11 +147,6 @@ def all_fresh_connections_serve(
     return sent
 
 
-def sleep_until(deadline: float) -> None:
-    """Let a promised switch time pass (a wait for a deadline, not an assertion)."""
-    time.sleep(max(0.0, deadline - time.monotonic()))
-
-
 def active_models(text: str) -> dict[str | None, set[str]]:
     """iris_active_model_info: the versions set to 1, by worker pid (None: one process)."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -161,6 +157,30 @@ def active_models(text: str) -> dict[str | None, set[str]]:
             if sample.name == "iris_active_model_info" and sample.value == 1:
                 active.setdefault(sample.labels.get("pid"), set()).add(sample.labels["version"])
     return active
+
+
+def worker_keys(server: ServerProcess, workers: int) -> set[str | None]:
+    """How iris_active_model_info names the server's workers: pids, or None for one."""
+    if workers == 1:
+        return {None}
+    wait_for(lambda: len(worker_pids(server.pid)) == workers, 10.0, f"{workers} workers")
+    return {str(pid) for pid in worker_pids(server.pid)}
+
+
+def switched(client: httpx.Client, version: str, keys: set[str | None], what: str) -> None:
+    """Wait until iris_active_model_info says every worker in ``keys`` serves ``version``
+    and nothing else; fails unless that happens within SWITCH_SECONDS, the promised bound."""
+    expected = {key: {version} for key in keys}
+    seen: list[dict[str | None, set[str]]] = []
+
+    def probe() -> bool:
+        seen.append(active_models(client.get("/metrics").text))
+        return seen[-1] == expected
+
+    try:
+        wait_for(probe, SWITCH_SECONDS, f"every worker serving {version} {what}", interval=0.02)
+    except DeadlineError as error:
+        raise AssertionError(f"{error}; iris_active_model_info said {seen[-1]}") from None
 
 
 def metric_value(text: str, name: str, labels: dict[str, str]) -> float:
@@ -236,16 +256,19 @@ def test_both_workers_switch_after_training_and_after_activate(
 ) -> None:
     server = serve(workers=2)
     old = ready_version(server)
+    keys = worker_keys(server, 2)
     predictions = 0
     with server.client() as client:
         job_id = start_job(client, SMALL_JOB, server.auth())
         new = wait_job(client, job_id, ("succeeded",))["model_version"]
-        sleep_until(time.monotonic() + SWITCH_SECONDS)
+        # within the promised switch time, every worker says it serves the new version; then
+        # every fresh connection must be answered by it
+        switched(client, new, keys, "after the job succeeded")
         predictions += all_fresh_connections_serve(server, new, workers=2)
 
         response = client.post(f"/models/{old}/activate", headers=server.auth())
         assert response.status_code == 200, response.text
-        sleep_until(time.monotonic() + SWITCH_SECONDS)
+        switched(client, old, keys, f"after activating {old} again")
         predictions += all_fresh_connections_serve(server, old, workers=2)
 
         response = client.get("/metrics")
@@ -274,17 +297,11 @@ def test_active_model_metric_names_the_version_each_worker_serves(
     with server.client() as client:
         job_id = start_job(client, SMALL_JOB, server.auth())
         new = wait_job(client, job_id, ("succeeded",))["model_version"]
-        sleep_until(time.monotonic() + SWITCH_SECONDS)
-        assert active_models(client.get("/metrics").text) == {key: {new} for key in pids}, (
-            f"after the job activated {new} (was {old})"
-        )
+        switched(client, new, pids, f"after the job activated {new} (was {old})")
 
         response = client.post(f"/models/{old}/activate", headers=server.auth())
         assert response.status_code == 200, response.text
-        sleep_until(time.monotonic() + SWITCH_SECONDS)
-        assert active_models(client.get("/metrics").text) == {key: {old} for key in pids}, (
-            f"after POST /models/{old}/activate (was {new})"
-        )
+        switched(client, old, pids, f"after POST /models/{old}/activate (was {new})")
 
 
 # -- 3. the training child killed ----------------------------------------------------------------
