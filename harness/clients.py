@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
@@ -112,7 +112,69 @@ class CountingTransport(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-class Stub:
+PROBLEM_JSON = "application/problem+json"
+
+
+class LocalHTTP:
+    """An HTTP server on 127.0.0.1 in a thread of its own; subclasses answer each GET, POST
+    and DELETE in :meth:`answer`. A context manager: serves inside the ``with``."""
+
+    def __init__(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def answer(self) -> None:
+                owner.answer(self)
+
+            do_GET = do_POST = do_DELETE = answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
+def send_json(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: Any,
+    headers: dict[str, str] | None = None,
+    *,
+    media_type: str = "application/json",
+) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", media_type)
+    handler.send_header("Content-Length", str(len(data)))
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+class Stub(LocalHTTP):
     """A tiny HTTP server on 127.0.0.1 for what a healthy iris-serve never does.
 
     ``mode``: ``"hangup"`` reads the request and closes the connection without an answer;
@@ -121,66 +183,32 @@ class Stub:
     """
 
     def __init__(self, mode: str) -> None:
+        super().__init__()
         self.mode = mode
         self.hits: list[tuple[str, str]] = []
-        stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                stub.hits.append((self.command, self.path))
-                if stub.mode == "hangup":
-                    self.close_connection = True
-                    self.connection.close()
-                    return
-                if stub.mode == "unavailable":
-                    self.send_json(503, problem(503, "not ready: loading"), {"Retry-After": "0"})
-                elif self.path == "/limits":
-                    self.send_json(404, problem(404, "no endpoint at /limits"))
-                elif self.path == "/predict":
-                    n = len(json.loads(body)["instances"])
-                    row = {
-                        "label": "setosa",
-                        "class_index": 0,
-                        "probabilities": {"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0},
-                    }
-                    self.send_json(200, {"model_version": "old", "predictions": [row] * n})
-                else:
-                    self.send_json(404, problem(404, f"no endpoint at {self.path}"))
-
-            def send_json(
-                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-            ) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/problem+json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Stub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        body = read_body(handler)
+        self.hits.append((handler.command, handler.path))
+        if self.mode == "hangup":
+            handler.close_connection = True
+            handler.connection.close()
+        elif self.mode == "unavailable":
+            busy = problem(503, "not ready: loading")
+            send_json(handler, 503, busy, {"Retry-After": "0"}, media_type=PROBLEM_JSON)
+        elif handler.path == "/limits":
+            send_json(handler, 404, problem(404, "no endpoint at /limits"), media_type=PROBLEM_JSON)
+        elif handler.path == "/predict":
+            n = len(json.loads(body)["instances"])
+            row = {
+                "label": "setosa",
+                "class_index": 0,
+                "probabilities": {"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0},
+            }
+            send_json(handler, 200, {"model_version": "old", "predictions": [row] * n})
+        else:
+            missing = problem(404, f"no endpoint at {handler.path}")
+            send_json(handler, 404, missing, media_type=PROBLEM_JSON)
 
 
 def problem(status: int, detail: str) -> dict[str, Any]:

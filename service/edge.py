@@ -57,15 +57,15 @@ class EdgeMiddleware:
         max_body_bytes: int,
         max_buffered_bytes: int,
         application: object,
+        admission: Admission,
         hot_routes: Mapping[tuple[str, str], HotRoute] | None = None,
-        admission: Admission | None = None,
     ) -> None:
         self.app = app
         # The FastAPI application, for scope["app"] when the edge is called directly.
         self.application = application
         self.max_body_bytes = max_body_bytes
         self.budget = BodyBudget(max_buffered_bytes)
-        self.admission = admission or Admission(2**62, 2**62, 2**62)
+        self.admission = admission
         self.hot_routes = dict(hot_routes or {})
         # Routes with a path parameter ("/v2/models/iris/versions/{model_version}/infer"),
         # tried only when no exact path matched.

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,16 @@ from iris_client.cli import cli
 from iris_client.ids import resolve, short_ids, short_versions
 from iris_client.settings import PROGRESS_SECONDS
 
-from harness.clients import JOB_SECONDS, LONG_JOB, TOKEN, client_server, wait_idle
+from harness.clients import (
+    JOB_SECONDS,
+    LONG_JOB,
+    TOKEN,
+    LocalHTTP,
+    client_server,
+    read_body,
+    send_json,
+    wait_idle,
+)
 from harness.servers import ServerProcess, free_port, wait_for
 
 JOB_HEADERS = ["JOB", "STATUS", "EPOCH", "VAL ACC", "VERSION", "CREATED"]
@@ -94,49 +103,25 @@ def in_terminal(args: list[str], env: dict[str, str], columns: int = 80) -> str:
 # -- a stub that lists what a test gives it and records what it was sent ------------------------
 
 
-class Recorder:
+class Recorder(LocalHTTP):
     """An HTTP server on 127.0.0.1: ``answers[path]`` is (status, JSON body); else 404."""
 
     def __init__(self, answers: dict[str, tuple[int, Any]]) -> None:
+        super().__init__()
         self.answers = answers
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
-        recorder = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body: Any = json.loads(self.rfile.read(length)) if length else None
-                path = self.path.split("?")[0]
-                recorder.requests.append((self.command, path, dict(self.headers), body))
-                found = recorder.answers.get(f"{self.command} {path}")
-                if found is None and path == "/predict":
-                    n = len(body["instances"])
-                    found = (200, {"model_version": "v", "predictions": [SETOSA] * n})
-                status, content = found or (404, {"status": 404, "detail": "Not Found"})
-                data = json.dumps(content).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Recorder:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        raw = read_body(handler)
+        body: Any = json.loads(raw) if raw else None
+        path = handler.path.split("?")[0]
+        self.requests.append((handler.command, path, dict(handler.headers), body))
+        found = self.answers.get(f"{handler.command} {path}")
+        if found is None and path == "/predict":
+            n = len(body["instances"])
+            found = (200, {"model_version": "v", "predictions": [SETOSA] * n})
+        status, content = found or (404, {"status": 404, "detail": "Not Found"})
+        send_json(handler, status, content)
 
 
 SETOSA = {

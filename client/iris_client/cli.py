@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from iris_client.sync import IrisClient, JobHandle
     from iris_client.types import Job, Predictions
 
+T = TypeVar("T")
 OK, JOB_FAILED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 
 # (name, type, server default, allowed): the server's POST /train hyperparameters. The CLI
@@ -389,21 +390,27 @@ def completing(ctx: click.Context) -> IrisClient:
     return IrisClient(url, token, COMPLETE_SECONDS, retry=RetryPolicy(attempts=1))
 
 
+def asked(ctx: click.Context, question: Callable[[IrisClient], T]) -> T | None:
+    """``question`` put to the server for shell completion; None on any failure (a completion
+    never prints an error or a warning into the user's shell)."""
+    try:
+        with warnings.catch_warnings(), completing(ctx) as iris:
+            warnings.simplefilter("ignore")
+            return question(iris)
+    except Exception:
+        return None
+
+
 def complete_job_ids(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """Recent job ids starting with what was typed; nothing when the server cannot say."""
     from click.shell_completion import CompletionItem
 
-    try:
-        with warnings.catch_warnings(), completing(ctx) as iris:
-            warnings.simplefilter("ignore")
-            found = iris.jobs(100)
-    except Exception:
-        return []
+    found = asked(ctx, lambda iris: iris.jobs(100))
     return [
         CompletionItem(j.job_id, help=printable(j.status))
-        for j in found
+        for j in found or ()
         if j.job_id.startswith(incomplete)
     ]
 
@@ -416,11 +423,8 @@ def complete_versions(
 
     from iris_client.ids import matches
 
-    try:
-        with warnings.catch_warnings(), completing(ctx) as iris:
-            warnings.simplefilter("ignore")
-            found = iris.models()
-    except Exception:
+    found = asked(ctx, lambda iris: iris.models())
+    if found is None:
         return []
     marks = {found.current: "current", found.serving: "serving"}
     return [

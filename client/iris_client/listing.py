@@ -74,6 +74,11 @@ def exact(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def figure(key: str, header: str, value: Callable[[T], Any]) -> Column[T]:
+    """A number: exact in json and csv, rounded for people in tables."""
+    return Column(key, header, lambda r: exact(value(r)), lambda r: rounded(value(r)), right=True)
+
+
 def job_columns(jobs: Sequence[Job]) -> list[Column[Job]]:
     short = short_ids([j.job_id for j in jobs])
     versions = short_versions([j.model_version for j in jobs if j.model_version])
@@ -93,13 +98,7 @@ def job_columns(jobs: Sequence[Job]) -> list[Column[Job]]:
             right=True,
         ),
         Column("epochs", "EPOCHS", lambda j: str(j.progress.epochs), str, tabled=False),
-        Column(
-            "validation_accuracy",
-            "VAL ACC",
-            lambda j: exact(accuracy(j)),
-            lambda j: rounded(accuracy(j)),
-            right=True,
-        ),
+        figure("validation_accuracy", "VAL ACC", accuracy),
         Column(
             "model_version",
             "VERSION",
@@ -135,7 +134,6 @@ def model_columns(found: ModelList) -> list[Column[ModelSummary]]:
     def mark(version: str | None) -> Callable[[ModelSummary], str]:
         return lambda m: "*" if m.version == version else ""
 
-    val, train = metric("validation_accuracy"), metric("train_accuracy")
     hidden: Callable[[ModelSummary], str] = lambda m: exact(m.hidden_units)  # noqa: E731
     return [
         Column(
@@ -150,20 +148,8 @@ def model_columns(found: ModelList) -> list[Column[ModelSummary]]:
             lambda m: local_time(m.created_at),
         ),
         Column("hidden_units", "HIDDEN", hidden, hidden, right=True),
-        Column(
-            "validation_accuracy",
-            "VAL ACC",
-            lambda m: exact(val(m)),
-            lambda m: rounded(val(m)),
-            right=True,
-        ),
-        Column(
-            "train_accuracy",
-            "TRAIN ACC",
-            lambda m: exact(train(m)),
-            lambda m: rounded(train(m)),
-            right=True,
-        ),
+        figure("validation_accuracy", "VAL ACC", metric("validation_accuracy")),
+        figure("train_accuracy", "TRAIN ACC", metric("train_accuracy")),
         Column("error", "ERROR", lambda m: m.error or "", lambda m: m.error or "", default=False),
     ]
 
