@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 OK, JOB_FAILED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
+# -o/--format of the commands that print one answer
+text_or_json = click.option(
+    "-o",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
 
 # (name, type, server default, allowed): the server's POST /train hyperparameters. The CLI
 # sends only the flags given, so the server's own defaults apply; tests compare this table
@@ -949,14 +958,7 @@ def jobs(ctx: click.Context, /, *, limit: int | None, output: str) -> None:
     is_flag=True,
     help="Show progress until the job ends; exit 1 if it fails or is held back.",
 )
-@click.option(
-    "-o",
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
+@text_or_json
 @click.pass_context
 def job(ctx: click.Context, /, *, job_id: str, follow: bool, fmt: str) -> int:
     """One training job (ID or a unique prefix): status, progress, metrics, its version."""
@@ -1044,14 +1046,7 @@ def activate(ctx: click.Context, /, *, version: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "-o",
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
+@text_or_json
 @click.pass_context
 def health(ctx: click.Context, /, *, fmt: str) -> int:
     """Alive and ready? Exit 0 when ready, 1 when alive but not ready, 3 unreachable."""
