@@ -129,7 +129,11 @@ TARGETS = {
     "P4": "per-sample gradients (10,000 rows) >= 2x faster than torch.func.vmap(grad)",
     "P5": "forward + backward, 100,000 rows, hidden 16: within 2.5x the memory traffic bound",
     "P6": "RSS after 100,000 requests within 10% of after 1,000; cold start (empty) < 1.5 s",
+    "A/B": "with --baseline REF: req/s within 10% of REF's, side by side: /predict and "
+    f"{OIP_PATH} one row at 32 connections, 10,000 rows at 1",
 }
+AB_POINTS = ((1, 32), (10_000, 1))
+"""(rows, connections) of the side-by-side points, on /predict and on the protocol's path."""
 
 
 @dataclass(frozen=True)
@@ -391,39 +395,36 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
     Each step is the function the route runs (service/routers/predict.py): parse:
     ``service.body.load`` (orjson) and the schema's validation of its document; array:
     ``instance_rows`` (the schema path's array build); fast: :func:`fast_path` (bytes to
-    rows, the route's first try); numpy: ``service.inference.predict``
-    (standardise, forward, argmax, the per-class counters); serialise:
-    ``predictions_json``, the route's writer. One row takes the route's one-row steps where
-    they exist: ``inference.predict_row`` and ``prediction_json``.
+    rows, the route's first try); numpy: the inference core's predict (standardise, forward,
+    argmax, the per-class counters); serialise: ``predictions_json``, the route's writer.
+    One row takes the route's one-row steps where they exist: the core's one-row path and
+    ``prediction_json``.
     """
-    from types import SimpleNamespace
-
-    from service import inference
     from service.body import load
     from service.routers.predict import instance_rows as measurements
     from service.routers.predict import predictions_json
     from service.schemas import PredictRequest
 
     print("in-process /predict split (CPU time per request, median of rounds)", flush=True)
-    registry: Any = SimpleNamespace(cached=lambda version: stored)  # the served model
+    predict = core_predict(stored)
     fast = fast_path()
     split: dict[int, Any] = {}
-    one_row = one_row_path()
+    one_row = one_row_path(stored)
     for rows, body in bodies.items():
         parsed = load(body).validate(PredictRequest)
         raw = measurements(parsed.instances)
-        version, o_s, index = inference.predict(registry, raw, None)
+        version, o_s, index = predict(raw)
         steps: dict[str, Callable[[], object]] = {
             "parse": lambda body=body: load(body).validate(PredictRequest),
             "array": lambda parsed=parsed: measurements(parsed.instances),
-            "numpy": lambda raw=raw: inference.predict(registry, raw, None),
+            "numpy": lambda raw=raw: predict(raw),
             "serialise": lambda v=version, o_s=o_s, i=index: predictions_json(v, o_s, i),
         }
         if rows == 1 and one_row is not None:  # the route's own one-row steps
             row_step, row_writer = one_row
             row = raw[0].tolist()
-            _, probabilities, k = row_step(registry, row, None)
-            steps["numpy"] = lambda f=row_step, row=row: f(registry, row, None)
+            _, probabilities, k = row_step(row)
+            steps["numpy"] = lambda f=row_step, row=row: f(row)
             steps["serialise"] = lambda w=row_writer, v=version, p=probabilities, k=k: w(v, p, k)
         if fast is not None and fast(body) is not None:
             steps["fast"] = lambda body=body: fast(body)
@@ -450,33 +451,64 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
     return split
 
 
-def one_row_path() -> tuple[Callable[..., Any], Callable[..., bytes]] | None:
-    """``inference.predict_row`` and ``prediction_json``, the one-row steps of /predict,
-    where the build under test has them (older builds ran every size through the array
-    path)."""
+def core_predict(stored: Any) -> Callable[[Any], Any]:
+    """The inference core's prediction of raw rows with ``stored`` as the served model:
+    ``Inference.predict``, or in older builds ``inference.predict(registry, ...)``."""
+    from types import SimpleNamespace
+
+    from service import inference
+
+    registry: Any = SimpleNamespace(cached=lambda version: stored)
+    core = getattr(inference, "Inference", None)
+    if core is None:
+        return lambda raw: inference.predict(registry, raw, None)
+    served = core(registry, 10**9, 10**12)
+    return lambda raw: served.predict(raw, None)
+
+
+def one_row_path(stored: Any) -> tuple[Callable[..., Any], Callable[..., bytes]] | None:
+    """The one-row steps of /predict, the core's prediction of one row and
+    ``prediction_json``, where the build under test has them (older builds ran every size
+    through the array path)."""
+    from types import SimpleNamespace
+
     from service import inference
     from service.routers import predict
 
-    found = getattr(inference, "predict_row", None), getattr(predict, "prediction_json", None)
-    return None if None in found else found  # type: ignore[return-value]
+    writer = getattr(predict, "prediction_json", None)
+    if writer is None:
+        return None
+    if hasattr(inference, "Inference"):
+        core = core_predict(stored)
+        return (lambda row: core([row])), writer
+    registry: Any = SimpleNamespace(cached=lambda version: stored)
+    old = getattr(inference, "predict_row", None)
+    return None if old is None else ((lambda row: old(registry, row, None)), writer)
 
 
 def fast_path() -> Callable[[bytes], object] | None:
     """How the route reads a body before its schema, where the build under test has one:
-    ``service.routers.predict.request_rows`` (the bytes for many rows, orjson's document for
-    a few), or in older builds ``service.body.fast_instances``.
+    ``service.native.predict_input`` (msgspec's struct, the schema for what it does not
+    read), or in older builds ``service.routers.predict.request_rows`` or
+    ``service.body.fast_instances``.
 
     The split above times the schema's path, which every body can take, and this as an
     extra column.
     """
     try:
-        from service.routers.predict import request_rows
+        from service.native import predict_input
+    except ImportError:
+        pass
+    else:
+        return lambda body: predict_input(body, 100_000)
+    try:
+        from service.routers.predict import request_rows  # type: ignore[attr-defined]
     except ImportError:
         pass
     else:
         return lambda body: request_rows(body, 100_000)
     try:
-        from service.body import fast_instances
+        from service.body import fast_instances  # type: ignore[attr-defined]
     except ImportError:
         return None
     found: Callable[[bytes], object] = fast_instances
@@ -891,13 +923,20 @@ def step_medians(steps: dict[str, Callable[[], object]], plan: Plan) -> dict[str
 
 def oip_route_steps(body: bytes, model: Any, plan: Plan) -> dict[str, float]:
     """What ``/v2/models/iris/infer`` itself spends on ``body``, step by step (CPU), where the
-    build has these functions: ``fast_request`` (the body to a float64 array), the forward
-    pass with argmax and labels, and ``answer_json``; empty for older builds."""
+    build has these functions: ``request_input`` (the body to a float64 array; in older
+    builds ``fast_request``), the forward pass with argmax and labels, and ``answer_json``;
+    empty for older builds still."""
     try:
         from service.v2.routes import _LABELS, answer_json, outputs_data
-        from service.v2.tensors import fast_request
     except ImportError:
         return {}
+    try:
+        from service.v2.decode import request_input as fast_request
+    except ImportError:
+        try:
+            from service.v2.tensors import fast_request  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            return {}
     from model.network import predict_proba
 
     read = fast_request(body, OIP_ROWS[-1])
@@ -966,6 +1005,68 @@ def oip(
     result["points"] = [asdict(p) for p in points]
     result["results"] = results
     return result
+
+
+# -- 6. side by side with an earlier build -------------------------------------------------
+
+
+def baseline_tree(ref: str, workdir: Path) -> Path:
+    """The sources of ``ref`` (a git revision of this repository), unpacked under workdir."""
+    tree = workdir / "baseline-tree"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "model", "service"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def side_by_side(servers: Servers, plan: Plan, workdir: Path, ref: str) -> dict[str, Any]:
+    """This build and ``ref``'s, each as ``iris-serve`` at its default settings, on the same
+    points in interleaved rounds (the order reversed every other round). ``ref``'s server
+    imports its own ``service`` and ``model`` (PYTHONPATH), with this environment's
+    libraries."""
+    tree = baseline_tree(ref, workdir)
+    running = {
+        "ours": servers.start(servers.new("ab-ours")),
+        "baseline": servers.start(servers.new("ab-baseline", PYTHONPATH=str(tree))),
+    }
+    bodies: dict[tuple[str, int], Path] = {}
+    points = []
+    for rows, connections in AB_POINTS:
+        label = "1 row" if rows == 1 else f"{rows:,} rows"
+        for path, write in (("/predict", predict_body), (OIP_PATH, oip_body)):
+            bodies[path, rows] = workdir / f"ab-{rows}-{path.count('/')}.json"
+            bodies[path, rows].write_bytes(write(rows))
+            for name in running:
+                points.append(Point(f"{name} {path}, {label}", name, rows, connections, path))
+    results: dict[str, list[dict[str, Any]]] = {key(p): [] for p in points}
+    for round_ in range(plan.repeats):
+        print(f"  round {round_ + 1}/{plan.repeats}", flush=True)
+        for point in points if round_ % 2 == 0 else reversed(points):
+            found = measure(point, running[point.server], bodies[point.path, point.rows], plan)
+            results[key(point)].append(found)
+            show_point(point, found)
+    for server in running.values():
+        servers.stop(server.name)
+    return {"ref": ref, "points": [asdict(p) for p in points], "results": results}
+
+
+def ab_verdict(ab: dict[str, Any]) -> Verdict:
+    """Each point's req/s against the baseline's, paired by round: all within 10%."""
+    results = ab["results"]
+    parts, oks, every = [], [], []
+    for point in (Point(**p) for p in ab["points"]):
+        if point.server != "ours":
+            continue
+        theirs = key(point).replace("ours ", "baseline ", 1)
+        ratios = paired(results[key(point)], results[theirs], lambda a, b: a["rps"] / b["rps"])
+        oks.append(median(ratios) >= 0.9)
+        every += ratios
+        parts.append(f"{point.name.removeprefix('ours ')} {spread(ratios, 1, 3)}x")
+    return Verdict("A/B", all(oks), f"vs {ab['ref']}: " + "; ".join(parts) + " (>= 0.9x)", every)
 
 
 # -- 4. while training ---------------------------------------------------------------------
@@ -1228,6 +1329,8 @@ def verdicts(report: dict[str, Any], plan: Plan) -> list[Verdict]:
         )
     if report.get("oip"):
         out.extend(oip_verdicts(report["oip"]))
+    if report.get("side_by_side"):
+        out.append(ab_verdict(report["side_by_side"]))
     tr = report.get("training")
     for prefix, name in (("", "P3"), ("loaded_", "P3 loaded")):
         if not tr or f"{prefix}training" not in tr:
@@ -1426,6 +1529,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-peers", action="store_true", help="leave MLServer and KServe out of the oip section"
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run this build and git revision REF's side by side (the A/B section)",
+    )
+    parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
@@ -1529,6 +1637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     with_peers=not args.no_peers,
                     mlserver_workers=args.mlserver_parallel_workers,
                 )
+            if args.baseline:
+                print(f"side by side with {args.baseline} (wrk -t1, interleaved rounds)")
+                report["side_by_side"] = side_by_side(servers, plan, workdir, args.baseline)
             if "memory" in only:
                 print(f"memory (one-row /predict; {plan.memory_requests:,} requests)")
                 report["memory"] = memory(servers, bodies[1], plan)
@@ -1544,6 +1655,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "oip" in report:
         oip_points = [Point(**p) for p in report["oip"]["points"]]
         print_table(oip_points, report["oip"]["results"], "Open Inference Protocol and /predict")
+    if "side_by_side" in report:
+        ab = report["side_by_side"]
+        ab_points = [Point(**p) for p in ab["points"]]
+        print_table(ab_points, ab["results"], f"this build and {ab['ref']}, side by side")
     if "split" in report:
         print_split(report["split"], report.get("throughput"))
     report["verdicts"] = [asdict(v) for v in verdicts(report, plan)]

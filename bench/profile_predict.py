@@ -3,10 +3,11 @@
 ``python bench/profile_predict.py [--seconds 10] [--connections 32] [--top 35]``
 
 The app runs in this process under ``uvicorn.Server`` as ``iris-serve`` runs it
-(``uvicorn_options`` and the ``serve_app`` factory: the bounded protocol, no access log), on
+(``uvicorn_options`` and the ``create_app`` factory: the bounded protocol, no access log), on
 a free port of 127.0.0.1 with a temporary data directory; cProfile records the event-loop
-thread, which is where a one-row /predict runs (bodies under ``INLINE_BODY_BYTES`` skip the
-executor). ``wrk`` with ``bench/post.lua`` drives it from a separate process. The profile's overhead
+thread, which is where a one-row /predict runs (bodies under
+``service.edge.dispatch.INLINE_BODY_BYTES`` skip the executor). ``wrk`` with
+``bench/post.lua`` drives it from a separate process. The profile's overhead
 inflates Python-heavy code more than C code, so read the shares, not the absolute times.
 Not part of ``make bench-http``.
 """
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.config import Settings
 
         options = uvicorn_options(Settings()) | {"timeout_graceful_shutdown": 8}
-        config = uvicorn.Config("service.main:serve_app", factory=True, **options)
+        config = uvicorn.Config("service.main:create_app", factory=True, **options)
         server = uvicorn.Server(config)
         for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
             for handler in logging.getLogger(name).handlers:

@@ -97,7 +97,7 @@ def serve(settings: Settings) -> int:
     # handler turns that into a clean exit (status 0) instead of death by SIGTERM.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
-        uvicorn.run("service.main:serve_app", factory=True, **uvicorn_options(settings))
+        uvicorn.run("service.main:create_app", factory=True, **uvicorn_options(settings))
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

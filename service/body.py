@@ -1,23 +1,17 @@
-"""Request bodies: media type, bounded parsing, duplicate keys, and /predict's fast path.
+"""Request bodies: media type, bounded parsing, duplicate keys; helpers the decoders share.
 
-A body is refused as cheaply as it can be: first by counting bytes (a body with more JSON
-objects, arrays or values than its row limit allows is refused before anything is built),
-then parsed once by orjson, then checked for objects with too many keys and for duplicate
-keys, then for over-long row arrays, and only then validated against its pydantic schema,
-whose lists stop at their first bad item (``fail_fast``). So the work and the errors a bad
-body can cause are bounded by the row limits, not by its size. /predict, the hot path, first
-tries a cheaper route for the common well-formed body: many rows read from the bytes
-(:func:`fast_rows`, a few linear passes and at most the row limit's rows, before the
-counting), a few from orjson's document (:func:`fast_document`); anything they do not fully
-vouch for goes through the schema, which names the problem.
+A body the decoders (service/native.py, service/v2/decode.py) leave to a schema is refused
+as cheaply as it can be: first by counting bytes (a body with more JSON objects, arrays or
+values than its row limit allows is refused before anything is built), then parsed once by
+orjson, then checked for objects with too many keys and for duplicate keys, and only then
+validated against its pydantic schema, whose lists stop at their first bad item
+(``fail_fast``). So the work and the errors a bad body can cause are bounded by the row
+limits, not by its size.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import operator
-import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -27,14 +21,10 @@ import simdjson
 from fastapi import Request
 from pydantic import BaseModel
 
-from model.data import FEATURES, MAX_MEASUREMENT_CM
 from model.network import FloatArray
-from model.persistence import VERSION_PATTERN
 from service.errors import ProblemError
 
 Body = TypeVar("Body", bound=BaseModel)
-_VERSION = re.compile(VERSION_PATTERN)
-_ROW = operator.itemgetter(*FEATURES)
 # What a body may hold: a row is one object or array of at most 8 values (a sample has 5),
 # and the wrapper, optional fields and tensor metadata need a few more. The budget allows
 # twice the rows, so a body a little over its row limit still gets the exact count from
@@ -44,7 +34,6 @@ SPARE_CONTAINERS = 64
 VALUES_PER_ROW = 16
 SPARE_VALUES = 1024
 MAX_OBJECT_KEYS = 32  # the widest schema object has 10 fields
-SMALL_BATCH = 8  # rows checked with Python's comparisons rather than NumPy's
 
 
 def check_media_type(request: Request) -> None:
@@ -100,18 +89,6 @@ def duplicate_key(body: bytes) -> str | None:
 def refuse_duplicate_keys(body: bytes) -> None:
     if (key := duplicate_key(body)) is not None:
         raise ProblemError(400, f"duplicate key {key[:80]!r} in a JSON object of the body")
-
-
-_KEY_END = re.compile(rb'"\s*:')
-
-
-def keys_written(text: bytes, keys: int) -> bool:
-    """Whether the JSON ``text``, whose parsed objects hold ``keys`` keys in all, writes each
-    key once: a parser keeps one of two keys written alike, so a key written twice shows as
-    one more key end (a quote, white space, a colon) than the document holds. Exact for text
-    with no backslash (no escaped quote) and no string value holding ``":``; without a
-    backslash an escaped spelling of a key is ruled out too."""
-    return b"\\" not in text and len(_KEY_END.findall(text)) == keys
 
 
 def check_budget(body: bytes, rows: int, setting: str) -> None:
@@ -222,9 +199,9 @@ def parse_json(
     return document.validate(schema)
 
 
-def json_numbers(text: bytes) -> FloatArray | None:
-    """The numbers of the JSON array ``[text]`` in order, as float64; None unless it is valid
-    JSON holding numbers only. Arrays in it are flattened: the caller knows how they nest.
+def json_numbers(array: bytes) -> FloatArray | None:
+    """The numbers of the JSON ``array`` in order, as float64; None unless it is valid JSON
+    holding numbers only. Arrays in it are flattened: the caller knows how they nest.
 
     simdjson reads the numbers straight into doubles, correctly rounded as ``float()`` reads
     them, and validates the text as strictly as orjson; orjson would build a Python float per
@@ -233,7 +210,7 @@ def json_numbers(text: bytes) -> FloatArray | None:
     # A parser per call: one parser is not safe across threads, and a kept one would hold
     # on to the memory of the largest body it read.
     try:
-        parsed = cast(simdjson.Array, simdjson.Parser().parse(b"[" + text + b"]"))
+        parsed = cast(simdjson.Array, simdjson.Parser().parse(array))
         buffer = parsed.as_buffer(of_type="d")
     except (ValueError, TypeError, RuntimeError):  # not JSON; a non-number; past 64 bits
         return None
@@ -245,147 +222,18 @@ Rows = FloatArray | list[Sequence[float]]
 numbers)."""
 
 
-_INSTANCES = re.compile(rb'"instances"\s*:\s*\[')
-_ROW_COMMA = b'{"%s":,"%s":,"%s":,"%s":},' % tuple(name.encode() for name in FEATURES)
-_KEY_SLOTS = np.array([len(name) + 1 for name in FEATURES])  # quote to quote
-# A row read as an array of eight numbers: {"sepal_length":5.1, ...} -> [ 11 ,5.1, ...]. Each
-# key becomes its l's as a number framed by spaces, so a stray number byte beside a key or a
-# brace is a second number where JSON wants a comma, and a value left out an empty element.
-_KEYS_AS_NUMBERS = bytes.maketrans(b'{}:"l', b"[], 1")
-_KEY_LETTERS = bytes(set(range(ord("a"), ord("z") + 1)) - {ord("l")}) + b"_"
-_DIGITS_AND_SPACE = b"0123456789.+- \t\r\n"  # of a number, but e and E
-LARGE_BODY = 8192  # bytes; below, orjson reads the rows as cheaply
-"""A /predict body over this many bytes is first read by :func:`fast_rows`."""
-FAST_ROW_BYTES = 256
-"""The fast paths read a body of at most this many bytes per row of the limit (a row of four
-numbers takes under 100): a longer one is counted (:func:`check_budget`) before any copy."""
+def quotes_agree(body: bytes, strings: int) -> bool:
+    """Whether ``body``, whose decoded value holds ``strings`` keys and string values in all,
+    writes each key once: a decoder keeps one of two keys written alike, but the bytes keep
+    both pairs of quotes. Exact for a body with no backslash (no escaped quote in a string);
+    for one with a backslash, ask :func:`duplicate_key`."""
+    return body.count(b'"') == 2 * strings and b"\\" not in body
 
 
-def fast_rows(body: bytes, limit: int) -> tuple[FloatArray, str | None] | None:
-    """:func:`fast_document` for many rows, read from the bytes without a Python object
-    per row: measurements (n, 4) and model_version, or None (not vouched for).
-
-    The rows' bytes are cut out and the rest of the body read by orjson. The rows are
-    vouched for when, numbers and white space taken out, they read exactly n times
-    ``{"sepal_length":,"sepal_width":,"petal_length":,"petal_width":}`` and each key
-    spans exactly its length: so every row has the four keys in this order, once, spelled
-    exactly. Number bytes may still stand anywhere between the template's bytes: each row is
-    then rewritten as an array of eight numbers (each key as a number, then its value), which
-    simdjson reads straight into float64 and validates as JSON, so a value left out, two in
-    one place or a stray byte beside a key or a brace is refused. Rows in another key order,
-    numbers with an exponent, and anything unusual go to :func:`fast_document` or the schema.
-    More than ``limit`` rows are not read here.
-    """
-    if len(body) > FAST_ROW_BYTES * limit:
-        return None
-    found = _INSTANCES.search(body)
-    if found is None:
-        return None
-    start = found.end()
-    end = body.find(b"]", start)  # no row holds one
-    if end < 0:
-        return None
-    rows, rest = body[start:end], body[:start] + body[end:]
-    try:
-        document = orjson.loads(rest)
-    except orjson.JSONDecodeError:
-        return None
-    if type(document) is not dict or document.get("instances") != []:
-        return None
-    version = document.get("model_version")
-    if (
-        not document.keys() <= {"instances", "model_version"}
-        or (version is not None and (type(version) is not str or not _VERSION.fullmatch(version)))
-        or not keys_written(rest, len(document))
-    ):
-        return None
-    skeleton = rows.translate(None, _DIGITS_AND_SPACE)
-    n = (len(skeleton) + 1) // len(_ROW_COMMA)
-    if not 1 <= n <= limit or skeleton + b"," != _ROW_COMMA * n:
-        return None
-    quotes = np.flatnonzero(np.frombuffer(rows, dtype=np.uint8) == ord('"'))
-    if not (quotes[1::2] - quotes[0::2] == np.tile(_KEY_SLOTS, n)).all():
-        return None  # a number byte or a space inside a key
-    values = json_numbers(rows.translate(_KEYS_AS_NUMBERS, _KEY_LETTERS))
-    if values is None or len(values) != 2 * n * len(FEATURES):
-        return None
-    raw = values.reshape(n, 2 * len(FEATURES))[:, 1::2]  # the keys' numbers dropped
-    if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
-        return None
-    return raw, version
-
-
-def fast_instances(body: bytes) -> tuple[Rows, str | None] | None:
-    """:func:`fast_document` on the bytes alone (None for a body orjson cannot read)."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return fast_document(document, body)
-
-
-def only_keys_quoted(body: bytes, n: int, document: dict[str, Any]) -> bool:
-    """The quotes of the body are exactly those of n rows' keys, the wrapper's keys and the
-    version: so no value is a string and no key is written twice (a parsed document keeps
-    one of two), which the parsed rows, each of the four keys, no longer show."""
-    strings = n * len(FEATURES) + len(document) + (type(document.get("model_version")) is str)
-    return body.count(b'"') == 2 * strings
-
-
-def fast_document(document: Any, body: bytes) -> tuple[Rows, str | None] | None:
-    """Measurements (n, 4) and model_version of a well-formed /predict body, or None.
-
-    None means "not vouched for": the caller validates with the schema, which either names
-    the problem or accepts an unusual body (escaped keys, say). Every rule of the schema is
-    checked here too: exactly the four keys per row, numbers that are not booleans, finite and
-    in (0, 100], a well-formed version; and no key twice, by counting the keys in the bytes.
-    """
-    if b"\\" in body:
-        return None  # escapes could spell a key twice past the byte counts below
-    if type(document) is not dict or "instances" not in document:
-        return None
-    version = document.get("model_version")
-    if len(document) != 1 + ("model_version" in document):
-        return None
-    if version is not None and (type(version) is not str or not _VERSION.fullmatch(version)):
-        return None
-    instances = document["instances"]
-    if type(instances) is not list or not instances:
-        return None
-    if len(instances) == 1:  # the common request: no lists of lists, no generators
-        try:
-            row = _ROW(instances[0])
-        except (TypeError, KeyError):
-            return None  # not an object with the four measurements (a fifth key: the quotes)
-        for v in row:
-            if (type(v) is not float and type(v) is not int) or not 0 < v <= MAX_MEASUREMENT_CM:
-                return None  # a string, a boolean, a null, a nested value, out of range
-        return ([row], version) if only_keys_quoted(body, 1, document) else None
-    try:
-        rows = list(map(_ROW, instances))  # each row's four measurements, in order
-    except (TypeError, KeyError):
-        return None  # a row that is not an object with the four measurements
-    n = len(rows)
-    if not only_keys_quoted(body, n, document):
-        return None  # a fifth key in a row, a key written twice, a string value
-    raw: Rows
-    if n <= SMALL_BATCH:  # a few numbers: Python's checks cost less than NumPy's calls
-        values = list(itertools.chain.from_iterable(rows))
-        if not set(map(type, values)) <= {float, int}:
-            return None  # booleans, nulls, nested values
-        if not all(0 < v <= MAX_MEASUREMENT_CM for v in values):
-            return None
-        return rows, version
-    # Many rows: the bytes vouch for the types. The quotes are the keys', so no value is a
-    # string; no "u" (no key or version has one), so no true and no null; a false would read
-    # as 0.0, which the range refuses; and a nested value cannot go into the array.
-    if b"u" in body:
-        return None
-    try:
-        flat = itertools.chain.from_iterable(rows)
-        raw = np.fromiter(flat, dtype=np.float64, count=n * len(FEATURES)).reshape(n, -1)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if not ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
-        return None
-    return raw, version
+def strings_in(value: Any) -> int:
+    """The keys and string values in a decoded JSON value, at every depth."""
+    if type(value) is dict:
+        return len(value) + sum(map(strings_in, value.values()))
+    if type(value) is list:
+        return sum(map(strings_in, value))
+    return type(value) is str

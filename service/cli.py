@@ -7,7 +7,7 @@ and ``Settings(**given)`` validates them with the same rules as the environment,
 values priority over ``IRIS_*`` variables (flag > environment > default).
 
 uvicorn builds the app in each worker (and in the one process of a single-worker server) from
-``service.main:serve_app``, which reads ``get_settings()`` from the environment: so
+``service.main:create_app``, which reads ``get_settings()`` from the environment: so
 :func:`export_settings` writes the values of the flags given to ``IRIS_*`` variables before
 ``uvicorn.run``.
 """

@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
 from service.errors import ProblemError
+from service.inference import Inference
 from service.launcher import Launcher
 from service.registry import Registry
 from service.stores import Backend, JobStoreLike, ModelStoreLike
@@ -33,6 +34,7 @@ class State:
     registry: Registry
     launcher: Launcher
     token: bytes
+    inference: Inference
 
     @property
     def store(self) -> ModelStoreLike:

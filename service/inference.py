@@ -1,30 +1,27 @@
 """The inference core every front end calls: /predict, /gradients and /v2 infer.
 
-A front end parses its wire format into measurements (n, 4) in centimetres and an optional
-version, and writes its answer; everything between is here (MLServer's ``DataPlane`` is the
-anchor): the row limit, the choice of model (the active one, or a stored version, never
-loaded from disk on the event loop), running NumPy inline or in the thread pool by size, and
-the prediction counters.
-
-A body route is declared once, with :func:`hot_route`: the app's edge
-(:mod:`service.edge`) answers it before FastAPI's routing, which would cost more than the
-model on a one-row request, and the same handler serves FastAPI's route, which documents it
-in OpenAPI and answers when the app runs without the edge.
+A front end decodes its wire format into rows of measurements in centimetres (n, 4) and an
+optional version (service/native.py, service/v2/decode.py), calls :class:`Inference`, and
+encodes what it returns; everything between is here (MLServer's ``DataPlane`` is the
+anchor): the row limit (:func:`check_rows`, one place, one message), the choice of model
+(the active one, or a stored version, never loaded from disk on the event loop), the
+one-row or many-row computation, the bound on a /gradients answer, and the prediction
+counters. Its compute pool (:func:`in_compute_pool`) bounds how many large requests run at
+once; a handler that runs on the event loop never loads a version from disk
+(:class:`NotLoadedError`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
-import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, NamedTuple, TypeVar
 
-from fastapi import APIRouter, Request
-from starlette.responses import Response
+import numpy as np
+from starlette.requests import Request
 
 from model.network import (
     Cache,
@@ -39,86 +36,132 @@ from model.network import (
 from model.network import loss as cross_entropy
 from model.persistence import StoredModel
 from service import metrics
+from service.body import Rows
 from service.errors import ProblemError
 from service.registry import Registry
 
-# Bodies above this size are parsed and computed in the thread pool, so a large request
-# never holds the event loop; small ones skip the thread hop.
-INLINE_BODY_BYTES = 16 * 1024
-BodyHandler = Callable[[Request, bytes], bytes]
-ErrorAnswer = Callable[[Request, Exception], Response]
 T = TypeVar("T")
 
 
-class HotRoute(NamedTuple):
-    """A body route the edge answers itself: its handler, and how its errors look."""
-
-    handler: BodyHandler
-    errors: ErrorAnswer
+class RowLimitError(ProblemError):
+    """More rows than IRIS_MAX_INSTANCES; each protocol answers it in its own error shape."""
 
 
-HOT_ROUTES: dict[tuple[str, str], HotRoute] = {}
+def check_rows(n: int, limit: int) -> None:
+    """The row limit, for every front end: the core checks it, and a decoder that learns n
+    before reading the rows (a declared shape) may check it early with the same words."""
+    if n > limit:
+        raise RowLimitError(422, f"{n} rows, more than the limit of {limit} (IRIS_MAX_INSTANCES)")
 
 
-def hot_route(
-    router: APIRouter, path: str, handler: BodyHandler, errors: ErrorAnswer, **openapi: Any
-) -> None:
-    """Declare ``POST path`` once: for the edge (HOT_ROUTES) and as ``router``'s route.
+class OneRow(NamedTuple):
+    """The prediction of one row: its probabilities o_s (3,) as Python floats (the bits
+    :func:`~model.network.forward` gives) and the predicted class index."""
 
-    The route's endpoint runs the same handler, with the same inline-or-pool choice, so the
-    OpenAPI document describes what the edge serves and an app without the edge serves it too.
-    """
-    HOT_ROUTES[("POST", path)] = HotRoute(handler, errors)
-
-    async def answer(request: Request) -> Response:
-        try:
-            content = await run_sized(handler, request, await request.body())
-        except Exception as error:
-            return errors(request, error)
-        return Response(content, media_type="application/json")
-
-    router.add_api_route(path, endpoint_for(path, answer), methods=["POST"], **openapi)
+    version: str
+    probabilities: list[float]
+    k: int
 
 
-def endpoint_for(
-    path: str, call: Callable[[Request], Awaitable[Response]]
-) -> Callable[..., Awaitable[Response]]:
-    """An endpoint running ``call(request)`` that declares ``path``'s parameters (strings) to
-    FastAPI, for its OpenAPI document; ``call`` reads them from ``request.path_params``. One
-    handler can so serve several paths (a versioned and an unversioned one)."""
+class Batch(NamedTuple):
+    """The predictions of n rows: probabilities o_s (n, 3) and class indices (n,)."""
 
-    async def endpoint(request: Request, **_: str) -> Response:
-        return await call(request)
-
-    request = inspect.Parameter(
-        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
-    )
-    params = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str)
-        for name in re.findall(r"{(\w+)}", path)
-    ]
-    endpoint.__signature__ = inspect.Signature([request, *params])  # type: ignore[attr-defined]
-    endpoint.__name__ = getattr(call, "__name__", "endpoint")
-    return endpoint
+    version: str
+    o_s: FloatArray
+    classes: IntArray
 
 
-async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> bytes:
-    """Run a body handler inline for a small plain body, in the compute pool otherwise (a
-    compressed body may inflate to many times its size; a pinned version may need loading
-    from disk: the inline run gives way to the pool when it does)."""
-    if len(body) > INLINE_BODY_BYTES:
-        return await in_pool(handler, request, body)
-    for name, _ in request.scope["headers"]:
-        if name == b"content-encoding":
-            return await in_pool(handler, request, body)
-    token = _inline.set(True)
-    try:
-        return handler(request, body)
-    except NotLoadedError:
-        pass
-    finally:
-        _inline.reset(token)
-    return await in_pool(handler, request, body)
+class Computed(NamedTuple):
+    """A /gradients computation: the model, the forward pass, the loss, every gradient."""
+
+    stored: StoredModel
+    cache: Cache
+    loss: FloatArray
+    gradients: Gradients
+
+
+class Inference:
+    """The core: predictions and gradients of rows, by version, within the limits."""
+
+    def __init__(self, registry: Registry, max_instances: int, max_answer_values: int) -> None:
+        self.registry = registry
+        self.max_instances = max_instances
+        self.max_answer_values = max_answer_values
+
+    def predict(self, rows: Rows, version: str | None) -> OneRow | Batch:
+        """The version that answers and its predictions for raw measurements (n, 4), counted
+        in the metrics. One row is computed with Python floats where the bits allow
+        (:func:`~model.network.predict_one`: a third of the NumPy calls), many as arrays."""
+        n = len(rows)
+        check_rows(n, self.max_instances)
+        stored = served_model(self.registry, version)
+        if n == 1:
+            row = rows[0]
+            probabilities = predict_one(
+                stored.model, row.tolist() if type(row) is np.ndarray else row
+            )
+            p0, p1, p2 = probabilities
+            k = 0 if p0 >= p1 and p0 >= p2 else 1 if p1 >= p2 else 2  # the first maximum
+            metrics.count_prediction(k)
+            return OneRow(stored.version, probabilities, k)
+        model = stored.model
+        raw = np.asarray(rows, dtype=np.float64)
+        o_s = forward(model.params, model.standardizer.transform(raw)).o_s
+        classes = o_s.argmax(axis=1)
+        metrics.count_predictions(classes)
+        return Batch(stored.version, o_s, classes)
+
+    def gradients(
+        self,
+        rows: Rows,
+        y: IntArray,
+        version: str | None,
+        reduction: Reduction,
+        include: frozenset[str],
+    ) -> Computed:
+        """The forward pass, the loss and every gradient of the derivation, for raw
+        measurements (n, 4) and class indices y (n,); refused before any work when the
+        answer would hold more than IRIS_MAX_ANSWER_VALUES numbers."""
+        n = len(rows)
+        check_rows(n, self.max_instances)
+        stored = served_model(self.registry, version)
+        model = stored.model
+        check_answer_size(n, model.params.hidden_units, reduction, include, self.max_answer_values)
+        raw = np.asarray(rows, dtype=np.float64)
+        cache = forward(model.params, model.standardizer.transform(raw))
+        value = cross_entropy(cache, y, reduction)
+        return Computed(stored, cache, value, backward(model.params, cache, y, reduction))
+
+
+def answer_values(n: int, H: int, reduction: str, include: frozenset[str]) -> int:
+    """How many numbers a /gradients answer holds, from its shapes alone."""
+    per_sample = reduction == "none"
+    count = (8 * H + 3) * (n if per_sample else 1)  # dW1, db1, dW2, db2 (per row for none)
+    count += n if per_sample else 1  # the loss
+    if "activations" in include:
+        count += n * (4 + H + H + 3 + 3)  # x, h_a, h_s, o_a, o_s
+    if "intermediates" in include:
+        count += n * (3 + H + H)  # do_a, dh_s, dh_a
+    if "input" in include:
+        count += n * (4 + 4)  # dx, and in centimetres
+    return count
+
+
+def check_answer_size(n: int, H: int, reduction: str, include: frozenset[str], limit: int) -> None:
+    """Refuse, before any work, a /gradients answer of more than ``limit`` numbers."""
+    count = answer_values(n, H, reduction, include)
+    if count > limit:
+        raise ProblemError(
+            422,
+            f"the answer would hold {count} numbers ({n} instances, {H} hidden units, "
+            f"reduction {reduction!r}, include {sorted(include)}), more than the limit of "
+            f"{limit} (IRIS_MAX_ANSWER_VALUES): send fewer instances, use reduction 'mean' "
+            "or 'sum' instead of 'none', or include fewer parts",
+        )
+
+
+BodyHandler = Callable[[Request, bytes], bytes]
+"""A body route's work: the request and its body to its answer's JSON (or raise)."""
 
 
 # The threads that run large requests: the event loop's own executor, without the task
@@ -127,18 +170,16 @@ async def run_sized(handler: BodyHandler, request: Request, body: bytes) -> byte
 _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 2, thread_name_prefix="iris-compute")
 
 
-def in_pool(handler: BodyHandler, request: Request, body: bytes) -> asyncio.Future[bytes]:
-    return asyncio.get_running_loop().run_in_executor(_pool, handler, request, body)
-
-
 def in_compute_pool(call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """``call(*args)`` in the compute pool: for a route whose NumPy work grows with a stored
-    version's width (decision regions, evaluation), so that at most as many run at once as
-    the pool has threads, not one per thread of anyio's default pool (40)."""
+    """``call(*args)`` in the compute pool: for a request whose NumPy work grows with its
+    rows or a stored version's width (decision regions, evaluation), so that at most as many
+    run at once as the pool has threads, not one per thread of anyio's default pool (40)."""
     return asyncio.get_running_loop().run_in_executor(_pool, call, *args)
 
 
-_inline: ContextVar[bool] = ContextVar("inline", default=False)
+ON_EVENT_LOOP: ContextVar[bool] = ContextVar("on_event_loop", default=False)
+"""Set while a handler runs on the event loop: :func:`served_model` then loads nothing from
+disk (it raises :class:`NotLoadedError`, for the caller to move the work to the pool)."""
 
 
 class NotLoadedError(Exception):
@@ -149,50 +190,7 @@ def served_model(registry: Registry, version: str | None) -> StoredModel:
     """The model to answer with; never loaded from disk on the event loop."""
     stored = registry.cached(version)
     if stored is None:
-        if _inline.get():
+        if ON_EVENT_LOOP.get():
             raise NotLoadedError
         stored = registry.get(version)
     return stored
-
-
-def check_rows(n: int, limit: int, field: str = "instances") -> None:
-    if n > limit:
-        raise ProblemError(
-            422, f"{field}: {n} rows, more than the limit of {limit} (IRIS_MAX_INSTANCES)"
-        )
-
-
-def predict(
-    registry: Registry, raw: FloatArray, version: str | None
-) -> tuple[str, FloatArray, IntArray]:
-    """For raw measurements in cm (n, 4): the version that answers, its probabilities o_s
-    (n, 3) and the predicted class indices (n,), counted in the metrics."""
-    stored = served_model(registry, version)
-    model = stored.model
-    o_s = forward(model.params, model.standardizer.transform(raw)).o_s
-    index = o_s.argmax(axis=1)
-    metrics.count_predictions(index)
-    return stored.version, o_s, index
-
-
-def predict_row(
-    registry: Registry, row: Sequence[float], version: str | None
-) -> tuple[str, list[float], int]:
-    """:func:`predict` of one row of raw measurements in cm (4,): the version that answers,
-    its probabilities (3,) as Python floats (the same bits) and the predicted class index."""
-    stored = served_model(registry, version)
-    o_s = predict_one(stored.model, row)
-    p0, p1, p2 = o_s
-    k = 0 if p0 >= p1 and p0 >= p2 else 1 if p1 >= p2 else 2  # the first maximum, as argmax
-    metrics.count_prediction(k)
-    return stored.version, o_s, k
-
-
-def gradients(
-    stored: StoredModel, raw: FloatArray, y: IntArray, reduction: Reduction
-) -> tuple[Cache, FloatArray, Gradients]:
-    """The forward pass, the loss and every gradient of the derivation, for ``stored``."""
-    model = stored.model
-    cache = forward(model.params, model.standardizer.transform(raw))
-    value = cross_entropy(cache, y, reduction)
-    return cache, value, backward(model.params, cache, y, reduction)

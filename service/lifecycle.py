@@ -22,6 +22,7 @@ from model.errors import ModelStoreError
 from service import errors, metrics
 from service.config import Settings
 from service.deps import State, resolve_token
+from service.inference import Inference
 from service.job_store import JobError
 from service.launcher import Launcher
 from service.registry import Registry, ensure_default_model
@@ -81,7 +82,8 @@ def build_state(settings: Settings) -> State:
         max_training_seconds=settings.max_training_seconds,
         child_env=backend.child_env,
     )
-    return State(settings, backend, registry, launcher, token)
+    inference = Inference(registry, settings.max_instances, settings.max_answer_values)
+    return State(settings, backend, registry, launcher, token, inference)
 
 
 def prepare(backend: Backend, registry: Registry, seed: int) -> None:

@@ -1,9 +1,10 @@
-"""The FastAPI application: its routers, error handlers, edge and lifespan.
+"""The FastAPI application: its routers, the hot routes' table, the edge and the lifespan.
 
-Where a request goes: service/server.py (the HTTP protocol and its bounds) ->
-service/edge.py (admission and body limits, service/admission.py; then the hot routes) ->
-the routers (service/routers/, service/v2/, service/insights.py, service/dashboard.py) ->
-service/inference.py for everything that runs the model.
+Where a request goes: service/server.py (the HTTP protocol and its bounds) -> the edge,
+service/edge/ (request metrics; admission and body limits; the hot routes of
+:data:`HOT_ROUTES`, answered before routing) -> FastAPI's routers (service/routers/,
+service/v2/, service/insights.py, service/dashboard.py) for everything else. Whatever runs
+the model goes through service/inference.py.
 """
 
 from __future__ import annotations
@@ -17,20 +18,21 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi_offline import FastAPIOffline
-from starlette.types import ASGIApp
 
 from service import dashboard, insights, problems, v2
 from service.access_log import AccessLog
 from service.admission import Admission
 from service.config import Settings, get_settings
-from service.edge import EdgeMiddleware
-from service.inference import HOT_ROUTES
+from service.edge import HotRouteDispatch, Limits, RequestMetrics
 from service.lifecycle import build_state, follow_current, watch_parent
 from service.openapi import custom_openapi
 from service.routers import gradients, health, models, predict, train
+from service.routing import HotRoutes
 
 log = logging.getLogger("iris.service")
-NATIVE_ROUTERS = (predict.router, gradients.router, train.router, models.router, health.router)
+NATIVE_ROUTERS = (train.router, models.router, health.router)
+HOT_ROUTES = HotRoutes([predict.ROUTE, gradients.ROUTE, *v2.INFER_ROUTES])
+"""The body routes the edge answers before FastAPI: the one table of them."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,43 +94,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route for r in (*NATIVE_ROUTERS, insights.router, dashboard.router) for route in r.routes
     ]
     problems.install(app, native)
-    outermost(app, settings)
-    app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
+    # The edge, innermost first (add_middleware puts each outside the ones before it),
+    # inside only Starlette's catch-all for server errors.
+    app.add_middleware(HotRouteDispatch, routes=HOT_ROUTES)
+    app.add_middleware(
+        Limits,
+        max_body_bytes=settings.max_body_bytes,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        admission=Admission(
+            settings.max_connections,
+            settings.max_event_streams,
+            settings.max_event_streams_per_job,
+        ),
+    )
+    app.add_middleware(RequestMetrics)
+    if settings.access_log:
+        app.add_middleware(AccessLog)  # outermost: its duration covers the edge's work
+    app.openapi = lambda: custom_openapi(app, HOT_ROUTES)  # type: ignore[method-assign]
     return app
-
-
-def outermost(app: FastAPI, settings: Settings) -> None:
-    """Put the edge (and the access log, when on) outside FastAPI's own middleware.
-
-    FastAPI's stack (server errors, telemetry, its body limit, exception handlers) costs
-    more than the model on a one-row request; the edge answers the hot routes before it and
-    hands everything else to it. Only the stack is replaced: ``app`` stays the FastAPI
-    application (its state, routes and OpenAPI document).
-    """
-    build_inner = app.build_middleware_stack
-
-    def build() -> ASGIApp:
-        stack: ASGIApp = EdgeMiddleware(
-            build_inner(),
-            max_body_bytes=settings.max_body_bytes,
-            max_buffered_bytes=settings.max_buffered_bytes,
-            hot_routes=HOT_ROUTES,
-            application=app,
-            admission=Admission(
-                settings.max_connections,
-                settings.max_event_streams,
-                settings.max_event_streams_per_job,
-            ),
-        )
-        if settings.access_log:
-            stack = AccessLog(stack)  # outermost: its duration covers the edge's work
-        return stack
-
-    app.build_middleware_stack = build  # type: ignore[method-assign]
-
-
-def serve_app() -> ASGIApp:
-    """The app as ``iris-serve`` gives it to uvicorn: :func:`create_app`'s middleware stack,
-    called directly, so a request starts at the edge (which sets ``scope["app"]``, as
-    Starlette's ``__call__`` would) without passing FastAPI's and Starlette's own calls."""
-    return create_app().build_middleware_stack()

@@ -1,4 +1,4 @@
-"""The OpenAPI document: FastAPI's, plus the request bodies the hot routes read themselves."""
+"""The OpenAPI document: FastAPI's routes and the hot routes' table, with their bodies."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import schemas, v2
+from service.routing import HotRoutes
 
 
-def custom_openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the request bodies that routes parse themselves."""
+def custom_openapi(app: FastAPI, hot: HotRoutes) -> dict[str, Any]:
+    """FastAPI's schema of its routes and of the hot routes' table, plus the request bodies
+    that routes decode themselves."""
     if app.openapi_schema:
         return app.openapi_schema
+    routes = [*hot.documented(), *app.routes]
     schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
+        title=app.title, version=app.version, description=app.description, routes=routes
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     bodies = (
@@ -36,6 +39,6 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
                 del responses["422"]  # FastAPI's default; this app answers problem documents
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
-    components.update(v2.REQUEST_SCHEMAS)
+    components.update(v2.request_schemas())
     app.openapi_schema = schema
     return schema

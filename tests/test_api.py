@@ -21,6 +21,7 @@ from model.data import CLASSES, FEATURES, load_iris
 from model.network import Params, forward
 from model.persistence import ModelStore
 from service.config import Settings
+from service.errors import ProblemError
 from service.main import create_app
 
 
@@ -880,8 +881,10 @@ def test_predict_accepts_escaped_keys_through_the_validating_path(shared: TestCl
     assert response.json() == fast
 
 
-def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
-    from service.body import fast_instances
+def test_predict_decoder_agrees_with_the_schema_on_every_rule() -> None:
+    """The struct reads only what the schema accepts, with the same values; what it does
+    not read, the schema reads or names."""
+    from service.native import predict_input, struct_reading
     from service.schemas import PredictRequest
 
     good = {"instances": [ROW, VIRGINICA], "model_version": "20261128T004614.062920Z-7483c053"}
@@ -904,41 +907,38 @@ def test_predict_fast_path_agrees_with_the_schema_on_every_rule() -> None:
         {"instances": [ROW], "other": 1},
         [ROW],
     ]
-    assert fast_instances(json.dumps(good).encode()) is not None  # the common body is fast
+    assert struct_reading(json.dumps(good).encode()) is not None  # the common body: typed
     for case in cases:
         body = json.dumps(case).encode()
-        fast = fast_instances(body)
+        typed = struct_reading(body)
         try:
             parsed = PredictRequest.model_validate_json(body)
         except ValueError:
-            assert fast is None, case
+            assert typed is None, case
+            with pytest.raises((ValidationError, ProblemError)):
+                predict_input(body, 100)
             continue
-        if fast is not None:
-            raw, version = fast
-            assert version == parsed.model_version
-            expected = [[getattr(i, f) for f in FEATURES] for i in parsed.instances]
-            assert np.asarray(raw, dtype=np.float64).tolist() == expected
+        expected = [[getattr(i, f) for f in FEATURES] for i in parsed.instances]
+        raw, version = predict_input(body, 100)
+        assert (np.asarray(raw, dtype=np.float64).tolist(), version) == (
+            expected,
+            parsed.model_version,
+        )
+        if typed is not None:
+            assert np.asarray(typed[0], dtype=np.float64).tolist() == expected
 
 
-def test_many_row_fast_path_refuses_what_its_byte_counts_rule_out() -> None:
-    """The many-row fast path rules out true and null by the letter "u", which no key of a
-    /predict body and no version has (false reads as 0.0, which the range refuses), and
-    string values, extra keys and keys written twice by the count of quotes."""
-    from service.body import SMALL_BATCH, fast_instances
-    from service.schemas import PredictRequest
+def test_the_struct_counts_every_quote_of_a_predict_body() -> None:
+    """A string value, a fifth key or a key written twice changes the count of quotes, so
+    the struct's reading is never taken for a body it does not read whole."""
+    from service.native import struct_reading
 
-    assert not any("u" in key for key in (*FEATURES, *PredictRequest.model_fields))
-    rows = [ROW] * (SMALL_BATCH + 1)
-    assert fast_instances(json.dumps({"instances": rows}).encode()) is not None
-    for value in (True, False, None, "5.1", [5.1], {"cm": 5.1}):
-        body = json.dumps({"instances": [*rows, {**ROW, "sepal_width": value}]}).encode()
-        assert fast_instances(body) is None, value
-        with pytest.raises(ValidationError):
-            PredictRequest.model_validate_json(body)
+    rows = [ROW] * 9
+    assert struct_reading(json.dumps({"instances": rows}).encode()) is not None
     extra = json.dumps({"instances": [*rows, {**ROW, "extra": 1.0}]}).encode()
-    assert fast_instances(extra) is None  # a fifth key: its quotes are counted
+    assert struct_reading(extra) is None  # refused by the struct: an unknown field
     twice = extra.replace(b'"extra"', b'"sepal_width"')  # a key written twice
-    assert fast_instances(twice) is None
+    assert struct_reading(twice) is None
 
 
 def test_prediction_json_equals_the_plain_serialisation() -> None:

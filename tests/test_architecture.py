@@ -100,3 +100,29 @@ def test_every_file_and_function_of_the_training_walk_exists() -> None:
         namespaces = [module, *(v for v in vars(module).values() if isinstance(v, type))]
         for function in functions:
             assert any(hasattr(space, function) for space in namespaces), (file, function)
+
+
+def test_the_hot_routes_are_one_table_the_edge_answers_and_openapi_describes(
+    tmp_path: Path,
+) -> None:
+    """Hot routes are no FastAPI routes (no second handler that could answer otherwise);
+    each is in the OpenAPI document, described from the table, and answered by the edge;
+    another method at its path is a 405 in the route's error shape."""
+    from service.main import HOT_ROUTES
+
+    paths = {route.path for route in HOT_ROUTES.routes}
+    assert paths >= {"/predict", "/gradients", "/v2/models/{model_name}/infer"}
+    with make_client(tmp_path) as client:
+        routed = {getattr(route, "path", None) for route in client.app.routes}  # type: ignore[attr-defined]
+        assert not paths & routed
+        documented = client.get("/openapi.json").json()["paths"]
+        for route in HOT_ROUTES.routes:
+            operation = documented[route.path][route.method.lower()]
+            assert operation["summary"] == route.openapi["summary"]
+        wrong = client.get("/predict")
+        assert wrong.status_code == 405
+        assert wrong.headers["allow"] == "POST"
+        assert wrong.headers["content-type"] == "application/problem+json"
+        wrong = client.put("/v2/models/iris/versions/x/infer", json={})
+        assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+        assert "PUT is not allowed" in wrong.json()["error"]

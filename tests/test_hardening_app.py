@@ -27,7 +27,7 @@ from harness.models import random_model
 from harness.servers import job_pid, proc_alive, wait_for
 from model.data import FEATURES, load_iris
 from model.persistence import ModelStore
-from service.routers.gradients import answer_values
+from service.inference import answer_values
 
 TOKEN = "app-hardening-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -155,7 +155,7 @@ def test_answer_values_counts_every_number_of_a_real_answer(wide: TestClient) ->
     for reduction in ("none", "mean"):
         body = gradients_body(3, reduction, ["activations", "intermediates", "input"])
         answer = wide.post("/gradients", json=body).json()
-        expected = answer_values(3, 1024, reduction, set(body["include"]))
+        expected = answer_values(3, 1024, reduction, frozenset(body["include"]))
         assert count_numbers(answer) == expected
 
 

@@ -345,7 +345,7 @@ NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
         ({"inputs": [tensor(RAW[:0].reshape(0, 4))]}, ["no rows"]),
         ({"inputs": [tensor(RAW[:1], shape=[-1, 4])]}, ["negative"]),
         ({"inputs": [tensor(RAW[:1], shape=[1.5, 4])]}, ["inputs[0].shape[0]", "integer"]),
-        ({"inputs": [tensor(RAW[:1], shape=[True, 4])]}, ["inputs[0].shape[0]", "integer"]),
+        ({"inputs": [tensor(RAW[:1], shape=[True, 4])]}, ["inputs[0].shape[0]", "got `bool`"]),
         ({"inputs": [tensor(RAW[:1], shape="1,4")]}, ["inputs[0].shape"]),
         ({"inputs": [tensor(RAW[:1], data=None)]}, ["no 'data'"]),
         ({"inputs": [tensor(RAW[:1], data=5.1)]}, ["inputs[0].data"]),
@@ -371,7 +371,7 @@ NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
         ({"inputs": [tensor(RAW[:1], name="input0")]}, ["unknown input 'input0'", "measurements"]),
         ({"inputs": [tensor(RAW[:1]), tensor(RAW[:1])]}, ["'measurements'", "more than once"]),
         ({"inputs": [tensor(RAW[:1]), tensor(RAW[:1], name="x")]}, ["unknown input 'x'"]),
-        ({"inputs": []}, ["inputs", "at least 1"]),
+        ({"inputs": []}, ["inputs", "length >= 1"]),
         ({"id": "no-inputs"}, ["inputs", "required"]),
         # outputs: unknown and repeated names
         (request(RAW[:1], outputs=[{"name": "logits"}]), ["unknown output 'logits'", "label"]),
@@ -380,7 +380,7 @@ NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
         # the envelope
         (request(RAW[:1], id=7), ["id"]),
         (request(RAW[:1], parameters=[1]), ["parameters"]),
-        (request(RAW[:1], input=[]), ["input", "Extra inputs"]),
+        (request(RAW[:1], input=[]), ["input", "not a field"]),
         ({"inputs": [tensor(RAW[:1], dims=[1, 4])]}, ["inputs[0].dims"]),
         ([request(RAW[:1])], ["body", "object"]),
         ("inputs", ["body", "object"]),
@@ -408,17 +408,17 @@ def test_bad_requests_are_400_naming_the_problem(
 @pytest.mark.parametrize(
     ("raw", "words"),
     [
-        (b"", ["not valid JSON", "EOF"]),
+        (b"", ["not valid JSON", "empty"]),
         (b"{", ["not valid JSON"]),
         (b"inputs=1", ["not valid JSON"]),
         (b"\xff\xfe{}", ["not valid JSON"]),
         (b'{"id": "\xff", "inputs": []}', ["not valid JSON"]),
         (b'{"inputs": [{"name": "measurements", "shape": [1, 4], "datatype": "FP64", '
-         b'"data": [5.1, NaN, 1.4, 0.2]}]}', ["sepal_width", "nan", "not finite"]),
+         b'"data": [5.1, NaN, 1.4, 0.2]}]}', ["not valid JSON", "NaN, 1.4"]),
         (b'{"inputs": [{"name": "measurements", "shape": [1, 4], "datatype": "FP64", '
-         b'"data": [5.1, 3.5, Infinity, 0.2]}]}', ["petal_length", "inf", "not finite"]),
+         b'"data": [5.1, 3.5, Infinity, 0.2]}]}', ["not valid JSON", "Infinity"]),
         (b'{"inputs": [{"name": "measurements", "shape": [1, 4], "datatype": "FP64", '
-         b'"data": [5.1, 3.5, 1.4, -1e400]}]}', ["petal_width", "-inf", "not finite"]),
+         b'"data": [5.1, 3.5, 1.4, -1e400]}]}', ["inputs[0].data[3]", "out of range"]),
     ],
 )  # fmt: skip
 def test_bodies_that_are_not_json_or_not_finite_are_400(
@@ -627,68 +627,6 @@ def test_body_over_the_limit_is_a_protocol_error(shared: TestClient) -> None:
     limit = shared.app.state.iris.settings.max_body_bytes  # type: ignore[attr-defined]
     body = b'{"inputs": [' + b" " * limit + b"]}"
     assert_error(post(shared, body), 413, "IRIS_MAX_BODY_BYTES")
-
-
-def test_infer_fast_path_agrees_with_the_schema_on_every_rule() -> None:
-    """fast_request vouches only for what the schema path accepts, with the same values."""
-    from service.body import load
-    from service.v2.tensors import fast_request, output_names, parse
-    from service.v2.tensors import tensor_rows as measurements
-
-    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
-    tensor = {"name": "measurements", "shape": [2, 4], "datatype": "FP64", "data": rows}
-    flat = tensor | {"data": [v for row in rows for v in row]}
-    cases: list[Any] = [
-        {"inputs": [tensor]},
-        {"inputs": [flat], "id": "42"},
-        {"inputs": [tensor | {"datatype": "FP32"}], "outputs": [{"name": "label"}]},
-        {"inputs": [tensor], "outputs": [{"name": "label"}, {"name": "label"}]},
-        {"inputs": [tensor], "outputs": [{"name": "logits"}]},
-        {"inputs": [tensor], "outputs": []},
-        {"inputs": [tensor | {"datatype": "fp64"}]},
-        {"inputs": [tensor | {"name": "x"}]},
-        {"inputs": [tensor | {"shape": [2, 4, 1]}]},
-        {"inputs": [tensor | {"shape": [3, 4]}]},
-        {"inputs": [tensor | {"shape": [2.0, 4]}]},
-        {"inputs": [tensor | {"shape": [True, 4]}]},
-        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, True], rows[1]]}]},
-        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4], rows[1]]}]},
-        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, "0.2"], rows[1]]}]},
-        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, {"a": 1}], rows[1]]}]},
-        {"inputs": [tensor | {"data": [[[5.1, 3.5, 1.4, 0.2]], [rows[1]]]}]},
-        {"inputs": [tensor], "id": "true"},
-        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, 0], rows[1]]}]},
-        {"inputs": [tensor | {"data": [[5.1, 3.5, 1.4, 101], rows[1]]}]},
-        {"inputs": [tensor | {"parameters": {"binary_data_size": 4}}]},
-        {"inputs": [tensor], "parameters": {"a": 1}},
-        {"inputs": [tensor], "id": 42},
-        {"inputs": [tensor, tensor]},
-        {"inputs": [tensor], "extra": 1},
-    ]
-    assert fast_request(json.dumps(cases[0]).encode(), 10) is not None
-    for case in cases:
-        body = json.dumps(case).encode()
-        fast = fast_request(body, 10)
-        try:
-            request = parse(load(body))
-            raw = measurements(request.inputs[0], 10)
-            names = output_names(request.outputs)
-        except Exception:
-            assert fast is None, case
-            continue
-        if fast is not None:
-            assert fast[0].tolist() == raw.tolist()
-            assert (fast[1], fast[2]) == (names, request.id)
-    # keys the counting must see: written twice (spaced before a colon too), or escaped
-    twice = b'{"inputs": [], "inputs": [' + json.dumps(tensor).encode() + b"]}"
-    spaced_twice = json.dumps({"inputs": [tensor]})[:-1].encode() + b', "inputs" :[]}'
-    escaped = json.dumps({"inputs": [tensor]}).replace("inputs", "input\\u0073").encode()
-    for body in (twice, spaced_twice, escaped):
-        assert fast_request(body, 10) is None, body
-    spaced = json.dumps({"inputs": [tensor]}).replace('"inputs":', '"inputs" :').encode()
-    read = fast_request(spaced, 10)  # a key spaced from its colon, once: counted as one
-    assert read is not None
-    assert read[0].tolist() == measurements(parse(load(spaced)).inputs[0], 10).tolist()
 
 
 def test_a_pinned_version_is_served_through_the_fast_path(shared: TestClient) -> None:

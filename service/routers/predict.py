@@ -1,82 +1,38 @@
 """POST /predict: measurements in, species and probabilities out.
 
 Its path, from the socket to NumPy and back: service/server.py (the HTTP protocol) ->
-service/edge.py (body limits, then this route's handler before any routing) ->
-:func:`predict_body` here (parse the body) -> service/inference.py (the row limit, the
-model, NumPy, the counters) -> :func:`predictions_json` here (the answer).
+service/edge/ (metrics, limits, then this route's handler from the app's table, before any
+routing) -> :func:`predict_body` here -> service/native.py (the body to rows) ->
+service/inference.py (the row limit, the model, NumPy, the counters) -> the answer's JSON,
+written here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from model.data import CLASSES
 from model.network import FloatArray, IntArray
-from service import inference, schemas
-from service.body import (
-    LARGE_BODY,
-    Rows,
-    check_budget,
-    check_lengths,
-    check_media_type,
-    check_object_sizes,
-    fast_document,
-    fast_rows,
-    load,
-    refuse_duplicate_keys,
-)
+from service import native, schemas
+from service.body import check_media_type
 from service.deps import state
+from service.inference import OneRow
 from service.problems import problem_for
 from service.responses import NUMPY_JSON, body_schema, problem_responses
-
-router = APIRouter()
-
-
-def instance_rows(instances: list[schemas.Instance]) -> FloatArray:
-    """The measurements (n, 4) of validated instances, in centimetres."""
-    return np.array(
-        [(i.sepal_length, i.sepal_width, i.petal_length, i.petal_width) for i in instances],
-        dtype=np.float64,
-    )
+from service.routing import HotRoute
 
 
 def predict_body(request: Request, body: bytes) -> bytes:
-    """The /predict answer to a raw body."""
+    """The /predict answer to a raw body: decode, predict, encode."""
     st = state(request)
-    limit = st.settings.max_instances
     check_media_type(request)
-    rows, version = request_rows(body, limit)
-    if len(rows) == 1:  # the common request: NumPy only where the bits need it
-        row = rows[0] if isinstance(rows, list) else rows[0].tolist()
-        served, probabilities, k = inference.predict_row(st.registry, row, version)
-        return prediction_json(served, probabilities, k)
-    raw = np.asarray(rows, dtype=np.float64)
-    inference.check_rows(raw.shape[0], limit)
-    served, o_s, index = inference.predict(st.registry, raw, version)
-    return predictions_json(served, o_s, index)
-
-
-def request_rows(body: bytes, limit: int) -> tuple[Rows, str | None]:
-    """The measurements and model_version of a body: a fast path for the common body (its
-    bytes for many rows, orjson's document for a few), else the schema.
-
-    Many rows read from the bytes are at most ``limit`` and cost a few passes over them;
-    any other body is held to its budget before orjson builds anything.
-    """
-    if len(body) > LARGE_BODY and (many := fast_rows(body, limit)) is not None:
-        return many
-    check_budget(body, limit, "IRIS_MAX_INSTANCES")
-    document = load(body)
-    fast = fast_document(document.tree, body) if document.exact else None
-    if fast is not None:
-        return fast
-    check_object_sizes(document.tree)
-    refuse_duplicate_keys(body)
-    check_lengths(document.tree, ("instances",), limit, "IRIS_MAX_INSTANCES")
-    parsed = document.validate(schemas.PredictRequest)
-    return instance_rows(parsed.instances), parsed.model_version
+    rows, version = native.predict_input(body, st.settings.max_instances)
+    predicted = st.inference.predict(rows, version)
+    if isinstance(predicted, OneRow):
+        return prediction_json(*predicted)
+    return predictions_json(*predicted)
 
 
 # One prediction's JSON up to its first probability, by class index; the probabilities are
@@ -128,13 +84,15 @@ def predictions_json(version: str, o_s: FloatArray, index: IntArray) -> bytes:
     return head + b"".join(parts) + b"]}"
 
 
-inference.hot_route(
-    router,
+ROUTE = HotRoute(
+    "POST",
     "/predict",
     predict_body,
     problem_for,
-    response_model=schemas.PredictResponse,
-    openapi_extra=body_schema(schemas.PredictRequest),
-    responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
-    summary="Species and probabilities for flower measurements",
+    {
+        "response_model": schemas.PredictResponse,
+        "openapi_extra": body_schema(schemas.PredictRequest),
+        "responses": problem_responses(400, 404, 409, 413, 415, 422, 503),
+        "summary": "Species and probabilities for flower measurements",
+    },
 )

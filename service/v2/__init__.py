@@ -14,12 +14,12 @@ Bodies are parsed whatever their Content-Type says, because tritonclient sends n
 
 - protocol.py: the names (model, tensors, datatypes, refused extensions)
 - errors.py: the error object and the mapping of exceptions to it
-- schema.py: the request's pydantic models and JSON Schema
-- tensors.py: the request checked without HTTP (parse, fast path, shapes, data, outputs)
-- routes.py: the routes
+- schema.py: the request, declared once (msgspec structs), and its OpenAPI schema
+- decode.py: the request's bytes to rows, outputs and id, or a 400 naming the problem
+- routes.py: the routes, and the hot route of inference
 """
 
-from service.v2.routes import router
-from service.v2.schema import REQUEST_SCHEMAS
+from service.v2.routes import INFER_ROUTES, router
+from service.v2.schema import request_schemas
 
-__all__ = ["REQUEST_SCHEMAS", "router"]
+__all__ = ["INFER_ROUTES", "request_schemas", "router"]

@@ -44,11 +44,12 @@ def protocol_error(request: Request, error: Exception) -> Response:
     """The protocol's ``{"error": ...}`` answer for any exception a /v2 handler raised."""
     if isinstance(error, ProtocolError):
         return error_response(error.status, error.message, error.headers)
-    if isinstance(error, ProblemError):  # shared checks (duplicate keys) speak native
-        return error_response(error.status, error.detail, error.headers)
-    status = domain_status(error)
-    if status is not None:
-        return error_response(status, str(error))
+    if isinstance(error, ProblemError):  # the core's and shared checks speak native
+        status = 400 if error.status == 422 else error.status  # the protocol has no 422
+        return error_response(status, error.detail, error.headers)
+    domain = domain_status(error)
+    if domain is not None:
+        return error_response(domain, str(error))
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(500, "internal error; the server log has the details")
 

@@ -1,8 +1,8 @@
 """The protocol's routes: server and model metadata and health, and inference.
 
-Inference is a hot route (service.inference.hot_route): the app's edge answers it before
-routing, with the same handler FastAPI's route runs. Versioned and unversioned paths share
-one handler each, which reads the version from the path.
+Inference is a hot route (service/routing.py): the app's edge answers it from the app's
+table before routing; the versioned and unversioned paths share one handler, which reads
+the version from the path.
 """
 
 from __future__ import annotations
@@ -21,17 +21,12 @@ from model.data import CLASSES
 from model.network import N_FEATURES, FloatArray, IntArray
 from model.persistence import StoredModel
 from service import inference
-from service.body import Rows, check_budget, load
 from service.deps import State, state
-from service.errors import ProblemError
-from service.inference import endpoint_for
+from service.inference import OneRow
 from service.responses import json_response
-from service.v2.errors import (
-    ProtocolError,
-    bad_request,
-    error_responses,
-    protocol_error,
-)
+from service.routing import HotRoute, endpoint_for
+from service.v2.decode import inflated, request_input
+from service.v2.errors import ProtocolError, bad_request, error_responses, protocol_error
 from service.v2.protocol import (
     BINARY_HEADER,
     INPUT,
@@ -41,15 +36,6 @@ from service.v2.protocol import (
     PLATFORM,
     SERVER_NAME,
     SERVER_VERSION,
-)
-from service.v2.tensors import (
-    fast_request,
-    inflated,
-    output_names,
-    parse,
-    tensor,
-    tensor_rows,
-    the_input,
 )
 
 
@@ -125,25 +111,13 @@ _BINARY_HEADER = BINARY_HEADER.encode()
 
 def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
     """The JSON answer to an inference request body (already inflated)."""
-    limit = st.settings.max_instances
-    fast = fast_request(body, limit)  # at most `limit` rows, read in a few passes
-    raw: Rows
-    if fast is not None:
-        raw, names, request_id = fast
-    else:
-        try:
-            check_budget(body, limit, "IRIS_MAX_INSTANCES")  # before orjson builds anything
-        except ProblemError as error:
-            raise bad_request(error.detail) from None
-        request = parse(load(body))
-        raw = tensor_rows(the_input(request.inputs), limit)
-        names, request_id = output_names(request.outputs), request.id
-    if len(raw) == 1:  # the common request: NumPy only where the bits need it
-        row = raw[0] if isinstance(raw, list) else raw[0].tolist()
-        served_version, probabilities, k = inference.predict_row(st.registry, row, version)
-        return row_answer_json(served_version, request_id, names, probabilities, k)
-    served_version, o_s, index = inference.predict(st.registry, np.asarray(raw), version)
-    return answer_json(served_version, request_id, names, len(raw), outputs_data(o_s, index))
+    rows, names, request_id = request_input(body, st.settings.max_instances)
+    predicted = st.inference.predict(rows, version)
+    if isinstance(predicted, OneRow):
+        served, probabilities, k = predicted
+        return row_answer_json(served, request_id, names, probabilities, k)
+    served, o_s, index = predicted
+    return answer_json(served, request_id, names, len(index), outputs_data(o_s, index))
 
 
 def outputs_data(o_s: FloatArray, index: IntArray) -> dict[str, Any]:
@@ -154,6 +128,11 @@ def outputs_data(o_s: FloatArray, index: IntArray) -> dict[str, Any]:
         "class_index": index.astype(np.int64),
         "label": _LABELS[index].tolist(),
     }
+
+
+def tensor(name: str, n: int, data: Any) -> dict[str, Any]:
+    datatype, shape = OUTPUTS[name]
+    return {"name": name, "datatype": datatype, "shape": [n, *shape[1:]], "data": data}
 
 
 def answer_json(
@@ -245,15 +224,23 @@ for base, codes, whose in PATHS:
         responses=error_responses(*codes),
         summary=f"Model readiness: {whose} is loaded",
     )
-    inference.hot_route(
-        router,
+
+
+INFER_ROUTES = tuple(
+    HotRoute(
+        "POST",
         f"{base}/infer",
         infer_request,
         protocol_error,
-        responses=error_responses(400, 413, 415, *codes),
-        openapi_extra={"requestBody": INFER_BODY},
-        summary=f"Inference with {whose} (JSON tensors)",
+        {
+            "responses": error_responses(400, 413, 415, *codes),
+            "openapi_extra": {"requestBody": INFER_BODY},
+            "summary": f"Inference with {whose} (JSON tensors)",
+            "tags": router.tags,
+        },
     )
+    for base, codes, whose in PATHS
+)
 
 
 # Last, so every other /v2 route matches first: what is left gets {"error"}, not a problem.

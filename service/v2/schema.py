@@ -1,109 +1,91 @@
-"""The inference request: pydantic models for validation, and its JSON Schema for OpenAPI."""
+"""The inference request, declared once: msgspec structs that decode it and document it.
+
+The structs are the request's structure (field names and types, unknown fields refused);
+service/v2/decode.py decodes a body into them and checks the values the model needs (one
+input named ``measurements``, FP64 or FP32, shape [n, 4], known outputs), naming the problem.
+The OpenAPI document's ``InferenceRequest`` is generated from the same structs, with the
+values this server takes added to each field (``extra_json_schema``), so the published
+schema is exactly as tight as what the server accepts.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+import msgspec
 
 from model.data import MAX_MEASUREMENT_CM
 from model.network import N_FEATURES
-from service.schemas import Integer
 from service.v2.protocol import INPUT, INPUT_DATATYPES, MAX_ELEMENTS, OUTPUTS, UNSUPPORTED
-
-
-class ClosedModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RequestInput(ClosedModel):
-    name: StrictStr
-    shape: list[Integer] = Field(fail_fast=True)
-    datatype: StrictStr
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
-
-
-class RequestOutput(ClosedModel):
-    name: StrictStr
-    parameters: dict[str, Any] | None = None
-
-
-class InferenceRequest(ClosedModel):
-    id: StrictStr | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[RequestInput] = Field(min_length=1, fail_fast=True)
-    outputs: list[RequestOutput] | None = Field(None, fail_fast=True)
-
 
 _MEASUREMENT = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MEASUREMENT_CM}
 _EXTENSIONS = {"not": {"anyOf": [{"required": [name]} for name in UNSUPPORTED]}}
-# The inference request as this server accepts it, for the OpenAPI document: tighter than
-# the protocol's generic tensor (one input, named and shaped as the model needs).
-REQUEST_SCHEMAS: dict[str, Any] = {
-    "InferenceRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["inputs"],
-        "properties": {
-            "id": {"type": "string"},
-            "parameters": {"type": "object"},
-            "inputs": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": 1,
-                "items": {"$ref": "#/components/schemas/InferenceInput"},
+Parameters = Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=_EXTENSIONS)]
+Unset = msgspec.UnsetType
+UNSET = msgspec.UNSET
+
+
+def documented(**schema: Any) -> msgspec.Meta:
+    return msgspec.Meta(extra_json_schema=schema)
+
+
+class InferenceInput(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, documented(const=INPUT)]
+    # Integers; 2.0 is one too (JSON Schema counts it as one): decode.check_shape decides.
+    shape: Annotated[
+        list[int | float],
+        documented(
+            prefixItems=[
+                {"type": "integer", "minimum": 1, "maximum": MAX_ELEMENTS // N_FEATURES},
+                {"const": N_FEATURES},
+            ],
+            minItems=2,
+            maxItems=2,
+        ),
+    ]
+    datatype: Annotated[str, documented(enum=list(INPUT_DATATYPES))]
+    # Left as its bytes: decode.tensor_data reads its numbers straight into float64.
+    data: Annotated[
+        msgspec.Raw,
+        documented(
+            type="array",
+            minItems=1,
+            items={
+                "anyOf": [
+                    _MEASUREMENT,
+                    {
+                        "type": "array",
+                        "minItems": N_FEATURES,
+                        "maxItems": N_FEATURES,
+                        "items": _MEASUREMENT,
+                    },
+                ]
             },
-            "outputs": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/InferenceOutput"},
-            },
-        },
-    },
-    "InferenceInput": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name", "shape", "datatype", "data"],
-        "properties": {
-            "name": {"const": INPUT},
-            "shape": {
-                "type": "array",
-                "prefixItems": [
-                    {"type": "integer", "minimum": 1, "maximum": MAX_ELEMENTS // N_FEATURES},
-                    {"const": N_FEATURES},
-                ],
-                "minItems": 2,
-                "maxItems": 2,
-            },
-            "datatype": {"enum": list(INPUT_DATATYPES)},
-            "parameters": {"type": "object", **_EXTENSIONS},
-            "data": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "anyOf": [
-                        _MEASUREMENT,
-                        {
-                            "type": "array",
-                            "minItems": N_FEATURES,
-                            "maxItems": N_FEATURES,
-                            "items": _MEASUREMENT,
-                        },
-                    ]
-                },
-            },
-        },
-    },
-    "InferenceOutput": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name"],
-        "properties": {
-            "name": {"enum": list(OUTPUTS)},
-            "parameters": {"type": "object", **_EXTENSIONS},
-        },
-    },
-}
+        ),
+    ]
+    parameters: Parameters | Unset | None = UNSET
+
+
+class InferenceOutput(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, documented(enum=list(OUTPUTS))]
+    parameters: Parameters | Unset | None = UNSET
+
+
+class InferenceRequest(msgspec.Struct, forbid_unknown_fields=True):
+    inputs: Annotated[list[InferenceInput], msgspec.Meta(min_length=1), documented(maxItems=1)]
+    id: str | Unset | None = UNSET
+    parameters: dict[str, Any] | Unset | None = UNSET
+    outputs: list[InferenceOutput] | Unset | None = UNSET
+
+
+def request_schemas() -> dict[str, Any]:
+    """The OpenAPI components of the request: ``InferenceRequest`` and the structs it holds."""
+    _, components = msgspec.json.schema_components(
+        [InferenceRequest], ref_template="#/components/schemas/{name}"
+    )
+    return components
+
+
 INFER_PATHS = (
     "/v2/models/{model_name}/infer",
     "/v2/models/{model_name}/versions/{model_version}/infer",

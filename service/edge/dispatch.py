@@ -1,0 +1,90 @@
+"""The hot routes, answered from the app's table before FastAPI's routing."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.edge.request_metrics import ROUTE
+from service.errors import ProblemError
+from service.inference import ON_EVENT_LOOP, BodyHandler, NotLoadedError, in_compute_pool
+from service.routing import HotRoute, HotRoutes
+
+# Bodies above this size are decoded and computed in the compute pool, so a large request
+# never holds the event loop; small ones skip the thread hop.
+INLINE_BODY_BYTES = 16 * 1024
+
+
+class HotRouteDispatch:
+    """A request at a hot route's path is answered here: its handler runs on the body (in
+    the compute pool when large, :func:`run`) and its JSON is sent, or its error
+    in the route's shape; another method at that path is 405 naming the allowed ones.
+    Everything else goes on to the app."""
+
+    def __init__(self, app: ASGIApp, routes: HotRoutes) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.routes.match(scope) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        route = next((r for r in found if r.method == method), None)
+        scope[ROUTE] = found[0].path  # the template names the route in the metrics
+        if route is None:
+            allowed = ", ".join(sorted(r.method for r in found))
+            detail = f"{method} is not allowed on {scope['path']}"
+            error = ProblemError(405, detail, headers={"Allow": allowed})
+            await found[0].errors(Request(scope), error)(scope, receive, send)
+            return
+        body = b""
+        while True:  # one message when the limits read the body (service/edge/limits.py)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        await answer(scope, send, route, body)
+
+
+async def answer(scope: Scope, send: Send, route: HotRoute, body: bytes) -> None:
+    """Run a hot route's handler and send its JSON, or the error it raised."""
+    request = Request(scope)
+    try:
+        content = await run(route.handler, request, body)
+    except Exception as error:
+        response = route.errors(request, error)
+        await response(scope, _no_receive, send)
+        return
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(content)),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def run(handler: BodyHandler, request: Request, body: bytes) -> bytes:
+    """Run a body handler inline for a small plain body, in the compute pool otherwise (a
+    compressed body may inflate to many times its size; a pinned version may need loading
+    from disk: the inline run gives way to the pool when it does)."""
+    if len(body) > INLINE_BODY_BYTES:
+        return await in_compute_pool(handler, request, body)
+    for name, _ in request.scope["headers"]:
+        if name == b"content-encoding":
+            return await in_compute_pool(handler, request, body)
+    token = ON_EVENT_LOOP.set(True)
+    try:
+        return handler(request, body)
+    except NotLoadedError:
+        pass
+    finally:
+        ON_EVENT_LOOP.reset(token)
+    return await in_compute_pool(handler, request, body)
+
+
+async def _no_receive() -> dict[str, str]:
+    return {"type": "http.disconnect"}
