@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp
 
 from service import dashboard, insights, problems, v2
 from service.access_log import AccessLog
@@ -33,6 +34,25 @@ log = logging.getLogger("iris.service")
 NATIVE_ROUTERS = (train.router, models.router, health.router)
 HOT_ROUTES = HotRoutes([predict.ROUTE, gradients.ROUTE, *v2.INFER_ROUTES])
 """The body routes the edge answers before FastAPI: the one table of them."""
+
+
+def edge(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """The edge's layers around ``app``, outermost last (service/edge/)."""
+    stack: ASGIApp = HotRouteDispatch(app, HOT_ROUTES)
+    stack = Limits(
+        stack,
+        max_body_bytes=settings.max_body_bytes,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        admission=Admission(
+            settings.max_connections,
+            settings.max_event_streams,
+            settings.max_event_streams_per_job,
+        ),
+    )
+    stack = RequestMetrics(stack)
+    if settings.access_log:
+        stack = AccessLog(stack)  # outermost: its duration covers the edge's work
+    return stack
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,21 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route for r in (*NATIVE_ROUTERS, insights.router, dashboard.router) for route in r.routes
     ]
     problems.install(app, native)
-    # The edge, innermost first (add_middleware puts each outside the ones before it),
-    # inside only Starlette's catch-all for server errors.
-    app.add_middleware(HotRouteDispatch, routes=HOT_ROUTES)
-    app.add_middleware(
-        Limits,
-        max_body_bytes=settings.max_body_bytes,
-        max_buffered_bytes=settings.max_buffered_bytes,
-        admission=Admission(
-            settings.max_connections,
-            settings.max_event_streams,
-            settings.max_event_streams_per_job,
-        ),
-    )
-    app.add_middleware(RequestMetrics)
-    if settings.access_log:
-        app.add_middleware(AccessLog)  # outermost: its duration covers the edge's work
+    # The edge around FastAPI's middleware stack, not inside it: that stack (server errors,
+    # exception handlers, routing) costs more than the model on a one-row request, and the
+    # edge answers the hot routes before it. Starlette builds the stack on the first
+    # request when none is set; it is built here instead, once, with every route in place.
+    app.middleware_stack = edge(app.build_middleware_stack(), settings)
     app.openapi = lambda: custom_openapi(app, HOT_ROUTES)  # type: ignore[method-assign]
     return app

@@ -48,14 +48,14 @@ class HotRoutes:
 
     def __init__(self, routes: Iterable[HotRoute]) -> None:
         self.routes = list(routes)
-        self.by_path: dict[str, list[HotRoute]] = {}
+        self.by_path: dict[str, dict[str, HotRoute]] = {}
         for route in self.routes:
-            self.by_path.setdefault(route.path, []).append(route)
+            self.by_path.setdefault(route.path, {})[route.method] = route
         self.patterns = [(path_pattern(path), path) for path in self.by_path if "{" in path]
         self.matched: dict[str, tuple[str, dict[str, str]]] = {}
 
-    def match(self, scope: Scope) -> list[HotRoute] | None:
-        """The routes at the request's path (one per method), or None; a path's parameters
+    def match(self, scope: Scope) -> dict[str, HotRoute] | None:
+        """The routes at the request's path by method, or None; a path's parameters
         go into the scope's ``path_params``, as routing would put them. Paths that matched
         are remembered (a few: clients choose paths), so a busy one is one lookup."""
         path = scope["path"]

@@ -339,7 +339,7 @@ NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
         ({"inputs": [tensor(RAW[:2], shape=[3, 4])]}, ["12 values", "has 8"]),
         ({"inputs": [tensor(RAW[:2], data=RAW[:2].reshape(4, 2).tolist())]}, ["nested as [4, 2]"]),
         ({"inputs": [tensor(RAW[:2], data=[RAW[:2].tolist()])]}, ["nested as [1, 2, 4]"]),
-        ({"inputs": [tensor(RAW[:2], shape=[8])]}, ["shape [8]", "[n, 4]"]),
+        ({"inputs": [tensor(RAW[:2], shape=[8])]}, ["inputs[0].shape", "[n, 4]"]),
         ({"inputs": [tensor(RAW[:2], shape=[2, 4, 1])]}, ["[n, 4]"]),
         ({"inputs": [tensor(RAW[:2], shape=[2, 2])]}, ["[n, 4]"]),
         ({"inputs": [tensor(RAW[:0].reshape(0, 4))]}, ["no rows"]),

@@ -31,14 +31,15 @@ class HotRouteDispatch:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        route = next((r for r in found if r.method == method), None)
-        scope[ROUTE] = found[0].path  # the template names the route in the metrics
+        route = found.get(method)
         if route is None:
-            allowed = ", ".join(sorted(r.method for r in found))
+            some = next(iter(found.values()))
+            scope[ROUTE] = some.path  # the template names the route in the metrics
             detail = f"{method} is not allowed on {scope['path']}"
-            error = ProblemError(405, detail, headers={"Allow": allowed})
-            await found[0].errors(Request(scope), error)(scope, receive, send)
+            error = ProblemError(405, detail, headers={"Allow": ", ".join(sorted(found))})
+            await some.errors(Request(scope), error)(scope, receive, send)
             return
+        scope[ROUTE] = route.path
         body = b""
         while True:  # one message when the limits read the body (service/edge/limits.py)
             message = await receive()

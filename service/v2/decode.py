@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -22,8 +23,7 @@ import numpy as np
 from model.data import FEATURES, MAX_MEASUREMENT_CM
 from model.network import N_FEATURES, FloatArray
 from service import inference
-from service.body import Rows, check_budget, duplicate_key, json_numbers, quotes_agree, strings_in
-from service.errors import ProblemError
+from service.body import Rows, duplicate_key, json_numbers, occurrences, quotes_agree, strings_in
 from service.v2.errors import ProtocolError, bad_request
 from service.v2.protocol import (
     DATATYPES,
@@ -40,10 +40,16 @@ from service.v2.schema import UNSET, InferenceInput, InferenceOutput, InferenceR
 
 SMALL_BODY_BYTES = 512
 """A body up to this size is decoded with no count first: it cannot build much."""
+MAX_OBJECTS = 64
+"""The JSON objects a body over SMALL_BODY_BYTES may hold: the request, its inputs and
+outputs, their parameters."""
+PARAMETERS_BYTES = 4096
+"""The longest ``parameters`` object read (the protocol's parameters are a few scalars)."""
 FEW_ROWS = 8
 """Data of up to this many rows is read as Python numbers; more, straight into float64."""
 _NUMBER_BYTES = b"0123456789.eE+- \t\r\n"  # with commas and brackets, what plain data is made of
 _decoder = msgspec.json.Decoder(InferenceRequest)
+_parameters = msgspec.json.Decoder(dict[str, Any] | None)
 
 
 class InferInput(NamedTuple):
@@ -58,38 +64,69 @@ class InferInput(NamedTuple):
 def request_input(body: bytes, limit: int) -> InferInput:
     """The rows, outputs and id of an inference request body (inflated), or its 400.
 
-    ``limit`` (IRIS_MAX_INSTANCES) bounds what decoding may build: a body longer than
-    SMALL_BODY_BYTES is counted first (service.body.check_budget), and a shape of more rows
-    is refused before its data is read.
+    What decoding builds is bounded before it starts: a body longer than SMALL_BODY_BYTES
+    may hold at most MAX_OBJECTS objects (each input, output and parameters is one); the
+    data and every ``parameters`` are kept as bytes, parameters read only when at most
+    PARAMETERS_BYTES; a shape is two numbers. A shape of more rows than ``limit``
+    (IRIS_MAX_INSTANCES) is refused before its data is read.
     """
-    if len(body) > SMALL_BODY_BYTES:
-        try:
-            check_budget(body, limit, "IRIS_MAX_INSTANCES")
-        except ProblemError as error:
-            raise bad_request(error.detail) from None
+    if len(body) > SMALL_BODY_BYTES and (objects := occurrences(body, b"{")) > MAX_OBJECTS:
+        raise bad_request(
+            f"the body holds {objects} JSON objects (or braces in strings); an inference "
+            f"request needs a few, and at most {MAX_OBJECTS} are read"
+        )
     request = decode(body)
     tensor = the_input(request.inputs)
+    outputs = request.outputs if type(request.outputs) is list else []
+    top = read_parameters(request.parameters, "parameters")
+    own = read_parameters(tensor.parameters, "inputs[0].parameters")
+    asked = [
+        read_parameters(output.parameters, f"outputs[{i}].parameters")
+        for i, output in enumerate(outputs)
+    ]
+    # Every key and string once: the request's, the input's, the outputs', the parameters'.
+    strings = 1 + present(request.id, request.parameters, request.outputs)
+    strings += (type(request.id) is str) + strings_in(top)
+    strings += 6 + present(tensor.parameters) + strings_in(own)  # 4 keys, name, datatype
+    for output, parameters in zip(outputs, asked, strict=True):
+        strings += 2 + present(output.parameters) + strings_in(parameters)  # key, name
+    if not quotes_agree(body, strings):
+        refuse_duplicates(body)
     check_datatype(tensor.datatype)
-    refuse_extensions(tensor.parameters)
+    refuse_extensions(own)
     n = check_shape(tensor.shape, limit)
-    rows = tensor_data(bytes(tensor.data), n, tensor.shape)
-    request_id = request.id if request.id is not UNSET else None
-    return InferInput(rows, output_names(request.outputs), request_id)
+    rows = tensor_data(bytes(tensor.data), n)
+    request_id = request.id if type(request.id) is str else None
+    return InferInput(rows, output_names(outputs, asked), request_id)
 
 
 def decode(body: bytes) -> InferenceRequest:
-    """The request's structs, every key written once; a 400 naming the first problem (a key
-    written twice first: it is why the struct may have read the wrong value)."""
+    """The request's structs; a 400 naming the first problem (a key written twice first:
+    it may be why the struct read the wrong value)."""
     try:
-        request = _decoder.decode(body)
+        return _decoder.decode(body)
     except msgspec.ValidationError as error:  # (a DecodeError too: first)
         refuse_duplicates(body)
         raise bad_request(f"invalid inference request: {named(error)}") from None
     except msgspec.DecodeError as error:
         raise bad_request(f"the body is not valid JSON: {malformed(error, body)}") from None
-    if not quotes_agree(body, request_strings(request)):
-        refuse_duplicates(body)
-    return request
+    except RecursionError:
+        raise bad_request(TOO_DEEP) from None
+
+
+TOO_DEEP = "the body nests arrays or objects too deeply to be an inference request"
+
+
+def read_parameters(raw: msgspec.Raw | msgspec.UnsetType, where: str) -> dict[str, Any] | None:
+    """A ``parameters`` object (None when absent or null), read only when small."""
+    if raw is UNSET:
+        return None
+    if len(raw) > PARAMETERS_BYTES:
+        raise bad_request(f"{where}: more than {PARAMETERS_BYTES} bytes; parameters are a few")
+    try:
+        return _parameters.decode(raw)
+    except msgspec.DecodeError as error:  # (the body was valid JSON: a ValidationError)
+        raise bad_request(f"invalid inference request: {named(error, where)}") from None
 
 
 _AT = re.compile(r"(.*?)(?: - at `\$(.*)`)?", re.S)
@@ -105,6 +142,8 @@ def named(error: msgspec.DecodeError, root: str = "") -> str:
         return f"{path}.{field.group(1)}: a required field is missing"
     if field := re.fullmatch(r"Object contains unknown field `(.+)`", text):
         return f"{path}.{field.group(1)}: not a field of the request"
+    if path.endswith(".shape") and text.startswith("Expected `array` of length"):
+        return f"{path}: {text}: [n, {N_FEATURES}], one row of {N_FEATURES} per flower"
     return f"{path}: {text}"
 
 
@@ -125,50 +164,59 @@ def refuse_duplicates(body: bytes) -> None:
         raise bad_request(f"duplicate key {key[:80]!r} in a JSON object of the body")
 
 
-def request_strings(request: InferenceRequest) -> int:
-    """The keys and string values of a decoded request, its data's aside (numbers)."""
-    count = 1 + present(request.id, request.parameters, request.outputs)
-    count += type(request.id) is str
-    count += optional_strings(request.parameters)
-    for tensor in request.inputs:
-        count += 6 + present(tensor.parameters)  # name, shape, datatype, data, 2 values
-        count += optional_strings(tensor.parameters)
-    if type(request.outputs) is list:
-        for output in request.outputs:
-            count += 2 + present(output.parameters) + optional_strings(output.parameters)
-    return count
-
-
 def present(*fields: Any) -> int:
     return sum(field is not UNSET for field in fields)
 
 
-def optional_strings(value: Any) -> int:
-    return strings_in(value) if value is not UNSET else 0
-
-
-def tensor_data(data: bytes, n: int, shape: list[int | float]) -> Rows:
+def tensor_data(data: bytes, n: int) -> Rows:
     """The measurements (n, 4) of an input's ``data``: many rows written as plain numbers,
-    flat or as rows of four, straight into float64; anything else by :func:`tensor_rows`."""
+    flat or as rows of four, straight into float64 by simdjson; a few rows by msgspec as
+    Python floats; anything else by :func:`tensor_rows`, which names the first problem."""
     if n > FEW_ROWS:
-        skeleton = data.translate(None, _NUMBER_BYTES)
-        if skeleton in (b"[" + b"," * (N_FEATURES * n - 1) + b"]", _rows_skeleton(n)):
-            flat = json_numbers(data)
-            if flat is not None and len(flat) == n * N_FEATURES:
-                raw = flat.reshape(n, N_FEATURES)
-                if ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
-                    return raw
+        flat = json_numbers(data)
+        if flat is not None and len(flat) == n * N_FEATURES and plain(data, n):
+            raw = flat.reshape(n, N_FEATURES)
+            if ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
+                return raw
+    else:
+        try:
+            if data[1:].lstrip()[:1] == b"[":
+                rows: list[Sequence[float]] = list(_few_rows.decode(data))
+            else:
+                values = _few_values.decode(data)
+                rows = [values[i : i + N_FEATURES] for i in range(0, len(values), N_FEATURES)]
+        except msgspec.DecodeError:
+            pass
+        else:
+            if len(rows) == n and all(len(row) == N_FEATURES for row in rows):
+                return rows
     try:
         values = msgspec.json.decode(data)
+    except RecursionError:
+        raise bad_request(TOO_DEEP) from None
     except msgspec.DecodeError as error:  # a number out of range: only its value was read
         raise bad_request(f"input {INPUT!r}: {named(error, 'inputs[0].data')}") from None
-    raw = tensor_rows(values, n, shape)
+    raw = tensor_rows(values, n)
     return [raw[0].tolist()] if n == 1 else raw
 
 
-def _rows_skeleton(n: int) -> bytes:
-    row = b"[" + b"," * (N_FEATURES - 1) + b"]"
-    return b"[" + b",".join([row] * n) + b"]"
+_Measurement = Annotated[float, msgspec.Meta(gt=0, le=MAX_MEASUREMENT_CM)]
+_few_values = msgspec.json.Decoder(list[_Measurement])
+_few_rows = msgspec.json.Decoder(
+    list[tuple[_Measurement, _Measurement, _Measurement, _Measurement]]
+)
+
+
+def plain(data: bytes, n: int) -> bool:
+    """Whether ``data``, once simdjson has found it an array of 4n numbers, holds them flat
+    (``[...]``, one bracket each way) or as n rows of four (``[[,,,],...]`` once numbers and
+    white space are taken out)."""
+    if occurrences(data, b"[") == 1:  # flat: nothing nests (and simdjson counted 4n numbers)
+        return True
+    return data.translate(None, _NUMBER_BYTES) == b"[" + (_ROW * n)[:-1] + b"]"
+
+
+_ROW = b"[" + b"," * (N_FEATURES - 1) + b"],"
 
 
 def inflated(body: bytes, encoding: str, limit: int) -> bytes:
@@ -235,37 +283,29 @@ def check_datatype(datatype: str) -> None:
     raise bad_request(f"input {INPUT!r}: datatype {datatype[:40]!r} {kind} FP64 or FP32")
 
 
-def check_shape(written: list[int | float], limit: int) -> int:
+def check_shape(shape: tuple[int | float, int | float], limit: int) -> int:
     """The row count n of a shape that must be [n, 4] with 1 <= n <= ``limit``."""
-    shown = f"input {INPUT!r}: shape {str(written[:8])[:100]}"
-    shape = integers(written, shown)
-    if len(shape) != 2:  # first: everything below is then two numbers, never a long product
-        raise bad_request(
-            f"{shown} has {len(shape)} dimensions, not 2: [n, {N_FEATURES}], one row per flower"
-        )
-    if any(dim < 0 for dim in shape):
-        raise bad_request(f"{shown} has a negative dimension")
-    if any(dim > MAX_DIMENSION for dim in shape):
-        raise bad_request(f"{shown} overflows: a dimension exceeds 2**64 - 1")
-    if math.prod(shape) > MAX_ELEMENTS:
-        raise bad_request(f"{shown} overflows: more than 2**63 - 1 elements")
-    if shape[1] != N_FEATURES:
-        raise bad_request(f"{shown} is not [n, {N_FEATURES}]: one row of {N_FEATURES} per flower")
-    n = shape[0]
-    if n < 1:
-        raise bad_request(f"{shown} has no rows")
+    n, width = shape
+    if not (type(n) is int and 1 <= n <= MAX_ELEMENTS // N_FEATURES and width == N_FEATURES):
+        shown = f"input {INPUT!r}: shape {list(shape)}"
+        for i, dim in enumerate(shape):
+            if not float(dim).is_integer():
+                raise bad_request(f"{shown}: inputs[0].shape[{i}] is {dim!r}, not an integer")
+        n, width = int(n), int(width)
+        if n < 0 or width < 0:
+            raise bad_request(f"{shown} has a negative dimension")
+        if n > MAX_DIMENSION or width > MAX_DIMENSION:
+            raise bad_request(f"{shown} overflows: a dimension exceeds 2**64 - 1")
+        if n * width > MAX_ELEMENTS:
+            raise bad_request(f"{shown} overflows: more than 2**63 - 1 elements")
+        if width != N_FEATURES:
+            raise bad_request(
+                f"{shown} is not [n, {N_FEATURES}]: one row of {N_FEATURES} per flower"
+            )
+        if n < 1:
+            raise bad_request(f"{shown} has no rows")
     inference.check_rows(n, limit)  # before the data is read
     return n
-
-
-def integers(shape: list[int | float], shown: str) -> list[int]:
-    """The shape's dimensions as integers: JSON Schema counts 2.0 as one, 2.5 is not."""
-    if all(type(dim) is int for dim in shape):
-        return shape  # type: ignore[return-value]
-    for i, dim in enumerate(shape):
-        if not float(dim).is_integer():
-            raise bad_request(f"{shown}: inputs[0].shape[{i}] is {dim!r}, not an integer")
-    return [int(dim) for dim in shape]
 
 
 def position(flat: int, dims: list[int]) -> str:
@@ -310,7 +350,7 @@ def data_shape(data: list[Any]) -> list[int]:
         return dims
 
 
-def tensor_rows(data: Any, n: int, shape: list[int | float]) -> FloatArray:
+def tensor_rows(data: Any, n: int) -> FloatArray:
     """The measurements (n, 4) in centimetres of an input's decoded ``data``, under the same
     rules as /predict: the first element that breaks one is named."""
     if data is None:
@@ -320,12 +360,12 @@ def tensor_rows(data: Any, n: int, shape: list[int | float]) -> FloatArray:
     dims = data_shape(data)
     if math.prod(dims) != n * N_FEATURES:
         raise bad_request(
-            f"input {INPUT!r}: shape {shape} holds {n * N_FEATURES} values, "
+            f"input {INPUT!r}: shape [{n}, {N_FEATURES}] holds {n * N_FEATURES} values, "
             f"data has {math.prod(dims)}"
         )
     if dims not in ([n, N_FEATURES], [n * N_FEATURES]):
         raise bad_request(
-            f"input {INPUT!r}: data is nested as {dims}; send it as the shape {shape} "
+            f"input {INPUT!r}: data is nested as {dims}; send it as the shape [{n}, {N_FEATURES}] "
             "or flat, in row-major order"
         )
     try:
@@ -346,19 +386,21 @@ def tensor_rows(data: Any, n: int, shape: list[int | float]) -> FloatArray:
     return raw
 
 
-def refuse_extensions(parameters: dict[str, Any] | msgspec.UnsetType | None) -> None:
+def refuse_extensions(parameters: dict[str, Any] | None) -> None:
     for name, message in UNSUPPORTED.items():
         if parameters and name in parameters:
             raise bad_request(message)
 
 
-def output_names(requested: list[InferenceOutput] | msgspec.UnsetType | None) -> list[str]:
+def output_names(
+    requested: list[InferenceOutput], parameters: list[dict[str, Any] | None]
+) -> list[str]:
     """The outputs to answer, in the order asked; all of them when none are named."""
     if not requested:
         return list(OUTPUTS)
     names: list[str] = []
-    for output in requested:
-        refuse_extensions(output.parameters)
+    for output, own in zip(requested, parameters, strict=True):
+        refuse_extensions(own)
         if output.name not in OUTPUTS:
             raise bad_request(
                 f"unknown output {output.name[:80]!r}: model {MODEL_NAME!r} has outputs "

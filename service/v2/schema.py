@@ -20,7 +20,10 @@ from service.v2.protocol import INPUT, INPUT_DATATYPES, MAX_ELEMENTS, OUTPUTS, U
 
 _MEASUREMENT = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MEASUREMENT_CM}
 _EXTENSIONS = {"not": {"anyOf": [{"required": [name]} for name in UNSUPPORTED]}}
-Parameters = Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=_EXTENSIONS)]
+# Parameters are kept as their bytes, read only when small (decode.read_parameters).
+Parameters = Annotated[
+    msgspec.Raw, msgspec.Meta(extra_json_schema={"type": "object", **_EXTENSIONS})
+]
 Unset = msgspec.UnsetType
 UNSET = msgspec.UNSET
 
@@ -32,16 +35,12 @@ def documented(**schema: Any) -> msgspec.Meta:
 class InferenceInput(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, documented(const=INPUT)]
     # Integers; 2.0 is one too (JSON Schema counts it as one): decode.check_shape decides.
-    shape: Annotated[
-        list[int | float],
-        documented(
-            prefixItems=[
-                {"type": "integer", "minimum": 1, "maximum": MAX_ELEMENTS // N_FEATURES},
-                {"const": N_FEATURES},
-            ],
-            minItems=2,
-            maxItems=2,
-        ),
+    shape: tuple[
+        Annotated[
+            int | float,
+            documented(type="integer", minimum=1, maximum=MAX_ELEMENTS // N_FEATURES),
+        ],
+        Annotated[int | float, documented(const=N_FEATURES)],
     ]
     datatype: Annotated[str, documented(enum=list(INPUT_DATATYPES))]
     # Left as its bytes: decode.tensor_data reads its numbers straight into float64.
@@ -63,18 +62,18 @@ class InferenceInput(msgspec.Struct, forbid_unknown_fields=True):
             },
         ),
     ]
-    parameters: Parameters | Unset | None = UNSET
+    parameters: Parameters | Unset = UNSET
 
 
 class InferenceOutput(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, documented(enum=list(OUTPUTS))]
-    parameters: Parameters | Unset | None = UNSET
+    parameters: Parameters | Unset = UNSET
 
 
 class InferenceRequest(msgspec.Struct, forbid_unknown_fields=True):
     inputs: Annotated[list[InferenceInput], msgspec.Meta(min_length=1), documented(maxItems=1)]
     id: str | Unset | None = UNSET
-    parameters: dict[str, Any] | Unset | None = UNSET
+    parameters: Annotated[msgspec.Raw, documented(type="object")] | Unset = UNSET
     outputs: list[InferenceOutput] | Unset | None = UNSET
 
 
