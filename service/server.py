@@ -29,7 +29,7 @@
   request in progress (just opened, a head not yet complete, or kept alive after an
   answer) is idle. Past the allowance the longest-idle one is closed (nginx reuses idle
   connections the same way), so sockets that say nothing never take the place of
-  requests; requests in progress are counted by the app's edge (service/edge.py).
+  requests; requests in progress are counted by the app's edge (service/edge/limits.py).
 - **A refused upload is answered, not reset**: when the app answers before it has read the
   whole body (413, 503) and closes, the connection is half-closed and what the client still
   sends is read and dropped for up to LINGER_SECONDS (nginx's ``lingering_close``), so the

@@ -78,18 +78,26 @@ def request_input(body: bytes, limit: int) -> InferInput:
     request = decode(body)
     tensor = the_input(request.inputs)
     outputs = request.outputs if type(request.outputs) is list else []
-    top = read_parameters(request.parameters, "parameters")
-    own = read_parameters(tensor.parameters, "inputs[0].parameters")
-    asked = [
-        read_parameters(output.parameters, f"outputs[{i}].parameters")
-        for i, output in enumerate(outputs)
-    ]
-    # Every key and string once: the request's, the input's, the outputs', the parameters'.
-    strings = 1 + present(request.id, request.parameters, request.outputs)
-    strings += (type(request.id) is str) + strings_in(top)
-    strings += 6 + present(tensor.parameters) + strings_in(own)  # 4 keys, name, datatype
-    for output, parameters in zip(outputs, asked, strict=True):
-        strings += 2 + present(output.parameters) + strings_in(parameters)  # key, name
+    # Every key and string once: the request's, the input's (4 keys, name, datatype), the
+    # outputs' (a key, a name), the parameters' (each read only when present).
+    strings = 7 + (request.outputs is not UNSET) + (type(request.id) is str) * 2
+    if request.id is None:
+        strings += 1
+    top = own = None
+    if request.parameters is not UNSET:
+        top = read_parameters(request.parameters, "parameters")
+        strings += 1 + strings_in(top)
+    if tensor.parameters is not UNSET:
+        own = read_parameters(tensor.parameters, "inputs[0].parameters")
+        strings += 1 + strings_in(own)
+    asked: list[dict[str, Any] | None] = []
+    for i, output in enumerate(outputs):
+        strings += 2
+        if output.parameters is UNSET:
+            asked.append(None)
+            continue
+        asked.append(read_parameters(output.parameters, f"outputs[{i}].parameters"))
+        strings += 1 + strings_in(asked[-1])
     if not quotes_agree(body, strings):
         refuse_duplicates(body)
     check_datatype(tensor.datatype)
@@ -117,10 +125,8 @@ def decode(body: bytes) -> InferenceRequest:
 TOO_DEEP = "the body nests arrays or objects too deeply to be an inference request"
 
 
-def read_parameters(raw: msgspec.Raw | msgspec.UnsetType, where: str) -> dict[str, Any] | None:
-    """A ``parameters`` object (None when absent or null), read only when small."""
-    if raw is UNSET:
-        return None
+def read_parameters(raw: msgspec.Raw, where: str) -> dict[str, Any] | None:
+    """A ``parameters`` object (None when null), read only when small."""
     if len(raw) > PARAMETERS_BYTES:
         raise bad_request(f"{where}: more than {PARAMETERS_BYTES} bytes; parameters are a few")
     try:
@@ -162,10 +168,6 @@ def malformed(error: msgspec.DecodeError, body: bytes) -> str:
 def refuse_duplicates(body: bytes) -> None:
     if (key := duplicate_key(body)) is not None:
         raise bad_request(f"duplicate key {key[:80]!r} in a JSON object of the body")
-
-
-def present(*fields: Any) -> int:
-    return sum(field is not UNSET for field in fields)
 
 
 def tensor_data(data: bytes, n: int) -> Rows:
