@@ -401,8 +401,14 @@ def predict_split(stored: Any, bodies: dict[int, bytes], plan: Plan) -> dict[int
     ``prediction_json``.
     """
     from service.body import load
-    from service.routers.predict import instance_rows as measurements
     from service.routers.predict import predictions_json
+
+    try:
+        from service.native import instance_rows as measurements
+    except ImportError:  # older builds
+        from service.routers.predict import (  # type: ignore[attr-defined,no-redef]
+            instance_rows as measurements,
+        )
     from service.schemas import PredictRequest
 
     print("in-process /predict split (CPU time per request, median of rounds)", flush=True)
