@@ -142,7 +142,7 @@ def test_a_kilobyte_of_gzip_inflating_to_empty_inputs_is_refused_cheaply(
     with costs(server, f"{INFER} with {len(body)} gzip bytes of empty inputs", 5.0, 100):
         response = post(server, INFER, body, **{"Content-Encoding": "gzip"})
     assert response.status_code == 400, response.text
-    assert "more JSON than" in response.json()["error"]
+    assert "JSON objects" in response.json()["error"]
 
 
 # -- 2. a quadratic shape check ------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_a_shape_of_a_hundred_thousand_dimensions_is_refused_at_once(
     with costs(server, f"{INFER} with a 100,000-dimension shape", seconds=3.0, megabytes=50):
         response = post(server, INFER, body, **{"Content-Encoding": "gzip"})
     assert response.status_code == 400, response.text
-    assert "100000 dimensions, not 2" in response.json()["error"]
+    assert "inputs[0].shape: Expected `array` of length 2" in response.json()["error"]
 
 
 # -- raw sockets ---------------------------------------------------------------------------------

@@ -299,26 +299,28 @@ def token_changes(body: bytes) -> Iterator[bytes]:
         yield body[: end - 1] + b" :" + body[end:]
 
 
-@pytest.mark.parametrize("seed", range(len(PREDICT_SEEDS)))
-@pytest.mark.parametrize("compact", [True, False])
-def test_predict_bodies_a_byte_away_are_read_as_the_strict_reader_reads_them(
-    seed: int, compact: bool
-) -> None:
-    body = json.dumps(PREDICT_SEEDS[seed], separators=(",", ":") if compact else None).encode()
-    assert native_predict(body) is not None
-    for changed in (*byte_changes(body), *token_changes(body)):
-        agree(native_predict, strict_predict, changed)
+SEEDS = [
+    *((native_predict, strict_predict, seed) for seed in PREDICT_SEEDS),
+    *((v2_infer, strict_infer, seed) for seed in INFER_SEEDS),
+]
 
 
-@pytest.mark.parametrize("seed", range(len(INFER_SEEDS)))
+@pytest.mark.parametrize(
+    ("decoder", "strict", "seed"),
+    SEEDS,
+    ids=[f"{'predict' if d is native_predict else 'v2'}-{i}" for i, (d, _, _) in enumerate(SEEDS)],
+)
 @pytest.mark.parametrize("compact", [True, False])
-def test_inference_requests_a_byte_away_are_read_as_the_strict_reader_reads_them(
-    seed: int, compact: bool
+def test_bodies_a_byte_away_are_read_as_the_strict_reader_reads_them(
+    decoder: Callable[[bytes], Reading],
+    strict: Callable[[bytes], Reading],
+    seed: dict[str, Any],
+    compact: bool,
 ) -> None:
-    body = json.dumps(INFER_SEEDS[seed], separators=(",", ":") if compact else None).encode()
-    assert v2_infer(body) is not None
+    body = json.dumps(seed, separators=(",", ":") if compact else None).encode()
+    assert decoder(body) is not None
     for changed in (*byte_changes(body), *token_changes(body)):
-        agree(v2_infer, strict_infer, changed)
+        agree(decoder, strict, changed)
 
 
 def test_keys_written_twice_are_refused_at_every_size() -> None:

@@ -1090,7 +1090,7 @@ def dechunk(body: bytes) -> bytes:
             INFER,
             json.dumps(infer_body()).replace("[5.1, 3.5, 1.4, 0.2]", nested(DEEP)).encode(),
             400,
-            "more JSON than",
+            "too deeply",
         ),
         (
             "/predict",
@@ -1104,7 +1104,12 @@ def dechunk(body: bytes) -> bytes:
             422,
             "finite",
         ),
-        (INFER, json.dumps(infer_body()).replace("5.1", "1" + "0" * 900_000).encode(), 400, "JSON"),
+        (
+            INFER,
+            json.dumps(infer_body()).replace("5.1", "1" + "0" * 900_000).encode(),
+            400,
+            "out of range",
+        ),
         ("/predict", b"\xff\xfe\xfd" * 1000, 400, "JSON"),
         ("/predict", b'{"instances": [{"sepal_length": "\xc3\x28"}]}', 400, "JSON"),
         (INFER, b'{"id": "\xed\xa0\x80", "inputs": []}', 400, "JSON"),

@@ -3,9 +3,10 @@
 msgspec decodes the body into the request's structs (service/v2/schema.py: field names and
 types, unknown fields refused), with each input's ``data`` left as its bytes. The values the
 model needs are then checked by the functions below (one input, its name, datatype and
-shape; the outputs asked for), and the data read: many rows straight into float64 by
-simdjson (:func:`tensor_data`), a few, or any data that is not a plain array of numbers of
-the declared shape, by :func:`tensor_rows`, which names the first element that breaks a rule.
+shape; the outputs asked for), and the data read (:func:`tensor_data`): many rows straight
+into float64 by simdjson, a few by msgspec as Python floats, and any data that is not a
+plain array of numbers of the declared shape by :func:`tensor_rows`, which names the first
+element that breaks a rule.
 Every failure is a :class:`~service.v2.errors.ProtocolError` (400 unless it says otherwise).
 """
 
@@ -176,7 +177,12 @@ def tensor_data(data: bytes, n: int) -> Rows:
     Python floats; anything else by :func:`tensor_rows`, which names the first problem."""
     if n > FEW_ROWS:
         flat = json_numbers(data)
-        if flat is not None and len(flat) == n * N_FEATURES and plain(data, n):
+        if flat is not None and len(flat) != n * N_FEATURES:  # before any Python object
+            raise bad_request(
+                f"input {INPUT!r}: shape [{n}, {N_FEATURES}] holds {n * N_FEATURES} values, "
+                f"data has {len(flat)}"
+            )
+        if flat is not None and plain(data, n):
             raw = flat.reshape(n, N_FEATURES)
             if ((raw > 0) & (raw <= MAX_MEASUREMENT_CM)).all():
                 return raw
