@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 from model.errors import IrisModelError, TrainingCancelledError
@@ -27,7 +28,7 @@ from model.train import EpochStats, Hyperparameters, train
 from service.job_store import JobError, JobsBusyError
 from service.payload import decode
 from service.stores import Backend, JobStoreLike, child_backend
-from service.tuning import keep_large_allocations
+from service.tuning import ask_short_slices, idle_io_priority, keep_large_allocations, threads
 
 PARENT_GONE_EXIT = 3
 # The child's writes wait this long for a locked jobs database, then retry (heartbeats skip a
@@ -181,17 +182,25 @@ def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
 
 
 def yield_to_serving() -> int:
-    """Run every thread of this process at the lowest CPU priority; the nice value taken.
+    """Run this process at the lowest CPU and I/O priority; the nice value taken.
 
     On a machine whose cores serving keeps busy, training takes what serving leaves (a
-    heartbeat needs microseconds, and a live child is never reaped). Linux keeps a nice value
-    per thread, so each thread so far is set (a BLAS may have started its own); threads
-    started later inherit it."""
-    task = "/proc/self/task"
-    threads = [int(t) for t in os.listdir(task)] if os.path.isdir(task) else [0]
-    for thread in threads:
+    heartbeat needs microseconds, and a live child is never reaped): nice 19 and Linux's
+    ``SCHED_IDLE`` policy on every thread, under which any other task that wakes takes the
+    CPU at once, and the idle I/O class. Linux keeps these per thread, so each thread so far
+    is set (a BLAS may have started its own); threads started later inherit them. The child
+    runs in a session of its own (service/launcher.py), which Linux's autogroup scheduling
+    weighs as a whole against the server's: that group's nice is set to 19 too, or the
+    time training takes would be charged against serving's share."""
+    for thread in threads():
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, thread, TRAINING_NICE)
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+        idle_io_priority(thread)
+    with contextlib.suppress(OSError):  # absent without CONFIG_SCHED_AUTOGROUP
+        Path("/proc/self/autogroup").write_text(f"{TRAINING_NICE}\n")
+    ask_short_slices()  # when it does run, it gives the CPU back soonest
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
