@@ -1,26 +1,29 @@
 """Request bodies: media type, bounded parsing, duplicate keys; helpers the decoders share.
 
-A body the decoders (service/native.py, service/v2/decode.py) leave to a schema is refused
-as cheaply as it can be: first by counting bytes (a body with more JSON objects, arrays or
-values than its row limit allows is refused before anything is built), then parsed once by
-orjson, then checked for objects with too many keys and for duplicate keys, and only then
-validated against its pydantic schema, whose lists stop at their first bad item
-(``fail_fast``). So the work and the errors a bad body can cause are bounded by the row
-limits, not by its size.
+A body is refused as cheaply as it can be. Before a decoder builds anything from a body
+that could hold much (service/native.py, service/v2/decode.py), its bytes are counted
+(:func:`check_budget`: a body with more JSON objects, arrays or values than its row limit
+allows is refused before anything is built). A body read by a pydantic schema (the bodies
+the structs do not read, /gradients, /train) is then parsed once by orjson, checked for
+objects with too many keys and for duplicate keys, and only then validated; its lists stop
+at their first bad item (``fail_fast``). So the work and the errors a bad body can cause are
+bounded by the row limits, not by its size.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Annotated, Any, NamedTuple, TypeVar
 
+import msgspec
 import numpy as np
 import orjson
 import simdjson
 from fastapi import Request
 from pydantic import BaseModel
 
+from model.data import MAX_MEASUREMENT_CM
 from model.network import FloatArray
 from service.errors import ProblemError
 
@@ -103,7 +106,7 @@ def check_budget(body: bytes, rows: int, setting: str) -> None:
     # A body shorter than the bound cannot hold more commas: no need to count them.
     values = occurrences(body, b",") if len(body) > most_values else 0
     if containers > CONTAINERS_PER_ROW * rows + SPARE_CONTAINERS or values > most_values:
-        values = body.count(b",")
+        values = occurrences(body, b",")
         raise ProblemError(
             422,
             f"the body holds more JSON than {rows} rows need ({containers} objects and "
@@ -211,13 +214,17 @@ def json_numbers(array: bytes) -> FloatArray | None:
     # on to the memory of the largest body it read. (Its buffers come from the heap the
     # server keeps, service/tuning.py, so a new one costs no more than a kept one.)
     try:
-        parsed = cast(simdjson.Array, simdjson.Parser().parse(array))
+        parsed = simdjson.Parser().parse(array)
+        if type(parsed) is not simdjson.Array:  # a number, a string, null, an object
+            return None
         buffer = parsed.as_buffer(of_type="d")
     except (ValueError, TypeError, RuntimeError):  # not JSON; a non-number; past 64 bits
         return None
     return np.frombuffer(buffer, dtype=np.float64)
 
 
+Measurement = Annotated[float, msgspec.Meta(gt=0, le=MAX_MEASUREMENT_CM)]
+"""A measurement as the decoders' structs take it: a finite number of cm in (0, 100]."""
 Rows = FloatArray | list[Sequence[float]]
 """Measurements (n, 4): an array, or for a few rows the rows as they came (each 4 Python
 numbers)."""

@@ -43,15 +43,11 @@ from service.registry import Registry
 T = TypeVar("T")
 
 
-class RowLimitError(ProblemError):
-    """More rows than IRIS_MAX_INSTANCES; each protocol answers it in its own error shape."""
-
-
 def check_rows(n: int, limit: int) -> None:
     """The row limit, for every front end: the core checks it, and a decoder that learns n
     before reading the rows (a declared shape) may check it early with the same words."""
     if n > limit:
-        raise RowLimitError(422, f"{n} rows, more than the limit of {limit} (IRIS_MAX_INSTANCES)")
+        raise ProblemError(422, f"{n} rows, more than the limit of {limit} (IRIS_MAX_INSTANCES)")
 
 
 class OneRow(NamedTuple):

@@ -1,6 +1,6 @@
 """The native API's request bodies: /predict and /gradients, from bytes to typed rows.
 
-One decoder per body, behind one signature: ``body -> rows`` or a named 4xx. The common
+A decoder per body: bytes to typed rows (or the typed request) or a named 4xx. The common
 /predict body is read by msgspec into the :class:`PredictBody` struct (unknown fields
 forbidden, every measurement a finite number in (0, 100], the version well formed), the
 typed reading of the schema ``service.schemas.PredictRequest`` documents. msgspec keeps the
@@ -20,13 +20,12 @@ from typing import Annotated, NamedTuple
 import msgspec
 import numpy as np
 
-from model.data import FEATURES, MAX_MEASUREMENT_CM
+from model.data import FEATURES
 from model.network import N_FEATURES, FloatArray
 from model.persistence import VERSION_PATTERN
 from service import schemas
-from service.body import Rows, quotes_agree, read_json
+from service.body import Measurement, Rows, quotes_agree, read_json
 
-Measurement = Annotated[float, msgspec.Meta(gt=0, le=MAX_MEASUREMENT_CM)]
 # msgspec searches with Python's re, whose $ also matches before a final newline.
 _WHOLE_VERSION = VERSION_PATTERN.removesuffix("$") + r"\Z"
 
@@ -62,10 +61,17 @@ class PredictInput(NamedTuple):
 def predict_input(body: bytes, limit: int) -> PredictInput:
     """The rows and version of a /predict body, or the schema's named 4xx.
 
-    ``limit`` (IRIS_MAX_INSTANCES) bounds only what the schema's reading may cost; the
-    inference core refuses too many rows.
+    ``limit`` (IRIS_MAX_INSTANCES) bounds what reading may cost: a body longer than
+    ROW_BYTES a row of it is left to the schema's reading, which counts it before building
+    anything; the inference core refuses too many rows.
     """
+    if len(body) > ROW_BYTES * limit:
+        return explained(body, limit)
     return struct_reading(body) or explained(body, limit)
+
+
+ROW_BYTES = 256
+"""Bytes a row may take in a body the struct reads (one written compactly takes under 100)."""
 
 
 def struct_reading(body: bytes) -> PredictInput | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -134,12 +136,21 @@ IOPRIO_CLASS_SHIFT = 13
 IOPRIO_WHO_PROCESS = 1  # a thread, by its id
 
 
-def _syscall() -> Callable[..., int] | None:
+SCHED_RESET_ON_FORK = 0x40000000  # a bit sched_getscheduler(2) may add to the policy
+SCHED_FLAG_RESET_ON_FORK = 0x01  # the same, as sched_setattr(2) takes it
+
+
+def _syscall(numbers: dict[str, int]) -> tuple[int, Callable[..., int]] | None:
+    """The system call of ``numbers`` for this machine, and libc's ``syscall``; None off
+    64-bit Linux on x86_64 or arm64 (a 32-bit process on such a kernel has other numbers)."""
+    number = numbers.get(os.uname().machine)
+    if sys.platform != "linux" or number is None or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
     try:
-        found: Callable[..., int] = ctypes.CDLL(None, use_errno=True).syscall
+        found: Callable[..., int] = ctypes.CDLL(None).syscall
     except (OSError, AttributeError):
         return None
-    return found
+    return number, found
 
 
 def threads() -> list[int]:
@@ -151,9 +162,10 @@ def threads() -> list[int]:
 def idle_io_priority(thread: int) -> bool:
     """Put ``thread`` (an id; 0: the caller) in Linux's idle I/O class: its disk reads and
     writes wait for everyone else's. Best effort: False where the kernel or machine lacks it."""
-    number, syscall = _IOPRIO_SET.get(os.uname().machine), _syscall()
-    if number is None or syscall is None:
+    call = _syscall(_IOPRIO_SET)
+    if call is None:
         return False
+    number, syscall = call
     priority = IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT
     return syscall(number, IOPRIO_WHO_PROCESS, thread, priority) == 0
 
@@ -175,18 +187,23 @@ class _SchedAttr(ctypes.Structure):
 
 def ask_short_slices(slice_ns: int = SERVING_SLICE_NS) -> int:
     """Ask the scheduler for a ``slice_ns`` slice on every thread of this process (threads
-    started later inherit it from their creator); how many threads took it. Best effort: 0
-    where the kernel has no custom slices (before 6.12), or not Linux on x86_64 or arm64."""
-    number, syscall = _SCHED_SETATTR.get(os.uname().machine), _syscall()
-    if number is None or syscall is None:
+    started later inherit it from their creator), keeping each thread's policy and nice;
+    how many threads took it. Best effort: 0 off 64-bit Linux; kernels before 6.12 take the
+    request and ignore it."""
+    call = _syscall(_SCHED_SETATTR)
+    if call is None:
         return 0
+    number, syscall = call
     taken = 0
     for tid in threads():
-        attr = _SchedAttr(
-            size=ctypes.sizeof(_SchedAttr),
-            sched_policy=os.sched_getscheduler(tid),  # kept: SCHED_OTHER, or SCHED_IDLE
-            sched_nice=os.getpriority(os.PRIO_PROCESS, tid),
-            sched_runtime=slice_ns,
-        )
-        taken += syscall(number, tid, ctypes.byref(attr), 0) == 0
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            policy = os.sched_getscheduler(tid)
+            attr = _SchedAttr(
+                size=ctypes.sizeof(_SchedAttr),
+                sched_policy=policy & ~SCHED_RESET_ON_FORK,  # SCHED_OTHER, or SCHED_IDLE
+                sched_flags=SCHED_FLAG_RESET_ON_FORK if policy & SCHED_RESET_ON_FORK else 0,
+                sched_nice=os.getpriority(os.PRIO_PROCESS, tid),
+                sched_runtime=slice_ns,
+            )
+            taken += syscall(number, tid, ctypes.byref(attr), 0) == 0
     return taken

@@ -195,8 +195,9 @@ def yield_to_serving() -> int:
     for thread in threads():
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, thread, TRAINING_NICE)
-        with contextlib.suppress(OSError):
-            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+        if hasattr(os, "SCHED_IDLE"):  # Linux
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
         idle_io_priority(thread)
     with contextlib.suppress(OSError):  # absent without CONFIG_SCHED_AUTOGROUP
         Path("/proc/self/autogroup").write_text(f"{TRAINING_NICE}\n")

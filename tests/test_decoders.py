@@ -474,7 +474,7 @@ def test_common_bodies_take_the_typed_paths(monkeypatch: pytest.MonkeyPatch) -> 
         raise AssertionError("the slow path was taken")
 
     monkeypatch.setattr(native, "explained", slow)
-    monkeypatch.setattr(decode, "duplicate_key", slow)
+    monkeypatch.setattr(decode, "refuse_duplicate_keys", slow)
     monkeypatch.setattr(decode, "tensor_rows", slow)
     values = np.random.default_rng(7).uniform(0.1, 100.0, size=(2_000, 4)).round(3)
     instances = [dict(zip(FEATURES, row, strict=True)) for row in values.tolist()]

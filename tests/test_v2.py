@@ -349,6 +349,10 @@ NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
         ({"inputs": [tensor(RAW[:1], shape="1,4")]}, ["inputs[0].shape"]),
         ({"inputs": [tensor(RAW[:1], data=None)]}, ["no 'data'"]),
         ({"inputs": [tensor(RAW[:1], data=5.1)]}, ["inputs[0].data"]),
+        ({"inputs": [tensor(RAW[:9], data=5.1)]}, ["inputs[0].data"]),  # many rows: simdjson's
+        ({"inputs": [tensor(RAW[:9], data={"a": 1})]}, ["inputs[0].data"]),
+        ({"inputs": [tensor(RAW[:1], data=[5.1] * 4000)]}, ["holds 4 values", "more than"]),
+        ({"inputs": [tensor(RAW[:9], data=[[]] * 36)]}, ["holds 36 values"]),
         # a shape that overflows, and one over the row limit
         ({"inputs": [tensor(RAW[:1], shape=[2**62, 2**62])]}, ["overflows"]),
         ({"inputs": [tensor(RAW[:1], shape=[2**64, 4])]}, ["overflows", "2**64 - 1"]),

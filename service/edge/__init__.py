@@ -1,6 +1,7 @@
 """The app's edge: what every request passes before FastAPI's own stack, one concern a layer.
 
-The app factory (service/main.py) adds them as middleware, outermost first:
+The app factory (service/main.py, ``edge``) composes them around FastAPI's own middleware
+stack (and inside the access log, when it is on), outermost first:
 
 1. :class:`~service.edge.request_metrics.RequestMetrics`: every request counted by route,
    method and status, with its latency.

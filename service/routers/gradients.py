@@ -22,7 +22,7 @@ def gradients_body(request: Request, raw_body: bytes) -> bytes:
     """The /gradients answer to a raw body: decode, compute, encode."""
     st = state(request)
     check_media_type(request)
-    body = native.gradients_input(raw_body, st.settings.max_instances)
+    body = native.gradients_input(raw_body, st.inference.max_instances)
     y = np.array(
         [CLASSES.index(label) if isinstance(label, str) else label for label in body.labels],
         dtype=np.int64,

@@ -28,7 +28,7 @@ def predict_body(request: Request, body: bytes) -> bytes:
     """The /predict answer to a raw body: decode, predict, encode."""
     st = state(request)
     check_media_type(request)
-    rows, version = native.predict_input(body, st.settings.max_instances)
+    rows, version = native.predict_input(body, st.inference.max_instances)
     predicted = st.inference.predict(rows, version)
     if isinstance(predicted, OneRow):
         return prediction_json(*predicted)

@@ -16,7 +16,7 @@ import math
 import re
 import zlib
 from collections.abc import Sequence
-from typing import Annotated, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -24,7 +24,16 @@ import numpy as np
 from model.data import FEATURES, MAX_MEASUREMENT_CM
 from model.network import N_FEATURES, FloatArray
 from service import inference
-from service.body import Rows, duplicate_key, json_numbers, occurrences, quotes_agree, strings_in
+from service.body import (
+    Measurement,
+    Rows,
+    check_budget,
+    json_numbers,
+    occurrences,
+    quotes_agree,
+    refuse_duplicate_keys,
+    strings_in,
+)
 from service.v2.errors import ProtocolError, bad_request
 from service.v2.protocol import (
     DATATYPES,
@@ -37,15 +46,18 @@ from service.v2.protocol import (
     OUTPUTS,
     UNSUPPORTED,
 )
-from service.v2.schema import UNSET, InferenceInput, InferenceOutput, InferenceRequest
+from service.v2.schema import (
+    PARAMETERS_BYTES,
+    UNSET,
+    InferenceInput,
+    InferenceOutput,
+    InferenceRequest,
+)
 
-SMALL_BODY_BYTES = 512
+UNCOUNTED_BODY_BYTES = 512
 """A body up to this size is decoded with no count first: it cannot build much."""
-MAX_OBJECTS = 64
-"""The JSON objects a body over SMALL_BODY_BYTES may hold: the request, its inputs and
-outputs, their parameters."""
-PARAMETERS_BYTES = 4096
-"""The longest ``parameters`` object read (the protocol's parameters are a few scalars)."""
+SPARE_COMMAS = 64
+"""Commas past twice a shape's values that data may hold before it is read, to be named."""
 FEW_ROWS = 8
 """Data of up to this many rows is read as Python numbers; more, straight into float64."""
 _NUMBER_BYTES = b"0123456789.eE+- \t\r\n"  # with commas and brackets, what plain data is made of
@@ -53,7 +65,7 @@ _decoder = msgspec.json.Decoder(InferenceRequest)
 _parameters = msgspec.json.Decoder(dict[str, Any] | None)
 
 
-class InferInput(NamedTuple):
+class Asked(NamedTuple):
     """What an inference request asks: measurements (n, 4) in centimetres, the outputs to
     answer in order, and the request's id."""
 
@@ -62,20 +74,18 @@ class InferInput(NamedTuple):
     id: str | None
 
 
-def request_input(body: bytes, limit: int) -> InferInput:
+def request_input(body: bytes, limit: int) -> Asked:
     """The rows, outputs and id of an inference request body (inflated), or its 400.
 
-    What decoding builds is bounded before it starts: a body longer than SMALL_BODY_BYTES
-    may hold at most MAX_OBJECTS objects (each input, output and parameters is one); the
-    data and every ``parameters`` are kept as bytes, parameters read only when at most
-    PARAMETERS_BYTES; a shape is two numbers. A shape of more rows than ``limit``
-    (IRIS_MAX_INSTANCES) is refused before its data is read.
+    What decoding builds is bounded before it starts: a body longer than
+    UNCOUNTED_BODY_BYTES is counted first (service.body.check_budget: no more objects,
+    arrays and values than ``limit`` rows need); the data and every ``parameters`` are kept
+    as bytes, parameters read only when at most PARAMETERS_BYTES; a shape is two numbers. A
+    shape of more rows than ``limit`` (IRIS_MAX_INSTANCES) is refused before its data is
+    read, and data whose commas cannot make the shape's values before it is decoded.
     """
-    if len(body) > SMALL_BODY_BYTES and (objects := occurrences(body, b"{")) > MAX_OBJECTS:
-        raise bad_request(
-            f"the body holds {objects} JSON objects (or braces in strings); an inference "
-            f"request needs a few, and at most {MAX_OBJECTS} are read"
-        )
+    if len(body) > UNCOUNTED_BODY_BYTES:
+        check_budget(body, limit, "IRIS_MAX_INSTANCES")  # a 422, answered as a 400
     request = decode(body)
     tensor = the_input(request.inputs)
     outputs = request.outputs if type(request.outputs) is list else []
@@ -100,13 +110,13 @@ def request_input(body: bytes, limit: int) -> InferInput:
         asked.append(read_parameters(output.parameters, f"outputs[{i}].parameters"))
         strings += 1 + strings_in(asked[-1])
     if not quotes_agree(body, strings):
-        refuse_duplicates(body)
+        refuse_duplicate_keys(body)
     check_datatype(tensor.datatype)
     refuse_extensions(own)
     n = check_shape(tensor.shape, limit)
     rows = tensor_data(bytes(tensor.data), n)
     request_id = request.id if type(request.id) is str else None
-    return InferInput(rows, output_names(outputs, asked), request_id)
+    return Asked(rows, output_names(outputs, asked), request_id)
 
 
 def decode(body: bytes) -> InferenceRequest:
@@ -115,7 +125,7 @@ def decode(body: bytes) -> InferenceRequest:
     try:
         return _decoder.decode(body)
     except msgspec.ValidationError as error:  # (a DecodeError too: first)
-        refuse_duplicates(body)
+        refuse_duplicate_keys(body)
         raise bad_request(f"invalid inference request: {named(error)}") from None
     except msgspec.DecodeError as error:
         raise bad_request(f"the body is not valid JSON: {malformed(error, body)}") from None
@@ -166,15 +176,17 @@ def malformed(error: msgspec.DecodeError, body: bytes) -> str:
     return f"{error}, near {near!r}"
 
 
-def refuse_duplicates(body: bytes) -> None:
-    if (key := duplicate_key(body)) is not None:
-        raise bad_request(f"duplicate key {key[:80]!r} in a JSON object of the body")
-
-
 def tensor_data(data: bytes, n: int) -> Rows:
     """The measurements (n, 4) of an input's ``data``: many rows written as plain numbers,
     flat or as rows of four, straight into float64 by simdjson; a few rows by msgspec as
     Python floats; anything else by :func:`tensor_rows`, which names the first problem."""
+    # Either layout, [,,,...] or [[,,,],...], has 4n - 1 commas: data with far more values
+    # than its shape is refused before they are read (a small error is named below).
+    if (commas := occurrences(data, b",")) > 2 * N_FEATURES * n + SPARE_COMMAS:
+        raise bad_request(
+            f"input {INPUT!r}: shape [{n}, {N_FEATURES}] holds {n * N_FEATURES} values, "
+            f"data has more than {commas // 2} (it has {commas} commas)"
+        )
     if n > FEW_ROWS:
         flat = json_numbers(data)
         if flat is not None and len(flat) != n * N_FEATURES:  # before any Python object
@@ -208,11 +220,8 @@ def tensor_data(data: bytes, n: int) -> Rows:
     return [raw[0].tolist()] if n == 1 else raw
 
 
-_Measurement = Annotated[float, msgspec.Meta(gt=0, le=MAX_MEASUREMENT_CM)]
-_few_values = msgspec.json.Decoder(list[_Measurement])
-_few_rows = msgspec.json.Decoder(
-    list[tuple[_Measurement, _Measurement, _Measurement, _Measurement]]
-)
+_few_values = msgspec.json.Decoder(list[Measurement])
+_few_rows = msgspec.json.Decoder(list[tuple[Measurement, Measurement, Measurement, Measurement]])
 
 
 def plain(data: bytes, n: int) -> bool:

@@ -111,7 +111,7 @@ _BINARY_HEADER = BINARY_HEADER.encode()
 
 def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
     """The JSON answer to an inference request body (already inflated)."""
-    rows, names, request_id = request_input(body, st.settings.max_instances)
+    rows, names, request_id = request_input(body, st.inference.max_instances)
     predicted = st.inference.predict(rows, version)
     if isinstance(predicted, OneRow):
         served, probabilities, k = predicted

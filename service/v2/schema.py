@@ -21,8 +21,17 @@ from service.v2.protocol import INPUT, INPUT_DATATYPES, MAX_ELEMENTS, OUTPUTS, U
 _MEASUREMENT = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MEASUREMENT_CM}
 _EXTENSIONS = {"not": {"anyOf": [{"required": [name]} for name in UNSUPPORTED]}}
 # Parameters are kept as their bytes, read only when small (decode.read_parameters).
+PARAMETERS_BYTES = 4096
+"""The longest ``parameters`` object read (the protocol's parameters are a few scalars)."""
+_SMALL = f"at most {PARAMETERS_BYTES} bytes"
 Parameters = Annotated[
-    msgspec.Raw, msgspec.Meta(extra_json_schema={"type": "object", **_EXTENSIONS})
+    msgspec.Raw,
+    msgspec.Meta(
+        extra_json_schema={
+            "anyOf": [{"type": "object", **_EXTENSIONS}, {"type": "null"}],
+            "description": _SMALL,
+        }
+    ),
 ]
 Unset = msgspec.UnsetType
 UNSET = msgspec.UNSET
@@ -73,7 +82,13 @@ class InferenceOutput(msgspec.Struct, forbid_unknown_fields=True):
 class InferenceRequest(msgspec.Struct, forbid_unknown_fields=True):
     inputs: Annotated[list[InferenceInput], msgspec.Meta(min_length=1), documented(maxItems=1)]
     id: str | Unset | None = UNSET
-    parameters: Annotated[msgspec.Raw, documented(type="object")] | Unset = UNSET
+    parameters: (
+        Annotated[
+            msgspec.Raw,
+            documented(anyOf=[{"type": "object"}, {"type": "null"}], description=_SMALL),
+        ]
+        | Unset
+    ) = UNSET
     outputs: list[InferenceOutput] | Unset | None = UNSET
 
 
@@ -83,9 +98,3 @@ def request_schemas() -> dict[str, Any]:
         [InferenceRequest], ref_template="#/components/schemas/{name}"
     )
     return components
-
-
-INFER_PATHS = (
-    "/v2/models/{model_name}/infer",
-    "/v2/models/{model_name}/versions/{model_version}/infer",
-)
