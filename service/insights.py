@@ -6,6 +6,7 @@ Every number comes from model/: the routes only choose inputs and serialize.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from service.job_feed import JobFeeds
 from service.job_store import TERMINAL
 from service.responses import json_response, problem_responses
 from service.routers.train import jobs_limiter, valid_job_id
+from service.server import GOING_AWAY
 
 router = APIRouter()
 
@@ -151,12 +153,14 @@ def sse(event: str, data: Any, event_id: str | None = None) -> bytes:
 
 
 async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[bytes]:
-    """Progress events while the job runs (one per new epoch seen), then an ``end`` event.
+    """Progress events while the job runs (one per new epoch seen), then an ``end`` event;
+    a ``going-away`` event instead when the server shuts down meanwhile.
 
     It reads its job through the worker's one feed of that job (service/job_feed.py)."""
     seen: tuple[str, int] | None = None
+    going_away = request.scope[GOING_AWAY] = asyncio.Event()  # set by the protocol
     yield b"retry: 2000\n\n"
-    async for update in job_feeds(request).follow(job, KEEP_ALIVE_SECONDS):
+    async for update in job_feeds(request).follow(job, KEEP_ALIVE_SECONDS, going_away):
         if update is None:
             yield b": keep-alive\n\n"
             continue
@@ -169,6 +173,13 @@ async def job_events(request: Request, job: dict[str, Any]) -> AsyncIterator[byt
             yield sse("progress", point, f"{job['status']}-{progress['epoch']}")
         if job["status"] in TERMINAL:
             yield sse("end", job, "end")
+    if going_away.is_set():  # the server is shutting down: say so, and end the stream now
+        yield sse("going-away", {"detail": GOING_AWAY_DETAIL, "job_id": job["job_id"]})
+
+
+GOING_AWAY_DETAIL = (
+    "the server is shutting down; the job goes on: follow it again once the server is back"
+)
 
 
 def job_feeds(request: Request) -> JobFeeds:
@@ -193,8 +204,9 @@ def job_feeds(request: Request) -> JobFeeds:
             "description": (
                 "Server-Sent Events: `progress` (data: status, epoch, epochs, train_loss, "
                 "train_accuracy, validation_loss, validation_accuracy) each time a new epoch "
-                "is seen, then one `end` event whose data is the ended job; comment lines "
-                "keep the connection alive"
+                "is seen, then one `end` event whose data is the ended job (or, when the "
+                "server shuts down first, one `going-away` event: follow the job again once "
+                "it is back); comment lines keep the connection alive"
             ),
             # Each event, as a client (and schemathesis) parses it: an SSE event whose data
             # is one JSON document.

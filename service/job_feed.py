@@ -10,6 +10,7 @@ requests that need them.
 from __future__ import annotations
 
 import asyncio
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -65,9 +66,12 @@ class JobFeeds:
             pending.add_done_callback(lambda _: self.reading.pop(job_id, None))
         return await asyncio.shield(pending)
 
-    async def follow(self, job: Job, quiet_seconds: float) -> AsyncIterator[Job | None]:
-        """The job's record now and each time it changes, until it ends or is gone; None
-        after ``quiet_seconds`` without a change (a stream's cue for a keep-alive)."""
+    async def follow(
+        self, job: Job, quiet_seconds: float, stop: asyncio.Event | None = None
+    ) -> AsyncIterator[Job | None]:
+        """The job's record now and each time it changes, until it ends, is gone or ``stop``
+        is set; None after ``quiet_seconds`` without a change (a stream's cue for a
+        keep-alive)."""
         job_id = job["job_id"]
         feed = self.feeds.get(job_id)
         if feed is None:
@@ -75,18 +79,24 @@ class JobFeeds:
             if not feed.over:
                 feed.reader = asyncio.create_task(self.poll(job_id, feed))
         feed.followers += 1
+        stopping = asyncio.ensure_future((stop or asyncio.Event()).wait())
         try:
             yield feed.job
             while not feed.over:
-                changed = feed.changed
-                try:
-                    await asyncio.wait_for(changed.wait(), quiet_seconds)
-                except TimeoutError:
+                changed = asyncio.ensure_future(feed.changed.wait())
+                await asyncio.wait(
+                    (changed, stopping), timeout=quiet_seconds, return_when=FIRST_COMPLETED
+                )
+                changed.cancel()
+                if stopping.done():
+                    return
+                if not changed.done() or changed.cancelled():
                     yield None
                     continue
                 if not feed.gone:
                     yield feed.job
         finally:
+            stopping.cancel()
             feed.followers -= 1
             if feed.followers == 0 and self.feeds.get(job_id) is feed:
                 del self.feeds[job_id]

@@ -171,6 +171,12 @@ class Unfinished:
         return getattr(self.transport, name)
 
 
+GOING_AWAY = "iris.going_away"
+"""The scope key under which a long response (an event stream) may put an ``asyncio.Event``:
+the protocol sets it when the server starts a graceful shutdown, so the response can say
+goodbye and end at once instead of holding the shutdown until its grace period runs out."""
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with a bounded head, dropped trailers, and head and body deadlines."""
 
@@ -370,3 +376,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # the app's receive() now says the client is gone
             cycle.message_event.set()
         self.transport.close()
+
+    def shutdown(self) -> None:
+        """A graceful shutdown: a response that asked to hear of it (GOING_AWAY) is told."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            going_away = cycle.scope.get(GOING_AWAY)
+            if isinstance(going_away, asyncio.Event):
+                going_away.set()
+        super().shutdown()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import socket
 import statistics
 import time
@@ -319,3 +320,44 @@ def io_priority(thread: int) -> int:
     value: int = syscall(number, IOPRIO_WHO_PROCESS, thread)
     assert value >= 0, ctypes.get_errno()
     return value
+
+
+def test_a_shutdown_ends_open_event_streams_at_once_with_a_going_away_event(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM with event streams open: each gets a final ``going-away`` event and is closed
+    at once, and the server exits well within its grace period, with no traceback."""
+    server = start(tmp_path)
+    streams: list[socket.socket] = []
+    try:
+        with server.client() as http:
+            job_id = http.post(
+                "/train", json={"hyperparameters": LONG_JOB}, headers=server.auth()
+            ).json()["job_id"]
+            wait_for(lambda: job_running(http, job_id), 60, "the job to run")
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(f"GET /train/{job_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            streams.append(sock)
+        for sock in streams:  # each stream is open and has said something
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert server.proc is not None
+        began = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        for sock in streams:
+            data = b""
+            while chunk := sock.recv(65536):  # until the server closes it
+                data += chunk
+            last = data.rsplit(b"event: ", 1)[-1]
+            assert last.startswith(b"going-away\ndata: "), data[-300:]  # the last event
+            assert data.endswith(b"\r\n0\r\n\r\n"), data[-300:]  # the response ended whole
+        server.proc.wait(30)
+        took = time.monotonic() - began
+        print(f"\nexit with 3 open event streams: {took:.2f} s")
+        assert took < 5, took  # the graceful period is 10 s; streams must not wait it out
+        assert server.proc.returncode == 0
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        for sock in streams:
+            sock.close()
+        server.stop()
