@@ -21,7 +21,6 @@ from contextvars import ContextVar
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
-from starlette.requests import Request
 
 from model.network import (
     Cache,
@@ -154,10 +153,6 @@ def check_answer_size(n: int, H: int, reduction: str, include: frozenset[str], l
             f"{limit} (IRIS_MAX_ANSWER_VALUES): send fewer instances, use reduction 'mean' "
             "or 'sum' instead of 'none', or include fewer parts",
         )
-
-
-BodyHandler = Callable[[Request, bytes], bytes]
-"""A body route's work: the request and its body to its answer's JSON (or raise)."""
 
 
 # The threads that run large requests: the event loop's own executor, without the task

@@ -21,8 +21,8 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Scope
 
-from service.inference import BodyHandler
-
+BodyHandler = Callable[[Request, bytes], bytes]
+"""A body route's work: the request and its body to its answer's JSON (or raise)."""
 ErrorAnswer = Callable[[Request, Exception], Response]
 MATCHED_PATHS = 64  # paths with parameters remembered by the table, the first that match
 

@@ -544,3 +544,15 @@ def test_an_output_named_by_an_object_is_a_400_naming_it() -> None:
         decode.request_input(json.dumps(body).encode(), 10)
     assert error.value.status == 400
     assert "outputs[0].name" in error.value.message
+
+
+@given(
+    text=st.binary(min_size=0, max_size=3 * body_module.COUNTED_BY_NUMPY),
+    byte=st.sampled_from([b'"', b"{", b"[", b",", b"\x00", b"\xff"]),
+)
+@FAST
+def test_occurrences_counts_as_bytes_count_does(text: bytes, byte: bytes) -> None:
+    """The NumPy count past COUNTED_BY_NUMPY bytes (for speed only) is ``bytes.count``."""
+    padded = text + byte * (body_module.COUNTED_BY_NUMPY // 2)  # both sides of the threshold
+    for sample in (text, padded):
+        assert body_module.occurrences(sample, byte) == sample.count(byte)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.edge.limits import no_receive
 from service.edge.request_metrics import ROUTE
 from service.errors import ProblemError
-from service.inference import ON_EVENT_LOOP, BodyHandler, NotLoadedError, in_compute_pool
-from service.routing import HotRoute, HotRoutes
+from service.inference import ON_EVENT_LOOP, NotLoadedError, in_compute_pool
+from service.routing import BodyHandler, HotRoute, HotRoutes
 
 # Bodies above this size are decoded and computed in the compute pool, so a large request
 # never holds the event loop; small ones skip the thread hop.
@@ -58,7 +59,7 @@ async def answer(scope: Scope, send: Send, route: HotRoute, body: bytes) -> None
         content = await run(route.handler, request, body)
     except Exception as error:
         response = route.errors(request, error)
-        await response(scope, _no_receive, send)
+        await response(scope, no_receive, send)
         return
     headers = [
         (b"content-type", b"application/json"),
@@ -85,7 +86,3 @@ async def run(handler: BodyHandler, request: Request, body: bytes) -> bytes:
     finally:
         ON_EVENT_LOOP.reset(token)
     return await in_compute_pool(handler, request, body)
-
-
-async def _no_receive() -> dict[str, str]:
-    return {"type": "http.disconnect"}

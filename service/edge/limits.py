@@ -130,7 +130,7 @@ async def refuse(scope: Scope, send: Send, refused: Refused) -> None:
     """Answer for the app and close the connection."""
     headers = {"Connection": "close", **refused.headers}
     response = refusal(refused.status, refused.detail, scope.get("path", ""), headers)
-    await response(scope, _no_receive, send)
+    await response(scope, no_receive, send)
 
 
 def refusal(status: int, detail: str, path: str, headers: dict[str, str]) -> Response:
@@ -164,5 +164,6 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _no_receive() -> Message:
+async def no_receive() -> Message:
+    """The receive of an answer sent for the app: the request is over."""
     return {"type": "http.disconnect"}
