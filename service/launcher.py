@@ -66,7 +66,9 @@ class Launcher:
                 ],
                 stdin=subprocess.PIPE,
                 env=os.environ | self.child_env | threads,
-                start_new_session=True,  # a Ctrl-C in the server's terminal is for the server
+                # A process group of its own: a Ctrl-C in the server's terminal is for the server.
+                # The same session: its autogroup is the server's (service/worker.py).
+                process_group=0,
             )
         except OSError as error:
             message = f"cannot start the training process: {error}"

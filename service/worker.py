@@ -20,7 +20,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, TypeVar
 
 from model.errors import IrisModelError, TrainingCancelledError
@@ -38,9 +37,8 @@ BUSY_SECONDS = 2.0
 # while the jobs database stays locked.
 DB_RETRY_SECONDS = 60.0
 T = TypeVar("T")
-# Training yields to serving: the lowest nice value, for every thread of the child. (Linux's
-# SCHED_IDLE class was measured too, and gave a worse p99 of one-row predictions at 8
-# connections while a job trained beside a busy process: 5.5x idle against 3x.)
+# Training yields to serving: the lowest nice value, for every thread of the child (beside
+# SCHED_IDLE, for kernels and sandboxes that refuse the policy).
 TRAINING_NICE = 19
 
 
@@ -189,9 +187,11 @@ def yield_to_serving() -> int:
     ``SCHED_IDLE`` policy on every thread, under which any other task that wakes takes the
     CPU at once, and the idle I/O class. Linux keeps these per thread, so each thread so far
     is set (a BLAS may have started its own); threads started later inherit them. The child
-    runs in a session of its own (service/launcher.py), which Linux's autogroup scheduling
-    weighs as a whole against the server's: that group's nice is set to 19 too, or the
-    time training takes would be charged against serving's share."""
+    stays in the server's session (a process group of its own, service/launcher.py): Linux's
+    autogroup scheduling weighs each session as a whole, so in a session of its own its
+    group would compete with the server's as an equal whatever its threads' policy said;
+    inside the server's group, SCHED_IDLE decides.
+    """
     for thread in threads():
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, thread, TRAINING_NICE)
@@ -199,8 +199,6 @@ def yield_to_serving() -> int:
             with contextlib.suppress(OSError):
                 os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
         idle_io_priority(thread)
-    with contextlib.suppress(OSError):  # absent without CONFIG_SCHED_AUTOGROUP
-        Path("/proc/self/autogroup").write_text(f"{TRAINING_NICE}\n")
     ask_short_slices()  # when it does run, it gives the CPU back soonest
     return os.getpriority(os.PRIO_PROCESS, 0)
 
