@@ -75,6 +75,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     info = result.record(hp) | {
         "data": {"source": source, "rows": len(dataset)},
+        "data_sha256": dataset.sha256(),
         "training_seconds": seconds,
     }
     store = ModelStore(args.data_dir / "models")

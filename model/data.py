@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,6 +35,17 @@ class Dataset:
 
     def subset(self, index: IntArray) -> Dataset:
         return Dataset(raw=self.raw[index], y=self.y[index])
+
+    def sha256(self) -> str:
+        """The sha256 (hex) of the rows, in their order: the bytes of ``raw`` (n, 4) as
+        little-endian float64 in C order, then those of ``y`` (n,) as little-endian int64.
+
+        Two datasets hash alike exactly when they hold the same numbers in the same order,
+        whatever their arrays' dtypes, byte order or memory layout.
+        """
+        digest = hashlib.sha256(np.ascontiguousarray(self.raw, dtype="<f8").tobytes())
+        digest.update(np.ascontiguousarray(self.y, dtype="<i8").tobytes())
+        return digest.hexdigest()
 
 
 def measurement(value: object, where: str) -> float:

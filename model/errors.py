@@ -16,6 +16,7 @@ Our exception hierarchy::
         ├── DanglingCurrentError  CURRENT names a version that is not stored
         ├── StoreWriteError       a save or an activation could not be written
         ├── StoreUnavailableError the model database cannot be reached
+        ├── ModelInUseError       the current version cannot be deleted
         └── CorruptModelError     a stored version that must not be served
             ├── ChecksumMismatchError   weights.npz differs from its recorded sha256
             ├── UnreadableModelError    truncated or malformed files, pickled objects
@@ -103,6 +104,10 @@ class StoreWriteError(ModelStoreError, OSError):
 
 class StoreUnavailableError(ModelStoreError):
     """The database that holds the models cannot be reached (down, restarting, refusing)."""
+
+
+class ModelInUseError(ModelStoreError):
+    """The version asked to be deleted is the current (served) one."""
 
 
 class CorruptModelError(ModelStoreError, ValueError):

@@ -7,18 +7,25 @@ Layout under ``root`` (``DATA_DIR/models``)::
                             history, created_at, sha256 of weights.npz
     CURRENT                 the active version id
     ACTIVATIONS             every version ever made current, one id a line, oldest first
+    .versions.lock          held (flock) while CURRENT moves or a version is deleted
 
 A version is written into a temporary directory beside its final place, fsynced, and renamed
 into place; CURRENT is replaced with os.replace. A reader never sees half a model, and a
 crashed writer leaves only a ``.tmp-<pid>-*`` entry, which :meth:`ModelStore.clean` removes
 once that process is gone. ACTIVATIONS is only appended to (and fsynced) after CURRENT moved;
 a torn last line is ignored on read, so the log names only versions that were served.
+
+A version is deleted by renaming its directory to a ``.tmp-<pid>-*`` name, then removing it:
+once renamed it is gone for every reader, and a crash part-way leaves a leftover that
+:meth:`ModelStore.clean` removes. Activating and deleting hold one lock (``.versions.lock``)
+across processes, so CURRENT never comes to name a version deleted meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -43,6 +50,7 @@ from model.errors import (
     CorruptModelError,
     DanglingCurrentError,
     InvalidVersionError,
+    ModelInUseError,
     ModelNotFoundError,
     NoCurrentModelError,
     NonFiniteWeightsError,
@@ -59,6 +67,7 @@ WEIGHTS = "weights.npz"
 METADATA = "model.json"
 CURRENT = "CURRENT"
 ACTIVATIONS = "ACTIVATIONS"
+LOCK = ".versions.lock"
 SUMMARY_CACHE_SIZE = 1024  # metadata without history: a few hundred bytes each
 ARRAY_NAMES = ("W1", "b1", "W2", "b2", "mean", "std")
 # UTC creation time to the microsecond, then 8 random hex digits: sorts by creation, and
@@ -313,6 +322,8 @@ class ModelStore:
         try:
             data = (self.path(version) / WEIGHTS).read_bytes()
         except OSError as error:
+            if not self.path(version).is_dir():  # deleted since its metadata was read
+                raise ModelNotFoundError(f"no stored model version {version}") from None
             raise UnreadableModelError(f"version {version}: {WEIGHTS}: {error}") from None
         return verified(version, metadata, data, "file")
 
@@ -364,7 +375,10 @@ class ModelStore:
     def activate(self, version: str) -> None:
         """Point CURRENT at ``version`` after verifying it (roll forward or back)."""
         self.load(version)
-        with translate_os_errors(f"cannot activate version {version} in {self.root}"):
+        what = f"cannot activate version {version} in {self.root}"
+        with self._locked(what), translate_os_errors(what):
+            if not self.path(version).is_dir():  # deleted since it was verified
+                raise ModelNotFoundError(f"no stored model version {version}")
             tmp = self.root / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.current"
             try:
                 write_file(tmp, (version + "\n").encode("ascii"))
@@ -374,6 +388,56 @@ class ModelStore:
                 raise
             fsync_dir(self.root)
             self._log_activation(version)
+
+    def delete(self, version: str) -> None:
+        """Remove a stored version; the one CURRENT names is refused (ModelInUseError).
+
+        Under the lock that activation holds, the version's directory is renamed away (from
+        then on no reader finds it), then removed. ACTIVATIONS keeps its id: a version named
+        there that is gone is skipped by whoever falls back.
+        """
+        path = self.path(version)
+        if not path.is_dir():
+            raise ModelNotFoundError(f"no stored model version {version}")
+        what = f"cannot delete version {version} in {self.root}"
+        with self._locked(what):
+            if self._named_current() == version:
+                raise ModelInUseError(
+                    f"version {version} is the current version (the one served): "
+                    "activate another version first"
+                )
+            trash = self.root / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.deleted"
+            with translate_os_errors(what):
+                try:
+                    os.rename(path, trash)
+                except FileNotFoundError:  # deleted by another process meanwhile
+                    raise ModelNotFoundError(f"no stored model version {version}") from None
+                fsync_dir(self.root)
+        with self._summaries_lock:
+            self._summaries.pop(version, None)
+        shutil.rmtree(trash, ignore_errors=True)  # what a crash leaves, clean() removes
+
+    def _named_current(self) -> str | None:
+        """The text of CURRENT (None when there is none), valid or not."""
+        try:
+            return (self.root / CURRENT).read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as error:
+            raise DanglingCurrentError(
+                f"cannot read {self.root / CURRENT}: {error}; nothing was deleted"
+            ) from None
+
+    @contextlib.contextmanager
+    def _locked(self, what: str) -> Iterator[None]:
+        """Exclusive, across processes, while CURRENT moves or a version is deleted."""
+        with translate_os_errors(what):
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def adopt_current(self) -> str | None:
         """Start ACTIVATIONS from CURRENT in a store written before the log existed; returns

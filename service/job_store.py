@@ -49,10 +49,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     activated INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     pid INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    note TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 """
+# Columns added after the first release, each with its definition: a jobs database made
+# before them gets them on the next start (:meth:`JobStore.initialize`).
+ADDED_COLUMNS = {"note": "TEXT"}
 
 
 class JobError(Exception):
@@ -91,6 +95,7 @@ class JobSpec:
     dataset: dict[str, Any]  # {"source": "iris" | "request", "rows": n}
     activate: bool = True
     min_validation_accuracy: float | None = None
+    note: str | None = None
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -177,6 +182,11 @@ class JobStore:
         with self.connect() as db:
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(SCHEMA)
+        with self.transaction() as db:  # one worker at a time adds what an older file lacks
+            present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            for column, definition in ADDED_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
 
     @contextlib.contextmanager
     def transaction(self, busy_seconds: float | None = None) -> Iterator[sqlite3.Connection]:
@@ -264,8 +274,8 @@ class JobStore:
                 raise JobConflictError(running["job_id"])
             db.execute(
                 "INSERT INTO jobs (job_id, status, created_at, heartbeat_at, epochs, "
-                "hyperparameters, dataset, activate, min_validation_accuracy) "
-                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                "hyperparameters, dataset, activate, min_validation_accuracy, note) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     now,
@@ -275,6 +285,7 @@ class JobStore:
                     json.dumps(spec.dataset),
                     int(spec.activate),
                     spec.min_validation_accuracy,
+                    spec.note,
                 ),
             )
         return self.get(job_id)
@@ -393,4 +404,6 @@ def job_view(
         "model_version": row["model_version"],
         "activated": bool(row["activated"]),
         "error": row["error"],
+        # a database older than the column (read-only, so never migrated) has no note
+        "note": row["note"] if "note" in row.keys() else None,  # noqa: SIM118
     }

@@ -118,7 +118,8 @@ async def follow_current(state: State) -> None:
     every check). PostgreSQL: a notification from the replica that activated a version
     triggers the refresh at once (see the listener in the lifespan); the pointer is also
     read every second as the fallback for notifications lost with a connection, and jobs
-    whose replica died are reaped.
+    whose replica died are reaped. Pinned versions that another worker or replica deleted
+    leave this worker's cache at the same pace (a look only when it holds any).
     """
     backend, registry = state.backend, state.registry
     interval = state.settings.model_poll_seconds
@@ -132,6 +133,14 @@ async def follow_current(state: State) -> None:
                 await run_in_threadpool(prepare, backend, registry, state.settings.seed)
             elif tick % every == 0 and registry.needs_refresh():
                 await run_in_threadpool(registry.refresh)
+            if tick % every == 0 and registry.pinned():
+                # Versions deleted by another worker or replica leave the pinned cache: for
+                # the data directory a stat per pinned version (at most 64), on the event
+                # loop as the CURRENT check is; for PostgreSQL a query, in a thread.
+                if backend.shared:
+                    await run_in_threadpool(registry.prune)
+                else:
+                    registry.prune()
             if backend.shared and tick % every == 0:
                 await run_in_threadpool(reap_quietly, backend)
         except Exception:

@@ -30,6 +30,7 @@ def encode(
         "dataset": spec.dataset,
         "activate": spec.activate,
         "min_validation_accuracy": spec.min_validation_accuracy,
+        "note": spec.note,
     }
     buffer = io.BytesIO()
     np.savez(

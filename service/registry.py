@@ -2,6 +2,11 @@
 
 A request takes ``registry.active`` once and uses that object to the end, so a swap (one
 attribute assignment) never shows a request a mix of two models.
+
+Versions asked for by id (pinned) are kept loaded in a small cache. A deleted version leaves
+it at once on the worker that deleted it (:meth:`Registry.forget`), and on every other worker
+and replica at the poller's next :meth:`Registry.prune` (IRIS_MODEL_POLL_SECONDS for the data
+directory, a second for PostgreSQL).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Registry:
         self._retry_at = math.inf  # when to look again at a CURRENT that failed to load
         self._reported = ""
         self._pinned: OrderedDict[str, StoredModel] = OrderedDict()
+        self._forgotten = 0  # counts forget() calls: a load that spans one is not cached
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -143,12 +149,46 @@ class Registry:
         if stored is not None:
             return stored
         assert version is not None  # cached() answers for the active model
+        with self._lock:
+            forgotten = self._forgotten
         stored = self.store.load(version)
         with self._lock:
-            self._pinned[version] = stored
-            while len(self._pinned) > self._cache_size:
-                self._pinned.popitem(last=False)
+            if forgotten == self._forgotten:  # no version was deleted while this one loaded
+                self._pinned[version] = stored
+                while len(self._pinned) > self._cache_size:
+                    self._pinned.popitem(last=False)
         return stored
+
+    def forget(self, version: str) -> None:
+        """Drop a deleted version from the pinned cache: the next request for it asks the
+        store (and gets 404)."""
+        with self._lock:
+            self._pinned.pop(version, None)
+            self._forgotten += 1
+
+    def pinned(self) -> list[str]:
+        """The versions kept loaded for pinned requests, least recently used first."""
+        with self._lock:
+            return list(self._pinned)
+
+    def prune(self) -> list[str]:
+        """Forget pinned versions the store no longer holds (deleted by another worker or
+        replica); returns them. A store that cannot be read forgets nothing."""
+        pinned = self.pinned()
+        if not pinned:
+            return []
+        root = getattr(self.store, "root", None)
+        if isinstance(root, Path):  # a stat per pinned version, not a listing of them all
+            gone = [version for version in pinned if not (root / version).is_dir()]
+        else:
+            try:
+                stored = set(self.store.versions())
+            except ModelStoreError:
+                return []
+            gone = [version for version in pinned if version not in stored]
+        for version in gone:
+            self.forget(version)
+        return gone
 
 
 def ensure_default_model(store: ModelStoreLike, seed: int) -> str | None:
@@ -190,11 +230,15 @@ def train_default(store: ModelStoreLike, seed: int) -> str:
     """Train the default model on the shipped data, store and activate it."""
     started = time.perf_counter()
     hp = Hyperparameters(seed=seed)
-    result = train(load_iris(), hp)
+    dataset = load_iris()
+    result = train(dataset, hp)
     seconds = time.perf_counter() - started
     info = result.record(hp) | {
         "data": {"source": "iris", "rows": 150},
+        "data_sha256": dataset.sha256(),
         "training_seconds": seconds,
+        "job_id": None,  # no job made it
+        "note": None,
     }
     version = store.save(result.model, info, activate=True)
     log.info("trained the default model %s in %.2f s", version, seconds)

@@ -24,7 +24,8 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "the body is not JSON",
         401: "missing or wrong bearer token",
         404: "unknown model version or job",
-        409: "conflicting state (a job is running, the version is corrupt, the job ended)",
+        409: "conflicting state (a job is running, the version is corrupt or current, "
+        "the job ended)",
         413: "body over IRIS_MAX_BODY_BYTES",
         415: "the body is not sent as application/json",
         422: "the body breaks a rule; the detail names the fields",

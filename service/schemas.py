@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -51,6 +53,34 @@ Version = Annotated[
 ]
 Reduction = Literal["mean", "sum", "none"]
 Include = Literal["activations", "intermediates", "input"]
+MAX_NOTE = 200
+# C0 and C1 control characters and DEL: a note is one line of plain text.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain_line(value: str) -> str:
+    """A note without control characters (a newline, a tab, an escape sequence)."""
+    found = CONTROL.search(value)
+    if found is not None:
+        raise ValueError(
+            f"control character {found.group()!r} at position {found.start()}: "
+            "a note is one line of plain text"
+        )
+    return value
+
+
+Note = Annotated[
+    str,
+    Strict(),
+    Field(
+        max_length=MAX_NOTE,
+        description=f"free text kept with the job and its version: at most {MAX_NOTE} "
+        "characters, no control characters",
+        json_schema_extra={"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"},
+        examples=["more epochs after the April data"],
+    ),
+    AfterValidator(plain_line),
+]
 
 
 class Closed(BaseModel):
@@ -236,6 +266,7 @@ class TrainRequest(BaseModel):
     min_validation_accuracy: Number | None = Field(
         None, ge=0, le=1, description="quality gate: activate only at or above this"
     )
+    note: Note | None = None
 
     @model_validator(mode="after")
     def gate_needs_validation(self) -> TrainRequest:
@@ -275,6 +306,7 @@ class Job(BaseModel):
     model_version: str | None = None
     activated: bool = False
     error: str | None = None
+    note: str | None = Field(None, description="the note of the training request")
 
 
 class JobList(BaseModel):
@@ -287,6 +319,13 @@ class ModelSummary(BaseModel):
     active: bool
     hidden_units: int | None = None
     metrics: dict[str, Any] | None = None
+    job_id: str | None = Field(None, description="the training job that made it")
+    note: str | None = Field(None, description="the note of that job's request")
+    data_sha256: str | None = Field(
+        None,
+        description="sha256 of its training rows: the features as little-endian float64 "
+        "(n, 4) in C order, then the class indices as little-endian int64",
+    )
     error: str | None = Field(None, description="why this version cannot be served")
 
 

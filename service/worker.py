@@ -46,6 +46,7 @@ class TimeLimitError(Exception):
     """Training ran past IRIS_MAX_TRAINING_SECONDS (checked at every epoch boundary)."""
 
     def __init__(self, epoch: int, elapsed: float, limit: float) -> None:
+        self.epoch = epoch
         super().__init__(
             f"training stopped after epoch {epoch}: it ran {elapsed:.1f} s, past the limit of "
             f"{limit:g} s (IRIS_MAX_TRAINING_SECONDS); use fewer epochs or rows, or raise it"
@@ -106,6 +107,14 @@ def still_wanted(jobs: JobStoreLike, job_id: str) -> bool:
     return active and not cancel
 
 
+def last_epoch(beat: Heartbeat, epoch: int) -> dict[str, Any]:
+    """The epoch a stopped job ends at, with its figures when the heartbeat has them."""
+    progress = beat.progress
+    if progress is None or progress.get("epoch") != epoch:
+        return {"epoch": epoch}
+    return {"epoch": epoch, "progress": json.dumps(progress)}
+
+
 def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
     header, dataset = decode(payload)
     job_id = header["job_id"]
@@ -117,6 +126,7 @@ def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
     beat.start()
 
     hp = Hyperparameters(**header["hyperparameters"])
+    data_sha256 = dataset.sha256()  # of the rows as sent, before training reads them
     started = time.perf_counter()
     limit = header.get("max_training_seconds")
 
@@ -134,8 +144,10 @@ def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
         passed = gate is None or (accuracy is not None and accuracy >= gate)
         info = result.record(hp) | {
             "data": header["dataset"],
+            "data_sha256": data_sha256,
             "training_seconds": seconds,
             "job_id": job_id,
+            "note": header.get("note"),
         }
         if not still_wanted(jobs, job_id):
             raise TrainingCancelledError(result.history[-1].epoch)
@@ -164,10 +176,11 @@ def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
         )
     except TimeLimitError as error:
         beat.done.set()
-        finish(jobs, job_id, "failed", error=str(error))
+        finish(jobs, job_id, "failed", error=str(error), **last_epoch(beat, error.epoch))
     except TrainingCancelledError as error:
         beat.done.set()
-        finish(jobs, job_id, "cancelled", error=str(error))
+        # the record's epoch is the one the message names: the last one trained
+        finish(jobs, job_id, "cancelled", error=str(error), **last_epoch(beat, error.epoch))
     except IrisModelError as error:
         beat.done.set()
         finish(jobs, job_id, "failed", error=str(error))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import io
 import json
 import random
@@ -715,6 +717,167 @@ def test_a_version_without_history_has_an_empty_one(client: TestClient) -> None:
     }
 
 
+# -- deleting versions; what a version records of how it was made -------------------------
+
+
+def test_delete_removes_a_version_and_a_request_pinned_to_it_gets_404(
+    client: TestClient, tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    current = store.current()
+    doomed = store.save(store.load(current).model, {}, activate=False)
+    pinned = {"instances": [ROW], "model_version": doomed}
+    assert client.post("/predict", json=pinned).json()["model_version"] == doomed  # now cached
+    assert client.get(f"/models/{doomed}").status_code == 200
+    deleted = client.delete(f"/models/{doomed}", headers=AUTH)
+    assert deleted.status_code == 204, deleted.text
+    assert deleted.content == b""
+    assert not (tmp_path / "models" / doomed).exists()
+    assert not [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".tmp-")]
+    assert store.versions() == [current]
+    assert_problem(client.post("/predict", json=pinned), 404, doomed)  # at once, not cached
+    gradients = {"instances": [ROW], "labels": ["setosa"], "model_version": doomed}
+    assert_problem(client.post("/gradients", json=gradients), 404, doomed)
+    assert_problem(client.get(f"/models/{doomed}"), 404, "no stored model version")
+    assert_problem(client.get(f"/models/{doomed}/history"), 404)
+    assert_problem(client.post(f"/models/{doomed}/activate", headers=AUTH), 404)
+    assert doomed not in [m["version"] for m in client.get("/models").json()["models"]]
+    assert_problem(client.delete(f"/models/{doomed}", headers=AUTH), 404, doomed)
+    assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == current
+
+
+def test_delete_refuses_the_served_version_with_409(client: TestClient, tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    current = store.current()
+    problem = assert_problem(
+        client.delete(f"/models/{current}", headers=AUTH), 409, current, "current version"
+    )
+    assert problem["title"] == "Conflict"
+    assert (tmp_path / "models" / current / "weights.npz").is_file()
+    assert client.post("/predict", json={"instances": [ROW]}).json()["model_version"] == current
+    other = store.save(store.load(current).model, {})
+    assert client.post(f"/models/{other}/activate", headers=AUTH).status_code == 200
+    assert client.delete(f"/models/{current}", headers=AUTH).status_code == 204  # not served now
+    assert_problem(client.delete(f"/models/{other}", headers=AUTH), 409, other)
+
+
+def test_delete_needs_the_token(client: TestClient, tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    version = store.save(store.load(store.current()).model, {})
+    missing = client.delete(f"/models/{version}")
+    assert_problem(missing, 401, "missing bearer token")
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    wrong = client.delete(f"/models/{version}", headers={"Authorization": "Bearer wrong"})
+    assert_problem(wrong, 401, "invalid bearer token")
+    assert version in store.versions()
+
+
+def test_delete_of_unknown_and_malformed_versions_is_404(shared: TestClient) -> None:
+    unknown = "20200101T000000.000000Z-00000000"
+    assert_problem(shared.delete(f"/models/{unknown}", headers=AUTH), 404, unknown)
+    assert_problem(shared.delete("/models/..%2FCURRENT", headers=AUTH), 404)
+    assert_problem(shared.delete("/models/..%2e", headers=AUTH), 404, "not a version id")
+    assert_problem(shared.delete("/models/CURRENT", headers=AUTH), 404, "not a version id")
+
+
+def test_a_version_deleted_by_another_worker_leaves_the_pinned_cache_within_the_poll(
+    tmp_path: Path,
+) -> None:
+    with make_client(tmp_path) as a, make_client(tmp_path) as b:  # two workers, one data dir
+        store = ModelStore(tmp_path / "models")
+        doomed = store.save(store.load(store.current()).model, {})
+        pinned = {"instances": [ROW], "model_version": doomed}
+        assert b.post("/predict", json=pinned).status_code == 200  # b keeps it loaded
+        assert a.delete(f"/models/{doomed}", headers=AUTH).status_code == 204
+        deadline = time.monotonic() + 2.0  # the poll is 0.05 s here
+        while b.post("/predict", json=pinned).status_code == 200:
+            assert time.monotonic() < deadline, "b still serves the deleted version"
+            time.sleep(0.01)
+        assert_problem(b.post("/predict", json=pinned), 404, doomed)
+
+
+def independent_sha256(features: list[list[float]], species: list[str]) -> str:
+    """sha256 of float64 features (n, 4), then int64 class indices, both little-endian."""
+    raw = np.array(features, dtype="<f8")
+    y = np.array([["setosa", "versicolor", "virginica"].index(s) for s in species], dtype="<i8")
+    return hashlib.sha256(raw.tobytes() + y.tobytes()).hexdigest()
+
+
+def test_the_default_version_records_the_sha256_of_the_shipped_rows(client: TestClient) -> None:
+    text = (Path(__file__).resolve().parents[1] / "model" / "data" / "iris.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    expected = independent_sha256(
+        [[float(row[f]) for f in FEATURES] for row in rows], [row["species"] for row in rows]
+    )
+    [entry] = client.get("/models").json()["models"]
+    assert entry["data_sha256"] == expected
+    assert entry["job_id"] is None  # trained at first start, by no job
+    assert entry["note"] is None
+    detail = client.get(f"/models/{entry['version']}").json()
+    assert (detail["data_sha256"], detail["job_id"], detail["note"]) == (expected, None, None)
+
+
+def test_a_trained_version_records_its_job_note_and_data(client: TestClient) -> None:
+    rows, y = iris_rows()
+    samples = [{**r, "species": CLASSES[k]} for r, k in zip(rows, y, strict=True)][1::4]
+    note = "April data, every fourth flower — ünïcode is fine"
+    response = client.post(
+        "/train",
+        json={"dataset": {"samples": samples}, "hyperparameters": {"epochs": 20}, "note": note},
+        headers=AUTH,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["note"] == note
+    job = wait_for_job(client, response.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert job["note"] == note
+    assert client.get("/train").json()["jobs"][0]["note"] == note
+    version = job["model_version"]
+    expected = independent_sha256(
+        [[s[f] for f in FEATURES] for s in samples], [s["species"] for s in samples]
+    )
+    entry = next(m for m in client.get("/models").json()["models"] if m["version"] == version)
+    detail = client.get(f"/models/{version}").json()
+    for shown in (entry, detail):
+        assert shown["job_id"] == job["job_id"]
+        assert shown["note"] == note
+        assert shown["data_sha256"] == expected
+    assert client.get(f"/train/{detail['job_id']}").json()["model_version"] == version
+    plain = client.post("/train", json={"hyperparameters": {"epochs": 5}}, headers=AUTH).json()
+    assert plain["note"] is None
+    made = wait_for_job(client, plain["job_id"])["model_version"]
+    assert client.get(f"/models/{made}").json()["note"] is None
+
+
+def test_a_version_made_before_provenance_was_kept_shows_nulls(
+    client: TestClient, tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    old = store.save(store.load(store.current()).model, {"metrics": {"train_loss": 0.5}})
+    entry = next(m for m in client.get("/models").json()["models"] if m["version"] == old)
+    detail = client.get(f"/models/{old}").json()
+    for shown in (entry, detail):
+        assert (shown["job_id"], shown["note"], shown["data_sha256"]) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("note", "words"),
+    [
+        ("x" * 201, "at most 200 characters"),
+        ("first line\nsecond line", "control character '\\n'"),
+        ("tab\tseparated", "control character '\\t'"),
+        ("\x1b[31mred", "control character '\\x1b'"),
+        (42, "valid string"),
+    ],
+)
+def test_train_refuses_a_note_too_long_or_with_control_characters(
+    shared: TestClient, note: Any, words: str
+) -> None:
+    response = shared.post("/train", json={"note": note}, headers=AUTH)
+    problem = assert_problem(response, 422, "note", words)
+    assert problem["errors"][0]["loc"] == ["note"]
+
+
 # -- errors, metrics, docs ----------------------------------------------------------------
 
 
@@ -802,6 +965,11 @@ def test_openapi_describes_every_endpoint_with_its_errors(shared: TestClient) ->
     )
     assert {"400", "413", "415", "422"} <= set(predict["responses"])
     assert "401" in paths["/train"]["post"]["responses"]
+    delete_model = paths["/models/{version}"]["delete"]
+    assert {"204", "401", "404", "409"} <= set(delete_model["responses"])
+    assert delete_model["security"] == [{"bearer": []}]
+    note = spec["components"]["schemas"]["TrainRequest"]["properties"]["note"]["anyOf"][0]
+    assert note["maxLength"] == 200
     schemas = spec["components"]["schemas"]
     for name in ("PredictRequest", "Instance", "GradientsRequest", "TrainRequest", "Problem"):
         assert name in schemas

@@ -453,7 +453,8 @@ def test_wide_shows_every_column_with_full_ids_and_local_times(
     env = clean_env(tmp_path, IRIS_URL=server.url, TZ=ZONE)
     shown = in_terminal(["models", "-o", "wide"], env).splitlines()
     assert re.split(r"\s{2,}", shown[0].strip()) == [
-        "VERSION", "CURRENT", "SERVING", "CREATED", "HIDDEN", "VAL ACC", "TRAIN ACC", "ERROR",
+        "VERSION", "CURRENT", "SERVING", "CREATED", "HIDDEN", "VAL ACC", "TRAIN ACC", "JOB",
+        "NOTE", "ERROR",
     ]  # fmt: skip
     newest = server_json(server, "/models")["models"][0]
     created = datetime.fromisoformat(newest["created_at"]) - timedelta(hours=5)

@@ -347,6 +347,39 @@ def test_a_wrong_token_is_an_authentication_error_and_starts_nothing(
         assert len(iris.jobs()) == before
 
 
+def test_a_version_keeps_its_note_and_job_and_delete_model_removes_it(
+    server: ServerProcess, iris: IrisClient
+) -> None:
+    current = iris.models().current
+    assert current is not None
+    job = iris.train({"epochs": 5}, activate=False, note="kept for a day").wait(timeout=JOB_SECONDS)
+    assert job.note == "kept for a day"
+    assert job.model_version is not None
+    [summary] = [m for m in iris.models().models if m.version == job.model_version]
+    assert (summary.job_id, summary.note) == (job.job_id, "kept for a day")
+    assert summary.data_sha256 is not None
+    assert len(summary.data_sha256) == 64
+    detail = iris.model(job.model_version)
+    assert (detail.version, detail.active, detail.job_id) == (job.model_version, False, job.job_id)
+    assert detail.note == "kept for a day"
+    assert detail.data_sha256 == summary.data_sha256
+    assert detail.hyperparameters is not None
+    assert detail.hyperparameters["epochs"] == 5
+    assert detail.metadata["weights_sha256"] == detail.weights_sha256
+    with pytest.raises(ConflictError, match="current version"):
+        iris.delete_model(current)
+    with IrisClient(server.url, token="wrong") as intruder, pytest.raises(AuthenticationError):
+        intruder.delete_model(job.model_version)
+    iris.delete_model(job.model_version)
+    assert job.model_version not in [m.version for m in iris.models().models]
+    with pytest.raises(NotFoundError):
+        iris.model(job.model_version)
+    with pytest.raises(NotFoundError):
+        iris.delete_model(job.model_version)
+    with pytest.raises(InputError, match="not a model version"):
+        iris.delete_model("../train")
+
+
 def test_activating_an_unknown_version_is_not_found(iris: IrisClient) -> None:
     with pytest.raises(NotFoundError):
         iris.activate("20200101T000000.000000Z-deadbeef")
@@ -376,21 +409,30 @@ def test_the_async_client_does_what_the_blocking_one_does(
             async def progress(job: Job) -> None:
                 epochs.append(job.progress.epoch)
 
-            handle = await airis.train({"epochs": 30, "seed": 2}, activate=False)
+            handle = await airis.train({"epochs": 30, "seed": 2}, activate=False, note="async")
             job = await handle.wait(progress=progress, timeout=JOB_SECONDS, interval=0.05)
             jobs = await airis.jobs(limit=3)
             assert job.job_id in [j.job_id for j in jobs]
             assert (await airis.job(job.job_id)).status == "succeeded"
             assert (await airis.health()).ready
             assert (await airis.limits()).max_instances == MAX_INSTANCES
-            return answer, job, epochs, await airis.models()
+            models = await airis.models()
+            assert job.model_version is not None
+            detail = await airis.model(job.model_version)
+            assert (detail.job_id, detail.note) == (job.job_id, "async")
+            await airis.delete_model(job.model_version)
+            with pytest.raises(NotFoundError):
+                await airis.model(job.model_version)
+            return answer, job, epochs, models
 
     answer, job, epochs, models = asyncio.run(scenario())
     assert answer == expected
     assert job.status == "succeeded"
     assert job.ok
+    assert job.note == "async"
     assert epochs[-1] == 30
     assert job.model_version in [m.version for m in models.models]
+    assert job.model_version not in [m.version for m in iris.models().models]
 
 
 # -- failures: retries, a server that goes away, an older server ---------------------------------

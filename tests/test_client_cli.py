@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -341,6 +342,99 @@ def test_models_lists_versions_and_activate_rolls_back(server: ServerProcess, ru
     unknown = run("activate", "20200101T000000.000000Z-deadbeef")
     assert unknown.exit_code == 2
     assert "HTTP 404" in one_line_error(unknown.stderr)
+
+
+def test_train_note_shows_in_the_job_and_the_models_listings(
+    server: ServerProcess, run: Any
+) -> None:
+    result = run("train", "--epochs", "5", "--no-activate", "--note", "lr sweep, run 3",
+                 "--follow", "--format", "json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["note"] == "lr sweep, run 3"
+    version = job["model_version"]
+    shown = json.loads(run("job", job["job_id"][:8], "-o", "json").stdout)
+    assert shown["note"] == "lr sweep, run 3"
+    listed = json.loads(run("models", "-o", "json").stdout)["models"]
+    entry = next(m for m in listed if m["version"] == version)
+    assert (entry["job_id"], entry["note"]) == (job["job_id"], "lr sweep, run 3")
+    assert len(entry["data_sha256"]) == 64
+    row = next(r for r in parsed_csv(run("models", "-o", "csv").stdout) if r["version"] == version)
+    assert (row["job_id"], row["note"]) == (job["job_id"], "lr sweep, run 3")
+    assert row["data_sha256"] == entry["data_sha256"]
+    wide = run("models", "-o", "wide").stdout.splitlines()
+    assert re.split(r"\s{2,}", wide[0].strip())[-3:] == ["JOB", "NOTE", "ERROR"]
+    line = next(line for line in wide if line.startswith(version))
+    assert job["job_id"] in line
+    assert "lr sweep, run 3" in line
+    text = run("models", "show", version[-8:])
+    assert text.exit_code == 0, text.stderr
+    fields = {"version": version, "job_id": job["job_id"], "note": "lr sweep, run 3"}
+    for key, value in (fields | {"data_sha256": entry["data_sha256"]}).items():
+        assert re.search(rf"^ *{key} +{re.escape(value)} *$", text.stdout, re.M), text.stdout
+    detail = json.loads(run("models", "show", version, "-o", "json").stdout)
+    assert (detail["version"], detail["job_id"], detail["note"]) == (
+        version, job["job_id"], "lr sweep, run 3",
+    )  # fmt: skip
+    too_long = run("train", "--note", "x" * 201)
+    assert too_long.exit_code == 2
+    assert "note" in one_line_error(too_long.stderr)
+    newline = run("train", "--note", "two\nlines")
+    assert newline.exit_code == 2
+    assert "control character" in one_line_error(newline.stderr)
+
+
+def test_models_delete_removes_a_version_and_refuses_the_current_one(
+    server: ServerProcess, run: Any
+) -> None:
+    current = ready_version(server)
+    result = run("train", "--epochs", "5", "--no-activate", "--follow", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    doomed = json.loads(result.stdout)["model_version"]
+    wrong = run("models", "delete", doomed, env={"IRIS_API_TOKEN": "wrong"})
+    assert wrong.exit_code == 2
+    assert "HTTP 401" in one_line_error(wrong.stderr)
+    deleted = run("models", "delete", doomed[-8:])  # a unique prefix; stdin is no terminal
+    assert deleted.exit_code == 0, deleted.stderr
+    assert deleted.stdout == f"version {doomed} deleted\n"
+    assert not (server.data_dir / "models" / doomed).exists()
+    listed = parsed_csv(run("models", "--format", "csv").stdout)
+    assert doomed not in [r["version"] for r in listed]
+    refused = run("models", "delete", current, "--yes")
+    assert refused.exit_code == 2
+    line = one_line_error(refused.stderr)
+    assert "HTTP 409" in line
+    assert "current version" in line
+    gone = run("models", "delete", doomed)
+    assert gone.exit_code == 2
+    assert "HTTP 404" in one_line_error(gone.stderr)
+    unknown = run("models", "show", "ffffffff")
+    assert unknown.exit_code == 2
+    assert "no model version starts with 'ffffffff'" in one_line_error(unknown.stderr)
+
+
+def test_models_delete_asks_on_a_terminal_unless_yes(
+    server: ServerProcess, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import iris_client.cli
+
+    monkeypatch.setattr(iris_client.cli, "on_terminal", lambda: True)
+    result = run("train", "--epochs", "5", "--no-activate", "--follow", "--format", "json")
+    doomed = json.loads(result.stdout)["model_version"]
+    declined = run("models", "delete", doomed, input="n\n")
+    assert declined.exit_code == 1
+    assert f"Delete model version {doomed}?" in declined.stderr
+    assert f"version {doomed} not deleted" in declined.stderr
+    assert declined.stdout == ""
+    assert (server.data_dir / "models" / doomed).is_dir()
+    confirmed = run("models", "delete", doomed, input="y\n")
+    assert confirmed.exit_code == 0, confirmed.stderr
+    assert not (server.data_dir / "models" / doomed).exists()
+    again = run("train", "--epochs", "5", "--no-activate", "--follow", "--format", "json")
+    other = json.loads(again.stdout)["model_version"]
+    unasked = run("models", "delete", other, "--yes", input="")
+    assert unasked.exit_code == 0, unasked.stderr
+    assert "Delete model version" not in unasked.stderr
 
 
 def test_health_and_limits(server: ServerProcess, run: Any) -> None:

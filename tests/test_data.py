@@ -74,6 +74,24 @@ def test_load_iris_returns_a_fresh_dataset() -> None:
     assert load_iris().raw[0, 0] == 5.1
 
 
+def test_sha256_hashes_float64_features_then_int64_classes_little_endian(iris: Dataset) -> None:
+    features = np.array(iris.raw, dtype="<f8", order="C")
+    classes = np.array(iris.y, dtype="<i8")
+    expected = hashlib.sha256(features.tobytes() + classes.tobytes()).hexdigest()
+    assert iris.sha256() == expected
+
+
+def test_sha256_ignores_layout_and_dtype_but_not_order_or_values(iris: Dataset) -> None:
+    same = Dataset(
+        raw=np.asfortranarray(iris.raw.astype(">f8")), y=iris.y.astype(np.int32)[::-1][::-1]
+    )
+    assert same.sha256() == iris.sha256()
+    assert iris.subset(np.arange(150)[::-1]).sha256() != iris.sha256()
+    nudged = iris.raw.copy()
+    nudged[0, 0] = np.nextafter(nudged[0, 0], 10.0)
+    assert Dataset(raw=nudged, y=iris.y).sha256() != iris.sha256()
+
+
 # -- valid input ----------------------------------------------------------------------------
 
 

@@ -558,7 +558,7 @@ ALLOWED = {
     f"/train/{JOB_LIKE}/cancel": {"POST"},
     "/limits": {"GET"},
     "/models": {"GET"},
-    f"/models/{VERSION_LIKE}": {"GET"},
+    f"/models/{VERSION_LIKE}": {"GET", "DELETE"},
     f"/models/{VERSION_LIKE}/activate": {"POST"},
     "/healthz": {"GET"},
     "/readyz": {"GET"},

@@ -12,7 +12,9 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from model.errors import (
     CorruptModelError,
     DanglingCurrentError,
     InvalidVersionError,
+    ModelInUseError,
     ModelNotFoundError,
     NoCurrentModelError,
     NonFiniteWeightsError,
@@ -378,6 +381,76 @@ def test_activate_refuses_a_corrupt_version_and_keeps_current(store: ModelStore)
     assert (store.root / "CURRENT").read_bytes() == before
     assert store.current() == good
     assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp-")]
+
+
+# -- deletion -------------------------------------------------------------------------------
+
+
+def test_delete_removes_a_version_and_its_files(store: ModelStore) -> None:
+    current = store.save(tiny_model(seed=1), activate=True)
+    doomed = store.save(tiny_model(seed=2), {"metrics": {"x": 1}})
+    store.summary(doomed)  # cached
+    store.delete(doomed)
+    assert store.versions() == [current]
+    assert not (store.root / doomed).exists()
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp-")]
+    for read in (store.load, store.metadata, store.summary, store.delete, store.activate):
+        with pytest.raises(ModelNotFoundError, match=f"no stored model version {doomed}"):
+            read(doomed)
+    assert store.current() == current
+
+
+def test_delete_refuses_the_current_version(store: ModelStore) -> None:
+    older = store.save(tiny_model(seed=1), activate=True)
+    current = store.save(tiny_model(seed=2), activate=True)
+    with pytest.raises(ModelInUseError, match=f"version {current} is the current version"):
+        store.delete(current)
+    assert store.load_current().version == current
+    store.delete(older)  # once active, now not: it may go
+    assert store.versions() == [current]
+    with pytest.raises(InvalidVersionError):
+        store.delete("../CURRENT")
+
+
+def race(
+    calls: list[tuple[Callable[[str], None], type[Exception]]], version: str
+) -> list[Exception]:
+    """Run each call on ``version`` at once, one thread each; the refusals they raised."""
+    start = threading.Barrier(len(calls))
+    refused: list[Exception] = []
+
+    def attempt(call: Callable[[str], None], refusal: type[Exception]) -> None:
+        start.wait()
+        try:
+            call(version)
+        except refusal as error:
+            refused.append(error)
+
+    threads = [threading.Thread(target=attempt, args=pair) for pair in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return refused
+
+
+def test_an_activation_racing_a_deletion_never_leaves_current_dangling(
+    store: ModelStore,
+) -> None:
+    keep = store.save(tiny_model(seed=1), activate=True)
+    for _ in range(30):
+        version = store.save(tiny_model(seed=2))
+        refused = race(
+            [(store.activate, ModelNotFoundError), (store.delete, ModelInUseError)], version
+        )
+        assert len(refused) == 1, refused  # one of the two went through, the other was refused
+        current = store.current()  # raises if CURRENT named a version deleted meanwhile
+        if isinstance(refused[0], ModelNotFoundError):  # deleted first
+            assert current == keep
+            assert version not in store.versions()
+        else:  # activated first
+            assert current == version
+            store.activate(keep)
 
 
 # -- clean-up of interrupted writes ---------------------------------------------------------

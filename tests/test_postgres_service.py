@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
@@ -95,6 +96,52 @@ def test_an_activation_on_one_replica_reaches_the_other_within_a_second(
             interval=0.01,
         )
         print(f"\nactivation reached the other replica in {time.monotonic() - started:.3f} s")
+
+
+def test_delete_a_version_on_one_replica_and_the_other_stops_serving_it_pinned(
+    database: str, tmp_path: Path
+) -> None:
+    with replica(database, tmp_path / "a") as a, replica(database, tmp_path / "b") as b:
+        current = a.get("/readyz").json()["model_version"]
+        response = a.post(
+            "/train",
+            json={"hyperparameters": {"epochs": 5}, "activate": False, "note": "to delete"},
+            headers=AUTH,
+        )
+        job = wait_job(a, response.json()["job_id"])
+        assert job["status"] == "succeeded", job
+        assert job["note"] == "to delete"
+        doomed = job["model_version"]
+        detail = b.get(f"/models/{doomed}").json()
+        assert (detail["job_id"], detail["note"]) == (job["job_id"], "to delete")
+        assert len(detail["data_sha256"]) == 64
+        pinned = {"instances": [ROW], "model_version": doomed}
+        for client in (a, b):  # both replicas keep it loaded
+            assert client.post("/predict", json=pinned).json()["model_version"] == doomed
+        assert a.delete(f"/models/{doomed}").status_code == 401
+        wrong = a.delete(f"/models/{doomed}", headers={"Authorization": "Bearer wrong"})
+        assert wrong.status_code == 401
+        refused = a.delete(f"/models/{current}", headers=AUTH)
+        assert refused.status_code == 409, refused.text
+        assert "current version" in refused.json()["detail"]
+        deleted = a.delete(f"/models/{doomed}", headers=AUTH)
+        assert deleted.status_code == 204, deleted.text
+        assert deleted.content == b""
+        count = sql.SQL("SELECT count(*) FROM {} WHERE version = %s")
+        with psycopg.connect(database) as conn:
+            for table in ("model_versions", "model_activations"):
+                query = count.format(sql.Identifier(table))
+                assert conn.execute(query, (doomed,)).fetchone() == (0,)
+        assert a.post("/predict", json=pinned).status_code == 404  # at once where deleted
+        wait_for(
+            lambda: b.post("/predict", json=pinned).status_code == 404,
+            2.0,
+            "replica b no longer serves the deleted version",
+            interval=0.02,
+        )
+        unknown = b.delete(f"/models/{doomed}", headers=AUTH)
+        assert unknown.status_code == 404, unknown.text
+        assert b.post("/predict", json={"instances": [ROW]}).json()["model_version"] == current
 
 
 def test_one_job_at_a_time_across_replicas(database: str, tmp_path: Path) -> None:

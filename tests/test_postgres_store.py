@@ -29,6 +29,7 @@ from model.errors import (
     ChecksumMismatchError,
     CorruptModelError,
     InvalidVersionError,
+    ModelInUseError,
     ModelNotFoundError,
     NoCurrentModelError,
     NonFiniteWeightsError,
@@ -190,6 +191,105 @@ def test_unknown_and_malformed_versions_are_refused(stores: Stores) -> None:
             call("../../etc/passwd")
 
 
+def test_delete_removes_the_row_and_its_activations_and_refuses_the_current_one(
+    stores: Stores, pg_url: str
+) -> None:
+    models = stores.models
+    a = models.save(random_model(seed=1), activate=True)
+    b = models.save(random_model(seed=2), activate=True)
+    c = models.save(random_model(seed=3))
+    with pytest.raises(ModelInUseError, match=f"version {b} is the current version"):
+        models.delete(b)
+    models.delete(a)  # active once, not now: its activation goes with it
+    models.delete(c)  # never active
+    assert models.versions() == [b]
+    assert models.activations() == [b]
+    assert execute(pg_url, "SELECT version FROM model_versions") == [(b,)]
+    assert execute(pg_url, "SELECT DISTINCT version FROM model_activations") == [(b,)]
+    for gone in (a, c):
+        for call in (models.load, models.summary, models.delete, models.activate):
+            with pytest.raises(ModelNotFoundError, match=f"no stored model version {gone}"):
+                call(gone)
+    with pytest.raises(InvalidVersionError):
+        models.delete("../../etc/passwd")
+    assert models.current() == b
+
+
+def race(
+    calls: list[tuple[Callable[[str], None], type[Exception]]], version: str
+) -> list[Exception]:
+    """Run each call on ``version`` at once, one thread each; the refusals they raised."""
+    start = threading.Barrier(len(calls))
+    refused: list[Exception] = []
+
+    def attempt(call: Callable[[str], None], refusal: type[Exception]) -> None:
+        start.wait()
+        try:
+            call(version)
+        except refusal as error:
+            refused.append(error)
+
+    threads = [threading.Thread(target=attempt, args=pair) for pair in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return refused
+
+
+def test_an_activation_racing_a_deletion_never_leaves_the_pointer_dangling(pg_url: str) -> None:
+    activating, deleting = PostgresModelStore(pg_url), PostgresModelStore(pg_url)
+    try:
+        keep = activating.save(random_model(seed=1), activate=True)
+        for _ in range(20):
+            version = activating.save(random_model(seed=2))
+            refused = race(
+                [(activating.activate, ModelNotFoundError), (deleting.delete, ModelInUseError)],
+                version,
+            )
+            assert len(refused) == 1, refused  # one went through, the other was refused
+            if isinstance(refused[0], ModelNotFoundError):  # deleted first
+                assert deleting.current() == keep
+                assert version not in deleting.versions()
+            else:  # activated first
+                assert deleting.current() == version
+                activating.activate(keep)
+    finally:
+        activating.close()
+        deleting.close()
+
+
+def test_a_deletion_behind_an_activation_that_took_no_lock_is_refused(
+    stores: Stores, pg_url: str
+) -> None:
+    keep = stores.models.save(random_model(seed=1), activate=True)
+    version = stores.models.save(random_model(seed=2))
+    # A replica running older code activates without the advisory lock; its transaction is
+    # open when the deletion starts, which then waits on the row its pointer references.
+    older = psycopg.connect(pg_url)
+    refused: list[Exception] = []
+
+    def delete() -> None:
+        try:
+            stores.models.delete(version)
+        except ModelInUseError as error:
+            refused.append(error)
+
+    try:
+        older.execute("UPDATE model_current SET version = %s", (version,))
+        deleting = threading.Thread(target=delete)
+        deleting.start()
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        wait_for(lambda: execute(pg_url, waiting)[0][0] == 1, 10, "the deletion waiting", 0.02)
+        older.commit()
+    finally:
+        older.close()
+    deleting.join(10)
+    assert len(refused) == 1
+    assert stores.models.current() == version
+    assert stores.models.versions() == [keep, version]
+
+
 def _flip_a_byte(url: str, version: str) -> None:
     execute(
         url,
@@ -322,6 +422,8 @@ def test_a_read_only_database_refuses_writes_and_still_serves(stores: Stores, pg
             store.save(random_model(seed=2))
         with pytest.raises(StoreWriteError, match=f"cannot activate version {version}"):
             store.activate(version)
+        with pytest.raises(StoreWriteError, match=f"cannot delete version {version}"):
+            store.delete(version)
         assert store.versions() == [version]
     finally:
         store.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from model.data import load_iris
+from model.errors import ModelNotFoundError
 from model.persistence import ModelStore, StoredModel
 from model.train import Hyperparameters, train
 from service.registry import NotReadyError, Registry
@@ -218,3 +219,89 @@ def test_a_store_without_files_is_always_asked_in_full(
     second = store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
     assert registry.refresh()
     assert registry.get().version == second
+
+
+def test_a_deleted_version_leaves_the_pinned_cache(tmp_path: Path, trained_model: object) -> None:
+    store = CountingStore(tmp_path)
+    pinned, other = (store.save(trained_model, {}) for _ in range(2))  # type: ignore[arg-type]
+    store.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    registry = Registry(store)
+    registry.refresh()
+    registry.get(pinned)
+    registry.get(other)
+    assert registry.pinned() == [pinned, other]
+    registry.forget(pinned)  # the worker that deleted it: at once
+    assert registry.cached(pinned) is None
+    elsewhere = ModelStore(tmp_path)  # another worker deletes the other one
+    elsewhere.delete(pinned)
+    elsewhere.delete(other)
+    assert registry.cached(other) is not None  # still in memory until the poller looks
+    assert registry.prune() == [other]
+    assert registry.pinned() == []
+    for version in (pinned, other):
+        with pytest.raises(ModelNotFoundError):
+            registry.get(version)
+
+
+def test_a_store_without_files_is_pruned_by_its_listing(
+    tmp_path: Path, trained_model: object
+) -> None:
+    class Listed:
+        """Like the database-backed store: no root directory to look in, only a listing."""
+
+        def __init__(self, inner: ModelStore) -> None:
+            self.inner = inner
+
+        def versions(self) -> list[str]:
+            return self.inner.versions()
+
+        def load(self, version: str) -> StoredModel:
+            return self.inner.load(version)
+
+    files = ModelStore(tmp_path)
+    kept, gone = (files.save(trained_model, {}) for _ in range(2))  # type: ignore[arg-type]
+    registry = Registry(Listed(files))  # type: ignore[arg-type]
+    registry.get(kept)
+    registry.get(gone)
+    files.delete(gone)
+    assert registry.prune() == [gone]
+    assert registry.pinned() == [kept]
+
+
+def test_a_load_that_spans_a_deletion_is_not_cached(tmp_path: Path, trained_model: object) -> None:
+    plain = ModelStore(tmp_path)
+    version = plain.save(trained_model, {})  # type: ignore[arg-type]
+    plain.save(trained_model, {}, activate=True)  # type: ignore[arg-type]
+    store = GatedStore(tmp_path, slow_version=version)
+    registry = Registry(store)
+    registry.refresh()
+    loading = threading.Thread(target=registry.get, args=(version,))
+    loading.start()
+    assert store.entered.wait(10)
+    registry.forget(version)  # deleted while the load was on its way
+    store.gate.set()
+    loading.join(10)
+    assert registry.pinned() == []
+
+
+def test_a_jobs_database_from_before_the_note_gets_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from service.job_store import SCHEMA, JobSpec, JobStore
+
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as db:  # as an older release made it, with one ended job
+        db.executescript(SCHEMA.replace(",\n    note TEXT", ""))
+        db.execute(
+            "INSERT INTO jobs (job_id, status, created_at, heartbeat_at, epochs, "
+            "hyperparameters, dataset, activate) "
+            "VALUES ('0123456789abcdef0123456789abcdef', 'succeeded', 1, 1, 5, '{}', '{}', 1)"
+        )
+    jobs = JobStore(path)
+    [old] = jobs.recent(10)
+    assert old["note"] is None  # read by a worker that could not add the column
+    jobs.initialize()
+    jobs.initialize()  # the column is added once
+    assert jobs.get(old["job_id"])["note"] is None
+    spec = JobSpec(hyperparameters={"epochs": 5}, dataset={"source": "iris"}, note="second try")
+    assert jobs.get(jobs.create(spec)["job_id"])["note"] == "second try"

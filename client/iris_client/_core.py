@@ -375,6 +375,7 @@ def train_body(
     data: Sequence[Mapping[str, float | str]] | str | os.PathLike[str] | None,
     activate: bool,
     min_validation_accuracy: float | None,
+    note: str | None = None,
 ) -> bytes:
     """The ``POST /train`` body; what is left out takes the server's default."""
     body: dict[str, Any] = {"activate": activate}
@@ -384,6 +385,8 @@ def train_body(
         body["dataset"] = {"samples": samples(data)}
     if min_validation_accuracy is not None:
         body["min_validation_accuracy"] = min_validation_accuracy
+    if note is not None:
+        body["note"] = note
     return orjson.dumps(body)
 
 

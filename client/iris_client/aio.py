@@ -39,6 +39,7 @@ from iris_client.types import (
     Include,
     Job,
     Limits,
+    ModelDetail,
     ModelList,
     Prediction,
     Predictions,
@@ -223,8 +224,9 @@ class AsyncIrisClient:
         data: Sequence[Mapping[str, float | str]] | str | os.PathLike[str] | None = None,
         activate: bool = True,
         min_validation_accuracy: float | None = None,
+        note: str | None = None,
     ) -> AsyncJobHandle:
-        body = _core.train_body(hyperparameters, data, activate, min_validation_accuracy)
+        body = _core.train_body(hyperparameters, data, activate, min_validation_accuracy, note)
         answer = await self._json(Call("POST", "/train", body, auth=True, idempotent=False))
         return AsyncJobHandle(self, Job.from_json(answer))
 
@@ -247,6 +249,12 @@ class AsyncIrisClient:
 
     async def models(self) -> ModelList:
         return ModelList.from_json(await self._json(Call("GET", "/models")))
+
+    async def model(self, version: str) -> ModelDetail:
+        return ModelDetail.from_json(await self._json(Call("GET", _core.model_path(version))))
+
+    async def delete_model(self, version: str) -> None:
+        await self._send(Call("DELETE", _core.model_path(version), auth=True, idempotent=False))
 
     async def activate(self, version: str) -> Activation:
         call = Call("POST", _core.model_path(version, "/activate"), auth=True, idempotent=False)

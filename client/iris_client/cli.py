@@ -1,7 +1,8 @@
 """``iris``: the command line of the Iris service, on top of :class:`iris_client.IrisClient`.
 
 Exit status: 0 success; 1 a training job failed, was cancelled or was held back by the
-quality gate (also: ``iris health`` when the server is not ready); 2 bad arguments, a bad
+quality gate (also: ``iris health`` when the server is not ready, and ``iris models delete``
+answered no at its prompt); 2 bad arguments, a bad
 input file, or a request the server refused (4xx, a wrong token included); 3 the server
 cannot be reached, broke the connection, did not answer within ``--timeout``, failed (5xx),
 or answered what is not this API (a redirect, not JSON, missing or extra rows, too large);
@@ -327,9 +328,10 @@ def cli(ctx: click.Context, /, *, url: str, token: str | None, timeout: float) -
 
     \b
     Exit status: 0 success; 1 the job failed, was cancelled or was held back
-    by the quality gate; 2 bad arguments or a request the server refused
-    (4xx, a wrong token too); 3 the server is unreachable or failed (5xx),
-    timed out, or gave an answer that is not this API's.
+    by the quality gate (or a deletion was declined); 2 bad arguments or a
+    request the server refused (4xx, a wrong token too);
+    3 the server is unreachable or failed (5xx), timed out, or gave an
+    answer that is not this API's.
 
     \b
     A job id or version may be any unique prefix (as iris jobs and iris
@@ -722,6 +724,11 @@ def hyperparameter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--no-activate", is_flag=True, help="Store the new version without serving it.")
 @click.option(
+    "--note",
+    metavar="TEXT",
+    help="Kept with the job and the version it makes (one line, at most 200 characters).",
+)
+@click.option(
     "--follow",
     "-f",
     is_flag=True,
@@ -743,6 +750,7 @@ def train(
     data: str | None,
     min_validation_accuracy: float | None,
     no_activate: bool,
+    note: str | None,
     follow: bool,
     fmt: str,
     **hyperparameters: Any,
@@ -759,6 +767,7 @@ def train(
             data=samples,
             activate=not no_activate,
             min_validation_accuracy=min_validation_accuracy,
+            note=note,
         )
         if not follow:
             if fmt == "json":
@@ -1009,11 +1018,19 @@ def delete(ctx: click.Context, /, *, job_id: str) -> None:
 # -- models, health, limits ------------------------------------------------------------------
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @listing_option
 @click.pass_context
 def models(ctx: click.Context, /, *, output: str) -> None:
-    """Stored model versions, newest first; the current one is marked."""
+    """Stored model versions, newest first; the current one is marked.
+
+    \b
+    iris models                  the listing (-o wide adds the job and the note)
+    iris models show VERSION     one version: metadata, metrics, job, note
+    iris models delete VERSION   delete a stored version (not the current one)
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from iris_client import listing
 
     with options(ctx).client() as iris:
@@ -1033,6 +1050,79 @@ def models(ctx: click.Context, /, *, output: str) -> None:
         [] if wide else listing.notes(found.models, columns[0].shown, lambda m: m.error, error_line)
     )
     listing.print_table(console, table, errors, wide)
+
+
+# The fields `iris models show` puts first, in this order; the rest follow as the server sent.
+SHOWN_FIRST = ("version", "active", "created_at", "job_id", "note", "data_sha256")
+
+
+@models.command("show")
+@click.argument("version", shell_complete=complete_versions)
+@text_or_json
+@click.pass_context
+def show_model(ctx: click.Context, /, *, version: str, fmt: str) -> None:
+    """One stored version (or a unique prefix): metadata, metrics, job, note.
+
+    Also the sha256 of its training data; -o json prints the server's answer.
+    """
+    with options(ctx).client() as iris:
+        found = iris.model(version_of(iris, version))
+    metadata = dict(found.metadata)
+    if fmt == "json":
+        import json
+
+        emit(json.dumps(metadata) + "\n", None)
+        return
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    table = RichTable(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    keys = [k for k in SHOWN_FIRST if k in metadata] + [k for k in metadata if k not in SHOWN_FIRST]
+    for key in keys:
+        table.add_row(Text(printable(key)), Text(printable(shown_value(metadata[key]))))
+    stdout_console().print(table)
+
+
+def shown_value(value: Any) -> str:
+    """A metadata value on one line: objects as key=value pairs, lists comma-separated."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={shown_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(shown_value(v) for v in value)
+    return str(value)
+
+
+def on_terminal() -> bool:
+    """Is someone at a terminal to answer a question?"""
+    return sys.stdin.isatty()
+
+
+@models.command("delete")
+@click.argument("version", shell_complete=complete_versions)
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking (asked on a terminal).")
+@click.pass_context
+def delete_model(ctx: click.Context, /, *, version: str, yes: bool) -> int:
+    """Delete a stored version (or a unique prefix), not the current one.
+
+    On a terminal iris asks first, unless --yes; answering no exits 1 with
+    nothing deleted. A version the server serves is refused (HTTP 409, exit 2):
+    activate another one first.
+    """
+    with options(ctx).client() as iris:
+        version = version_of(iris, version)
+        shown = printable(version)
+        if not yes and on_terminal():
+            question = f"Delete model version {shown}? It cannot be undone"
+            if not click.confirm(question, default=False, err=True):
+                click.echo(f"iris: version {shown} not deleted", err=True)
+                return JOB_FAILED
+        iris.delete_model(version)
+    click.echo(f"version {shown} deleted")
+    return OK
 
 
 @cli.command()

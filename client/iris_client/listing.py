@@ -121,6 +121,7 @@ def job_columns(jobs: Sequence[Job]) -> list[Column[Job]]:
             lambda j: local_time(j.finished_at),
             default=False,
         ),
+        Column("note", "NOTE", lambda j: j.note or "", lambda j: j.note or "", default=False),
         Column("error", "ERROR", lambda j: j.error or "", lambda j: j.error or "", default=False),
     ]
 
@@ -135,6 +136,7 @@ def model_columns(found: ModelList) -> list[Column[ModelSummary]]:
         return lambda m: "*" if m.version == version else ""
 
     hidden: Callable[[ModelSummary], str] = lambda m: exact(m.hidden_units)  # noqa: E731
+    jobs = short_ids([m.job_id for m in found.models if m.job_id])
     return [
         Column(
             "version", "VERSION", lambda m: m.version, lambda m: versions[m.version], whole=True
@@ -150,6 +152,22 @@ def model_columns(found: ModelList) -> list[Column[ModelSummary]]:
         Column("hidden_units", "HIDDEN", hidden, hidden, right=True),
         figure("validation_accuracy", "VAL ACC", metric("validation_accuracy")),
         figure("train_accuracy", "TRAIN ACC", metric("train_accuracy")),
+        Column(
+            "job_id",
+            "JOB",
+            lambda m: m.job_id or "",
+            lambda m: jobs.get(m.job_id or "", ""),
+            default=False,
+            whole=True,
+        ),
+        Column("note", "NOTE", lambda m: m.note or "", lambda m: m.note or "", default=False),
+        Column(
+            "data_sha256",
+            "DATA SHA256",
+            lambda m: m.data_sha256 or "",
+            lambda m: m.data_sha256 or "",
+            tabled=False,
+        ),
         Column("error", "ERROR", lambda m: m.error or "", lambda m: m.error or "", default=False),
     ]
 

@@ -39,6 +39,7 @@ from iris_client.types import (
     Include,
     Job,
     Limits,
+    ModelDetail,
     ModelList,
     Prediction,
     Predictions,
@@ -49,7 +50,8 @@ from iris_client.types import (
 class IrisClient:
     """A blocking client of the Iris service's HTTP API.
 
-    ``token`` is needed for ``train``, ``cancel``, ``delete_job`` and ``activate``.
+    ``token`` is needed for ``train``, ``cancel``, ``delete_job``, ``activate`` and
+    ``delete_model``.
     Idempotent calls (reads, ``predict``, ``gradients``) are retried on connection errors
     and 502/503/504 with backoff; a call that changes state is sent again only when the
     connection was refused before the request left.
@@ -257,12 +259,15 @@ class IrisClient:
         data: Sequence[Mapping[str, float | str]] | str | os.PathLike[str] | None = None,
         activate: bool = True,
         min_validation_accuracy: float | None = None,
+        note: str | None = None,
     ) -> JobHandle:
         """Start a training job (sent once, never retried once it may have arrived).
 
         ``data``: samples with a ``species``, or a CSV path; default the shipped Iris data.
+        ``note``: kept with the job and the version it makes (one line, at most 200
+        characters).
         """
-        body = _core.train_body(hyperparameters, data, activate, min_validation_accuracy)
+        body = _core.train_body(hyperparameters, data, activate, min_validation_accuracy, note)
         answer = self._json(Call("POST", "/train", body, auth=True, idempotent=False))
         return JobHandle(self, Job.from_json(answer))
 
@@ -290,6 +295,14 @@ class IrisClient:
 
     def models(self) -> ModelList:
         return ModelList.from_json(self._json(Call("GET", "/models")))
+
+    def model(self, version: str) -> ModelDetail:
+        """One stored version's metadata (without its training history)."""
+        return ModelDetail.from_json(self._json(Call("GET", _core.model_path(version))))
+
+    def delete_model(self, version: str) -> None:
+        """Delete a stored version; the current one is refused (ConflictError, 409)."""
+        self._send(Call("DELETE", _core.model_path(version), auth=True, idempotent=False))
 
     def activate(self, version: str) -> Activation:
         """Make a stored version the served one (roll back or forward)."""

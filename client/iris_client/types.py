@@ -363,6 +363,7 @@ class Job:
     model_version: str | None = None
     activated: bool = False
     error: str | None = None
+    note: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -402,6 +403,7 @@ class Job:
             model_version=_opt(d, "model_version", str, "job"),
             activated=bool(d.get("activated", False)),
             error=_opt(d, "error", str, "job"),
+            note=_opt(d, "note", str, "job"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -412,13 +414,20 @@ class Job:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """One stored version in ``GET /models``; ``error`` says why it cannot be served."""
+    """One stored version in ``GET /models``; ``error`` says why it cannot be served.
+
+    ``job_id``, ``note`` and ``data_sha256`` (the job that made it, its request's note, the
+    sha256 of its training rows) are None for versions made before the server kept them.
+    """
 
     version: str
     active: bool
     created_at: str | None = None
     hidden_units: int | None = None
     metrics: Mapping[str, Any] | None = None
+    job_id: str | None = None
+    note: str | None = None
+    data_sha256: str | None = None
     error: str | None = None
 
     @classmethod
@@ -431,7 +440,50 @@ class ModelSummary:
             created_at=_opt(d, "created_at", str, "model"),
             hidden_units=_opt(d, "hidden_units", int, "model"),
             metrics=_object(metrics, "model metrics") if metrics is not None else None,
+            job_id=_opt(d, "job_id", str, "model"),
+            note=_opt(d, "note", str, "model"),
+            data_sha256=_opt(d, "data_sha256", str, "model"),
             error=_opt(d, "error", str, "model"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelDetail:
+    """One stored version as ``GET /models/{version}`` shows it (without its history):
+    the fields every version has, and ``metadata``, the whole answer as sent."""
+
+    version: str
+    active: bool
+    created_at: str | None = None
+    hidden_units: int | None = None
+    hyperparameters: Mapping[str, Any] | None = None
+    metrics: Mapping[str, Any] | None = None
+    job_id: str | None = None
+    note: str | None = None
+    data_sha256: str | None = None
+    weights_sha256: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModelDetail:
+        d = _object(data, "model")
+        hyperparameters, metrics = d.get("hyperparameters"), d.get("metrics")
+        return cls(
+            version=_get(d, "version", str, "model"),
+            active=bool(d.get("active", False)),
+            created_at=_opt(d, "created_at", str, "model"),
+            hidden_units=_opt(d, "hidden_units", int, "model"),
+            hyperparameters=(
+                _object(hyperparameters, "model hyperparameters")
+                if hyperparameters is not None
+                else None
+            ),
+            metrics=_object(metrics, "model metrics") if metrics is not None else None,
+            job_id=_opt(d, "job_id", str, "model"),
+            note=_opt(d, "note", str, "model"),
+            data_sha256=_opt(d, "data_sha256", str, "model"),
+            weights_sha256=_opt(d, "weights_sha256", str, "model"),
+            metadata=d,
         )
 
 

@@ -127,9 +127,9 @@ class PostgresJobStore:
                         conn.execute(
                             "INSERT INTO jobs (job_id, status, created_at, heartbeat_at, "
                             "epochs, hyperparameters, dataset, activate, "
-                            "min_validation_accuracy, accepted_by) "
+                            "min_validation_accuracy, accepted_by, note) "
                             "VALUES (%s, 'queued', clock_timestamp(), clock_timestamp(), "
-                            "%s, %s::json, %s::json, %s, %s, %s)",
+                            "%s, %s::json, %s::json, %s, %s, %s, %s)",
                             (
                                 job_id,
                                 spec.hyperparameters["epochs"],
@@ -138,6 +138,7 @@ class PostgresJobStore:
                                 spec.activate,
                                 spec.min_validation_accuracy,
                                 self.instance,
+                                spec.note,
                             ),
                         )
                 except pg_errors.UniqueViolation:

@@ -100,6 +100,13 @@ MIGRATIONS: tuple[Step, ...] = (
         CREATE INDEX jobs_created ON jobs (created_at);
         """,
     ),
+    Step(
+        3,
+        "a training job's note",
+        """
+        ALTER TABLE jobs ADD COLUMN note text;  -- POST /train's note, at most 200 characters
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

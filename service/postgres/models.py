@@ -12,6 +12,12 @@ Activation verifies the version by loading it, moves ``model_current``, appends 
 ``model_activations`` and sends ``NOTIFY iris_model_activated, '<version>'``, all in one
 transaction: the notification is delivered when, and only when, the pointer has moved.
 
+Deletion removes the version's row and its activations in one statement that refuses when the
+version is the current pointer. Activations and deletions take one transaction-level advisory
+lock, so they never interleave; the foreign keys of ``model_current`` and
+``model_activations`` refuse a deletion that an activation (of a replica running older code)
+got in before, so the pointer never dangles.
+
 A database that cannot be reached raises :class:`~model.errors.StoreUnavailableError` (the
 service answers 503); a write the server refuses (a read-only or full database) raises
 :class:`~model.errors.StoreWriteError`. Error messages name the operation, never the
@@ -31,6 +37,7 @@ from psycopg import errors as pg_errors
 
 from model.errors import (
     DanglingCurrentError,
+    ModelInUseError,
     ModelNotFoundError,
     NoCurrentModelError,
     StoreUnavailableError,
@@ -57,6 +64,23 @@ from service.postgres.migrations import CHANNEL
 
 # pg_advisory_lock key held while one replica trains the default model of an empty store.
 BOOTSTRAP_LOCK_KEY = 0x69726973_00B0075
+# pg_advisory_xact_lock key held by every activation and deletion of a version.
+VERSIONS_LOCK_KEY = 0x69726973_0000AC7
+# One statement: the version's row and its activations go, unless it is the current pointer;
+# then whether it was deleted and whether it is current.
+DELETE_VERSION = """
+WITH current AS (SELECT version FROM model_current),
+gone AS (
+    DELETE FROM model_versions
+    WHERE version = %(version)s
+      AND NOT EXISTS (SELECT 1 FROM current WHERE version = %(version)s)
+    RETURNING version
+),
+activations AS (
+    DELETE FROM model_activations WHERE version IN (SELECT version FROM gone)
+)
+SELECT EXISTS (SELECT 1 FROM gone), EXISTS (SELECT 1 FROM current WHERE version = %(version)s)
+"""
 
 
 class PostgresModelStore:
@@ -192,6 +216,23 @@ class PostgresModelStore:
         with self._connection(what, write=True) as conn, conn.transaction():
             self._activate(conn, version)
 
+    def delete(self, version: str) -> None:
+        """Remove a stored version and its activations; the current one is refused
+        (ModelInUseError), an unknown one is ModelNotFoundError."""
+        check_version_id(version)
+        what = f"cannot delete version {version}"
+        with self._connection(what, write=True) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (VERSIONS_LOCK_KEY,))
+            try:
+                row = conn.execute(DELETE_VERSION, {"version": version}).fetchone()
+            except pg_errors.ForeignKeyViolation:  # made current meanwhile, without the lock
+                raise in_use(version) from None  # the transaction rolls back
+        deleted, current = row if row is not None else (False, False)
+        if current:
+            raise in_use(version)
+        if not deleted:
+            raise ModelNotFoundError(f"no stored model version {version}")
+
     def clean(self) -> list[str]:
         """Nothing is ever left half-written in a database: a failed transaction leaves no row."""
         return []
@@ -246,6 +287,7 @@ class PostgresModelStore:
 
     def _activate(self, conn: Connection, version: str) -> None:
         """Verify, move the pointer, record the activation and notify (inside a transaction)."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (VERSIONS_LOCK_KEY,))
         self._load(conn, version)
         conn.execute(
             "INSERT INTO model_current (singleton, version) VALUES (true, %s) "
@@ -255,6 +297,12 @@ class PostgresModelStore:
         )
         conn.execute("INSERT INTO model_activations (version) VALUES (%s)", (version,))
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, version))
+
+
+def in_use(version: str) -> ModelInUseError:
+    return ModelInUseError(
+        f"version {version} is the current version (the one served): activate another version first"
+    )
 
 
 def metadata_text(metadata: Mapping[str, Any]) -> str:

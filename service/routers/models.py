@@ -1,5 +1,5 @@
 """Stored model versions: list, read (metadata, training history), activate (roll forward or
-back)."""
+back), delete."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from model.errors import ModelStoreError
+from model.errors import ModelInUseError, ModelNotFoundError, ModelStoreError
 from model.persistence import check_version_id
 from service import schemas
 from service.deps import AppState, State, Token, state
@@ -33,11 +33,17 @@ def summary(st: State, version: str, current: str | None) -> dict[str, Any]:
         meta = st.store.summary(version)  # cached, without the history
     except ModelStoreError as error:
         return entry | {"error": public(str(error))}
-    return entry | {
-        "created_at": meta.get("created_at"),
-        "hidden_units": meta.get("hidden_units"),
-        "metrics": meta.get("metrics"),
-    }
+    shown = {key: meta.get(key) for key in ("created_at", "hidden_units", "metrics")}
+    return entry | shown | provenance(meta)
+
+
+# What a version records of how it was made; null for versions made before they were kept.
+PROVENANCE = ("job_id", "note", "data_sha256")
+
+
+def provenance(meta: dict[str, Any]) -> dict[str, Any]:
+    """The job that made a version, its request's note and the sha256 of its training rows."""
+    return {key: meta.get(key) for key in PROVENANCE}
 
 
 @router.get("/models", response_model=schemas.ModelList, summary="Stored model versions")
@@ -63,7 +69,7 @@ def get_model(st: AppState, version: str) -> Response:
     # The store's summary: model.json without the per-epoch history, which a long run makes
     # large (10,000 epochs: 1.4 MB, 33 ms to read and parse); GET .../history serves it.
     meta = st.store.summary(check_version_id(version))
-    return json_response(meta | {"active": version == current_or_none(st)})
+    return json_response(meta | provenance(meta) | {"active": version == current_or_none(st)})
 
 
 class History(BaseModel):
@@ -102,3 +108,33 @@ def activate_model(st: AppState, version: str) -> Response:
     st.store.activate(check_version_id(version))
     st.registry.refresh()
     return json_response({"current": version, "serving": version})
+
+
+@router.delete(
+    "/models/{version}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Token],
+    responses={
+        204: {"description": "the version is gone: its files or rows, and its metadata"},
+        **problem_responses(401, 404, 409, 503, 507),
+    },
+    summary="Delete a stored version (token required; 409 for the current one)",
+)
+def delete_model(st: AppState, version: str) -> Response:
+    check_version_id(version)
+    active = st.registry.active
+    if active is not None and active.version == version:
+        why = (
+            "the current version (the one served)"
+            if current_or_none(st) == version
+            else "served by this worker in place of the current version, which it cannot load"
+        )
+        raise ModelInUseError(f"version {version} is {why}: activate another version first")
+    try:
+        st.store.delete(version)
+    except ModelNotFoundError:
+        st.registry.forget(version)  # deleted elsewhere: not served from this cache either
+        raise
+    st.registry.forget(version)  # a request pinned to it gets 404 from now on
+    return Response(status_code=204)

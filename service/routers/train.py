@@ -65,6 +65,7 @@ def start_job(request: Request, raw_body: bytes) -> dict[str, Any]:
         dataset={"source": source, "rows": len(dataset)},
         activate=body.activate,
         min_validation_accuracy=body.min_validation_accuracy,
+        note=body.note,
     )
     try:
         job = st.jobs.create(spec)
