@@ -176,7 +176,11 @@ READY = {
     "explain": "return document.querySelectorAll('figure[data-name=dW1] td').length > 0",
     "data": "return document.querySelectorAll('#scatter .pt').length === 150",
     "train": "return document.querySelectorAll('#jobs tbody tr').length > 0",
-    "models": "return document.querySelectorAll('#compare table.confusion').length === 2",
+    "models": (
+        "return document.querySelectorAll('#model-table tbody tr').length > 0 && ("
+        "document.querySelectorAll('#compare table.confusion').length === 2"
+        " || document.querySelectorAll('#model-table tbody tr').length === 1)"
+    ),
 }
 
 

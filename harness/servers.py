@@ -351,27 +351,40 @@ class ServerProcess:
         """Start on a free port and wait for readiness; retries when the port was taken."""
         for _ in range(3):
             self.port = free_port()
-            launch = self.launching()
-            with open(self.log_path, "ab") as log:
-                log.write(f"--- {self.name} on port {self.port}\n".encode())
-                log.flush()
-                started = time.perf_counter()
-                self.proc = subprocess.Popen(
-                    launch.command,
-                    cwd=launch.cwd,
-                    env=launch.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            if self.wait_ready(ready_seconds):
-                self.ready_seconds = time.perf_counter() - started
+            if self.spawn(ready_seconds):
                 return self
             if "address already in use" not in self.log().lower():
                 break
         self.stop()
         raise AssertionError(f"{self.name} did not become ready; its log:\n{self.log()}")
+
+    def restart(self, ready_seconds: float = READY_SECONDS) -> ServerProcess:
+        """Start again, stopped, on the port it had (as a restarted deployment comes back)."""
+        if not self.spawn(ready_seconds):
+            self.stop()
+            raise AssertionError(f"{self.name} did not come back; its log:\n{self.log()}")
+        return self
+
+    def spawn(self, ready_seconds: float) -> bool:
+        """Start on ``self.port``; whether it became ready."""
+        launch = self.launching()
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- {self.name} on port {self.port}\n".encode())
+            log.flush()
+            started = time.perf_counter()
+            self.proc = subprocess.Popen(
+                launch.command,
+                cwd=launch.cwd,
+                env=launch.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if not self.wait_ready(ready_seconds):
+            return False
+        self.ready_seconds = time.perf_counter() - started
+        return True
 
     def wait_ready(self, seconds: float) -> bool:
         """True once the readiness path answers 200; False if the process exited first."""

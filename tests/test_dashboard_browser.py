@@ -37,6 +37,7 @@ FIRST_LOAD_LIMIT = 300_000  # bytes, the issue's budget for the first load
 FIRST_LOAD_PATHS = frozenset({"/", "/ui/main.js", "/ui/app.css", "/datasets/iris", "/predict"})
 WAIT_SECONDS = 20.0
 VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.1, "petal_width": 1.2}
+SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 # A job of several seconds, so several heartbeats' points arrive before it ends: 30,000 steps
 # of 8 rows, 2.5-25 s of training on the machines seen.
 LONG_JOB = {
@@ -131,6 +132,15 @@ def assert_clean(b: Browser, server: ServerProcess, allowed_statuses: tuple[int,
     assert b.console_errors(allowed) == []
     assert b.traffic.failures(allowed_statuses) == []
     assert b.traffic.foreign(server.url) == []
+
+
+def two_versions(server: ServerProcess, api: httpx.Client) -> None:
+    """At least two stored versions (Compare and the version actions need two)."""
+    if len(api.get("/models").json()["models"]) >= 2:
+        return
+    body = {"hyperparameters": {"epochs": 50}, "activate": False}
+    job_id = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
+    until(lambda: api.get(f"/train/{job_id}").json()["status"] == "succeeded", "trained", 60)
 
 
 # -- first load ----------------------------------------------------------------------------------
@@ -299,7 +309,7 @@ def test_the_explain_panel_shows_exactly_what_gradients_answers(
 
 
 def test_the_scatter_plot_shows_every_flower_over_the_regions(
-    browser: Browser, server: ServerProcess
+    browser: Browser, server: ServerProcess, api: httpx.Client
 ) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -308,7 +318,24 @@ def test_the_scatter_plot_shows_every_flower_over_the_regions(
         lambda: js(browser, "return document.querySelectorAll('#scatter .pt').length") == 150,
         "150 flowers",
     )
-    assert js(browser, "return document.querySelectorAll('#scatter rect.reg').length") == 40 * 40
+    # the regions: an 80 x 80 grid drawn as one image the browser smooths
+    assert js(browser, "return document.querySelector('#scatter image.regions').dataset.steps") == (
+        "80"
+    )
+    # the misclassified flowers are marked: exactly those /predict gets wrong
+    missed = js(
+        browser,
+        "return [...document.querySelectorAll('#scatter .pt')]"
+        ".filter(c => c.classList.contains('missed')).length",
+    )
+    iris = api.get("/datasets/iris").json()["samples"]
+    labels = [
+        p["label"]
+        for p in api.post(
+            "/predict", json={"instances": [{f: s[f] for f in FEATURES} for s in iris]}
+        ).json()["predictions"]
+    ]
+    assert missed == sum(p != s["species"] for p, s in zip(labels, iris, strict=True))
     Select(browser.driver.find_element("id", "axis-x")).select_by_value("sepal_length")
     caption = browser.driver.find_element("id", "scatter-caption")
     until(lambda: "petal length" in caption.text, "the caption names the fixed features")
@@ -382,7 +409,15 @@ def test_training_from_the_page_streams_points_then_serves_the_new_version_and_r
     )
     assert button.text == "Roll back"
     button.click()
+    # asked first: nothing changes until the question is answered
+    question = browser.driver.find_element("id", "models-question")
+    until(question.is_displayed, "the question")
+    assert before in question.text
+    assert api.get("/models").json()["current"] == new
+    browser.driver.find_element("id", "models-confirm-yes").click()
     until(lambda: api.get("/models").json()["current"] == before, "CURRENT back")
+    status = browser.driver.find_element("id", "models-status")
+    until(lambda: f"version {before} is now served" in status.text, "the confirmation message")
     served = until(
         lambda: (
             (v := api.post("/predict", json={"instances": [VIRGINICA]}).json()["model_version"])
@@ -404,6 +439,13 @@ def test_training_from_the_page_streams_points_then_serves_the_new_version_and_r
     )
     for cells in matrices:
         assert sum(cells) == 150
+    # the curves of both versions on one pair of axes, and the message still there
+    series = js(
+        browser,
+        "return [...document.querySelectorAll('#cmp-loss path.line')].map(p => p.dataset.series)",
+    )
+    assert {"A train", "B train"} <= set(series)
+    assert f"version {before} is now served" in status.text
     assert_clean(browser, server)
 
 
@@ -421,8 +463,22 @@ def test_cancel_from_the_page_ends_the_job(
     until(lambda: api.get(f"/train/{job_id}").json()["status"] == "running", "running")
     cancel.click()
     status = browser.driver.find_element("id", "train-status")
-    until(lambda: status.text.startswith("Job cancelled"), "the cancelled end", seconds=30)
-    assert api.get(f"/train/{job_id}").json()["status"] == "cancelled"
+    seen: list[str] = []
+
+    def ended() -> bool:
+        seen.append(status.text)
+        return status.text.startswith("Job cancelled")
+
+    until(ended, "the cancelled end", seconds=30)
+    # the acknowledgement stayed until the end: no progress line replaced it
+    asked = [text for text in seen if not text.startswith("Job cancelled")]
+    assert all(text.startswith("Cancel requested") for text in asked), asked
+    job = api.get(f"/train/{job_id}").json()
+    assert job["status"] == "cancelled"
+    # the epoch shown is the stored one, and the stored message names the same epoch
+    epoch = job["progress"]["epoch"]
+    assert status.text.startswith(f"Job cancelled at epoch {epoch} of 5000"), status.text
+    assert f"after epoch {epoch}" in job["error"], job["error"]
     assert_clean(browser, server)
 
 
@@ -507,3 +563,317 @@ def test_page_strings_from_the_server_are_text(browser: Browser, server: ServerP
     assert "Bearer <token>" in error.text  # the detail's own angle brackets, as text
     assert js(browser, "return document.querySelectorAll('#train-panel img').length") == 0
     js(browser, "sessionStorage.clear()")
+
+
+# -- honest states ---------------------------------------------------------------------------------
+
+
+def test_an_invalid_field_hides_the_prediction_and_every_field_keeps_its_message(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    open_page(browser, server)
+    problem = api.post("/predict", json={"instances": [VIRGINICA | {"sepal_width": -2}]}).json()
+    message = next(e["msg"] for e in problem["errors"] if "sepal_width" in e["loc"])
+    type_into(browser, "in-sepal_width", "-2")
+    error = browser.driver.find_element("id", "err-sepal_width")
+    until(lambda: error.text == message, "the API's message for -2")
+    species = browser.driver.find_element("id", "species")
+    assert species.text == "No prediction"
+    assert js(browser, "return document.querySelectorAll('#bars .bar').length") == 0
+    # another field emptied: both keep their messages, and the card names both
+    type_into(browser, "in-petal_width", "")
+    until(
+        lambda: browser.driver.find_element("id", "err-petal_width").text == "enter a number",
+        "the empty field's message",
+    )
+    note = browser.driver.find_element("id", "predict-note")
+    until(lambda: "petal width" in note.text, "the card names the empty field")
+    assert error.text == message
+    assert "sepal width" in note.text
+    assert species.text == "No prediction"
+    type_into(browser, "in-sepal_width", str(VIRGINICA["sepal_width"]))
+    type_into(browser, "in-petal_width", str(VIRGINICA["petal_width"]))
+    until(lambda: species.text.lower() == "virginica", "the prediction back")
+    assert note.text == ""
+    assert_clean(browser, server, allowed_statuses=(422,))
+
+
+def test_a_stopped_server_shows_a_banner_and_the_page_recovers_by_itself(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    with server_pool(tmp_path_factory.mktemp("offline")) as start:
+        own = start(None, {"IRIS_API_TOKEN": TOKEN})
+        open_page(browser, own)
+        own.stop()
+        for feature, value in SETOSA.items():  # a change the page cannot send
+            type_into(browser, f"in-{feature}", str(value))
+        banner = browser.driver.find_element("id", "banner")
+        until(banner.is_displayed, "the banner")
+        assert "cannot be reached" in banner.text
+        assert "fetch" not in banner.text.lower()
+        assert js(browser, "return document.body.classList.contains('stale')") is True
+        assert "not reachable" in browser.driver.find_element("id", "serving").text
+        assert "fetch" not in browser.driver.find_element("id", "species").text.lower()
+        own.restart()
+        until(lambda: not banner.is_displayed(), "the banner gone", seconds=30)
+        species = browser.driver.find_element("id", "species")
+        until(lambda: species.text.lower() == "setosa", "the change predicted once back")
+        assert js(browser, "return document.body.classList.contains('stale')") is False
+        assert "Serving model" in browser.driver.find_element("id", "serving").text
+
+
+def test_keeping_a_wrong_token_says_so_at_once_and_keeps_nothing(
+    browser: Browser, server: ServerProcess
+) -> None:
+    open_page(browser, server)
+    js(browser, "sessionStorage.clear()")
+    type_into(browser, "token", "not-the-token")
+    browser.driver.find_element("css selector", "#token-form button[type=submit]").click()
+    state = browser.driver.find_element("id", "token-state")
+    until(lambda: state.text == "wrong token: not kept", "the wrong token found")
+    assert js(browser, "return sessionStorage.getItem('iris-api-token')") is None
+    type_into(browser, "token", TOKEN)
+    browser.driver.find_element("css selector", "#token-form button[type=submit]").click()
+    until(lambda: state.text.startswith("token accepted"), "the right token accepted")
+    assert js(browser, "return sessionStorage.getItem('iris-api-token')") == TOKEN
+    js(browser, "sessionStorage.clear()")
+    assert_clean(browser, server, allowed_statuses=(401,))
+
+
+def test_a_job_started_through_the_api_is_followed_by_a_freshly_opened_page(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    body = {
+        "hyperparameters": {k: int(v) if "." not in v else float(v) for k, v in LONG_JOB.items()}
+        | {"epochs": 5000},
+        "activate": False,
+    }
+    job_id = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
+    try:
+        open_page(browser, server, "train")
+        status = browser.driver.find_element("id", "train-status")
+        until(lambda: "epoch" in status.text and status.text.startswith("Job running"), "followed")
+        first = int(status.text.split("epoch ")[1].split(" ")[0])
+        until(
+            lambda: int(status.text.split("epoch ")[1].split(" ")[0]) > first,
+            "the epochs moving",
+        )
+        assert browser.driver.find_element("id", "train-cancel").is_enabled()
+        assert js(browser, "return document.getElementById('train-panel').dataset.following") == (
+            job_id
+        )
+    finally:
+        api.post(f"/train/{job_id}/cancel", headers=server.auth())
+    until(lambda: status.text.startswith("Job cancelled"), "the end seen", seconds=30)
+    assert not browser.driver.find_element("id", "train-cancel").is_enabled()
+    assert_clean(browser, server)
+
+
+def test_a_headerless_csv_is_predicted(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    open_page(browser, server)
+    js(browser, "document.getElementById('csv-text').value = arguments[0]", "5.1,3.5,1.4,0.2\n")
+    browser.driver.find_element("id", "csv-run").click()
+    status = browser.driver.find_element("id", "csv-status")
+    until(lambda: status.text.startswith("1 of 1"), "the row predicted")
+    expected = api.post("/predict", json={"instances": [SETOSA]}).json()["predictions"][0]["label"]
+    shown = js(
+        browser, "return document.querySelector('#csv-table tbody tr').children[5].textContent"
+    )
+    assert shown == expected
+    assert_clean(browser, server)
+
+
+def test_the_curve_of_a_3000_epoch_run_ends_on_a_tick_reading_3000(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    body = {"hyperparameters": {"epochs": 3000}, "activate": False}
+    job_id = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
+    until(lambda: api.get(f"/train/{job_id}").json()["status"] == "succeeded", "trained", 60)
+    open_page(browser, server, "train")
+    ticks = until(
+        lambda: js(
+            browser,
+            "return [...document.querySelectorAll('#loss-chart svg text')]"
+            ".map(t => t.textContent).filter(t => /^[0-9]+$/.test(t))",
+        ),
+        "the curve drawn",
+    )
+    until(
+        lambda: (
+            js(browser, "return document.querySelector('#loss-chart path.train')?.dataset.points")
+            == "3000"
+        ),
+        "the stored history drawn",
+    )
+    ticks = js(
+        browser,
+        "return [...document.querySelectorAll('#loss-chart svg text')]"
+        ".map(t => t.textContent).filter(t => /^[0-9]+$/.test(t))",
+    )
+    assert ticks[-1] == "3000", ticks
+    assert ticks == ["0", "1000", "2000", "3000"]
+
+
+# -- every width ---------------------------------------------------------------------------------
+
+# Every SVG text inside its SVG; every visible text at least 11 px tall as drawn (SVG text
+# scaled by its drawing's width); every button within the viewport's width.
+SVG_TEXT_OUTSIDE = """
+return [...document.querySelectorAll('svg text')]
+  .filter(t => t.getClientRects().length).filter(t => {
+  const box = t.getBoundingClientRect(), frame = t.ownerSVGElement.getBoundingClientRect();
+  return box.left < frame.left - 0.5 || box.right > frame.right + 0.5
+    || box.top < frame.top - 0.5 || box.bottom > frame.bottom + 0.5;
+}).map(t => t.textContent)
+"""
+SMALL_TEXT = """
+return [...document.querySelectorAll('body *')]
+  .filter(e => e.getClientRects().length && e.getBoundingClientRect().width > 0)
+  .filter(e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+  .map(e => {
+    let size = parseFloat(getComputedStyle(e).fontSize);
+    const frame = e.ownerSVGElement;
+    if (frame && frame.viewBox.baseVal && frame.viewBox.baseVal.width) {
+      size *= frame.getBoundingClientRect().width / frame.viewBox.baseVal.width;
+    }
+    return [e.tagName, e.textContent.trim().slice(0, 24), Math.round(size * 10) / 10];
+  })
+  .filter(([, , size]) => size < 11)
+"""
+BUTTONS_OUTSIDE = """
+return [...document.querySelectorAll('main button, header button, nav button')]
+  .filter(b => b.getClientRects().length)
+  .filter(b => { const r = b.getBoundingClientRect(); return r.left < 0 || r.right > innerWidth; })
+  .map(b => b.textContent)
+"""
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_every_panel_keeps_its_text_readable_and_its_actions_in_reach(
+    browser: Browser, server: ServerProcess, api: httpx.Client, size: tuple[int, int]
+) -> None:
+    two_versions(server, api)
+    browser.resize(size)
+    try:
+        for panel, ready in READY.items():
+            open_page(browser, server, panel)
+            until(lambda ready=ready: js(browser, ready), f"{panel} drawn")
+            settled(browser, f"{panel}: every request answered")
+            assert js(browser, SVG_TEXT_OUTSIDE) == [], panel
+            assert js(browser, SMALL_TEXT) == [], panel
+            assert js(browser, BUTTONS_OUTSIDE) == [], panel
+            if panel == "models":
+                actions = js(
+                    browser, "return document.querySelectorAll('button[data-activate]').length"
+                )
+                assert actions >= 1
+    finally:
+        browser.resize(DESKTOP)
+
+
+# -- charts a person trusts ----------------------------------------------------------------------
+
+
+def test_a_curve_reads_out_the_epoch_under_the_pointer(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    two_versions(server, api)
+    open_page(browser, server, "models")
+    until(lambda: js(browser, READY["models"]), "models drawn")
+    version = browser.driver.find_element("id", "cmp-a").get_attribute("value")
+    history = api.get(f"/models/{version}/history").json()["history"]
+    chart = until(
+        lambda: browser.driver.find_element("css selector", "#cmp-loss svg"), "the loss chart"
+    )
+    ActionChains(browser.driver).move_to_element(chart).perform()
+    readout = browser.driver.find_element("css selector", "#cmp-loss .readout")
+    until(lambda: readout.text.startswith("epoch "), "the readout")
+    epoch = int(readout.text.split()[1].rstrip(":"))
+    point = next(h for h in history if h["epoch"] == epoch)
+    assert f"A train {point['train_loss']:.4f}" in readout.text
+
+
+def test_explain_uses_one_colour_scale_a_pass_and_numbers_hidden_units_from_zero(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    open_page(browser, server, "explain")
+    until(lambda: js(browser, READY["explain"]), "explain drawn")
+    label = js(browser, "return document.getElementById('true-species').value")
+    flower = js(browser, "return document.getElementById('explain-flower').textContent")
+    assert flower
+    scales = js(
+        browser, "return [...document.querySelectorAll('.mats .scale')].map(s => +s.dataset.max)"
+    )
+    assert len(scales) == 2
+    instance = {
+        f: float(js(browser, f"return document.getElementById('in-{f}').value")) for f in FEATURES
+    }
+    answer = api.post(
+        "/gradients",
+        json={
+            "instances": [instance],
+            "labels": [label],
+            "include": ["activations", "intermediates"],
+        },
+    ).json()
+    forward = [abs(v) for m in answer["activations"].values() for row in m for v in row]
+    assert scales[0] == max([*forward, abs(answer["loss"])])
+    # every hidden-unit label and hover text counts from 0, as the API's arrays do
+    heads = js(
+        browser,
+        'return [...document.querySelectorAll("figure[data-name=h_a] thead th")]'
+        ".map(th => th.textContent).filter(Boolean)",
+    )
+    assert heads[0] == "0"
+    assert heads[-1] == str(len(answer["gradients"]["b1"]) - 1)
+    first = js(browser, "return document.querySelector('figure[data-name=h_a] td').title")
+    assert first.startswith("h_a[0] = ")
+
+
+# -- versions ------------------------------------------------------------------------------------
+
+
+def test_a_version_is_deleted_from_the_page_after_its_question_and_shows_its_note(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    body = {"hyperparameters": {"epochs": 20}, "activate": False, "note": "to be deleted"}
+    job_id = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
+    until(lambda: api.get(f"/train/{job_id}").json()["status"] == "succeeded", "trained", 60)
+    version = api.get(f"/train/{job_id}").json()["model_version"]
+    open_page(browser, server, "models")
+    js(browser, "sessionStorage.setItem('iris-api-token', arguments[0])", TOKEN)
+    button = until(
+        lambda: browser.driver.find_element("css selector", f"button[data-delete='{version}']"),
+        "the delete button",
+    )
+    row = button.find_element("xpath", "ancestor::tr")
+    assert "to be deleted" in row.text
+    assert f"job {job_id[:8]}" in row.text
+    button.click()
+    question = browser.driver.find_element("id", "models-question")
+    until(question.is_displayed, "the question")
+    assert version in question.text
+    browser.driver.find_element("id", "models-confirm-no").click()
+    assert api.get(f"/models/{version}").status_code == 200  # "no" changes nothing
+    button = browser.driver.find_element("css selector", f"button[data-delete='{version}']")
+    button.click()
+    until(question.is_displayed, "the question again")
+    browser.driver.find_element("id", "models-confirm-yes").click()
+    status = browser.driver.find_element("id", "models-status")
+    until(lambda: status.text == f"Version {version} is deleted.", "the deletion said")
+    assert api.get(f"/models/{version}").status_code == 404
+    until(
+        lambda: (
+            not browser.driver.find_elements("css selector", f"button[data-delete='{version}']")
+        ),
+        "the row gone",
+    )
+    # the served version offers no delete
+    served = api.get("/models").json()["current"]
+    assert not browser.driver.find_elements("css selector", f"button[data-delete='{served}']")
+    js(browser, "sessionStorage.clear()")
+    assert_clean(browser, server)

@@ -1,4 +1,6 @@
 // Small DOM and SVG helpers. Server strings only ever become text nodes or attribute values.
+import { clampX, diverging, fixed4, nearest, niceTicks, plainMessage, round, textWidth, tickLabel } from "./lib.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 
 function fill(node, attrs, children) {
@@ -26,56 +28,97 @@ export function clear(node, ...children) {
   return node;
 }
 
-export const round = (v, digits = 3) => (Number.isFinite(v) ? Number(v.toPrecision(digits)) : v);
-export const pct = (v) => `${(100 * v).toFixed(1)} %`;
-export const title = (name) => name.replace("_", " ").replace(/^./, (c) => c.toUpperCase());
+// Every chart is drawn at the pixel width it is shown at, so its 12 px text is 12 px on a
+// phone as on a desktop; it is drawn again when its container's width changes.
+export const FONT = 12;
+const drawn = new WeakMap();
+const resized = typeof ResizeObserver === "undefined" ? null : new ResizeObserver((entries) => {
+  for (const entry of entries) {
+    const chart = drawn.get(entry.target);
+    if (chart && Math.abs(entry.contentRect.width - chart.width) >= 1) chart.draw();
+  }
+});
 
-// Red for positive, blue for negative, white at zero; `scale` is the largest magnitude.
-export function diverging(value, scale) {
-  const t = scale > 0 ? Math.max(-1, Math.min(1, value / scale)) : 0;
-  const a = Math.abs(t);
-  const [r, g, b] = t >= 0 ? [220, 38, 38] : [37, 99, 235];
-  const mix = (c) => Math.round(255 + (c - 255) * a);
-  return { color: `rgb(${mix(r)}, ${mix(g)}, ${mix(b)})`, dark: a > 0.6 };
+export function responsive(container, render, fallback = 420) {
+  const draw = () => {
+    const width = Math.round(container.clientWidth || fallback);
+    drawn.set(container, { width, draw });
+    render(width);
+  };
+  if (resized && !drawn.has(container)) resized.observe(container);
+  draw();
 }
 
-function ticks(lo, hi, count = 4) {
-  const step = (hi - lo) / count;
-  return Array.from({ length: count + 1 }, (_, i) => lo + i * step);
-}
-
-// A line chart: series [{label, cls, points: [[x, y], ...]}] in an SVG of its own.
+// A line chart: series [{label, cls, dash, points: [[x, y], ...]}], with round ticks, labels
+// kept inside the drawing, and a readout of the nearest epoch under the pointer.
 export function lineChart(container, series, { xLabel = "epoch", yLabel = "", yMin, yMax, xMax } = {}) {
-  const W = 420, H = 220, L = 50, R = 10, T = 10, B = 36;
-  const all = series.flatMap((s) => s.points);
-  const xs = all.map((p) => p[0]);
-  const ys = all.map((p) => p[1]).filter(Number.isFinite);
-  const x0 = 0, x1 = Math.max(xMax || 0, ...xs, 1);
-  let y0 = yMin ?? Math.min(0, ...ys), y1 = yMax ?? (ys.length ? Math.max(...ys) : 1);
-  if (y1 <= y0) y1 = y0 + 1;
-  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
-  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${yLabel} by ${xLabel}` });
-  for (const v of ticks(y0, y1)) {
-    chart.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
-    chart.append(svg("text", { x: L - 6, y: sy(v) + 4, "text-anchor": "end" }, String(round(v, 2))));
-  }
-  for (const v of ticks(x0, x1)) {
-    chart.append(svg("text", { x: sx(v), y: H - B + 16, "text-anchor": "middle" }, String(Math.round(v))));
-  }
-  chart.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
-  chart.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
-  chart.append(svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, xLabel));
-  for (const s of series) {
-    const pts = s.points.filter((p) => Number.isFinite(p[1]));
-    if (!pts.length) continue;
-    const d = pts.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
-    chart.append(svg("path", { class: `line ${s.cls}`, d, "data-series": s.label, "data-points": pts.length },
-      svg("title", {}, `${s.label}: ${pts.length} points`)));
-  }
-  const legend = el("div", { class: "legend" },
-    series.filter((s) => s.points.length).map((s) => el("span", {}, el("span", { class: `dot ${s.cls}` }), s.label)));
-  clear(container, chart, legend);
+  responsive(container, (W) => {
+    const H = 220, L = 12 + textWidth("0.000", FONT), R = 12, T = 10, B = 38;
+    const all = series.flatMap((s) => s.points);
+    const ys = all.map((p) => p[1]).filter(Number.isFinite);
+    const xt = niceTicks(0, Math.max(xMax || 0, ...all.map((p) => p[0]), 1), W < 360 ? 3 : 5);
+    const yt = niceTicks(yMin ?? Math.min(0, ...ys), yMax ?? (ys.length ? Math.max(...ys) : 1), 4);
+    const [x0, x1, y0, y1] = [xt[0], xt.at(-1), yt[0], yt.at(-1)];
+    const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+    const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": `${yLabel} by ${xLabel}` });
+    for (const v of yt) {
+      chart.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
+      chart.append(svg("text", { x: L - 6, y: sy(v) + 4, "text-anchor": "end" }, tickLabel(v, yt)));
+    }
+    for (const v of xt) {
+      const text = tickLabel(v, xt);
+      chart.append(svg("text", { x: clampX(sx(v), text, FONT, W), y: H - B + 16, "text-anchor": "middle" }, text));
+    }
+    chart.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+    chart.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
+    chart.append(svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, xLabel));
+    const drawnSeries = [];
+    for (const s of series) {
+      const pts = s.points.filter((p) => Number.isFinite(p[1]));
+      if (!pts.length) continue;
+      drawnSeries.push({ ...s, points: pts });
+      const d = pts.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
+      chart.append(svg("path", {
+        class: `line ${s.cls}`, d, "data-series": s.label, "data-points": pts.length,
+        "stroke-dasharray": s.dash || null,
+      }, svg("title", {}, `${s.label}: ${pts.length} points`)));
+    }
+    const guide = svg("line", { class: "guide", x1: 0, x2: 0, y1: T, y2: H - B, visibility: "hidden" });
+    const readout = el("p", { class: "readout small", "aria-live": "off" }, "\u00a0");
+    chart.append(guide);
+    chart.addEventListener("pointermove", (event) => {
+      if (!drawnSeries.length) return;
+      const box = chart.getBoundingClientRect();
+      const x = x0 + ((event.clientX - box.left) * (W / box.width) - L) / (W - L - R) * (x1 - x0);
+      const at = nearest(drawnSeries[0].points, x);
+      if (!at) return;
+      guide.setAttribute("x1", sx(at[0]));
+      guide.setAttribute("x2", sx(at[0]));
+      guide.setAttribute("visibility", "visible");
+      const values = drawnSeries.map((s) => {
+        const p = nearest(s.points, at[0]);
+        return p && p[0] === at[0] ? `${s.label} ${fixed4(p[1])}` : null;
+      }).filter(Boolean);
+      readout.textContent = `${xLabel} ${at[0]}: ${values.join(", ")}`;
+    });
+    chart.addEventListener("pointerleave", () => {
+      guide.setAttribute("visibility", "hidden");
+      readout.textContent = "\u00a0";
+    });
+    const legend = el("div", { class: "legend" },
+      drawnSeries.map((s) => el("span", {}, el("span", { class: `dot ${s.cls}${s.dash ? " dashed" : ""}` }), s.label)));
+    clear(container, chart, readout, legend);
+  });
+}
+
+// A colour scale from -max to +max, for a pass's heatmaps.
+export function scaleLegend(max, what) {
+  const bar = el("span", { class: "scale-bar" });
+  bar.style.background = `linear-gradient(to right, ${diverging(-1, 1).color}, #fff, ${diverging(1, 1).color})`;
+  return el("p", { class: "scale small", "data-max": String(max) },
+    el("span", {}, `${round(-max)}`), bar, el("span", {}, `+${round(max)}`),
+    el("span", { class: "muted" }, ` ${what}: one scale for every matrix here`));
 }
 
 // A labelled heatmap of a matrix: every cell carries its exact value (title and data-value).
@@ -104,11 +147,14 @@ export function table(node, columns, rows) {
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col" }, c.label)))),
     el("tbody", {}, rows.map((row) => el("tr", {}, columns.map((c) => {
       const value = c.value(row);
-      return el("td", { class: c.num ? "num" : null }, value instanceof Node ? value : String(value ?? ""));
+      return el("td", { class: c.num ? "num" : null, "data-label": c.label || null },
+        value instanceof Node ? value : String(value ?? ""));
     })))));
 }
 
+// What went wrong, as a person should read it; never the browser's own network text.
 export function problemText(error) {
-  const p = error.problem || {};
-  return p.detail || p.error || error.message || String(error);
+  if (error?.offline) return "The service cannot be reached.";
+  const p = error?.problem || {};
+  return plainMessage(p.detail || p.error || error?.message || String(error));
 }

@@ -5,7 +5,7 @@ import { hideData, setupData, showData } from "./data.js";
 import { hideExplain, setupExplain, showExplain } from "./explain.js";
 import { hideModels, setupModels, showModels } from "./models.js";
 import { refreshPrediction, setupPredict } from "./predict.js";
-import { on, shared } from "./state.js";
+import { emit, on, shared } from "./state.js";
 import { setupTrain, showTrain } from "./train.js";
 
 const PANELS = {
@@ -15,6 +15,8 @@ const PANELS = {
   train: { show: showTrain, hide: () => {} },
   models: { show: showModels, hide: hideModels },
 };
+// While the service cannot be reached, the page asks again this often and recovers by itself.
+const RETRY_MS = 2000;
 // After an activation, a server worker may answer with the version before it for up to its
 // poll interval (IRIS_MODEL_POLL_SECONDS); predictions retry meanwhile instead of reporting it.
 const SETTLE_MS = 5000;
@@ -54,12 +56,28 @@ function setupTabs() {
 }
 
 function setupToken() {
-  const state = () => { $("#token-state").textContent = api.getToken() ? "token kept for this tab" : "no token"; };
-  $("#token-form").addEventListener("submit", (event) => {
+  const say = (text) => { $("#token-state").textContent = text; };
+  const state = () => say(api.getToken() ? "token kept for this tab" : "no token");
+  $("#token-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    api.setToken($("#token").value.trim());
-    $("#token").value = "";
-    state();
+    const token = $("#token").value.trim();
+    if (!token) return state();
+    const before = api.getToken();
+    api.setToken(token);
+    say("checking the token…");
+    try {
+      await api.checkToken();
+      $("#token").value = "";
+      say("token accepted, kept for this tab");
+    } catch (error) {
+      if (error.status === 401) {
+        api.setToken(before); // a wrong token is not kept
+        say("wrong token: not kept");
+      } else {
+        $("#token").value = "";
+        say(`token kept, not checked: ${problemText(error)}`);
+      }
+    }
   });
   $("#token-forget").addEventListener("click", () => { api.setToken(""); state(); });
   state();
@@ -70,23 +88,61 @@ function showServing(version) {
   $("#serving").textContent = version ? `Serving model ${version}` : "No model is served";
 }
 
+// The banner while the service cannot be reached: what is shown is marked stale, and the page
+// asks again every RETRY_MS until an answer comes, then refreshes what it shows.
+let retrying = 0;
+function setupReachability() {
+  api.onReachable((up) => {
+    document.body.classList.toggle("stale", !up);
+    const banner = $("#banner");
+    if (!up) {
+      banner.textContent = "The service cannot be reached. What this page shows may be out of date; it tries again every few seconds.";
+      banner.hidden = false;
+      if (shared.serving) $("#serving").textContent = `Last seen serving model ${shared.serving} (not reachable now)`;
+      clearInterval(retrying);
+      retrying = setInterval(() => api.models().then((m) => {
+        shared.settleUntil = 0;
+        emit("serving", m.serving);
+      }).catch(() => {}), RETRY_MS);
+    } else {
+      banner.hidden = true;
+      banner.textContent = "";
+      clearInterval(retrying);
+      emit("reconnected");
+    }
+  });
+}
+
+async function load() {
+  try {
+    const [iris, models] = await Promise.all([api.iris(), api.models()]);
+    return { iris, models };
+  } catch (error) {
+    $("#serving").textContent = problemText(error);
+    if (!error.offline) return null;
+    // not up yet: try again until it answers
+    await new Promise((resolve) => { setTimeout(resolve, RETRY_MS); });
+    return load();
+  }
+}
+
 async function start() {
   setupToken();
   setupTabs();
+  setupReachability();
   on("serving", (version) => {
     showServing(version);
     shared.settleUntil = Date.now() + SETTLE_MS;
     refreshPrediction();
   });
-  try {
-    const [iris, models] = await Promise.all([api.iris(), api.models()]);
-    shared.iris = iris;
-    showServing(models.serving);
-    setupPredict(iris);
-  } catch (error) {
-    $("#serving").textContent = problemText(error);
-    return;
-  }
+  const loaded = await load();
+  if (!loaded) return;
+  const { iris, models } = loaded;
+  shared.iris = iris;
+  shared.features = iris.features;
+  shared.classes = iris.classes;
+  showServing(models.serving);
+  setupPredict(iris);
   setupExplain();
   setupData();
   setupTrain();

@@ -1,14 +1,9 @@
 // Predict: four measurements with sliders, the species and its probabilities; CSV batches.
 import * as api from "./api.js";
-import { $, clear, el, pct, problemText, table } from "./dom.js";
-import { emit, shared } from "./state.js";
+import { $, clear, el, problemText, table } from "./dom.js";
+import { fieldErrors, fixSentence, fixed4, localError, parseCsv, pct, title } from "./lib.js";
+import { emit, on, shared } from "./state.js";
 
-export const FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
-export const LABELS = {
-  sepal_length: "Sepal length", sepal_width: "Sepal width",
-  petal_length: "Petal length", petal_width: "Petal width",
-};
-const CLASSES = ["setosa", "versicolor", "virginica"];
 const BATCH = 200;
 let sequence = 0;
 let timer = 0;
@@ -33,36 +28,22 @@ function field(feature, range) {
     changed();
   });
   return el("div", { class: "field", id: `field-${feature}` },
-    el("label", { for: id, id: `label-${feature}` }, LABELS[feature]),
+    el("label", { for: id, id: `label-${feature}` }, title(feature)),
     el("div", { class: "pair" }, number, el("span", { class: "unit", id: `unit-${feature}` }, "cm"), slider),
     el("p", { class: "error", id: `err-${feature}`, "aria-live": "polite" }));
 }
 
 function showFieldErrors(errors) {
-  for (const feature of FEATURES) {
+  for (const feature of shared.features) {
     $(`#err-${feature}`).textContent = errors[feature] || "";
     $(`#field-${feature}`).classList.toggle("invalid", Boolean(errors[feature]));
     $(`#in-${feature}`).setAttribute("aria-invalid", errors[feature] ? "true" : "false");
   }
 }
 
-// The API's problem document names each bad field by its location, e.g. instances.0.sepal_width.
-export function fieldErrors(problem) {
-  const found = {};
-  for (const e of problem.errors || []) {
-    const feature = (e.loc || []).find((part) => FEATURES.includes(part));
-    if (feature && !found[feature]) found[feature] = e.msg;
-  }
-  return found;
-}
-
 function readFlower() {
   const flower = {};
-  for (const feature of FEATURES) {
-    const text = $(`#in-${feature}`).value.trim();
-    // Sent as typed: the API judges the value and names what is wrong with it.
-    flower[feature] = text === "" || !Number.isFinite(Number(text)) ? text : Number(text);
-  }
+  for (const feature of shared.features) flower[feature] = $(`#in-${feature}`).value.trim();
   return flower;
 }
 
@@ -72,7 +53,7 @@ function changed() {
 }
 
 function bars(probabilities) {
-  clear($("#bars"), CLASSES.map((label) => {
+  clear($("#bars"), shared.classes.map((label) => {
     const fillBar = el("div", { class: `fill ${label}` });
     fillBar.style.width = `${(100 * probabilities[label]).toFixed(2)}%`;
     return el("div", { class: "bar", "data-label": label, "data-probability": String(probabilities[label]) },
@@ -83,12 +64,38 @@ function bars(probabilities) {
   }));
 }
 
+function showSpecies(label) {
+  const node = $("#species");
+  node.textContent = label ?? "No prediction";
+  node.dataset.label = label ?? "";
+  node.classList.toggle("none", label === null);
+}
+
+// No prediction while a measurement is invalid: the card says which fields to fix, and every
+// invalid field keeps its own message (the page's for empty or non-numbers, the API's for the
+// rest, as it words them).
+function noPrediction(errors) {
+  showFieldErrors(errors);
+  shared.flowerValid = false;
+  showSpecies(null);
+  $("#predict-note").textContent = fixSentence(Object.keys(errors));
+  clear($("#bars"));
+  $("#predict-version").textContent = "";
+}
+
 async function run() {
   const mine = ++sequence;
-  const flower = readFlower();
-  const missing = FEATURES.filter((f) => flower[f] === "");
-  if (missing.length) {
-    showFieldErrors(Object.fromEntries(missing.map((f) => [f, "enter a number"])));
+  const typed = readFlower();
+  const local = Object.fromEntries(shared.features.map((f) => [f, localError(typed[f])]).filter(([, e]) => e));
+  const flower = Object.fromEntries(shared.features.map((f) => [f, f in local ? null : Number(typed[f])]));
+  if (Object.keys(local).length) {
+    // the API still judges the other fields, so each keeps its own message
+    noPrediction(local);
+    try {
+      await api.predict([flower]);
+    } catch (error) {
+      if (mine === sequence) noPrediction({ ...fieldErrors(error.problem, shared.features), ...local });
+    }
     return;
   }
   try {
@@ -96,8 +103,8 @@ async function run() {
     if (mine !== sequence) return;
     showFieldErrors({});
     const p = answer.predictions[0];
-    $("#species").textContent = p.label;
-    $("#species").dataset.label = p.label;
+    showSpecies(p.label);
+    $("#predict-note").textContent = "";
     bars(p.probabilities);
     $("#predict-version").textContent = `model ${answer.model_version}`;
     Object.assign(shared.flower, flower);
@@ -113,72 +120,23 @@ async function run() {
     }
   } catch (error) {
     if (mine !== sequence) return;
-    shared.flowerValid = false;
-    const errors = error.problem ? fieldErrors(error.problem) : {};
-    if (Object.keys(errors).length) showFieldErrors(errors);
-    else $("#species").textContent = problemText(error);
-    $("#species").dataset.label = "";
+    const errors = fieldErrors(error.problem, shared.features);
+    if (Object.keys(errors).length) noPrediction(errors);
+    else if (!error.offline) {
+      // no model served, or a limit: said where the answer was (the offline banner says the rest)
+      showSpecies(null);
+      $("#predict-note").textContent = problemText(error);
+      clear($("#bars"));
+    }
   }
 }
 
-// -- CSV ---------------------------------------------------------------------------------
-// The rule the iris command line follows too (iris_client/csvio.py; cases: tests/csv_cases.json):
-// a header is optional (a first line of numbers is data), names compare loosely
-// ("sepal length (cm)"), blank and # lines are skipped but counted, a measurement is a number.
-
-const NUMBER = /^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
-
-function normal(name) {
-  return name.trim().toLowerCase().replace(/\(cm\)/g, "").trim().replace(/[\s.-]+/g, "_");
-}
-
-function split(line) {
-  if (!line.includes('"')) return line.split(",").map((v) => v.trim());
-  const value = /\s*(?:"((?:[^"]|"")*)"|([^,]*))\s*(,|$)/y;
-  const values = [];
-  for (;;) {
-    const m = value.exec(line);
-    values.push(m[1] !== undefined ? m[1].replace(/""/g, '"') : m[2].trim());
-    if (!m[3]) return values;
-  }
-}
-
-export function parseCsv(text) {
-  const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/)
-    .map((l, i) => ({ line: i + 1, text: l.trim() }))
-    .filter((l) => l.text && !l.text.startsWith("#"))
-    .map((l) => ({ line: l.line, cells: split(l.text) }))
-    .filter((l) => l.cells.some((c) => c));
-  if (!lines.length) throw new Error("the CSV has no rows");
-  let columns = [0, 1, 2, 3];
-  let width = 4;
-  let species = -1;
-  if (!lines[0].cells.every((c) => c === "" || NUMBER.test(c))) {
-    const head = lines[0].cells.map(normal);
-    columns = FEATURES.map((f) => head.indexOf(f));
-    const missing = FEATURES.filter((f, i) => columns[i] < 0);
-    if (missing.length) throw new Error(`line ${lines[0].line}: the header lacks ${missing.join(", ")}`);
-    width = head.length;
-    species = head.indexOf("species");
-    lines.shift();
-  }
-  if (!lines.length) throw new Error("the CSV has no rows after the header");
-  return lines.map(({ line, cells }) => {
-    if (cells.length !== width) throw new Error(`line ${line}: ${cells.length} values, expected ${width}`);
-    const row = { line };
-    FEATURES.forEach((f, k) => {
-      const cell = cells[columns[k]];
-      if (!NUMBER.test(cell)) throw new Error(`line ${line}: ${f} ${JSON.stringify(cell)} is not a number`);
-      row[f] = Number(cell);
-    });
-    if (species >= 0) row.species = cells[species];
-    return row;
-  });
-}
-
+// The download: the input's measurements, then the predicted species and its probabilities
+// (the command line's column names: predicted_species, p_<class>).
 function toCsv(rows) {
-  const head = [...FEATURES, "species", ...CLASSES.map((c) => `p_${c}`)];
-  const body = rows.map((r) => [...FEATURES.map((f) => r[f]), r.label, ...CLASSES.map((c) => r.p[c])].join(","));
+  const { features, classes } = shared;
+  const head = [...features, "predicted_species", ...classes.map((c) => `p_${c}`)];
+  const body = rows.map((r) => [...features.map((f) => r[f]), r.label, ...classes.map((c) => r.p[c])].join(","));
   return [head.join(","), ...body].join("\n") + "\n";
 }
 
@@ -189,7 +147,7 @@ async function runCsv() {
   link.hidden = true;
   let rows;
   try {
-    rows = parseCsv($("#csv-text").value);
+    rows = parseCsv($("#csv-text").value, { features: shared.features });
   } catch (error) {
     status.textContent = error.message;
     return;
@@ -208,7 +166,7 @@ async function runCsv() {
   for (let start = 0; start < rows.length; start += batch) {
     const chunk = rows.slice(start, start + batch);
     try {
-      const answer = await api.predict(chunk.map((r) => Object.fromEntries(FEATURES.map((f) => [f, r[f]]))));
+      const answer = await api.predict(chunk.map((r) => Object.fromEntries(shared.features.map((f) => [f, r[f]]))));
       answer.predictions.forEach((p, i) => done.push({ ...chunk[i], label: p.label, p: p.probabilities }));
     } catch (error) {
       const e = (error.problem.errors || [])[0];
@@ -221,9 +179,9 @@ async function runCsv() {
   }
   table($("#csv-table"), [
     { label: "line", value: (r) => r.line, num: true },
-    ...FEATURES.map((f) => ({ label: f, value: (r) => r[f], num: true })),
-    { label: "species", value: (r) => r.label },
-    ...CLASSES.map((c) => ({ label: `p(${c})`, value: (r) => r.p[c].toFixed(4), num: true })),
+    ...shared.features.map((f) => ({ label: f, value: (r) => r[f], num: true })),
+    { label: "predicted", value: (r) => r.label },
+    ...shared.classes.map((c) => ({ label: `p(${c})`, value: (r) => fixed4(r.p[c]), num: true })),
   ], done.slice(0, 500));
   if (done.length) {
     if (link.href) URL.revokeObjectURL(link.href);
@@ -234,7 +192,7 @@ async function runCsv() {
 }
 
 export function setupPredict(iris) {
-  clear($("#fields"), FEATURES.map((f) => field(f, iris.summary[f])));
+  clear($("#fields"), shared.features.map((f) => field(f, iris.summary[f])));
   $("#csv-run").addEventListener("click", runCsv);
   $("#csv-file").addEventListener("change", async (event) => {
     const file = event.target.files[0];
@@ -244,3 +202,4 @@ export function setupPredict(iris) {
 }
 
 export const refreshPrediction = run;
+on("reconnected", run);

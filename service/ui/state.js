@@ -6,7 +6,10 @@ export const shared = {
   flowerValid: true,
   serving: null,
   settleUntil: 0, // until then, a prediction from another version is retried, not reported
-  iris: null,
+  iris: null, // GET /datasets/iris: the one source of the features, classes and their order
+  features: [],
+  classes: [],
+  job: null, // the job the Train panel follows, if any
 };
 
 export function on(event, fn) {

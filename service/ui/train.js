@@ -1,12 +1,18 @@
 // Train: a job's settings, its live curves (Server-Sent Events), cancel, recent jobs.
 import * as api from "./api.js";
 import { $, clear, el, lineChart, problemText, table } from "./dom.js";
-import { parseCsv } from "./predict.js";
-import { emit } from "./state.js";
+import { fixed4, parseCsv, plainMessage, utc } from "./lib.js";
+import { emit, on, shared } from "./state.js";
 
+// While the page follows no job, it looks for one started elsewhere (another tab, the command
+// line, before a reload) this often; while one runs, the jobs list is refreshed as often.
+const LOOK_MS = 3000;
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 let spec = null; // HyperparametersIn from the OpenAPI document: defaults and bounds
-let current = null; // {id, source, points}
+let current = null; // {id, source, points, cancelled}
 let loaded = false;
+let looking = 0;
+let shownLast = false;
 
 function hpField(name, s) {
   const id = `hp-${name}`;
@@ -28,13 +34,14 @@ function showErrors(problem) {
   for (const e of problem.errors || []) {
     const loc = e.loc || [];
     const target = loc[0] === "hyperparameters" ? $(`#err-hp-${loc[1]}`)
-      : loc[0] === "min_validation_accuracy" ? $("#err-gate") : null;
+      : loc[0] === "min_validation_accuracy" ? $("#err-gate")
+        : loc[0] === "note" ? $("#err-note") : null;
     if (target) {
-      target.textContent = e.msg;
+      target.textContent = plainMessage(e.msg);
       named = true;
     }
   }
-  $("#train-error").textContent = problem.detail || (named ? "" : "the job was refused");
+  $("#train-error").textContent = problem.detail ? plainMessage(problem.detail) : named ? "" : "the job was refused";
 }
 
 function body() {
@@ -47,16 +54,12 @@ function body() {
   const request = { hyperparameters, activate: $("#activate").checked };
   const gate = $("#gate").value.trim();
   if (gate !== "") request.min_validation_accuracy = Number(gate);
+  const note = $("#note").value.trim();
+  if (note) request.note = note;
   if ($("#ds-csv").checked) {
-    const text = $("#train-csv").value;
-    const head = text.trim().split(/\r?\n/)[0].split(",").map((h) => h.trim().toLowerCase());
-    const speciesAt = head.indexOf("species");
-    if (speciesAt < 0) throw new Error("the training CSV needs a header line with a species column");
-    const species = text.trim().split(/\r?\n/).slice(1).filter((l) => l.trim()).map((l) => l.split(",")[speciesAt]?.trim());
-    request.dataset = { samples: parseCsv(text).map((r, i) => ({
-      sepal_length: r.sepal_length, sepal_width: r.sepal_width,
-      petal_length: r.petal_length, petal_width: r.petal_width, species: species[i],
-    })) };
+    // the one CSV rule (lib.js), with its species column
+    const rows = parseCsv($("#train-csv").value, { features: shared.features, needSpecies: true });
+    request.dataset = { samples: rows.map(({ line, ...sample }) => sample) };
   }
   return request;
 }
@@ -67,6 +70,7 @@ function drawCurves(points, epochs) {
   lineChart($("#acc-chart"), [series("train_accuracy", "train", "train"), series("validation_accuracy", "validation", "val")], { yLabel: "accuracy", yMin: 0, yMax: 1, xMax: epochs });
 }
 
+// The stored record's words: the epoch a job ended at is the stored one.
 function describe(job) {
   const p = job.progress;
   if (job.status === "succeeded") {
@@ -74,55 +78,121 @@ function describe(job) {
     const gate = job.metrics?.quality_gate ? ` (${job.metrics.quality_gate})` : "";
     return `Job succeeded: version ${job.model_version}, ${where}${gate}.`;
   }
-  if (job.status === "failed" || job.status === "cancelled") return `Job ${job.status}: ${job.error || ""}`;
+  if (job.status === "failed" || job.status === "cancelled") {
+    return `Job ${job.status} at epoch ${p.epoch} of ${p.epochs}: ${plainMessage(job.error || "")}`;
+  }
   return `Job ${job.status}: epoch ${p.epoch} of ${p.epochs}`;
 }
 
-async function finished(job) {
-  $("#train-status").textContent = describe(job);
-  $("#train-progress").value = job.progress.epoch / job.progress.epochs;
+function running(point) {
+  const where = `epoch ${point.epoch} of ${point.epochs}`;
+  // the acknowledgement stays until the job ends: the next epoch boundary stops it
+  return current?.cancelled ? `Cancel requested; stopping after the current epoch (${where})` : `Job ${point.status}: ${where}`;
+}
+
+function idle() {
+  current = null;
   $("#train-cancel").disabled = true;
   $("#train-start").disabled = false;
+  shared.job = null;
+  look();
+}
+
+async function showEnded(job) {
+  $("#train-status").textContent = describe(job);
+  $("#train-progress").value = job.progress.epoch / job.progress.epochs;
   if (job.model_version) {
     // The stored history has every epoch; the live stream had one point per heartbeat.
     const { history } = await api.history(job.model_version);
     drawCurves(history, job.progress.epochs);
   }
+}
+
+async function finished(job) {
+  shownLast = true;
+  idle();
+  await showEnded(job);
   if (job.activated) emit("serving", job.model_version);
   emit("models-changed");
   await recent();
 }
 
+// Follow a job, whoever started it: its live points, Cancel, its end.
 function follow(job) {
-  current = { id: job.job_id, points: [] };
+  if (current?.id === job.job_id) return;
+  if (current?.source) current.source.close();
+  clearTimeout(looking);
+  current = { id: job.job_id, points: [], cancelled: Boolean(job.cancel_requested) };
+  shared.job = job.job_id;
   $("#train-cancel").disabled = false;
   $("#train-start").disabled = true;
-  $("#train-status").textContent = describe(job);
-  drawCurves([], job.progress.epochs);
+  $("#train-status").textContent = running(job.progress ? { ...job.progress, status: job.status } : { epoch: 0, epochs: 0, status: job.status });
+  $("#train-panel").dataset.following = job.job_id;
+  drawCurves([], job.progress?.epochs);
+  const mine = current;
   const source = api.jobEvents(job.job_id);
-  current.source = source;
+  mine.source = source;
+  let lastList = 0;
   source.addEventListener("progress", (event) => {
+    if (current !== mine) return;
     const point = JSON.parse(event.data);
-    $("#train-status").textContent = `Job ${point.status}: epoch ${point.epoch} of ${point.epochs}`;
+    $("#train-status").textContent = running(point);
     $("#train-progress").value = point.epoch / point.epochs;
     if (point.train_loss !== undefined && point.train_loss !== null) {
-      current.points.push(point);
-      drawCurves(current.points, point.epochs);
-      $("#loss-chart").dataset.live = String(current.points.length);
+      mine.points.push(point);
+      drawCurves(mine.points, point.epochs);
+      $("#loss-chart").dataset.live = String(mine.points.length);
+    }
+    if (Date.now() - lastList > LOOK_MS) {
+      lastList = Date.now();
+      recent();
     }
   });
-  let ended = false;
   source.addEventListener("end", (event) => {
-    // The server closes the stream after this event; closing it here could cut that short.
-    // The close below only stops the browser from reconnecting (it waits `retry`, 2 s).
-    ended = true;
-    setTimeout(() => source.close(), 1000);
-    finished(JSON.parse(event.data));
+    // The server closes the stream after this event; close it here too, or the browser
+    // would reconnect after `retry`.
+    source.close();
+    if (current === mine) finished(JSON.parse(event.data));
+  });
+  source.addEventListener("going-away", () => {
+    // The server is shutting down; the job's record says later how it ended.
+    source.close();
+    if (current !== mine) return;
+    $("#train-status").textContent = "The server is restarting; the job is followed again once it answers.";
+    current = null;
+    shared.job = null;
+    look();
   });
   source.addEventListener("error", () => {
-    if (ended) source.close();
-    else if (source.readyState === EventSource.CLOSED) $("#train-status").textContent = "The event stream closed.";
+    if (source.readyState !== EventSource.CLOSED || current !== mine) return;
+    current = null;
+    shared.job = null;
+    look(); // the stream was refused or cut: the jobs list says what became of the job
   });
+}
+
+// Find a running job (or, having lost one, learn how it ended) and follow it.
+async function look() {
+  clearTimeout(looking);
+  if (current) return;
+  try {
+    const { jobs } = await api.jobs(10);
+    if (current) return;
+    const live = jobs.find((j) => !FINAL.has(j.status));
+    if (live) {
+      follow(live);
+      return;
+    }
+    showJobs(jobs);
+    if (!shownLast && jobs.length) {
+      // a reload loses nothing: the last job as it ended, with its stored curves
+      shownLast = true;
+      await showEnded(jobs[0]);
+    }
+  } catch {
+    // unreachable or refused: the banner says so; try again
+  }
+  looking = setTimeout(look, LOOK_MS);
 }
 
 async function start(event) {
@@ -141,34 +211,45 @@ async function start(event) {
     follow(job);
     recent();
   } catch (error) {
-    if (error.problem) showErrors(error.problem);
+    if (error.problem && !error.offline) showErrors(error.problem);
     else $("#train-error").textContent = problemText(error);
+    if (error.status === 409) look(); // another job runs: follow it
   }
 }
 
 async function cancel() {
   if (!current) return;
+  const mine = current;
   try {
-    await api.cancelJob(current.id);
-    $("#train-status").textContent = "Cancel requested…";
+    await api.cancelJob(mine.id);
+    mine.cancelled = true;
+    if (current === mine) $("#train-status").textContent = "Cancel requested; stopping after the current epoch";
   } catch (error) {
     $("#train-error").textContent = problemText(error);
   }
 }
 
-async function recent() {
-  const { jobs } = await api.jobs(10);
+function showJobs(jobs) {
   const badge = (s) => el("span", { class: `badge ${s}` }, s);
   table($("#jobs"), [
-    { label: "started", value: (j) => (j.created_at || "").replace("T", " ").slice(0, 19) },
+    { label: "started", value: (j) => utc(j.created_at) },
     { label: "status", value: (j) => badge(j.status) },
     { label: "epochs", value: (j) => `${j.progress.epoch}/${j.progress.epochs}`, num: true },
     { label: "hidden", value: (j) => j.hyperparameters.hidden_units, num: true },
     { label: "data", value: (j) => `${j.dataset.source} (${j.dataset.rows})` },
-    { label: "train acc.", value: (j) => (j.metrics?.train_accuracy ?? "").toString().slice(0, 6), num: true },
+    { label: "train acc.", value: (j) => fixed4(j.metrics?.train_accuracy), num: true },
     { label: "version", value: (j) => el("span", { class: "mono" }, j.model_version || "") },
-    { label: "outcome", value: (j) => (j.activated ? "activated" : j.error || j.metrics?.quality_gate || "") },
+    { label: "note", value: (j) => j.note || "" },
+    { label: "outcome", value: (j) => (j.activated ? "activated" : plainMessage(j.error || j.metrics?.quality_gate || "")) },
   ], jobs);
+}
+
+async function recent() {
+  try {
+    showJobs((await api.jobs(10)).jobs);
+  } catch {
+    // the banner says when the service is unreachable
+  }
 }
 
 export async function showTrain() {
@@ -187,10 +268,12 @@ export async function showTrain() {
 }
 
 export function setupTrain() {
+  on("reconnected", look);
   $("#train-form").addEventListener("submit", start);
   $("#train-cancel").addEventListener("click", cancel);
   for (const radio of document.querySelectorAll("input[name=dataset]")) {
     radio.addEventListener("change", () => { $("#train-csv").disabled = !$("#ds-csv").checked; });
   }
   drawCurves([], 200);
+  look(); // a job already running is followed from the start
 }

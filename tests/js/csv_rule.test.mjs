@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import test from "node:test";
-import { parseCsv } from "../../service/ui/predict.js";
+import { parseCsv } from "../../service/ui/lib.js";
 
 const FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
 const { cases } = JSON.parse(readFileSync(new URL("../csv_cases.json", import.meta.url), "utf8"));

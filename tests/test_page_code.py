@@ -1,0 +1,54 @@
+"""The dashboard's own code: its pure helpers under Node, and how its modules depend.
+
+tests/js/lib.test.mjs tests service/ui/lib.js (ticks, labels, field errors, colour scales,
+jitter); tests/js/csv_rule.test.mjs the CSV rule it shares with the command line.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from harness.programs import require
+from model.data import CLASSES, FEATURES
+
+UI = Path(__file__).resolve().parents[1] / "service" / "ui"
+PANELS = ("predict", "explain", "data", "train", "models")
+IMPORT = re.compile(r'^import .* from "\./([a-z]+)\.js";$', re.MULTILINE)
+
+
+def test_the_page_helpers_pass_their_node_tests() -> None:
+    node = require("node", "nodejs")
+    result = subprocess.run(
+        [node, "--test", str(Path(__file__).with_name("js") / "lib.test.mjs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^# pass [1-9]", result.stdout, re.MULTILINE), result.stdout
+    assert "# fail 0" in result.stdout
+
+
+def imports(module: str) -> set[str]:
+    return set(IMPORT.findall((UI / f"{module}.js").read_text(encoding="utf-8")))
+
+
+def test_no_panel_imports_another_and_the_helpers_touch_no_page() -> None:
+    for panel in PANELS:
+        assert imports(panel) <= {"api", "dom", "lib", "state"}, panel
+    assert imports("lib") == set()
+    lib = (UI / "lib.js").read_text(encoding="utf-8")
+    for word in ("document.", "window.", "fetch(", "sessionStorage"):
+        assert word not in lib, word
+    assert imports("main") >= set(PANELS)
+
+
+def test_the_features_and_classes_come_from_the_data_set_not_the_panels() -> None:
+    """GET /datasets/iris is the one source; a panel that spelled them would drift."""
+    for panel in PANELS:
+        text = (UI / f"{panel}.js").read_text(encoding="utf-8")
+        for name in (*FEATURES, *CLASSES):
+            assert f'"{name}"' not in text, (panel, name)
