@@ -14,14 +14,24 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from fastapi import Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Scope
 
-BodyHandler = Callable[[Request, bytes], bytes]
+
+class Answer(NamedTuple):
+    """A hot route's answer that is not JSON alone: its bytes and its content headers
+    (content-type and any of its own; content-length is added)."""
+
+    content: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+# A hot route's handler: the request and its whole body in, its JSON (or an Answer) out.
+BodyHandler = Callable[[Request, bytes], "bytes | Answer"]
 """A body route's work: the request and its body to its answer's JSON (or raise)."""
 ErrorAnswer = Callable[[Request, Exception], Response]
 MATCHED_PATHS = 64  # paths with parameters remembered by the table, the first that match

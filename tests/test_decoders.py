@@ -120,10 +120,14 @@ def dimension(value: Any) -> int:
 EXTENSIONS = ("binary_data_size", "shared_memory_region", "classification")
 
 
-def parameters_ok(value: Any, extensions: bool) -> bool:
+def parameters_ok(value: Any, extensions: bool, flag: str | None = None) -> bool:
+    """A parameters object: null or an object, without the extensions this reading refuses
+    (JSON data with binary_data_size is data given both ways), its ``flag`` a boolean."""
     if value is None:
         return True
     if type(value) is not dict:
+        return False
+    if flag is not None and flag in value and type(value[flag]) is not bool:
         return False
     return not (extensions and any(name in value for name in EXTENSIONS))
 
@@ -139,7 +143,7 @@ def strict_infer(body: bytes, limit: int = LIMIT) -> Reading:
         request_id = request.get("id")
         if request_id is not None and type(request_id) is not str:
             raise StrictRefusalError("id")
-        if not parameters_ok(request.get("parameters"), extensions=False):
+        if not parameters_ok(request.get("parameters"), False, "binary_data_output"):
             raise StrictRefusalError("parameters")
         inputs = request["inputs"]
         if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
@@ -191,7 +195,7 @@ def strict_infer(body: bytes, limit: int = LIMIT) -> Reading:
                     raise StrictRefusalError("an output")
                 if output["name"] not in OUTPUTS or output["name"] in asked:
                     raise StrictRefusalError("an output's name")
-                if not parameters_ok(output.get("parameters"), extensions=True):
+                if not parameters_ok(output.get("parameters"), True, "binary_data"):
                     raise StrictRefusalError("an output's parameters")
                 asked.append(output["name"])
             names = asked or names
@@ -214,7 +218,7 @@ def native_predict(body: bytes, limit: int = LIMIT) -> Reading:
 
 def v2_infer(body: bytes, limit: int = LIMIT) -> Reading:
     try:
-        rows, names, request_id = decode.request_input(body, limit)
+        rows, names, _, request_id = decode.request_input(body, limit)
     except (ProtocolError, ProblemError):
         return None
     return np.asarray(rows, dtype=np.float64).tolist(), names, request_id
@@ -500,7 +504,7 @@ def test_common_bodies_take_the_typed_paths(monkeypatch: pytest.MonkeyPatch) -> 
         json.dumps({"inputs": [tensor | {"data": values.tolist()}], "id": "7"}).encode(),
     ]
     for body in bodies:
-        rows, _, _ = decode.request_input(body, 10_000)
+        rows, _, _, _ = decode.request_input(body, 10_000)
         assert np.asarray(rows).tobytes() == values.tobytes()
 
 

@@ -87,6 +87,10 @@ def tensor(raw: Any = RAW, **changes: Any) -> dict[str, Any]:
     return body | changes
 
 
+def without_data(tensor: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in tensor.items() if key != "data"}
+
+
 def request(raw: Any = RAW, **changes: Any) -> dict[str, Any]:
     return {"inputs": [tensor(raw)]} | changes
 
@@ -122,7 +126,7 @@ def test_server_metadata_names_the_server(shared: TestClient) -> None:
     body = shared.get("/v2").json()
     assert body["name"] == "iris-service"
     assert isinstance(body["version"], str)
-    assert body["extensions"] == []
+    assert body["extensions"] == ["binary_tensor_data"]
 
 
 def test_server_live_and_ready(shared: TestClient) -> None:
@@ -269,7 +273,12 @@ def test_parameters_are_accepted_at_every_level(shared: TestClient) -> None:
     }
     response = post(shared, body)
     assert response.status_code == 200, response.text
-    assert response.json()["outputs"][0]["data"]  # JSON tensors even when binary is asked for
+    # the one output asked for in binary comes after the JSON, its size in the JSON
+    head = int(response.headers["inference-header-content-length"])
+    output = orjson.loads(response.content[:head])["outputs"][0]
+    assert output["parameters"] == {"binary_data_size": 2 * 3 * 8}
+    assert "data" not in output
+    assert len(response.content) == head + 2 * 3 * 8
 
 
 def test_any_content_type_is_parsed_as_json(shared: TestClient) -> None:
@@ -388,11 +397,18 @@ NEGATIVE = [[5.1, 3.5, -1.4, 0.2]]
         ({"inputs": [tensor(RAW[:1], dims=[1, 4])]}, ["inputs[0].dims"]),
         ([request(RAW[:1])], ["body", "object"]),
         ("inputs", ["body", "object"]),
-        # extensions this server does not implement
+        # binary data declared without the extension's header
         (
-            {"inputs": [tensor(RAW[:1], data=None, parameters={"binary_data_size": 32})]},
-            ["binary tensor data extension", "binary_data=False"],
+            {"inputs": [tensor(RAW[:1], parameters={"binary_data_size": 32})]},
+            ["both ways"],
         ),
+        (
+            {"inputs": [without_data(tensor(RAW[:1], parameters={"binary_data_size": 32}))]},
+            ["binary_data_size", "Inference-Header-Content-Length"],
+        ),
+        ({"inputs": [without_data(tensor(RAW[:1]))]}, ["has no data"]),
+        (request(RAW[:1], parameters={"binary_data_output": 1}), ["binary_data_output", "true"]),
+        # extensions this server does not implement
         (
             {"inputs": [tensor(RAW[:1], parameters={"shared_memory_region": "r"})]},
             ["shared-memory"],
@@ -431,10 +447,172 @@ def test_bodies_that_are_not_json_or_not_finite_are_400(
     assert_error(post(shared, raw), 400, *words)
 
 
-def test_binary_tensor_extension_header_is_a_clear_400(shared: TestClient) -> None:
-    body = orjson.dumps(request(RAW[:1]))
-    response = post(shared, body, **{"Inference-Header-Content-Length": str(len(body))})
-    assert_error(response, 400, "binary tensor data extension is not supported", "JSON")
+# -- the binary tensor data extension -----------------------------------------------------------
+
+HEADER = "Inference-Header-Content-Length"
+
+
+def binary_request(
+    raw: Any = RAW, datatype: str = "FP64", outputs: list[dict[str, Any]] | None = None, **top: Any
+) -> tuple[bytes, dict[str, str]]:
+    """A request in the extension's form, built here byte by byte (not by the server's code):
+    the JSON, then the input's little-endian bytes; the header giving the JSON's length."""
+    data = np.asarray(raw, dtype="<f8" if datatype == "FP64" else "<f4").tobytes()
+    shape = list(np.asarray(raw).shape)
+    header: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "measurements",
+                "shape": shape,
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(data)},
+            }
+        ]
+    }
+    if outputs is not None:
+        header["outputs"] = outputs
+    header |= top
+    head = json.dumps(header).encode()
+    return head + data, {HEADER: str(len(head))}
+
+
+def read_binary_answer(response: httpx.Response) -> dict[str, Any]:
+    """Each output's values, reading the binary ones by their binary_data_size, in order."""
+    assert response.status_code == 200, response.text
+    head = int(response.headers[HEADER])
+    answer = orjson.loads(response.content[:head])
+    rest = response.content[head:]
+    values: dict[str, Any] = {}
+    for output in answer["outputs"]:
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            values[output["name"]] = output["data"]
+            continue
+        blob, rest = rest[:size], rest[size:]
+        if output["datatype"] == "FP64":
+            values[output["name"]] = np.frombuffer(blob, "<f8").reshape(output["shape"])
+        elif output["datatype"] == "INT64":
+            values[output["name"]] = np.frombuffer(blob, "<i8")
+        else:  # BYTES: a 4-byte little-endian length, then the bytes, each element
+            labels = []
+            while blob:
+                length = int.from_bytes(blob[:4], "little")
+                labels.append(blob[4 : 4 + length].decode())
+                blob = blob[4 + length :]
+            values[output["name"]] = labels
+    assert rest == b""  # nothing after the declared outputs
+    return values
+
+
+@pytest.mark.parametrize("rows", [1, 150])
+def test_binary_fp64_in_and_out_equals_predict_bit_for_bit(shared: TestClient, rows: int) -> None:
+    body, headers = binary_request(RAW[:rows], parameters={"binary_data_output": True})
+    response = post(shared, body, **headers)
+    assert response.headers["content-type"] == "application/octet-stream"
+    values = read_binary_answer(response)
+    _, o_s, index, labels = predict(shared, RAW[:rows])
+    assert np.array_equal(values["probabilities"], o_s)
+    assert values["class_index"].tolist() == index.tolist()
+    assert values["label"] == labels
+
+
+def test_binary_fp32_is_read_as_its_float32_values(shared: TestClient) -> None:
+    as_fp32 = RAW.astype(np.float32)
+    body, headers = binary_request(as_fp32, "FP32")
+    values = post(shared, body, **headers).json()  # outputs in JSON: none asked in binary
+    got = {o["name"]: o["data"] for o in values["outputs"]}
+    _, o_s, _, labels = predict(shared, as_fp32.astype(np.float64))
+    assert np.array_equal(np.array(got["probabilities"]).reshape(-1, 3), o_s)
+    assert got["label"] == labels
+
+
+def test_binary_outputs_follow_each_outputs_own_choice_over_the_requests(
+    shared: TestClient,
+) -> None:
+    asked = [
+        {"name": "label", "parameters": {"binary_data": False}},
+        {"name": "probabilities"},
+        {"name": "class_index", "parameters": {"binary_data": True}},
+    ]
+    body, headers = binary_request(RAW[:5], outputs=asked, parameters={"binary_data_output": True})
+    response = post(shared, body, **headers)
+    head = orjson.loads(response.content[: int(response.headers[HEADER])])
+    kinds = [("data" in o, o.get("parameters")) for o in head["outputs"]]
+    assert kinds == [
+        (True, None),
+        (False, {"binary_data_size": 120}),
+        (False, {"binary_data_size": 40}),
+    ]
+    assert read_binary_answer(response)["label"] == predict(shared, RAW[:5])[3]
+
+
+def test_json_inputs_may_ask_for_binary_outputs(shared: TestClient) -> None:
+    response = post(
+        shared, request(RAW[:3], outputs=[{"name": "label", "parameters": {"binary_data": True}}])
+    )
+    assert read_binary_answer(response)["label"] == predict(shared, RAW[:3])[3]
+
+
+def binary_case(raw: Any = RAW[:2], datatype: str = "FP64", *, size: int | None = None,
+                extra: bytes = b"", header: str | None = None,
+                data: Any = None) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    """A binary request with one thing wrong: the declared size, trailing bytes, the header,
+    or JSON data besides."""
+    body, headers = binary_request(raw, datatype)
+    head = int(headers[HEADER])
+    request_json = json.loads(body[:head])
+    if size is not None:
+        request_json["inputs"][0]["parameters"]["binary_data_size"] = size
+    if data is not None:
+        request_json["inputs"][0]["data"] = data
+    new_head = json.dumps(request_json).encode()
+    return new_head + body[head:] + extra, {HEADER: header or str(len(new_head))}
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        (binary_case(size=60), ["not a multiple of FP64's 8 bytes"]),
+        (binary_case(size=56), ["shape [2, 4] of FP64 is 64 bytes", "binary_data_size is 56"]),
+        (binary_case(extra=b"\0" * 8), ["72 bytes follow the JSON", "declare 64"]),
+        (binary_case(RAW[:2].astype(np.float32), "FP32", size=64), ["of FP32 is 32 bytes"]),
+        (binary_case(header="99999"), ["Inference-Header-Content-Length 99999", "past the end"]),
+        (binary_case(header="-1"), ["not a byte count"]),
+        (binary_case(header="12abc"), ["not a byte count"]),
+        (binary_case(data=[[1, 2, 3, 4]] * 2), ["both ways"]),
+        (binary_case(size=-8), ["binary_data_size is -8", "not a byte count"]),
+        (binary_case(np.array([[5.1, 3.5, np.nan, 0.2]])), ["row 0, petal_length", "not finite"]),
+        (binary_case(np.array([[5.1, 3.5, 1.4, 0.2], [5.1, -3.0, 1.4, 0.2]])),
+         ["row 1, sepal_width", "outside (0, 100]"]),
+    ],
+)  # fmt: skip
+def test_binary_malformations_are_400_naming_them(
+    shared: TestClient, case: tuple[bytes, dict[str, str]], words: list[str]
+) -> None:
+    body, headers = case
+    assert_error(post(shared, body, **headers), 400, *words)
+
+
+def test_binary_with_an_unknown_datatype_is_refused_before_its_bytes(shared: TestClient) -> None:
+    body, headers = binary_request(RAW[:2].astype(np.float64))
+    head = int(headers[HEADER])
+    changed = body[:head].replace(b'"FP64"', b'"INT64"')
+    response = post(shared, changed + body[head:], **{HEADER: str(len(changed))})
+    assert_error(response, 400, "datatype 'INT64' takes FP64 or FP32")
+
+
+def test_binary_bytes_without_a_declared_input_are_refused(shared: TestClient) -> None:
+    head = orjson.dumps(request(RAW[:1]))
+    response = post(shared, head + b"\0" * 32, **{HEADER: str(len(head))})
+    assert_error(response, 400, "32 bytes follow the JSON", "binary_data_size")
+
+
+def test_binary_request_compressed_whole_is_inflated_then_split(shared: TestClient) -> None:
+    body, headers = binary_request(RAW[:4], parameters={"binary_data_output": True})
+    response = post(shared, gzip.compress(body), **headers, **{"Content-Encoding": "gzip"})
+    assert np.array_equal(
+        read_binary_answer(response)["probabilities"], predict(shared, RAW[:4])[1]
+    )
 
 
 # -- unknown models, versions and paths ---------------------------------------------------------
@@ -597,12 +775,30 @@ def test_tritonclient_version_pinned_infer(
 def test_tritonclient_defaults_and_compression_work(
     client: triton.InferenceServerClient, http: httpx.Client
 ) -> None:
-    # No outputs named: the client asks for binary outputs, and reads the JSON ones it gets.
+    # No outputs named: the client asks for binary outputs (binary_data_output), compressed.
     rows = RAW[::10]
     result = client.infer("iris", json_inputs(rows), request_compression_algorithm="gzip")
     _, o_s, _, labels = predict(http, rows)
     assert np.array_equal(result.as_numpy("probabilities"), o_s)
-    assert result.as_numpy("label").tolist() == labels
+    assert [label.decode() for label in result.as_numpy("label")] == labels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+def test_tritonclient_at_its_defaults_binary_in_and_out_equals_predict(
+    client: triton.InferenceServerClient, http: httpx.Client, datatype: str
+) -> None:
+    rows = RAW if datatype == "FP64" else RAW.astype(np.float32)
+    measurements = triton.InferInput("measurements", list(rows.shape), datatype)
+    measurements.set_data_from_numpy(rows)  # binary_data=True: the client's default
+    asked = [triton.InferRequestedOutput(name) for name in OUTPUT_NAMES]  # binary by default
+    for outputs in (asked, None):  # named, or none named (binary_data_output)
+        result = client.infer("iris", [measurements], outputs=outputs)
+        assert all("binary_data_size" in o["parameters"] for o in result.get_response()["outputs"])
+        _, o_s, index, labels = predict(http, rows.astype(np.float64))
+        assert np.array_equal(result.as_numpy("probabilities"), o_s)  # bit for bit
+        assert result.as_numpy("class_index").tolist() == index.tolist()
+        assert [label.decode() for label in result.as_numpy("label")] == labels
 
 
 @pytest.mark.slow
@@ -612,12 +808,12 @@ def test_tritonclient_reads_the_servers_errors(client: triton.InferenceServerCli
     assert unknown.value.status() == "404"
     assert "'resnet'" in unknown.value.message()
 
-    binary = triton.InferInput("measurements", [1, 4], "FP64")
-    binary.set_data_from_numpy(RAW[:1])  # binary_data=True by default
+    bad = triton.InferInput("measurements", [1, 4], "FP64")
+    bad.set_data_from_numpy(np.array([[5.1, 3.5, -1.4, 0.2]]))  # binary_data=True by default
     with pytest.raises(InferenceServerException) as refused:
-        client.infer("iris", [binary])
+        client.infer("iris", [bad])
     assert refused.value.status() == "400"
-    assert "binary_data=False" in refused.value.message()
+    assert "row 0, petal_length" in refused.value.message()
 
     wrong = triton.InferInput("measurements", [1, 4], "INT64")
     wrong.set_data_from_numpy(np.ones((1, 4), dtype=np.int64), binary_data=False)

@@ -9,7 +9,7 @@ from service.edge.limits import no_receive
 from service.edge.request_metrics import ROUTE
 from service.errors import ProblemError
 from service.inference import ON_EVENT_LOOP, NotLoadedError, in_compute_pool
-from service.routing import BodyHandler, HotRoute, HotRoutes
+from service.routing import Answer, BodyHandler, HotRoute, HotRoutes
 
 # Bodies above this size are decoded and computed in the compute pool, so a large request
 # never holds the event loop; small ones skip the thread hop.
@@ -18,7 +18,7 @@ INLINE_BODY_BYTES = 16 * 1024
 
 class HotRouteDispatch:
     """A request at a hot route's path is answered here: its handler runs on the body (in
-    the compute pool when large, :func:`run`) and its JSON is sent, or its error
+    the compute pool when large, :func:`run`) and its answer is sent, or its error
     in the route's shape; another method at that path is 405 naming the allowed ones.
     Everything else goes on to the app."""
 
@@ -61,15 +61,16 @@ async def answer(scope: Scope, send: Send, route: HotRoute, body: bytes) -> None
         response = route.errors(request, error)
         await response(scope, no_receive, send)
         return
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(content)),
-    ]
+    if isinstance(content, Answer):
+        payload, headers = content.content, list(content.headers)
+    else:
+        payload, headers = content, [(b"content-type", b"application/json")]
+    headers.append((b"content-length", b"%d" % len(payload)))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
+    await send({"type": "http.response.body", "body": payload})
 
 
-async def run(handler: BodyHandler, request: Request, body: bytes) -> bytes:
+async def run(handler: BodyHandler, request: Request, body: bytes) -> bytes | Answer:
     """Run a body handler inline for a small plain body, in the compute pool otherwise (a
     compressed body may inflate to many times its size; a pinned version may need loading
     from disk: the inline run gives way to the pool when it does)."""

@@ -37,6 +37,7 @@ from service.body import (
 from service.v2.errors import ProtocolError, bad_request
 from service.v2.protocol import (
     DATATYPES,
+    ELEMENT_BYTES,
     INFLATE_WBITS,
     INPUT,
     INPUT_DATATYPES,
@@ -67,15 +68,39 @@ _parameters = msgspec.json.Decoder(dict[str, Any] | None)
 
 class Asked(NamedTuple):
     """What an inference request asks: measurements (n, 4) in centimetres, the outputs to
-    answer in order, and the request's id."""
+    answer in order, whether each is answered in binary, and the request's id."""
 
     rows: Rows
     outputs: list[str]
+    binary: list[bool]
     id: str | None
 
 
-def request_input(body: bytes, limit: int) -> Asked:
+def split_binary(body: bytes, header: str | None) -> tuple[bytes, memoryview | None]:
+    """The JSON of a request and, when ``header`` (Inference-Header-Content-Length) is
+    given, the binary tensor data after it (a view: nothing is copied)."""
+    if header is None:
+        return body, None
+    text = header.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise bad_request(
+            f"Inference-Header-Content-Length {header[:40]!r} is not a byte count "
+            "(a non-negative integer)"
+        )
+    size = int(text)
+    if size > len(body):
+        raise bad_request(
+            f"Inference-Header-Content-Length {size} is past the end of the body "
+            f"({len(body)} bytes)"
+        )
+    return body[:size], memoryview(body)[size:]
+
+
+def request_input(body: bytes, limit: int, binary: memoryview | None = None) -> Asked:
     """The rows, outputs and id of an inference request body (inflated), or its 400.
+
+    ``body`` is the request's JSON; ``binary``, the bytes after it when the request used
+    the binary tensor data extension (:func:`split_binary`).
 
     What decoding builds is bounded before it starts: a body longer than
     UNCOUNTED_BODY_BYTES is counted first (service.body.check_budget: no more objects,
@@ -114,9 +139,108 @@ def request_input(body: bytes, limit: int) -> Asked:
     check_datatype(tensor.datatype)
     refuse_extensions(own)
     n = check_shape(tensor.shape, limit)
-    rows = tensor_data(bytes(tensor.data), n)
+    size = binary_size(own)
+    if size is not None:
+        if tensor.data is not UNSET:
+            raise bad_request(
+                f"input {INPUT!r} is given both ways: as 'data' and as binary_data_size; send one"
+            )
+        rows = binary_rows(binary, size, tensor.datatype, n)
+    elif binary is not None and len(binary):
+        raise bad_request(
+            f"{len(binary)} bytes follow the JSON (Inference-Header-Content-Length), but no "
+            "input declares parameters.binary_data_size"
+        )
+    elif tensor.data is UNSET:
+        raise bad_request(
+            f"input {INPUT!r} has no data: give 'data', or parameters.binary_data_size with "
+            "the binary data after the JSON (Inference-Header-Content-Length)"
+        )
+    else:
+        rows = tensor_data(bytes(tensor.data), n)
     request_id = request.id if type(request.id) is str else None
-    return Asked(rows, output_names(outputs, asked), request_id)
+    names = output_names(outputs, asked)
+    return Asked(rows, names, binary_outputs(top, outputs, asked, names), request_id)
+
+
+def flag(parameters: dict[str, Any] | None, name: str, where: str) -> bool | None:
+    """A boolean parameter (None when absent); any other value is a 400 naming it."""
+    if not parameters or name not in parameters:
+        return None
+    value = parameters[name]
+    if type(value) is not bool:
+        raise bad_request(f"{where}.{name} is {value!r:.40}, not true or false")
+    return value
+
+
+def binary_outputs(
+    top: dict[str, Any] | None,
+    requested: list[InferenceOutput],
+    parameters: list[dict[str, Any] | None],
+    names: list[str],
+) -> list[bool]:
+    """Whether each output is answered in binary: an output's own ``binary_data`` when it
+    says, else the request's ``binary_data_output`` (default false)."""
+    default = bool(flag(top, "binary_data_output", "parameters"))
+    if not requested:
+        return [default] * len(names)
+    return [
+        default if (own := flag(asked, "binary_data", f"outputs[{i}].parameters")) is None else own
+        for i, asked in enumerate(parameters)
+    ]
+
+
+def binary_size(parameters: dict[str, Any] | None) -> int | None:
+    """An input's binary_data_size (None when absent): a non-negative integer."""
+    if not parameters or "binary_data_size" not in parameters:
+        return None
+    size = parameters["binary_data_size"]
+    if type(size) is not int or size < 0:
+        raise bad_request(
+            f"inputs[0].parameters.binary_data_size is {size!r:.40}, not a byte count"
+        )
+    return size
+
+
+def binary_rows(binary: memoryview | None, size: int, datatype: str, n: int) -> Rows:
+    """The measurements (n, 4) of an input sent in binary: ``size`` bytes of little-endian
+    FP64 or FP32, row-major. Sizes are checked before any value is read, and the values under
+    the same rules as JSON data (the first bad element named); nothing is copied until they
+    pass."""
+    if binary is None:
+        raise bad_request(
+            "inputs[0].parameters.binary_data_size needs the binary tensor data extension: "
+            "the Inference-Header-Content-Length header giving the JSON's length"
+        )
+    width = ELEMENT_BYTES[datatype]
+    if size % width:
+        raise bad_request(
+            f"input {INPUT!r}: binary_data_size {size} is not a multiple of {datatype}'s "
+            f"{width} bytes"
+        )
+    if size != n * N_FEATURES * width:
+        raise bad_request(
+            f"input {INPUT!r}: shape [{n}, {N_FEATURES}] of {datatype} is "
+            f"{n * N_FEATURES * width} bytes; binary_data_size is {size}"
+        )
+    if len(binary) != size:
+        raise bad_request(
+            f"{len(binary)} bytes follow the JSON (Inference-Header-Content-Length); the "
+            f"inputs declare {size} (binary_data_size)"
+        )
+    raw = np.frombuffer(binary, dtype="<f8" if width == 8 else "<f4").reshape(n, N_FEATURES)
+    valid = (raw > 0) & (raw <= MAX_MEASUREMENT_CM)  # NaN compares false: refused too
+    if not valid.all():
+        row, column = (int(i) for i in np.argwhere(~valid)[0])
+        value = float(raw[row, column])
+        reason = (
+            "is not finite"
+            if not math.isfinite(value)
+            else f"cm is outside (0, {MAX_MEASUREMENT_CM:g}]"
+        )
+        raise bad_request(f"input {INPUT!r}, row {row}, {FEATURES[column]}: {value!r} {reason}")
+    rows = raw.astype(np.float64)  # native order, a copy the model may keep
+    return [rows[0].tolist()] if n == 1 else rows
 
 
 def decode(body: bytes) -> InferenceRequest:

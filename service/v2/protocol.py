@@ -30,15 +30,15 @@ DATATYPES = (
 MAX_DIMENSION = 2**64 - 1  # "each dimension must be ... an unsigned 64-bit integer"
 MAX_ELEMENTS = 2**63 - 1  # what a NumPy index (int64) can count
 BINARY_HEADER = "inference-header-content-length"
-NO_BINARY = (
-    "the binary tensor data extension is not supported: send every tensor as JSON "
-    "'data' (tritonclient: set_data_from_numpy(array, binary_data=False))"
-)
+# The binary tensor data extension: the byte size of each datatype this server reads or
+# writes in binary (little-endian); BYTES elements are each a 4-byte length, then the bytes.
+ELEMENT_BYTES = {"FP64": 8, "FP32": 4, "INT64": 8}
+EXTENSIONS = ["binary_tensor_data"]
 # Tensor parameters of extensions this server does not implement: a clear 400, rather than
 # an answer the client would misread.
 UNSUPPORTED = {
-    "binary_data_size": NO_BINARY,
-    "shared_memory_region": "the shared-memory extension is not supported: send tensors as JSON",
+    "shared_memory_region": "the shared-memory extension is not supported: send tensors as "
+    "JSON or binary data",
     "classification": "the classification extension is not supported: request the "
     "'probabilities', 'class_index' and 'label' outputs instead",
 }

@@ -24,14 +24,14 @@ from service import inference
 from service.deps import State, state
 from service.inference import OneRow
 from service.responses import json_response
-from service.routing import HotRoute, endpoint_for
-from service.v2.decode import inflated, request_input
+from service.routing import Answer, HotRoute, endpoint_for
+from service.v2.decode import inflated, request_input, split_binary
 from service.v2.errors import ProtocolError, bad_request, error_responses, protocol_error
 from service.v2.protocol import (
     BINARY_HEADER,
+    EXTENSIONS,
     INPUT,
     MODEL_NAME,
-    NO_BINARY,
     OUTPUTS,
     PLATFORM,
     SERVER_NAME,
@@ -109,15 +109,76 @@ _LABELS = np.array(CLASSES, dtype=object)  # by class index, indexed with an arr
 _BINARY_HEADER = BINARY_HEADER.encode()
 
 
-def infer_answer(st: State, body: bytes, version: str | None) -> bytes:
-    """The JSON answer to an inference request body (already inflated)."""
-    rows, names, request_id = request_input(body, st.inference.max_instances)
+def infer_answer(
+    st: State, body: bytes, version: str | None, binary: memoryview | None = None
+) -> bytes | Answer:
+    """The answer to an inference request: its JSON (``body``, already inflated), and the
+    binary tensor data after it, if any."""
+    rows, names, as_binary, request_id = request_input(body, st.inference.max_instances, binary)
     predicted = st.inference.predict(rows, version)
     if isinstance(predicted, OneRow):
         served, probabilities, k = predicted
-        return row_answer_json(served, request_id, names, probabilities, k)
-    served, o_s, index = predicted
-    return answer_json(served, request_id, names, len(index), outputs_data(o_s, index))
+        if not any(as_binary):
+            return row_answer_json(served, request_id, names, probabilities, k)
+        o_s, index = np.array([probabilities]), np.array([k])
+    else:
+        served, o_s, index = predicted
+    data = outputs_data(o_s, index)
+    if any(as_binary):
+        head = (served, request_id, names, as_binary)
+        return binary_answer(*head, o_s=o_s, index=index, data=data)
+    return answer_json(served, request_id, names, len(index), data)
+
+
+# Each label as the binary extension writes a BYTES element: its length (4 bytes,
+# little-endian), then its UTF-8 bytes.
+_LABEL_BYTES = np.array(
+    [len(label).to_bytes(4, "little") + label.encode() for label in CLASSES], dtype=object
+)
+
+
+def binary_tensor(name: str, o_s: FloatArray, index: IntArray) -> bytes:
+    """An output's data in binary: little-endian, row-major."""
+    if name == "probabilities":
+        return np.ascontiguousarray(o_s, dtype="<f8").tobytes()
+    if name == "class_index":
+        return index.astype("<i8").tobytes()
+    return b"".join(_LABEL_BYTES[index].tolist())
+
+
+def binary_answer(
+    version: str,
+    request_id: str | None,
+    names: list[str],
+    as_binary: list[bool],
+    *,
+    o_s: FloatArray,
+    index: IntArray,
+    data: dict[str, Any],
+) -> Answer:
+    """The answer with the binary tensor data extension: the JSON, whose binary outputs carry
+    ``binary_data_size`` instead of ``data``, then their bytes in that order; the JSON's
+    length in Inference-Header-Content-Length."""
+    answer: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": version}
+    if request_id is not None:
+        answer["id"] = request_id
+    n = len(index)
+    outputs, blobs = [], []
+    for name, binary in zip(names, as_binary, strict=True):
+        if not binary:
+            outputs.append(tensor(name, n, data[name]))
+            continue
+        blobs.append(binary_tensor(name, o_s, index))
+        described = tensor(name, n, None)
+        del described["data"]
+        outputs.append(described | {"parameters": {"binary_data_size": len(blobs[-1])}})
+    answer["outputs"] = outputs
+    head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (_BINARY_HEADER, b"%d" % len(head)),
+    ]
+    return Answer(b"".join([head, *blobs]), headers)
 
 
 def outputs_data(o_s: FloatArray, index: IntArray) -> dict[str, Any]:
@@ -168,24 +229,28 @@ def row_answer_json(
     return b'%s%s%s,"outputs":[%s]}' % (_ANSWER_HEAD, orjson.dumps(version), named, outputs)
 
 
-def infer_request(request: Request, body: bytes) -> bytes:
-    """The handler of both infer paths: the model from the path, the body inflated."""
+def infer_request(request: Request, body: bytes) -> bytes | Answer:
+    """The handler of both infer paths: the model from the path, the body inflated, then
+    split into its JSON and binary parts when Inference-Header-Content-Length says so."""
     st = state(request)
     name, version = path_model(request)
     check_model(name)
-    encoding = ""
-    for header, value in request.scope["headers"]:  # raw, lower-case: no Headers object
-        if header == _BINARY_HEADER:
-            raise bad_request(NO_BINARY)
-        if header == b"content-encoding" and not encoding:  # the first, as Headers.get
+    encoding, header = "", None
+    for key, value in request.scope["headers"]:  # raw, lower-case: no Headers object
+        if key == _BINARY_HEADER:
+            if header is not None:
+                raise bad_request("Inference-Header-Content-Length is given more than once")
+            header = value.decode("latin-1")
+        elif key == b"content-encoding" and not encoding:  # the first, as Headers.get
             encoding = value.decode("latin-1")
     inflated_body = inflated(body, encoding, st.settings.max_body_bytes)
-    return infer_answer(st, inflated_body, version)
+    json_part, binary = split_binary(inflated_body, header)
+    return infer_answer(st, json_part, version, binary)
 
 
 @router.get("/v2", summary="Server metadata: name, version, extensions")
 async def server_metadata() -> Response:
-    return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+    return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
 
 
 @router.get("/v2/health/live", summary="Server liveness: the process answers")
@@ -235,7 +300,7 @@ INFER_ROUTES = tuple(
         {
             "responses": error_responses(400, 413, 415, *codes),
             "openapi_extra": {"requestBody": INFER_BODY},
-            "summary": f"Inference with {whose} (JSON tensors)",
+            "summary": f"Inference with {whose} (JSON or binary tensors)",
             "tags": router.tags,
         },
     )

@@ -33,6 +33,21 @@ Parameters = Annotated[
         }
     ),
 ]
+# An input's parameters. The JSON form, which a body schema describes, has no
+# binary_data_size: that belongs to the binary form (see request_schemas).
+_JSON_FORM = {
+    "not": {"anyOf": [{"required": [name]} for name in ("binary_data_size", *UNSUPPORTED)]}
+}
+InputParameters = Annotated[
+    msgspec.Raw,
+    msgspec.Meta(
+        extra_json_schema={
+            "anyOf": [{"type": "object", **_JSON_FORM}, {"type": "null"}],
+            "description": f"{_SMALL}; binary_data_size (the byte size of the tensor's data "
+            "after the JSON) only in the binary tensor data extension's form",
+        }
+    ),
+]
 Unset = msgspec.UnsetType
 UNSET = msgspec.UNSET
 
@@ -52,26 +67,30 @@ class InferenceInput(msgspec.Struct, forbid_unknown_fields=True):
         Annotated[int | float, documented(const=N_FEATURES)],
     ]
     datatype: Annotated[str, documented(enum=list(INPUT_DATATYPES))]
-    # Left as its bytes: decode.tensor_data reads its numbers straight into float64.
-    data: Annotated[
-        msgspec.Raw,
-        documented(
-            type="array",
-            minItems=1,
-            items={
-                "anyOf": [
-                    _MEASUREMENT,
-                    {
-                        "type": "array",
-                        "minItems": N_FEATURES,
-                        "maxItems": N_FEATURES,
-                        "items": _MEASUREMENT,
-                    },
-                ]
-            },
-        ),
-    ]
-    parameters: Parameters | Unset = UNSET
+    # Left as its bytes: decode.tensor_data reads its numbers straight into float64. Absent
+    # when the tensor is sent in binary after the JSON (parameters.binary_data_size).
+    data: (
+        Annotated[
+            msgspec.Raw,
+            documented(
+                type="array",
+                minItems=1,
+                items={
+                    "anyOf": [
+                        _MEASUREMENT,
+                        {
+                            "type": "array",
+                            "minItems": N_FEATURES,
+                            "maxItems": N_FEATURES,
+                            "items": _MEASUREMENT,
+                        },
+                    ]
+                },
+            ),
+        ]
+        | Unset
+    ) = UNSET
+    parameters: InputParameters | Unset = UNSET
 
 
 class InferenceOutput(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,5 +115,14 @@ def request_schemas() -> dict[str, Any]:
     """The OpenAPI components of the request: ``InferenceRequest`` and the structs it holds."""
     _, components = msgspec.json.schema_components(
         [InferenceRequest], ref_template="#/components/schemas/{name}"
+    )
+    # The JSON form: 'data' is required. The binary tensor data extension's form (the JSON,
+    # then the tensor's bytes, Inference-Header-Content-Length giving the JSON's length)
+    # leaves it out for parameters.binary_data_size; a body schema cannot describe that form.
+    tensor = components["InferenceInput"]
+    tensor["required"] = sorted({*tensor.get("required", ()), "data"})
+    tensor["description"] = (
+        "One input tensor. With the binary tensor data extension, 'data' is left out and "
+        "parameters.binary_data_size gives the size of the tensor's bytes after the JSON."
     )
     return components
