@@ -71,6 +71,7 @@ def train_from_the_page(b: Browser) -> None:
     for name, value in settings.items():
         type_into(b, f"hp-{name}", value)
     type_into(b, "note", f"{hidden} hidden units, 300 epochs")
+    b.driver.find_element("id", "activate").click()  # serve it when it passes
     b.driver.find_element("id", "train-start").click()
     status = b.driver.find_element("id", "train-status")
     wait_for(lambda: status.text.startswith("Job succeeded"), 60, "the job's end")

@@ -404,6 +404,7 @@ def job_view(
         "model_version": row["model_version"],
         "activated": bool(row["activated"]),
         "error": row["error"],
+        "cancel_requested": bool(row["cancel_requested"]),
         # a database older than the column (read-only, so never migrated) has no note
         "note": row["note"] if "note" in row.keys() else None,  # noqa: SIM118
     }

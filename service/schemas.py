@@ -306,6 +306,9 @@ class Job(BaseModel):
     model_version: str | None = None
     activated: bool = False
     error: str | None = None
+    cancel_requested: bool = Field(
+        False, description="a cancel was asked for: training stops at the next epoch boundary"
+    )
     note: str | None = Field(None, description="the note of the training request")
 
 

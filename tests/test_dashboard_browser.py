@@ -361,6 +361,9 @@ def test_training_from_the_page_streams_points_then_serves_the_new_version_and_r
     browser.driver.find_element("css selector", "#token-form button[type=submit]").click()
     for name, value in LONG_JOB.items():
         type_into(browser, f"hp-{name}", value)
+    serve = browser.driver.find_element("id", "activate")
+    assert not serve.is_selected()  # a new version is not served unless asked
+    serve.click()
     browser.driver.find_element("id", "train-start").click()
     job_id = until(lambda: api.get("/train").json()["jobs"][0]["job_id"], "the job")
     # points arrive while the job is still running
@@ -463,6 +466,7 @@ def test_cancel_from_the_page_ends_the_job(
     until(lambda: api.get(f"/train/{job_id}").json()["status"] == "running", "running")
     cancel.click()
     status = browser.driver.find_element("id", "train-status")
+    until(lambda: status.text.startswith(("Cancel requested", "Job cancelled")), "the cancel said")
     seen: list[str] = []
 
     def ended() -> bool:
@@ -663,7 +667,9 @@ def test_a_job_started_through_the_api_is_followed_by_a_freshly_opened_page(
             job_id
         )
     finally:
-        api.post(f"/train/{job_id}/cancel", headers=server.auth())
+        cancelled = api.post(f"/train/{job_id}/cancel", headers=server.auth()).json()
+    # what a page opened now would show: the request is on the job's record
+    assert cancelled["cancel_requested"] is True
     until(lambda: status.text.startswith("Job cancelled"), "the end seen", seconds=30)
     assert not browser.driver.find_element("id", "train-cancel").is_enabled()
     assert_clean(browser, server)
@@ -852,7 +858,9 @@ def test_a_version_is_deleted_from_the_page_after_its_question_and_shows_its_not
     )
     row = button.find_element("xpath", "ancestor::tr")
     assert "to be deleted" in row.text
-    assert f"job {job_id[:8]}" in row.text
+    assert job_id[:8] in row.text
+    sha = row.find_element("css selector", ".sha").get_attribute("data-sha256")
+    assert sha == api.get(f"/models/{version}").json()["data_sha256"]
     button.click()
     question = browser.driver.find_element("id", "models-question")
     until(question.is_displayed, "the question")

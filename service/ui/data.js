@@ -8,8 +8,9 @@ import { on, shared } from "./state.js";
 const STEPS = 80;
 // Measurements are given to 0.1 cm, so many flowers share a point: each is moved by up to
 // this fraction of 0.1 cm, always the same way, so every one of them can be seen and counted.
-const JITTER = 0.35;
-const COLOURS = { setosa: [14, 124, 134], versicolor: [217, 119, 6], virginica: [124, 58, 237] };
+const JITTER = 0.45;
+// The classes' colours in the data set's order (app.css gives the points the same ones).
+const COLOURS = [[14, 124, 134], [217, 119, 6], [124, 58, 237]];
 let visible = false;
 let sequence = 0;
 
@@ -22,7 +23,7 @@ function regionsImage(grid) {
   const context = canvas.getContext("2d");
   const image = context.createImageData(m, n);
   grid.class_index.forEach((row, i) => row.forEach((k, j) => {
-    const [r, g, b] = COLOURS[shared.classes[k]] || [128, 128, 128];
+    const [r, g, b] = COLOURS[k] || [128, 128, 128];
     const at = 4 * ((n - 1 - i) * m + j); // row 0 is the lowest y: the image's last row
     const alpha = 0.12 + 0.375 * (grid.confidence[i][j] - 1 / 3);
     image.data.set([r, g, b, Math.round(255 * alpha)], at);
@@ -120,6 +121,7 @@ export function setupData() {
   $("#axis-x").addEventListener("change", draw);
   $("#axis-y").addEventListener("change", draw);
   on("serving", draw);
+  on("reconnected", draw);
 }
 
 export function showData() {

@@ -87,7 +87,7 @@ export function lineChart(container, series, { xLabel = "epoch", yLabel = "", yM
     const guide = svg("line", { class: "guide", x1: 0, x2: 0, y1: T, y2: H - B, visibility: "hidden" });
     const readout = el("p", { class: "readout small", "aria-live": "off" }, "\u00a0");
     chart.append(guide);
-    chart.addEventListener("pointermove", (event) => {
+    const show = (event) => {
       if (!drawnSeries.length) return;
       const box = chart.getBoundingClientRect();
       const x = x0 + ((event.clientX - box.left) * (W / box.width) - L) / (W - L - R) * (x1 - x0);
@@ -101,7 +101,9 @@ export function lineChart(container, series, { xLabel = "epoch", yLabel = "", yM
         return p && p[0] === at[0] ? `${s.label} ${fixed4(p[1])}` : null;
       }).filter(Boolean);
       readout.textContent = `${xLabel} ${at[0]}: ${values.join(", ")}`;
-    });
+    };
+    chart.addEventListener("pointermove", show);
+    chart.addEventListener("pointerdown", show); // a tap on a phone
     chart.addEventListener("pointerleave", () => {
       guide.setAttribute("visibility", "hidden");
       readout.textContent = "\u00a0";

@@ -1,11 +1,12 @@
 // Explain: one flower's forward and backward pass, in the derivation's names and shapes.
 import * as api from "./api.js";
 import { $, FONT, clear, el, heatmap, problemText, responsive, scaleLegend, svg } from "./dom.js";
-import { diverging, magnitude, round } from "./lib.js";
+import { diverging, fixSentence, magnitude, round, title } from "./lib.js";
 import { on, shared } from "./state.js";
 
-const IN = ["SL", "SW", "PL", "PW"];
-const OUT = ["set", "ver", "vir"];
+// Short names, from the data set's: the initials of a feature's words, a class's first three letters.
+let IN = [];
+let OUT = [];
 const MAX_DRAWN = 24; // hidden units drawn in the network diagram
 const paramCache = new Map();
 let visible = false;
@@ -15,7 +16,13 @@ let sequence = 0;
 const hidden = (H) => Array.from({ length: H }, (_, k) => `${k}`);
 
 async function params(version) {
-  if (!paramCache.has(version)) paramCache.set(version, api.parameters(version));
+  if (!paramCache.has(version)) {
+    // a failed fetch is not kept: the next draw asks again
+    paramCache.set(version, api.parameters(version).catch((error) => {
+      paramCache.delete(version);
+      throw error;
+    }));
+  }
   return paramCache.get(version);
 }
 
@@ -88,9 +95,17 @@ async function refresh() {
   if (!visible) return;
   const mine = ++sequence;
   const label = $("#true-species").value;
+  if (!shared.flowerValid) {
+    $("#explain-flower").textContent = `${fixSentence(shared.invalid || [])} (on the Predict panel)`;
+    $("#explain-loss").textContent = "";
+    clear($("#net"));
+    clear($("#forward"));
+    clear($("#backward"));
+    return;
+  }
   const f = shared.flower;
   $("#explain-flower").textContent =
-    `Flower: sepal ${f.sepal_length} × ${f.sepal_width} cm, petal ${f.petal_length} × ${f.petal_width} cm (from the Predict panel).`;
+    `Flower: ${shared.features.map((name) => `${title(name).toLowerCase()} ${f[name]} cm`).join(", ")} (from the Predict panel).`;
   try {
     const g = await api.gradients(f, label);
     const p = await params(g.model_version);
@@ -107,7 +122,11 @@ async function refresh() {
 }
 
 export function setupExplain() {
+  IN = shared.features.map((f) => f.split("_").map((word) => word[0].toUpperCase()).join(""));
+  OUT = shared.classes.map((c) => c.slice(0, 3));
+  clear($("#true-species"), shared.classes.map((c, i) => el("option", { value: c, selected: i === 1 }, c)));
   $("#true-species").addEventListener("change", refresh);
+  on("reconnected", refresh);
   on("flower", refresh);
   on("serving", refresh);
 }

@@ -1,6 +1,7 @@
 // The dashboard's entry point: the token, the tabs, the served version.
 import * as api from "./api.js";
 import { $, problemText } from "./dom.js";
+import { round } from "./lib.js";
 import { hideData, setupData, showData } from "./data.js";
 import { hideExplain, setupExplain, showExplain } from "./explain.js";
 import { hideModels, setupModels, showModels } from "./models.js";
@@ -100,15 +101,19 @@ function setupReachability() {
       banner.hidden = false;
       if (shared.serving) $("#serving").textContent = `Last seen serving model ${shared.serving} (not reachable now)`;
       clearInterval(retrying);
-      retrying = setInterval(() => api.models().then((m) => {
-        shared.settleUntil = 0;
-        emit("serving", m.serving);
-      }).catch(() => {}), RETRY_MS);
+      retrying = setInterval(() => api.models().catch(() => {}), RETRY_MS);
     } else {
       banner.hidden = true;
       banner.textContent = "";
       clearInterval(retrying);
+      showServing(shared.serving);
       emit("reconnected");
+      // whichever call answered first, the served version is asked again and every panel
+      // that shows it redraws
+      api.models().then((m) => {
+        shared.settleUntil = 0;
+        emit("serving", m.serving);
+      }).catch(() => {});
     }
   });
 }
@@ -119,8 +124,8 @@ async function load() {
     return { iris, models };
   } catch (error) {
     $("#serving").textContent = problemText(error);
-    if (!error.offline) return null;
-    // not up yet: try again until it answers
+    if (!error.offline && error.status < 500) return null; // a refusal: asking again won't help
+    // not up yet, or its store is not: try again until it answers
     await new Promise((resolve) => { setTimeout(resolve, RETRY_MS); });
     return load();
   }
@@ -130,18 +135,19 @@ async function start() {
   setupToken();
   setupTabs();
   setupReachability();
-  on("serving", (version) => {
-    showServing(version);
-    shared.settleUntil = Date.now() + SETTLE_MS;
-    refreshPrediction();
-  });
   const loaded = await load();
   if (!loaded) return;
   const { iris, models } = loaded;
   shared.iris = iris;
   shared.features = iris.features;
   shared.classes = iris.classes;
+  shared.flower = Object.fromEntries(iris.features.map((f) => [f, round(iris.summary[f].mean, 2)]));
   showServing(models.serving);
+  on("serving", (version) => {
+    showServing(version);
+    shared.settleUntil = Date.now() + SETTLE_MS;
+    refreshPrediction();
+  });
   setupPredict(iris);
   setupExplain();
   setupData();

@@ -120,7 +120,10 @@ function overlay(a, b) {
   lineChart(accuracy, both("accuracy", "accuracy"), { yLabel: "accuracy", yMin: 0, yMax: 1 });
 }
 
+let sequence = 0;
+
 async function compare() {
+  const mine = ++sequence;
   const [va, vb] = [$("#cmp-a").value, $("#cmp-b").value];
   if (!va || !vb || va === vb) {
     clear($("#compare"), el("p", { class: "muted" }, list && list.models.length < 2
@@ -130,9 +133,9 @@ async function compare() {
   }
   try {
     const [a, b] = await Promise.all([details(va), details(vb)]);
-    overlay(a, b);
+    if (mine === sequence) overlay(a, b); // a later choice is drawn, not this one
   } catch (error) {
-    clear($("#compare"), el("p", { class: "error" }, problemText(error)));
+    if (mine === sequence) clear($("#compare"), el("p", { class: "error" }, problemText(error)));
   }
 }
 
@@ -156,9 +159,13 @@ export async function refresh() {
     { label: "train acc.", value: (m) => fixed4(m.metrics?.train_accuracy), num: true },
     { label: "note", value: (m) => m.note || "" },
     {
-      label: "made by", value: (m) => (m.job_id
-        ? el("span", {}, el("a", { href: `/train/${encodeURIComponent(m.job_id)}`, class: "mono", title: `job ${m.job_id}` }, `job ${short(m.job_id, 8)}`),
-          m.data_sha256 ? el("span", { class: "mono muted", title: `sha256 of the training data: ${m.data_sha256}` }, ` data ${short(m.data_sha256, 8)}`) : null)
+      label: "job", value: (m) => (m.job_id
+        ? el("a", { href: `/train/${encodeURIComponent(m.job_id)}`, class: "mono", title: `the job's record: ${m.job_id}` }, short(m.job_id, 8))
+        : ""),
+    },
+    {
+      label: "data sha256", value: (m) => (m.data_sha256
+        ? el("span", { class: "mono sha", title: `sha256 of the training data: ${m.data_sha256}`, "data-sha256": m.data_sha256 }, short(m.data_sha256, 12))
         : ""),
     },
     { label: "", value: (m) => actions(m, versions.indexOf(m.version) > currentAt) },

@@ -81,6 +81,8 @@ function noPrediction(errors) {
   $("#predict-note").textContent = fixSentence(Object.keys(errors));
   clear($("#bars"));
   $("#predict-version").textContent = "";
+  shared.invalid = Object.keys(errors);
+  emit("flower", shared.flower);
 }
 
 async function run() {
@@ -109,6 +111,7 @@ async function run() {
     $("#predict-version").textContent = `model ${answer.model_version}`;
     Object.assign(shared.flower, flower);
     shared.flowerValid = true;
+    shared.invalid = [];
     emit("flower", shared.flower);
     if (answer.model_version !== shared.serving) {
       if (Date.now() < (shared.settleUntil || 0)) {
@@ -193,6 +196,9 @@ async function runCsv() {
 
 export function setupPredict(iris) {
   clear($("#fields"), shared.features.map((f) => field(f, iris.summary[f])));
+  const head = shared.features.join(",");
+  $("#csv-help").textContent = `One flower a line: ${shared.features.join(", ")} (a header line is optional).`;
+  $("#csv-text").placeholder = [head, "5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3"].join("\n");
   $("#csv-run").addEventListener("click", runCsv);
   $("#csv-file").addEventListener("change", async (event) => {
     const file = event.target.files[0];

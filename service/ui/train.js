@@ -110,11 +110,45 @@ async function showEnded(job) {
 
 async function finished(job) {
   shownLast = true;
+  forget(job.job_id);
   idle();
-  await showEnded(job);
   if (job.activated) emit("serving", job.model_version);
   emit("models-changed");
-  await recent();
+  recent();
+  try {
+    await showEnded(job);
+  } catch {
+    $("#train-status").textContent = describe(job); // the curves could not be had
+  }
+}
+
+// The points seen so far, kept for the tab: a reload goes on drawing from them (the server
+// keeps a running job's latest point only).
+const KEPT = "iris-job-points:";
+const kept = (id) => {
+  try {
+    return JSON.parse(sessionStorage.getItem(KEPT + id) || "[]");
+  } catch {
+    return [];
+  }
+};
+const keep = (id, points) => {
+  try {
+    sessionStorage.setItem(KEPT + id, JSON.stringify(points.slice(-2000)));
+  } catch {
+    // storage full or refused: the curve simply starts over after a reload
+  }
+};
+const forget = (id) => sessionStorage.removeItem(KEPT + id);
+
+// Following stopped without the job's end (the stream was refused, cut or the server is
+// going away): Start and Cancel as for no job, and the jobs list says what became of it.
+function stopped(mine, text) {
+  mine.source?.close();
+  if (current !== mine) return;
+  if (text) $("#train-status").textContent = text;
+  shownLast = false; // once the service answers: the job followed again, or how it ended
+  idle();
 }
 
 // Follow a job, whoever started it: its live points, Cancel, its end.
@@ -122,13 +156,13 @@ function follow(job) {
   if (current?.id === job.job_id) return;
   if (current?.source) current.source.close();
   clearTimeout(looking);
-  current = { id: job.job_id, points: [], cancelled: Boolean(job.cancel_requested) };
+  current = { id: job.job_id, points: kept(job.job_id), cancelled: Boolean(job.cancel_requested) };
   shared.job = job.job_id;
   $("#train-cancel").disabled = false;
   $("#train-start").disabled = true;
   $("#train-status").textContent = running(job.progress ? { ...job.progress, status: job.status } : { epoch: 0, epochs: 0, status: job.status });
   $("#train-panel").dataset.following = job.job_id;
-  drawCurves([], job.progress?.epochs);
+  drawCurves(current.points, job.progress?.epochs);
   const mine = current;
   const source = api.jobEvents(job.job_id);
   mine.source = source;
@@ -140,6 +174,7 @@ function follow(job) {
     $("#train-progress").value = point.epoch / point.epochs;
     if (point.train_loss !== undefined && point.train_loss !== null) {
       mine.points.push(point);
+      keep(mine.id, mine.points);
       drawCurves(mine.points, point.epochs);
       $("#loss-chart").dataset.live = String(mine.points.length);
     }
@@ -148,26 +183,21 @@ function follow(job) {
       recent();
     }
   });
+  let ended = false;
   source.addEventListener("end", (event) => {
-    // The server closes the stream after this event; close it here too, or the browser
-    // would reconnect after `retry`.
-    source.close();
+    // The server closes the stream after this event; closing it here could cut that short.
+    // The close below only stops the browser from reconnecting (it waits `retry`, 2 s).
+    ended = true;
+    setTimeout(() => source.close(), 1000);
     if (current === mine) finished(JSON.parse(event.data));
   });
   source.addEventListener("going-away", () => {
-    // The server is shutting down; the job's record says later how it ended.
-    source.close();
-    if (current !== mine) return;
-    $("#train-status").textContent = "The server is restarting; the job is followed again once it answers.";
-    current = null;
-    shared.job = null;
-    look();
+    // The server is shutting down; once it answers, the job is followed again or its end shown.
+    stopped(mine, "The server is restarting; the job is followed again once it answers.");
   });
   source.addEventListener("error", () => {
-    if (source.readyState !== EventSource.CLOSED || current !== mine) return;
-    current = null;
-    shared.job = null;
-    look(); // the stream was refused or cut: the jobs list says what became of the job
+    if (ended) source.close();
+    else if (source.readyState === EventSource.CLOSED) stopped(mine);
   });
 }
 
@@ -187,7 +217,7 @@ async function look() {
     if (!shownLast && jobs.length) {
       // a reload loses nothing: the last job as it ended, with its stored curves
       shownLast = true;
-      await showEnded(jobs[0]);
+      await showEnded(jobs[0]).catch(() => {});
     }
   } catch {
     // unreachable or refused: the banner says so; try again
@@ -268,6 +298,7 @@ export async function showTrain() {
 }
 
 export function setupTrain() {
+  $("#train-csv").placeholder = [...shared.features, "species"].join(",");
   on("reconnected", look);
   $("#train-form").addEventListener("submit", start);
   $("#train-cancel").addEventListener("click", cancel);
