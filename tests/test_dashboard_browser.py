@@ -135,10 +135,12 @@ def assert_clean(b: Browser, server: ServerProcess, allowed_statuses: tuple[int,
 
 
 def two_versions(server: ServerProcess, api: httpx.Client) -> None:
-    """At least two stored versions (Compare and the version actions need two)."""
-    if len(api.get("/models").json()["models"]) >= 2:
+    """At least two stored versions, one made by a job with a note (Compare and the version
+    actions need two; the note and the job widen the table)."""
+    if sum(m["note"] is not None for m in api.get("/models").json()["models"]) >= 1:
         return
-    body = {"hyperparameters": {"epochs": 50}, "activate": False}
+    note = "a version made by a job, with a note as long as people write them, for the width tests"
+    body = {"hyperparameters": {"epochs": 50}, "activate": False, "note": note}
     job_id = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
     until(lambda: api.get(f"/train/{job_id}").json()["status"] == "succeeded", "trained", 60)
 
@@ -751,7 +753,11 @@ return [...document.querySelectorAll('body *')]
 BUTTONS_OUTSIDE = """
 return [...document.querySelectorAll('main button, header button, nav button')]
   .filter(b => b.getClientRects().length)
-  .filter(b => { const r = b.getBoundingClientRect(); return r.left < 0 || r.right > innerWidth; })
+  .filter(b => {
+    const r = b.getBoundingClientRect(), box = b.closest('.scroll')?.getBoundingClientRect();
+    return r.left < 0 || r.right > innerWidth
+      || (box && (r.left < box.left - 0.5 || r.right > box.right + 0.5));  // scrolled out of view
+  })
   .map(b => b.textContent)
 """
 

@@ -152,21 +152,19 @@ export async function refresh() {
   const versions = list.models.map((m) => m.version);
   const currentAt = versions.indexOf(list.current);
   table($("#model-table"), [
-    { label: "version", value: (m) => el("span", { class: "mono" }, m.version) },
-    { label: "created", value: (m) => utc(m.created_at) },
+    {
+      label: "version", value: (m) => el("span", {}, el("span", { class: "mono" }, m.version),
+        el("br"), el("span", { class: "muted small" }, utc(m.created_at))),
+    },
     { label: "hidden", value: (m) => m.hidden_units ?? "", num: true },
     { label: "val. acc.", value: (m) => fixed4(m.metrics?.validation_accuracy), num: true },
     { label: "train acc.", value: (m) => fixed4(m.metrics?.train_accuracy), num: true },
     { label: "note", value: (m) => m.note || "" },
     {
-      label: "job", value: (m) => (m.job_id
-        ? el("a", { href: `/train/${encodeURIComponent(m.job_id)}`, class: "mono", title: `the job's record: ${m.job_id}` }, short(m.job_id, 8))
-        : ""),
-    },
-    {
-      label: "data sha256", value: (m) => (m.data_sha256
-        ? el("span", { class: "mono sha", title: `sha256 of the training data: ${m.data_sha256}`, "data-sha256": m.data_sha256 }, short(m.data_sha256, 12))
-        : ""),
+      label: "made by", value: (m) => el("span", { class: "small" },
+        m.job_id ? el("a", { href: `/train/${encodeURIComponent(m.job_id)}`, class: "mono", title: `the job's record: ${m.job_id}` }, `job ${short(m.job_id, 8)}`) : null,
+        m.job_id && m.data_sha256 ? el("br") : null,
+        m.data_sha256 ? el("span", { class: "mono sha", title: `sha256 of the training data: ${m.data_sha256}`, "data-sha256": m.data_sha256 }, `data ${short(m.data_sha256, 8)}`) : null),
     },
     { label: "", value: (m) => actions(m, versions.indexOf(m.version) > currentAt) },
   ], list.models);
