@@ -506,6 +506,22 @@ def test_common_bodies_take_the_typed_paths(monkeypatch: pytest.MonkeyPatch) -> 
     for body in bodies:
         rows, _, _, _ = decode.request_input(body, 10_000)
         assert np.asarray(rows).tobytes() == values.tobytes()
+    # tritonclient's binary form: no "data" key, the bytes after the JSON; one row and many
+    for n in (1, 2_000):
+        binary = values[:n].astype("<f8").tobytes()
+        described = without_data(tensor) | {
+            "shape": [n, 4],
+            "parameters": {"binary_data_size": len(binary)},
+        }
+        head = {"inputs": [described], "parameters": {"binary_data_output": True}}
+        body = json.dumps(head).encode()
+        rows, _, as_binary, _ = decode.request_input(body, 10_000, memoryview(binary))
+        assert np.asarray(rows).tobytes() == values[:n].tobytes()
+        assert as_binary == [True, True, True]
+
+
+def without_data(tensor: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in tensor.items() if key != "data"}
 
 
 def test_a_key_spaced_from_its_colon_once_is_counted_once() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -55,6 +56,7 @@ from service.v2.schema import (
     InferenceRequest,
 )
 
+LITTLE_ENDIAN = sys.byteorder == "little"  # the binary extension's order is this machine's
 UNCOUNTED_BODY_BYTES = 512
 """A body up to this size is decoded with no count first: it cannot build much."""
 SPARE_COMMAS = 64
@@ -119,6 +121,8 @@ def request_input(body: bytes, limit: int, binary: memoryview | None = None) -> 
     strings = 7 + (request.outputs is not UNSET) + (type(request.id) is str) * 2
     if request.id is None:
         strings += 1
+    if tensor.data is UNSET:  # its data in binary: no "data" key
+        strings -= 1
     top = own = None
     if request.parameters is not UNSET:
         top = read_parameters(request.parameters, "parameters")
@@ -228,6 +232,10 @@ def binary_rows(binary: memoryview | None, size: int, datatype: str, n: int) -> 
             f"{len(binary)} bytes follow the JSON (Inference-Header-Content-Length); the "
             f"inputs declare {size} (binary_data_size)"
         )
+    if n <= FEW_ROWS and LITTLE_ENDIAN:  # a few values: as Python floats, no array
+        values = binary.cast("d" if width == 8 else "f").tolist()
+        if all(0 < value <= MAX_MEASUREMENT_CM for value in values):
+            return [values[i : i + N_FEATURES] for i in range(0, len(values), N_FEATURES)]
     raw = np.frombuffer(binary, dtype="<f8" if width == 8 else "<f4").reshape(n, N_FEATURES)
     valid = (raw > 0) & (raw <= MAX_MEASUREMENT_CM)  # NaN compares false: refused too
     if not valid.all():

@@ -7,7 +7,8 @@ the version from the path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import struct
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import numpy as np
@@ -120,14 +121,12 @@ def infer_answer(
         served, probabilities, k = predicted
         if not any(as_binary):
             return row_answer_json(served, request_id, names, probabilities, k)
-        o_s, index = np.array([probabilities]), np.array([k])
-    else:
-        served, o_s, index = predicted
-    data = outputs_data(o_s, index)
-    if any(as_binary):
         head = (served, request_id, names, as_binary)
-        return binary_answer(*head, o_s=o_s, index=index, data=data)
-    return answer_json(served, request_id, names, len(index), data)
+        return row_binary_answer(*head, probabilities=probabilities, k=k)
+    served, o_s, index = predicted
+    if any(as_binary):
+        return binary_answer(served, request_id, names, as_binary, o_s=o_s, index=index)
+    return answer_json(served, request_id, names, len(index), outputs_data(o_s, index))
 
 
 # Each label as the binary extension writes a BYTES element: its length (4 bytes,
@@ -154,7 +153,6 @@ def binary_answer(
     *,
     o_s: FloatArray,
     index: IntArray,
-    data: dict[str, Any],
 ) -> Answer:
     """The answer with the binary tensor data extension: the JSON, whose binary outputs carry
     ``binary_data_size`` instead of ``data``, then their bytes in that order; the JSON's
@@ -163,6 +161,9 @@ def binary_answer(
     if request_id is not None:
         answer["id"] = request_id
     n = len(index)
+    data = outputs_data(
+        o_s, index, [name for name, b in zip(names, as_binary, strict=True) if not b]
+    )
     outputs, blobs = [], []
     for name, binary in zip(names, as_binary, strict=True):
         if not binary:
@@ -174,6 +175,10 @@ def binary_answer(
         outputs.append(described | {"parameters": {"binary_data_size": len(blobs[-1])}})
     answer["outputs"] = outputs
     head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    return binary_joined(head, blobs)
+
+
+def binary_joined(head: bytes, blobs: list[bytes]) -> Answer:
     headers = [
         (b"content-type", b"application/octet-stream"),
         (_BINARY_HEADER, b"%d" % len(head)),
@@ -181,14 +186,20 @@ def binary_answer(
     return Answer(b"".join([head, *blobs]), headers)
 
 
-def outputs_data(o_s: FloatArray, index: IntArray) -> dict[str, Any]:
+def outputs_data(
+    o_s: FloatArray, index: IntArray, names: Iterable[str] = OUTPUTS
+) -> dict[str, Any]:
     """Each output's data for probabilities o_s (n, 3) and class indices: flat, row-major,
-    as the protocol writes it."""
-    return {
-        "probabilities": o_s.ravel(),
-        "class_index": index.astype(np.int64),
-        "label": _LABELS[index].tolist(),
-    }
+    as the protocol writes it (those of ``names`` only)."""
+    data: dict[str, Any] = {}
+    for name in names:
+        if name == "probabilities":
+            data[name] = o_s.ravel()
+        elif name == "class_index":
+            data[name] = index.astype(np.int64)
+        else:
+            data[name] = _LABELS[index].tolist()
+    return data
 
 
 def tensor(name: str, n: int, data: Any) -> dict[str, Any]:
@@ -215,18 +226,69 @@ _ROW_PROBABILITIES = orjson.dumps(tensor("probabilities", 1, []))[: -len(b"[]}")
 _ANSWER_HEAD = orjson.dumps({"model_name": MODEL_NAME})[:-1] + b',"model_version":'
 
 
+def row_output_json(name: str, probabilities: list[float], k: int) -> bytes:
+    """One row's output in JSON, as answer_json writes it."""
+    if name == "probabilities":
+        return b"%s%s}" % (_ROW_PROBABILITIES, orjson.dumps(probabilities))
+    return _ROW_CLASS_INDEX[k] if name == "class_index" else _ROW_LABEL[k]
+
+
 def row_answer_json(
     version: str, request_id: str | None, names: list[str], probabilities: list[float], k: int
 ) -> bytes:
     """:func:`answer_json` of one row, its pieces written once and joined (the same bytes)."""
-    written = {
-        "probabilities": b"%s%s}" % (_ROW_PROBABILITIES, orjson.dumps(probabilities)),
-        "class_index": _ROW_CLASS_INDEX[k],
-        "label": _ROW_LABEL[k],
-    }
     named = b"" if request_id is None else b',"id":' + orjson.dumps(request_id)
-    outputs = b",".join([written[name] for name in names])
+    outputs = b",".join([row_output_json(name, probabilities, k) for name in names])
     return b'%s%s%s,"outputs":[%s]}' % (_ANSWER_HEAD, orjson.dumps(version), named, outputs)
+
+
+def _described(name: str, size: int) -> bytes:
+    """One row's output, in binary: its JSON without data, with its byte size."""
+    described = tensor(name, 1, None)
+    del described["data"]
+    return orjson.dumps(described | {"parameters": {"binary_data_size": size}})
+
+
+# One row's binary outputs, written once: (JSON, bytes) by class index where they differ.
+_ROW_BINARY_PROBABILITIES = _described("probabilities", 3 * 8)
+_ROW_BINARY_CLASS_INDEX = [
+    (_described("class_index", 8), k.to_bytes(8, "little")) for k in range(len(CLASSES))
+]
+_ROW_BINARY_LABEL = [(_described("label", len(blob)), blob) for blob in _LABEL_BYTES.tolist()]
+_THREE_DOUBLES = struct.Struct("<3d")
+
+
+def row_binary_answer(
+    version: str,
+    request_id: str | None,
+    names: list[str],
+    as_binary: list[bool],
+    *,
+    probabilities: list[float],
+    k: int,
+) -> Answer:
+    """:func:`binary_answer` of one row, its pieces written once and joined (the same bytes)."""
+    outputs, blobs = [], []
+    for name, binary in zip(names, as_binary, strict=True):
+        if not binary:
+            outputs.append(row_output_json(name, probabilities, k))
+        elif name == "probabilities":
+            outputs.append(_ROW_BINARY_PROBABILITIES)
+            blobs.append(_THREE_DOUBLES.pack(*probabilities))
+        else:
+            described, blob = (
+                _ROW_BINARY_CLASS_INDEX if name == "class_index" else _ROW_BINARY_LABEL
+            )[k]
+            outputs.append(described)
+            blobs.append(blob)
+    named = b"" if request_id is None else b',"id":' + orjson.dumps(request_id)
+    head = b'%s%s%s,"outputs":[%s]}' % (
+        _ANSWER_HEAD,
+        orjson.dumps(version),
+        named,
+        b",".join(outputs),
+    )
+    return binary_joined(head, blobs)
 
 
 def infer_request(request: Request, body: bytes) -> bytes | Answer:
