@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +34,14 @@ def require(program: str, package: str | None = None) -> str:
     if in_ci():
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def node_tests(path: Path) -> str:
+    """Run a file of the page's ``node --test`` tests; their TAP output, asserted to pass."""
+    node = require("node", "nodejs")
+    result = subprocess.run(
+        [node, "--test", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# fail 0" in result.stdout, result.stdout
+    return result.stdout

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from iris_client.csvio import column_name, parse_text, read_table, split_line
 from iris_client.errors import InputError
 
-from harness.programs import require
+from harness.programs import node_tests
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).with_name("csv_cases.json")).read_text(encoding="utf-8")
@@ -86,13 +85,5 @@ def test_training_data_needs_a_named_species_column() -> None:
 
 def test_the_page_reads_every_shared_case_alike() -> None:
     """tests/js/csv_rule.test.mjs: the same cases against the page's parseCsv, under Node."""
-    node = require("node", "nodejs")
-    result = subprocess.run(
-        [node, "--test", str(Path(__file__).with_name("js") / "csv_rule.test.mjs")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"# pass {len(CASES)}" in result.stdout
+    output = node_tests(Path(__file__).with_name("js") / "csv_rule.test.mjs")
+    assert f"# pass {len(CASES)}" in output

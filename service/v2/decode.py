@@ -237,16 +237,7 @@ def binary_rows(binary: memoryview | None, size: int, datatype: str, n: int) -> 
         if all(0 < value <= MAX_MEASUREMENT_CM for value in values):
             return [values[i : i + N_FEATURES] for i in range(0, len(values), N_FEATURES)]
     raw = np.frombuffer(binary, dtype="<f8" if width == 8 else "<f4").reshape(n, N_FEATURES)
-    valid = (raw > 0) & (raw <= MAX_MEASUREMENT_CM)  # NaN compares false: refused too
-    if not valid.all():
-        row, column = (int(i) for i in np.argwhere(~valid)[0])
-        value = float(raw[row, column])
-        reason = (
-            "is not finite"
-            if not math.isfinite(value)
-            else f"cm is outside (0, {MAX_MEASUREMENT_CM:g}]"
-        )
-        raise bad_request(f"input {INPUT!r}, row {row}, {FEATURES[column]}: {value!r} {reason}")
+    check_measurements(raw)
     rows = raw.astype(np.float64)  # native order, a copy the model may keep
     return [rows[0].tolist()] if n == 1 else rows
 
@@ -522,17 +513,24 @@ def tensor_rows(data: Any, n: int) -> FloatArray:
         raw = np.array(data, dtype=np.float64).reshape(n, N_FEATURES)
     except OverflowError:
         raise bad_request(f"input {INPUT!r}: data holds an integer too large for FP64") from None
-    valid = np.isfinite(raw) & (raw > 0) & (raw <= MAX_MEASUREMENT_CM)
-    if not valid.all():
-        row, column = (int(i) for i in np.argwhere(~valid)[0])
-        value = float(raw[row, column])
-        reason = (
-            "is not finite"
-            if not math.isfinite(value)
-            else f"cm is outside (0, {MAX_MEASUREMENT_CM:g}]"
-        )
-        raise bad_request(f"input {INPUT!r}, row {row}, {FEATURES[column]}: {value!r} {reason}")
+    check_measurements(raw)
     return raw
+
+
+def check_measurements(raw: np.ndarray[Any, Any]) -> None:
+    """Measurements (n, 4) under the /predict rules: finite, in (0, 100] cm; a 400 names the
+    first element that breaks one (NaN compares false, so it is refused too)."""
+    valid = (raw > 0) & (raw <= MAX_MEASUREMENT_CM)
+    if valid.all():
+        return
+    row, column = (int(i) for i in np.argwhere(~valid)[0])
+    value = float(raw[row, column])
+    reason = (
+        "is not finite"
+        if not math.isfinite(value)
+        else f"cm is outside (0, {MAX_MEASUREMENT_CM:g}]"
+    )
+    raise bad_request(f"input {INPUT!r}, row {row}, {FEATURES[column]}: {value!r} {reason}")
 
 
 def refuse_extensions(parameters: dict[str, Any] | None) -> None:
