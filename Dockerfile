@@ -51,9 +51,11 @@ RUN python3 -m venv /opt/venv \
 
 ENV IRIS_HOST=0.0.0.0 \
     IRIS_PORT=8000 \
+    IRIS_GRPC_PORT=8001 \
     IRIS_DATA_DIR=/data
 VOLUME ["/data"]
-EXPOSE 8000
+# HTTP, and the Open Inference Protocol over gRPC
+EXPOSE 8000 8001
 USER 10001:10001
 
 # The standard library only: slim images have no curl. Any non-2xx or refused connection

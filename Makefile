@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-all lint typecheck check bench bench-http screenshots clean
+.PHONY: serve test test-all lint typecheck check bench bench-http screenshots proto clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
@@ -73,6 +73,12 @@ bench-http: $(VENV)/.installed-bench
 
 # PNGs of every dashboard panel at desktop and phone widths into docs/screenshots/ (needs
 # Debian's chromium and chromium-driver).
+# The Python modules of the gRPC protocol's messages and service, from service/rpc/inference.proto
+# (tests/test_grpc.py checks that they are what this writes).
+proto: $(VENV)/.installed-test
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
+		service/rpc/inference.proto
+
 screenshots: $(VENV)/.installed-bench
 	$(BIN)/python bench/screenshots.py
 

@@ -42,7 +42,7 @@ def app_client(data_dir: Path, **settings: Any) -> TestClient:
     from service.config import Settings
     from service.main import create_app
 
-    settings = {"model_poll_seconds": 0.05} | settings
+    settings = {"model_poll_seconds": 0.05, "grpc_port": 0} | settings
     return TestClient(
         create_app(Settings(data_dir=data_dir, **settings)), raise_server_exceptions=False
     )

@@ -43,12 +43,56 @@ def config_text(
     stats_socket: Path,
     check_interval_ms: int = 200,
     retries: int = 3,
+    *,
+    grpc: tuple[int, Sequence[int]] | None = None,
 ) -> str:
-    """An HAProxy configuration: 127.0.0.1:``port`` in front of 127.0.0.1:``backends``."""
+    """An HAProxy configuration: 127.0.0.1:``port`` in front of 127.0.0.1:``backends``; with
+    ``grpc`` (a port, and the backends' gRPC ports in the same order), gRPC in front of those
+    too, over HTTP/2, each backend checked on its HTTP port."""
     servers = "\n".join(
         f"    server replica{index} 127.0.0.1:{backend} check"
         for index, backend in enumerate(backends)
     )
+    head = http_config(backends, port, stats_socket, check_interval_ms, retries, servers=servers)
+    return head + ("" if grpc is None else grpc_config(backends, *grpc, check_interval_ms))
+
+
+def grpc_config(
+    backends: Sequence[int], port: int, grpc_backends: Sequence[int], check_interval_ms: int
+) -> str:
+    servers = "\n".join(
+        f"    server replica{index} 127.0.0.1:{grpc} proto h2 check port {http}"
+        for index, (http, grpc) in enumerate(zip(backends, grpc_backends, strict=True))
+    )
+    return f"""
+# The Open Inference Protocol over gRPC: HTTP/2 without TLS (h2c) from clients and to the
+# replicas, each call balanced on its own (not each connection). A replica is in while its
+# HTTP /readyz is 200, the check above, which the gRPC health service follows.
+frontend front_grpc
+    bind 127.0.0.1:{port} proto h2
+    default_backend replicas_grpc
+
+backend replicas_grpc
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost
+    http-check expect status 200
+    default-server inter {check_interval_ms}ms fastinter {check_interval_ms}ms \
+downinter {check_interval_ms}ms fall 2 rise 2 observe layer4 error-limit 1 \
+on-error mark-down
+{servers}
+"""
+
+
+def http_config(
+    backends: Sequence[int],
+    port: int,
+    stats_socket: Path,
+    check_interval_ms: int,
+    retries: int,
+    *,
+    servers: str,
+) -> str:
     return f"""\
 global
     maxconn 2048
@@ -120,8 +164,11 @@ class HAProxy:
         workdir: Path,
         check_interval_ms: int = 200,
         retries: int = 3,
+        grpc_backends: Sequence[int] = (),
     ) -> None:
         self.backends = list(backends)
+        self.grpc_backends = list(grpc_backends)
+        self.grpc_port = free_port() if grpc_backends else None
         self.workdir = workdir
         self.port = free_port()
         self.config_path = workdir / "haproxy.cfg"
@@ -145,7 +192,12 @@ class HAProxy:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
             config_text(
-                self.backends, self.port, self.stats_socket, self.check_interval_ms, self.retries
+                self.backends,
+                self.port,
+                self.stats_socket,
+                self.check_interval_ms,
+                self.retries,
+                grpc=None if self.grpc_port is None else (self.grpc_port, self.grpc_backends),
             )
         )
         return self.config_path

@@ -333,6 +333,8 @@ class ServerProcess:
         }
         env |= {
             "IRIS_DATA_DIR": str(self.data_dir),
+            # no gRPC unless a test asks: servers of one run must not share a gRPC port
+            "IRIS_GRPC_PORT": "0",
             "IRIS_HOST": "127.0.0.1",
             "IRIS_PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",

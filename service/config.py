@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: int = Field(1, ge=1, le=64, description="server processes")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the Open Inference Protocol over gRPC, on the same address; "
+        "0: no gRPC",
+    )
     api_token: SecretStr | None = Field(
         None, description="bearer token for train, cancel and activate; generated if unset"
     )

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +30,10 @@ from service.lifecycle import build_state, follow_current, watch_parent
 from service.openapi import custom_openapi
 from service.routers import gradients, health, models, predict, train
 from service.routing import HotRoutes
+
+if TYPE_CHECKING:
+    from service.deps import State
+    from service.rpc.server import GrpcServer
 
 log = logging.getLogger("iris.service")
 NATIVE_ROUTERS = (train.router, models.router, health.router)
@@ -55,6 +60,22 @@ def edge(app: ASGIApp, settings: Settings) -> ASGIApp:
     return stack
 
 
+# How long calls in flight may take to finish when the worker stops.
+GRPC_GRACE_SECONDS = 5.0
+
+
+async def start_grpc(state: State, settings: Settings) -> GrpcServer | None:
+    """The worker's gRPC server on IRIS_GRPC_PORT (None when it is 0). Imported only then:
+    its generated messages would clash with a client's of the same protocol in one process."""
+    if settings.grpc_port == 0:
+        return None
+    from service.rpc.server import GrpcServer
+
+    server = GrpcServer(state, settings.host, settings.grpc_port, shared_port=settings.workers > 1)
+    await server.start()
+    return server
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -71,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # thread-safe), so the swap waits for neither the poll nor the event loop.
         stop_listening = state.backend.listen(lambda version: state.registry.refresh())
         parent_watch = watch_parent()
+        rpc = await start_grpc(state, settings)
         log.info(
             "ready: serving %s from %s",
             state.registry.active.version if state.registry.active else None,
@@ -79,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if rpc is not None:
+                await rpc.stop(GRPC_GRACE_SECONDS)
             if parent_watch is not None:
                 parent_watch.set()
             if stop_listening is not None:

@@ -12,6 +12,11 @@ from pathlib import Path
 import pytest
 
 from harness.postgres import PgCluster, unavailable_reason
+
+# Apps built in this process serve no gRPC (a test that wants it starts a server process with
+# IRIS_GRPC_PORT): service.rpc's generated messages and tritonclient.grpc's have the protocol's
+# names, and tests/test_grpc.py imports the latter into this process.
+os.environ["IRIS_GRPC_PORT"] = "0"
 from model.data import Dataset, load_iris
 from model.persistence import ModelStore
 from model.train import Hyperparameters, TrainResult, train

@@ -172,6 +172,8 @@ def policy(text: str) -> list[str]:
 
 
 def test_the_shipped_policy_is_the_tested_one() -> None:
-    tested = config_text([8001, 8002, 8003], 8000, Path("/tmp/stats.sock"))
+    tested = config_text(
+        [8001, 8002, 8003], 8000, Path("/tmp/stats.sock"), grpc=(8010, [8011, 8012, 8013])
+    )
     assert policy(HAPROXY_CFG.read_text()) == policy(tested)
     assert "http-check send meth GET uri /readyz" in " ".join(policy(tested))

@@ -158,10 +158,20 @@ def server_problems(objects: list[Obj]) -> list[str]:
     if len(containers) != 1:
         return [*problems, f"want one container named {APP} in the Deployment"]
     container = containers[0]
-    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        got = container.get(probe, {}).get("httpGet", {}).get("path")
-        if got != path:
-            problems.append(f"{probe} is on {got}, want an httpGet on {path}")
+    got = container.get("livenessProbe", {}).get("httpGet", {}).get("path")
+    if got != "/healthz":
+        problems.append(f"livenessProbe is on {got}, want an httpGet on /healthz")
+    # readiness over gRPC's health service: SERVING exactly when GET /readyz is 200
+    ready = container.get("readinessProbe", {}).get("grpc", {})
+    grpc_port = env_value(container, "IRIS_GRPC_PORT")
+    if not grpc_port or ready.get("port") != int(grpc_port["value"]) or ready.get("service"):
+        problems.append(
+            f"readinessProbe is {container.get('readinessProbe')}, want a grpc probe on "
+            f"IRIS_GRPC_PORT ({grpc_port}) for the server's health"
+        )
+    ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+    if grpc_port and ports.get("grpc") != int(grpc_port["value"]):
+        problems.append(f"the container's ports {ports} do not name IRIS_GRPC_PORT as grpc")
     pre_stop = container.get("lifecycle", {}).get("preStop", {})
     pause = pre_stop.get("sleep", {}).get("seconds")
     if pause is None and "sleep" in " ".join(pre_stop.get("exec", {}).get("command", [])):
@@ -435,10 +445,11 @@ BROKEN: list[tuple[str, Callable[[list[Obj]], None], str]] = [
     ("two replicas", set_in("spec.replicas", 2), "replicas is 2"),
     ("maxUnavailable 1", set_in("spec.strategy.rollingUpdate.maxUnavailable", 1), "maxUnavailable"),
     (
-        "readiness on /healthz",
-        set_in(f"{C0}.readinessProbe.httpGet.path", "/healthz"),
+        "readiness on another port",
+        set_in(f"{C0}.readinessProbe.grpc.port", 8000),
         "readinessProbe",
     ),
+    ("no readiness probe", set_in(f"{C0}.readinessProbe", DELETE), "readinessProbe"),
     ("no liveness probe", set_in(f"{C0}.livenessProbe", DELETE), "livenessProbe"),
     ("no preStop", set_in(f"{C0}.lifecycle", DELETE), "preStop"),
     (
@@ -552,7 +563,7 @@ def break_file(tree: Path, relative: str, old: str, new: str) -> None:
     [
         pytest.param(
             "base/deployment.yaml",
-            ("              path: /readyz", "              paht: /readyz"),
+            ("              path: /healthz", "              paht: /healthz"),
             "Additional properties are not allowed ('paht' was unexpected)",
             id="unknown-field",
         ),

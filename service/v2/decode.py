@@ -206,11 +206,13 @@ def binary_size(parameters: dict[str, Any] | None) -> int | None:
     return size
 
 
-def binary_rows(binary: memoryview | None, size: int, datatype: str, n: int) -> Rows:
-    """The measurements (n, 4) of an input sent in binary: ``size`` bytes of little-endian
-    FP64 or FP32, row-major. Sizes are checked before any value is read, and the values under
-    the same rules as JSON data (the first bad element named); nothing is copied until they
-    pass."""
+def binary_rows(
+    binary: memoryview | None, size: int, datatype: str, n: int, what: str = "binary_data_size"
+) -> Rows:
+    """The measurements (n, 4) of an input sent in binary: ``size`` bytes (as ``what`` says)
+    of little-endian FP64 or FP32, row-major. Sizes are checked before any value is read,
+    and the values under the same rules as JSON data (the first bad element named); nothing
+    is copied until they pass."""
     if binary is None:
         raise bad_request(
             "inputs[0].parameters.binary_data_size needs the binary tensor data extension: "
@@ -219,13 +221,12 @@ def binary_rows(binary: memoryview | None, size: int, datatype: str, n: int) -> 
     width = ELEMENT_BYTES[datatype]
     if size % width:
         raise bad_request(
-            f"input {INPUT!r}: binary_data_size {size} is not a multiple of {datatype}'s "
-            f"{width} bytes"
+            f"input {INPUT!r}: {what} {size} is not a multiple of {datatype}'s {width} bytes"
         )
     if size != n * N_FEATURES * width:
         raise bad_request(
             f"input {INPUT!r}: shape [{n}, {N_FEATURES}] of {datatype} is "
-            f"{n * N_FEATURES * width} bytes; binary_data_size is {size}"
+            f"{n * N_FEATURES * width} bytes; {what} is {size}"
         )
     if len(binary) != size:
         raise bad_request(

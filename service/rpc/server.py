@@ -1,0 +1,313 @@
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``, with the
+standard health service and server reflection, in every worker beside HTTP.
+
+The server runs on the worker's event loop (grpc.aio) and answers from the same state as
+HTTP: the same registry (one model swap seen by both), the same inference core (its row
+limit and counters) and the same checks and messages as ``/v2`` (service/v2/decode.py).
+Errors are gRPC status codes carrying HTTP's message: INVALID_ARGUMENT for a bad request,
+NOT_FOUND for an unknown model or version, FAILED_PRECONDITION for a corrupt stored
+version, RESOURCE_EXHAUSTED for a message over the limit, UNAVAILABLE while not ready.
+
+A request's values come as typed ``contents`` (``fp64_contents``, ``fp32_contents``) or as
+little-endian bytes in ``raw_input_contents``; the answer's come the same way it asked.
+Messages are bounded by IRIS_MAX_BODY_BYTES, as HTTP bodies are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from model.network import N_FEATURES
+from service import inference
+from service.deps import State
+from service.errors import ProblemError
+from service.inference import OneRow
+from service.rpc import inference_pb2 as pb
+from service.rpc import inference_pb2_grpc as pb_grpc
+from service.v2.decode import binary_rows, check_datatype, check_measurements, check_shape
+from service.v2.errors import ProtocolError, bad_request, domain_status
+from service.v2.protocol import (
+    EXTENSIONS,
+    INPUT,
+    MODEL_NAME,
+    OUTPUTS,
+    PLATFORM,
+    SERVER_NAME,
+    SERVER_VERSION,
+    UNSUPPORTED,
+)
+from service.v2.routes import _LABEL_BYTES, _LABELS, check_model
+
+log = logging.getLogger("iris.grpc")
+T = TypeVar("T")
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+# A request with more values than this is decoded and answered in the compute pool, as a
+# large HTTP body is; fewer, on the event loop.
+INLINE_VALUES = 256
+HEALTH_SECONDS = 0.5  # how often the health service looks at readiness
+
+
+def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message of an error, as HTTP's /v2 would word it."""
+    if isinstance(error, ProtocolError):
+        status, message = error.status, error.message
+    elif isinstance(error, ProblemError):
+        status, message = (400 if error.status == 422 else error.status), error.detail
+    elif (domain := domain_status(error)) is not None:
+        status, message = domain, str(error)
+    else:
+        log.error("unexpected error in a gRPC call", exc_info=error)
+        return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+    return CODES.get(status, grpc.StatusCode.UNKNOWN), message
+
+
+def parameters(found: Any) -> dict[str, Any]:
+    """A protocol parameters map as a dict of its names (their values are not read)."""
+    return dict.fromkeys(found)
+
+
+def request_rows(request: pb.ModelInferRequest, limit: int) -> Any:
+    """The measurements (n, 4) of an inference request, checked as /v2 checks them."""
+    check_model(request.model_name)
+    names = [tensor.name for tensor in request.inputs]
+    if len(names) != 1 or names[0] != INPUT:
+        shown = ", ".join(repr(name[:80]) for name in names) or "none"
+        raise bad_request(
+            f"inputs {shown}: model {MODEL_NAME!r} takes one input, {INPUT!r} "
+            f"(FP64 or FP32, shape [n, {N_FEATURES}])"
+        )
+    tensor = request.inputs[0]
+    check_datatype(tensor.datatype)
+    for name, message in UNSUPPORTED.items():
+        if name in parameters(tensor.parameters):
+            raise bad_request(message)
+    if len(tensor.shape) != 2:
+        raise bad_request(f"input {INPUT!r}: shape {list(tensor.shape)} is not [n, {N_FEATURES}]")
+    n = check_shape((tensor.shape[0], tensor.shape[1]), limit)
+    contents = tensor.contents
+    given = [field.name for field, _ in contents.ListFields()]
+    if request.raw_input_contents:
+        if given:
+            raise bad_request(
+                f"input {INPUT!r} is given both ways: as contents and as raw_input_contents"
+            )
+        if len(request.raw_input_contents) != 1:
+            raise bad_request(
+                f"raw_input_contents has {len(request.raw_input_contents)} entries; the "
+                "request has one input"
+            )
+        raw = request.raw_input_contents[0]
+        return binary_rows(memoryview(raw), len(raw), tensor.datatype, n, "raw_input_contents[0]")
+    wanted = "fp64_contents" if tensor.datatype == "FP64" else "fp32_contents"
+    if given != [wanted]:
+        shown = ", ".join(given) or "no contents"
+        raise bad_request(f"input {INPUT!r} of {tensor.datatype} needs {wanted}; it has {shown}")
+    values = getattr(contents, wanted)
+    if len(values) != n * N_FEATURES:
+        raise bad_request(
+            f"input {INPUT!r}: shape [{n}, {N_FEATURES}] holds {n * N_FEATURES} values, "
+            f"{wanted} has {len(values)}"
+        )
+    rows = np.array(values, dtype=np.float64).reshape(n, N_FEATURES)
+    check_measurements(rows)
+    return [rows[0].tolist()] if n == 1 else rows
+
+
+def output_names(request: pb.ModelInferRequest) -> list[str]:
+    """The outputs to answer, in the order asked; all of them when none are named."""
+    names: list[str] = []
+    for output in request.outputs:
+        for name, message in UNSUPPORTED.items():
+            if name in parameters(output.parameters):
+                raise bad_request(message)
+        if output.name not in OUTPUTS:
+            raise bad_request(
+                f"unknown output {output.name[:80]!r}: model {MODEL_NAME!r} has outputs "
+                f"{', '.join(OUTPUTS)}"
+            )
+        if output.name in names:
+            raise bad_request(f"output {output.name!r} is requested more than once")
+        names.append(output.name)
+    return names or list(OUTPUTS)
+
+
+def infer(state: State, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    """The whole of a ModelInfer call: its rows, the prediction, the answer."""
+    rows = request_rows(request, state.inference.max_instances)
+    names = output_names(request)
+    predicted = state.inference.predict(rows, request.model_version or None)
+    if isinstance(predicted, OneRow):
+        version, probabilities, k = predicted
+        o_s, index = np.array([probabilities]), np.array([k])
+    else:
+        version, o_s, index = predicted
+    n = len(index)
+    answer = pb.ModelInferResponse(model_name=MODEL_NAME, model_version=version, id=request.id)
+    raw = bool(request.raw_input_contents)
+    for name in names:
+        datatype, shape = OUTPUTS[name]
+        tensor = answer.outputs.add(name=name, datatype=datatype, shape=[n, *shape[1:]])
+        if name == "probabilities":
+            if raw:
+                answer.raw_output_contents.append(o_s.astype("<f8").tobytes())
+            else:
+                tensor.contents.fp64_contents.extend(o_s.ravel().tolist())
+        elif name == "class_index":
+            if raw:
+                answer.raw_output_contents.append(index.astype("<i8").tobytes())
+            else:
+                tensor.contents.int64_contents.extend(index.tolist())
+        elif raw:
+            answer.raw_output_contents.append(b"".join(_LABEL_BYTES[index].tolist()))
+        else:
+            tensor.contents.bytes_contents.extend(
+                label.encode() for label in _LABELS[index].tolist()
+            )
+    return answer
+
+
+def values_in(request: pb.ModelInferRequest) -> int:
+    """How many values a request carries (what decoding it costs grows with)."""
+    raw = sum(len(part) for part in request.raw_input_contents) // 4
+    return raw + sum(len(tensor.contents.fp64_contents) + len(tensor.contents.fp32_contents)
+                     for tensor in request.inputs)  # fmt: skip
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The protocol's calls, answered from the worker's state."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def served(self, name: str, version: str) -> Any:
+        check_model(name)
+        return inference.served_model(self.state.registry, version or None)
+
+    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        return pb.ServerReadyResponse(ready=self.state.registry.active is not None)
+
+    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        await self.in_pool(context, lambda: self.served(request.name, request.version))
+        return pb.ModelReadyResponse(ready=True)
+
+    async def ServerMetadata(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS
+        )
+
+    async def ModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        def metadata() -> Any:
+            check_model(request.name)
+            if request.version:
+                self.served(request.name, request.version)
+            tensor = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(
+                name=MODEL_NAME,
+                versions=self.state.store.versions(),
+                platform=PLATFORM,
+                inputs=[tensor(name=INPUT, datatype="FP64", shape=[-1, N_FEATURES])],
+                outputs=[
+                    tensor(name=name, datatype=datatype, shape=shape)
+                    for name, (datatype, shape) in OUTPUTS.items()
+                ],
+            )
+
+        return await self.in_pool(context, metadata)
+
+    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        if values_in(request) <= INLINE_VALUES:
+            token = inference.ON_EVENT_LOOP.set(True)
+            try:
+                return infer(self.state, request)
+            except inference.NotLoadedError:
+                pass  # a pinned version to load from disk: in the pool, below
+            except Exception as error:
+                code, message = status_of(error)
+                await context.abort(code, message)
+            finally:
+                inference.ON_EVENT_LOOP.reset(token)
+        return await self.in_pool(context, lambda: infer(self.state, request))
+
+    async def in_pool(self, context: aio.ServicerContext, work: Callable[[], T]) -> T:
+        """``work()`` in the compute pool, or the call aborted with its error's status."""
+        try:
+            return await inference.in_compute_pool(work)
+        except Exception as error:
+            code, message = status_of(error)
+            await context.abort(code, message)
+            raise
+
+
+class GrpcServer:
+    """The gRPC server of one worker: started in the app's lifespan, stopped with it."""
+
+    def __init__(self, state: State, host: str, port: int, *, shared_port: bool) -> None:
+        limit = state.settings.max_body_bytes
+        self.state = state
+        self.server = aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", -1),
+                # Workers of one server share the port, as they share HTTP's; a lone worker
+                # does not, so a second server on the same port is refused, not merged.
+                ("grpc.so_reuseport", 1 if shared_port else 0),
+            ]
+        )
+        servicer = InferenceService(state)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.server)
+        address = f"{host}:{port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"cannot listen for gRPC on {address} (IRIS_GRPC_PORT): {error}; "
+                "choose another port, or 0 to turn gRPC off"
+            ) from None
+        self.watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.watch = asyncio.create_task(self.follow_readiness())
+        log.info("gRPC: listening on port %d", self.port)
+
+    async def follow_readiness(self) -> None:
+        """The health service says SERVING while a model is loaded, NOT_SERVING otherwise."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            status = serving if self.state.registry.active is not None else not_serving
+            for name in ("", SERVICE):
+                await self.health.set(name, status)
+            await asyncio.sleep(HEALTH_SECONDS)
+
+    async def stop(self, grace: float) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watch
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)

@@ -1,0 +1,338 @@
+"""The Open Inference Protocol over gRPC, through clients we did not write: tritonclient.grpc
+at its defaults, the plain generated stub tritonclient ships, grpcio-health-checking's and
+grpcio-reflection's stubs, against ``iris-serve`` as a real process with IRIS_GRPC_PORT set.
+
+This module never imports service.rpc: its generated messages have the protocol's names, as
+tritonclient's do, and one process cannot hold both. What the service's .proto says is read
+from the .proto itself (compiled to a descriptor set) and held against tritonclient's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from harness.servers import ServerProcess, free_port, server_pool
+from model.data import CLASSES, FEATURES, load_iris
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTO = ROOT / "service" / "rpc" / "inference.proto"
+RAW = load_iris().raw
+MAX_BODY = 2**20
+OUTPUTS = ("probabilities", "class_index", "label")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with server_pool(tmp_path_factory.mktemp("grpc")) as start:
+        env = {"IRIS_GRPC_PORT": str(free_port()), "IRIS_MAX_BODY_BYTES": str(MAX_BODY)}
+        yield start(None, env)
+
+
+def grpc_address(server: ServerProcess) -> str:
+    return f"127.0.0.1:{server.extra_env['IRIS_GRPC_PORT']}"
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(grpc_address(server)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(grpc_address(server)) as c:
+        yield c
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
+
+
+def predicted(http: httpx.Client, rows: np.ndarray) -> tuple[np.ndarray, list[int], list[str]]:
+    """What /predict answers for the same rows: probabilities, class indices, labels."""
+    instances = [dict(zip(FEATURES, map(float, row), strict=True)) for row in rows]
+    answer = http.post("/predict", json={"instances": instances}).json()["predictions"]
+    o_s = np.array([[p["probabilities"][c] for c in CLASSES] for p in answer])
+    return o_s, [p["class_index"] for p in answer], [p["label"] for p in answer]
+
+
+# -- the .proto against tritonclient's ---------------------------------------------------------
+
+
+def compiled(proto: Path, out: Path) -> descriptor_pb2.FileDescriptorProto:
+    """The service's .proto as protoc reads it (nothing imported, nothing registered)."""
+    target = out / "set.pb"
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto.parent}",
+         f"--descriptor_set_out={target}", proto.name],
+        check=True,
+    )  # fmt: skip
+    found = descriptor_pb2.FileDescriptorSet.FromString(target.read_bytes())
+    (file,) = found.file
+    return file
+
+
+def fields(message: descriptor_pb2.DescriptorProto, prefix: str = "") -> dict[str, Any]:
+    """Every field of a message and of the messages it nests, by dotted name."""
+    found: dict[str, Any] = {}
+    for field in message.field:
+        found[f"{prefix}{message.name}.{field.name}"] = (
+            field.number, field.type, field.label, field.type_name.rsplit(".", 1)[-1],
+            field.HasField("oneof_index"),
+        )  # fmt: skip
+    for nested in message.nested_type:
+        found |= fields(nested, f"{prefix}{message.name}.")
+    return found
+
+
+def test_every_message_and_call_is_the_protocols_field_for_field(tmp_path: Path) -> None:
+    ours = compiled(PROTO, tmp_path)
+    theirs = descriptor_pb2.FileDescriptorProto()
+    service_pb2.DESCRIPTOR.CopyToProto(theirs)
+    assert ours.package == theirs.package == "inference"
+    their_messages = {m.name: m for m in theirs.message_type}
+    for message in ours.message_type:
+        assert fields(message) == fields(their_messages[message.name]), message.name
+    (service,) = ours.service
+    their_service = next(s for s in theirs.service if s.name == service.name)
+    their_methods = {m.name: (m.input_type, m.output_type) for m in their_service.method}
+    for method in service.method:
+        assert their_methods[method.name] == (method.input_type, method.output_type)
+    assert {m.name for m in service.method} == {
+        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"
+    }  # fmt: skip
+
+
+def test_the_generated_modules_are_those_of_the_proto(tmp_path: Path) -> None:
+    """make proto's output is what is committed: nobody edited the generated code by hand."""
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-I.", f"--python_out={tmp_path}",
+         f"--grpc_python_out={tmp_path}", f"--pyi_out={tmp_path}",
+         "service/rpc/inference.proto"],
+        check=True, cwd=ROOT,
+    )  # fmt: skip
+    for name in ("inference_pb2.py", "inference_pb2_grpc.py", "inference_pb2.pyi"):
+        fresh = (tmp_path / "service" / "rpc" / name).read_text()
+        assert fresh == (ROOT / "service" / "rpc" / name).read_text(), name
+
+
+# -- tritonclient.grpc at its defaults ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tritonclient_sees_the_server_live_ready_and_described(
+    client: triton.InferenceServerClient,
+) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("iris")
+    metadata = client.get_server_metadata()
+    assert metadata.name == "iris-service"
+    assert list(metadata.extensions) == ["binary_tensor_data"]
+    model = client.get_model_metadata("iris")
+    assert model.platform == "numpy"
+    assert [(t.name, t.datatype, list(t.shape)) for t in model.inputs] == [
+        ("measurements", "FP64", [-1, 4])
+    ]
+    assert [t.name for t in model.outputs] == list(OUTPUTS)
+    assert len(model.versions) >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+def test_tritonclient_at_its_defaults_equals_predict_bit_for_bit(
+    client: triton.InferenceServerClient, http: httpx.Client, datatype: str
+) -> None:
+    rows = RAW if datatype == "FP64" else RAW.astype(np.float32)
+    measurements = triton.InferInput("measurements", list(rows.shape), datatype)
+    measurements.set_data_from_numpy(rows)  # raw_input_contents: the client's way
+    result = client.infer("iris", [measurements], request_id="7")
+    o_s, index, labels = predicted(http, rows.astype(np.float64))
+    assert np.array_equal(result.as_numpy("probabilities"), o_s)
+    assert result.as_numpy("class_index").tolist() == index
+    assert [label.decode() for label in result.as_numpy("label")] == labels
+    answer = result.get_response()
+    assert answer.id == "7"
+    assert len(answer.raw_output_contents) == 3  # raw in, raw out
+
+
+@pytest.mark.slow
+def test_a_pinned_version_answers_as_predict_pins_it(
+    client: triton.InferenceServerClient, http: httpx.Client
+) -> None:
+    version = http.get("/models").json()["current"]
+    measurements = triton.InferInput("measurements", [2, 4], "FP64")
+    measurements.set_data_from_numpy(RAW[:2])
+    result = client.infer("iris", [measurements], model_version=version)
+    assert result.get_response().model_version == version
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("iris", [measurements], model_version="20000101T000000.000000Z-00000000")
+    assert unknown.value.status() == "StatusCode.NOT_FOUND"
+
+
+@pytest.mark.slow
+def test_typed_contents_through_the_plain_generated_stub(
+    channel: grpc.Channel, http: httpx.Client
+) -> None:
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    request = service_pb2.ModelInferRequest(model_name="iris", id="typed")
+    tensor = request.inputs.add(name="measurements", datatype="FP64", shape=[3, 4])
+    tensor.contents.fp64_contents.extend(RAW[:3].ravel().tolist())
+    request.outputs.add(name="label")
+    request.outputs.add(name="probabilities")
+    answer = stub.ModelInfer(request)
+    o_s, _, labels = predicted(http, RAW[:3])
+    assert [o.name for o in answer.outputs] == ["label", "probabilities"]
+    assert not answer.raw_output_contents  # typed in, typed out
+    assert [b.decode() for b in answer.outputs[0].contents.bytes_contents] == labels
+    assert list(answer.outputs[1].contents.fp64_contents) == o_s.ravel().tolist()
+    assert list(answer.outputs[1].shape) == [3, 3]
+
+
+@pytest.mark.slow
+def test_health_is_serving_through_the_standard_stub(channel: grpc.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "inference.GRPCInferenceService"):
+        answer = stub.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.Check(health_pb2.HealthCheckRequest(service="no.Such"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.slow
+def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (answer,) = list(stub.ServerReflectionInfo(iter([request])))
+    names = {s.name for s in answer.list_services_response.service}
+    assert names >= {
+        "inference.GRPCInferenceService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+
+
+# -- errors: the status codes and HTTP's messages -----------------------------------------------
+
+
+def typed(rows: Any, datatype: str = "FP64", **changes: Any) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=changes.pop("model", "iris"))
+    array = np.asarray(rows)
+    tensor = request.inputs.add(
+        name=changes.pop("name", "measurements"),
+        datatype=datatype,
+        shape=changes.pop("shape", list(array.shape)),
+    )
+    contents = (
+        tensor.contents.fp64_contents if datatype == "FP64" else tensor.contents.fp32_contents
+    )
+    contents.extend(array.ravel().tolist())
+    for name in changes.pop("outputs", []):
+        request.outputs.add(name=name)
+    if "raw" in changes:
+        request.raw_input_contents.append(changes.pop("raw"))
+    assert not changes
+    return request
+
+
+def raw(rows: Any, **changes: Any) -> service_pb2.ModelInferRequest:
+    array = np.asarray(rows, dtype="<f8")
+    request = service_pb2.ModelInferRequest(model_name="iris")
+    request.inputs.add(
+        name="measurements", datatype="FP64", shape=changes.pop("shape", list(array.shape))
+    )
+    request.raw_input_contents.append(changes.pop("data", array.tobytes()))
+    assert not changes
+    return request
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("request_", "code", "words"),
+    [
+        (typed(RAW[:1], model="resnet"), "NOT_FOUND", ["unknown model 'resnet'"]),
+        (typed(RAW[:1], name="x"), "INVALID_ARGUMENT", ["inputs 'x'", "takes one input"]),
+        (typed(RAW[:1], "INT64"), "INVALID_ARGUMENT", ["datatype 'INT64' takes FP64 or FP32"]),
+        (typed(RAW[:2], shape=[2, 4, 1]), "INVALID_ARGUMENT", ["is not [n, 4]"]),
+        (typed(RAW[:2], shape=[3, 4]), "INVALID_ARGUMENT", ["holds 12 values", "has 8"]),
+        (typed(RAW[:1], outputs=["logits"]), "INVALID_ARGUMENT", ["unknown output 'logits'"]),
+        (typed(RAW[:1], outputs=["label", "label"]), "INVALID_ARGUMENT", ["more than once"]),
+        (typed([[5.1, 3.5, np.nan, 0.2]]), "INVALID_ARGUMENT", ["row 0, petal_length", "finite"]),
+        (typed(RAW[:1], raw=RAW[:1].tobytes()), "INVALID_ARGUMENT", ["both ways"]),
+        (raw(RAW[:2], data=b"\0" * 60), "INVALID_ARGUMENT", ["raw_input_contents[0] 60",
+                                                               "not a multiple of FP64's 8"]),
+        (raw(RAW[:2], data=b"\0" * 56), "INVALID_ARGUMENT", ["of FP64 is 64 bytes"]),
+        (raw([[5.1, -3.5, 1.4, 0.2]]), "INVALID_ARGUMENT", ["row 0, sepal_width", "(0, 100]"]),
+        (raw(RAW[:2], shape=[10**9, 4]), "INVALID_ARGUMENT", ["IRIS_MAX_INSTANCES"]),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_the_status_and_the_message_http_gives(
+    channel: grpc.Channel, request_: service_pb2.ModelInferRequest, code: str, words: list[str]
+) -> None:
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ModelInfer(request_)
+    assert refused.value.code() == getattr(grpc.StatusCode, code)
+    for word in words:
+        assert word in refused.value.details(), refused.value.details()
+
+
+@pytest.mark.slow
+def test_a_message_over_the_body_limit_is_refused_by_its_size(channel: grpc.Channel) -> None:
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    rows = MAX_BODY // 32 + 1  # FP64 rows of 32 bytes: just over IRIS_MAX_BODY_BYTES
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ModelInfer(raw(np.ones((rows, 4))))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# -- through HAProxy, three replicas ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.haproxy
+def test_grpc_calls_are_spread_over_three_replicas_behind_haproxy(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """HAProxy's example policy for gRPC (HTTP/2 both ways, each call balanced on its own):
+    three replicas, each with a data directory of its own and so a default model of its own,
+    answer in turn on one client connection."""
+    from harness.haproxy import HAProxy
+
+    work = tmp_path_factory.mktemp("grpc-haproxy")
+    with server_pool(work) as start:
+        replicas = [
+            start(work / f"data-{i}", {"IRIS_GRPC_PORT": str(free_port())}) for i in range(3)
+        ]
+        grpc_ports = [int(r.extra_env["IRIS_GRPC_PORT"]) for r in replicas]
+        with HAProxy(
+            [r.port for r in replicas], work / "haproxy", grpc_backends=grpc_ports
+        ) as proxy:
+            proxy.wait_servers_up(3)
+            with triton.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}") as client:
+                measurements = triton.InferInput("measurements", [1, 4], "FP64")
+                measurements.set_data_from_numpy(RAW[:1])
+                versions = [
+                    client.infer("iris", [measurements]).get_response().model_version
+                    for _ in range(6)
+                ]
+    assert len(set(versions)) == 3, versions  # every replica answered
+    assert versions[:3] == versions[3:]  # in turn, call by call on one connection
