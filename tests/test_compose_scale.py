@@ -126,10 +126,12 @@ def test_haproxy_is_the_only_published_port_on_loopback(compose: dict[str, Any])
     assert haproxy["image"].split(":")[0] == "haproxy"
     published = [name for name, service in compose["services"].items() if service.get("ports")]
     assert published == ["haproxy"]
-    (port,) = haproxy["ports"]
-    assert port.startswith("${IRIS_PUBLISH:-127.0.0.1:8000}:")
-    container_port = int(port.rsplit(":", 1)[1])
-    assert re.search(rf"^\s*bind :{container_port}\s*$", HAPROXY_CFG.read_text(), re.M)
+    http, grpc = haproxy["ports"]
+    assert http.startswith("${IRIS_PUBLISH:-127.0.0.1:8000}:")
+    assert grpc.startswith("${IRIS_PUBLISH_GRPC:-127.0.0.1:8001}:")
+    text = HAPROXY_CFG.read_text()
+    assert re.search(rf"^\s*bind :{int(http.rsplit(':', 1)[1])}\s*$", text, re.M)
+    assert re.search(rf"^\s*bind :{int(grpc.rsplit(':', 1)[1])} proto h2\s*$", text, re.M)
     source, target, *_ = haproxy["volumes"][0].split(":")
     assert (COMPOSE.parent / source).resolve() == HAPROXY_CFG
     assert target == "/usr/local/etc/haproxy/haproxy.cfg"
