@@ -61,7 +61,7 @@ def grpc_config(
     backends: Sequence[int], port: int, grpc_backends: Sequence[int], check_interval_ms: int
 ) -> str:
     servers = "\n".join(
-        f"    server replica{index} 127.0.0.1:{grpc} proto h2 check port {http}"
+        f"    server replica{index} 127.0.0.1:{grpc} proto h2 check port {http} check-proto h1"
         for index, (http, grpc) in enumerate(zip(backends, grpc_backends, strict=True))
     )
     return f"""
@@ -271,20 +271,31 @@ class HAProxy:
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
-    def server_states(self) -> dict[str, str]:
-        """Each backend server's status as HAProxy sees it: UP, DOWN, MAINT, ``UP 1/2``..."""
+    def server_states(self, backend: str = "replicas") -> dict[str, str]:
+        """Each server's status in ``backend`` as HAProxy sees it: UP, DOWN, ``UP 1/2``..."""
         text = self.command("show stat").lstrip("# ")
         return {
             row["svname"]: row["status"]
             for row in csv.DictReader(io.StringIO(text))
-            if row.get("pxname") == "replicas" and row["svname"] not in {"FRONTEND", "BACKEND"}
+            if row.get("pxname") == backend and row["svname"] not in {"FRONTEND", "BACKEND"}
         }
 
-    def wait_servers_up(self, count: int, seconds: float = 10.0) -> dict[str, str]:
-        """Wait until ``count`` backends are UP; returns the states."""
+    def check_results(self, backend: str = "replicas") -> dict[str, str]:
+        """Each server's last health check in ``backend``: L7OK once one has passed."""
+        text = self.command("show stat").lstrip("# ")
+        return {
+            row["svname"]: row["check_status"]
+            for row in csv.DictReader(io.StringIO(text))
+            if row.get("pxname") == backend and row["svname"] not in {"FRONTEND", "BACKEND"}
+        }
+
+    def wait_servers_up(
+        self, count: int, seconds: float = 10.0, backend: str = "replicas"
+    ) -> dict[str, str]:
+        """Wait until ``count`` servers of ``backend`` are UP; returns the states."""
 
         def probe() -> dict[str, str] | None:
-            states = self.server_states()
+            states = self.server_states(backend)
             up = sum(1 for state in states.values() if state == "UP")
             return states if up >= count else None
 

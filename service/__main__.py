@@ -73,6 +73,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(settings)
 
 
+def grpc_port_taken(settings: Settings) -> str | None:
+    """Why IRIS_GRPC_PORT cannot be had, or None. Checked once here, before the workers bind it
+    (with several workers they share it, so their own binds could not tell another server's
+    listener from a sibling's)."""
+    import socket
+
+    if settings.grpc_port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as error:
+            return (
+                f"IRIS_GRPC_PORT {settings.grpc_port} on {settings.host} cannot be had "
+                f"({error.strerror}): choose another port, or 0 to turn gRPC off"
+            )
+    return None
+
+
 def serve(settings: Settings) -> int:
     """Run uvicorn until SIGTERM or SIGINT; 2 when the token file is unsafe."""
     import uvicorn
@@ -83,6 +104,10 @@ def serve(settings: Settings) -> int:
         check_token_file(settings.data_dir / TOKEN_FILE)
     except InsecureTokenFileError as error:
         print(f"iris-serve: {error}", file=sys.stderr)
+        return 2
+    busy = grpc_port_taken(settings)
+    if busy is not None:
+        print(f"iris-serve: {busy}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

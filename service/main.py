@@ -60,8 +60,8 @@ def edge(app: ASGIApp, settings: Settings) -> ASGIApp:
     return stack
 
 
-# How long calls in flight may take to finish when the worker stops.
-GRPC_GRACE_SECONDS = 5.0
+# How long gRPC calls in flight may take to finish once HTTP has drained and the worker stops.
+GRPC_GRACE_SECONDS = 1.0
 
 
 async def start_grpc(state: State, settings: Settings) -> GrpcServer | None:

@@ -26,8 +26,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from harness.servers import ServerProcess, free_port, server_pool
+from harness.servers import ServerProcess, free_port, server_pool, wait_for
 from model.data import CLASSES, FEATURES, load_iris
+from model.persistence import ModelStore
+from model.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO = ROOT / "service" / "rpc" / "inference.proto"
@@ -269,7 +271,7 @@ def raw(rows: Any, **changes: Any) -> service_pb2.ModelInferRequest:
     ("request_", "code", "words"),
     [
         (typed(RAW[:1], model="resnet"), "NOT_FOUND", ["unknown model 'resnet'"]),
-        (typed(RAW[:1], name="x"), "INVALID_ARGUMENT", ["inputs 'x'", "takes one input"]),
+        (typed(RAW[:1], name="x"), "INVALID_ARGUMENT", ["unknown input 'x'", "takes one input"]),
         (typed(RAW[:1], "INT64"), "INVALID_ARGUMENT", ["datatype 'INT64' takes FP64 or FP32"]),
         (typed(RAW[:2], shape=[2, 4, 1]), "INVALID_ARGUMENT", ["is not [n, 4]"]),
         (typed(RAW[:2], shape=[3, 4]), "INVALID_ARGUMENT", ["holds 12 values", "has 8"]),
@@ -326,7 +328,14 @@ def test_grpc_calls_are_spread_over_three_replicas_behind_haproxy(
         with HAProxy(
             [r.port for r in replicas], work / "haproxy", grpc_backends=grpc_ports
         ) as proxy:
-            proxy.wait_servers_up(3)
+            # every gRPC server checked and passed (HAProxy starts them as up until a check
+            # fails: calls made before could pass whatever the checks would say)
+            wait_for(
+                lambda: set(proxy.check_results("replicas_grpc").values()) == {"L7OK"},
+                10,
+                "the gRPC backends checked",
+            )
+            proxy.wait_servers_up(3, backend="replicas_grpc")
             with triton.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}") as client:
                 measurements = triton.InferInput("measurements", [1, 4], "FP64")
                 measurements.set_data_from_numpy(RAW[:1])
@@ -336,3 +345,72 @@ def test_grpc_calls_are_spread_over_three_replicas_behind_haproxy(
                 ]
     assert len(set(versions)) == 3, versions  # every replica answered
     assert versions[:3] == versions[3:]  # in turn, call by call on one connection
+
+
+@pytest.mark.slow
+def test_a_malformed_message_a_bad_version_and_a_huge_echo_are_clear_and_bounded(
+    channel: grpc.Channel,
+) -> None:
+    not_protobuf = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    with pytest.raises(grpc.RpcError) as refused:
+        not_protobuf(b"\x0a\x02\xff\xfe")  # field 1, a string that is not UTF-8
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not valid protobuf" in refused.value.details()
+
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    pinned = typed(RAW[:1])
+    pinned.model_version = "../" + "x" * 100_000
+    with pytest.raises(grpc.RpcError) as version:
+        stub.ModelInfer(pinned)
+    assert version.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(version.value.details()) <= 1024
+
+    many = service_pb2.ModelInferRequest(model_name="iris")
+    for _ in range(2_000):
+        many.inputs.add(name="measurements" * 10, datatype="FP64", shape=[1] * 20)
+    with pytest.raises(grpc.RpcError) as echoed:
+        stub.ModelInfer(many)
+    assert echoed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert echoed.value.details().startswith("2000 inputs (")
+    assert len(echoed.value.details()) <= 1024
+
+
+@pytest.mark.slow
+def test_a_server_whose_model_is_corrupt_is_unavailable_and_not_serving(
+    tmp_path_factory: pytest.TempPathFactory, trained: TrainResult
+) -> None:
+    data = tmp_path_factory.mktemp("grpc-not-ready")
+    version = ModelStore(data / "models").save(trained.model, {}, activate=True)
+    (data / "models" / version / "weights.npz").write_bytes(b"not an npz")
+    server = ServerProcess(
+        data,
+        data.parent / "not-ready.log",
+        {"IRIS_GRPC_PORT": str(free_port())},
+        ready_path="/healthz",
+    )
+    server.start()
+    try:
+        with grpc.insecure_channel(grpc_address(server)) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            wait_for(
+                lambda: (
+                    health.Check(health_pb2.HealthCheckRequest(service="")).status
+                    == health_pb2.HealthCheckResponse.NOT_SERVING
+                ),
+                10,
+                "NOT_SERVING",
+            )
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert not stub.ServerReady(service_pb2.ServerReadyRequest()).ready
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelInfer(typed(RAW[:1]))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert str(data) not in refused.value.details()  # no data directory paths
+            pinned = typed(RAW[:1])
+            pinned.model_version = version
+            with pytest.raises(grpc.RpcError) as corrupt:
+                stub.ModelInfer(pinned)
+            assert corrupt.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "sha256" in corrupt.value.details()
+    finally:
+        server.stop()

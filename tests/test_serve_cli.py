@@ -326,3 +326,22 @@ def test_server_listens_on_the_port_flag_and_every_worker_uses_the_flags(
     finally:
         server.stop()
         print(server.log())
+
+
+def test_a_taken_grpc_port_is_refused_before_the_workers_start(tmp_path: Path) -> None:
+    """With several workers each binds the gRPC port with SO_REUSEPORT and could not tell
+    another server's listener from a sibling's: iris-serve checks the port once, first."""
+
+    from service.__main__ import grpc_port_taken
+    from service.config import Settings
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        why = grpc_port_taken(Settings(data_dir=tmp_path, grpc_port=port, workers=2))
+        assert why is not None
+        assert f"IRIS_GRPC_PORT {port}" in why
+        assert "0 to turn gRPC off" in why
+    assert grpc_port_taken(Settings(data_dir=tmp_path, grpc_port=port)) is None  # free again
+    assert grpc_port_taken(Settings(data_dir=tmp_path, grpc_port=0)) is None

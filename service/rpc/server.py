@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -30,10 +31,9 @@ from grpc_reflection.v1alpha import reflection
 from model.network import N_FEATURES
 from service import inference
 from service.deps import State
-from service.errors import ProblemError
+from service.errors import ProblemError, public
 from service.inference import OneRow
 from service.rpc import inference_pb2 as pb
-from service.rpc import inference_pb2_grpc as pb_grpc
 from service.v2.decode import binary_rows, check_datatype, check_measurements, check_shape
 from service.v2.errors import ProtocolError, bad_request, domain_status
 from service.v2.protocol import (
@@ -62,6 +62,13 @@ CODES = {
 # large HTTP body is; fewer, on the event loop.
 INLINE_VALUES = 256
 HEALTH_SECONDS = 0.5  # how often the health service looks at readiness
+# A status message is metadata, which clients cap at 8-16 KiB: what a request echoes is cut.
+MAX_MESSAGE = 1024
+# At most this many calls at once in a worker (each may hold a message of up to
+# IRIS_MAX_BODY_BYTES until the compute pool takes it), and this many on one connection.
+MAX_CONCURRENT_CALLS = 64
+MAX_STREAMS = 32
+IDLE_MS = 60_000  # a connection with no call for this long is closed
 
 
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
@@ -75,31 +82,35 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     else:
         log.error("unexpected error in a gRPC call", exc_info=error)
         return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
-    return CODES.get(status, grpc.StatusCode.UNKNOWN), message
-
-
-def parameters(found: Any) -> dict[str, Any]:
-    """A protocol parameters map as a dict of its names (their values are not read)."""
-    return dict.fromkeys(found)
+    text = public(message)  # no data directory paths to clients, as over HTTP
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 1] + "…"
+    return CODES.get(status, grpc.StatusCode.UNKNOWN), text
 
 
 def request_rows(request: pb.ModelInferRequest, limit: int) -> Any:
     """The measurements (n, 4) of an inference request, checked as /v2 checks them."""
     check_model(request.model_name)
-    names = [tensor.name for tensor in request.inputs]
-    if len(names) != 1 or names[0] != INPUT:
-        shown = ", ".join(repr(name[:80]) for name in names) or "none"
-        raise bad_request(
-            f"inputs {shown}: model {MODEL_NAME!r} takes one input, {INPUT!r} "
-            f"(FP64 or FP32, shape [n, {N_FEATURES}])"
-        )
+    count = len(request.inputs)
+    takes = (
+        f"model {MODEL_NAME!r} takes one input, {INPUT!r} (FP64 or FP32, shape [n, {N_FEATURES}])"
+    )
+    if count != 1:
+        shown = ", ".join(repr(t.name[:80]) for t in request.inputs[:3])
+        raise bad_request(f"{count} inputs ({shown}{', ...' if count > 3 else ''}): {takes}")
+    if request.inputs[0].name != INPUT:
+        raise bad_request(f"unknown input {request.inputs[0].name[:80]!r}: {takes}")
     tensor = request.inputs[0]
     check_datatype(tensor.datatype)
     for name, message in UNSUPPORTED.items():
-        if name in parameters(tensor.parameters):
+        if name in tensor.parameters:
             raise bad_request(message)
     if len(tensor.shape) != 2:
-        raise bad_request(f"input {INPUT!r}: shape {list(tensor.shape)} is not [n, {N_FEATURES}]")
+        shown = f"{list(tensor.shape[:8])}{' ...' if len(tensor.shape) > 8 else ''}"
+        raise bad_request(
+            f"input {INPUT!r}: shape {shown} ({len(tensor.shape)} dimensions) is not "
+            f"[n, {N_FEATURES}]"
+        )
     n = check_shape((tensor.shape[0], tensor.shape[1]), limit)
     contents = tensor.contents
     given = [field.name for field, _ in contents.ListFields()]
@@ -133,9 +144,14 @@ def request_rows(request: pb.ModelInferRequest, limit: int) -> Any:
 def output_names(request: pb.ModelInferRequest) -> list[str]:
     """The outputs to answer, in the order asked; all of them when none are named."""
     names: list[str] = []
+    if len(request.outputs) > len(OUTPUTS):
+        raise bad_request(
+            f"{len(request.outputs)} outputs requested; model {MODEL_NAME!r} has "
+            f"{len(OUTPUTS)}: {', '.join(OUTPUTS)}"
+        )
     for output in request.outputs:
         for name, message in UNSUPPORTED.items():
-            if name in parameters(output.parameters):
+            if name in output.parameters:
                 raise bad_request(message)
         if output.name not in OUTPUTS:
             raise bad_request(
@@ -184,13 +200,16 @@ def infer(state: State, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
 
 
 def values_in(request: pb.ModelInferRequest) -> int:
-    """How many values a request carries (what decoding it costs grows with)."""
+    """How many values a request carries (what decoding it costs grows with), at a glance:
+    a request of many parts goes to the pool, where its refusal costs the loop nothing."""
+    if len(request.inputs) != 1 or len(request.raw_input_contents) > 1:
+        return INLINE_VALUES + 1
     raw = sum(len(part) for part in request.raw_input_contents) // 4
-    return raw + sum(len(tensor.contents.fp64_contents) + len(tensor.contents.fp32_contents)
-                     for tensor in request.inputs)  # fmt: skip
+    contents = request.inputs[0].contents
+    return raw + len(contents.fp64_contents) + len(contents.fp32_contents)
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceService:
     """The protocol's calls, answered from the worker's state."""
 
     def __init__(self, state: State) -> None:
@@ -258,33 +277,75 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise
 
 
+METHODS = (
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelInfer",
+)
+
+
+def handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
+    """The service's calls, each taking its message as bytes and parsing it itself: a
+    message that is not valid protobuf is INVALID_ARGUMENT naming it (grpc's own parsing
+    would answer UNKNOWN and log a traceback for every such call)."""
+
+    def method(name: str) -> grpc.RpcMethodHandler:
+        call = getattr(servicer, name)
+        kind, answer = getattr(pb, f"{name}Request"), getattr(pb, f"{name}Response")
+
+        async def handle(data: bytes, context: aio.ServicerContext) -> Any:
+            try:
+                request = kind.FromString(data)
+            except DecodeError as error:
+                message = f"the {kind.__name__} message is not valid protobuf: {error}"
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message[:MAX_MESSAGE])
+            return await call(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle, request_deserializer=None, response_serializer=answer.SerializeToString
+        )
+
+    return grpc.method_handlers_generic_handler(SERVICE, {name: method(name) for name in METHODS})
+
+
+def address(host: str, port: int) -> str:
+    """``host:port`` as gRPC reads it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class GrpcServer:
     """The gRPC server of one worker: started in the app's lifespan, stopped with it."""
 
     def __init__(self, state: State, host: str, port: int, *, shared_port: bool) -> None:
-        limit = state.settings.max_body_bytes
+        limit = min(state.settings.max_body_bytes, 2**31 - 1)  # a C int in gRPC's core
         self.state = state
         self.server = aio.server(
+            maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", -1),
+                ("grpc.max_concurrent_streams", MAX_STREAMS),
+                ("grpc.max_connection_idle_ms", IDLE_MS),
                 # Workers of one server share the port, as they share HTTP's; a lone worker
-                # does not, so a second server on the same port is refused, not merged.
+                # does not, so a second server on the same port is refused, not merged
+                # (iris-serve checks the port is free before it starts its workers).
                 ("grpc.so_reuseport", 1 if shared_port else 0),
-            ]
+            ],
         )
-        servicer = InferenceService(state)
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]
+        self.server.add_generic_rpc_handlers((handlers(InferenceService(state)),))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
-        address = f"{host}:{port}"
+        where = address(host, port)
         try:
-            self.port = self.server.add_insecure_port(address)
+            self.port = self.server.add_insecure_port(where)
         except RuntimeError as error:
             raise RuntimeError(
-                f"cannot listen for gRPC on {address} (IRIS_GRPC_PORT): {error}; "
+                f"cannot listen for gRPC on {where} (IRIS_GRPC_PORT): {error}; "
                 "choose another port, or 0 to turn gRPC off"
             ) from None
         self.watch: asyncio.Task[None] | None = None

@@ -84,7 +84,7 @@ def split_binary(body: bytes, header: str | None) -> tuple[bytes, memoryview | N
     if header is None:
         return body, None
     text = header.strip()
-    if not (text.isascii() and text.isdigit()):
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
         raise bad_request(
             f"Inference-Header-Content-Length {header[:40]!r} is not a byte count "
             "(a non-negative integer)"
