@@ -579,6 +579,7 @@ def binary_case(raw: Any = RAW[:2], datatype: str = "FP64", *, size: int | None 
         (binary_case(header="99999"), ["Inference-Header-Content-Length 99999", "past the end"]),
         (binary_case(header="-1"), ["not a byte count"]),
         (binary_case(header="12abc"), ["not a byte count"]),
+        (binary_case(header="1" * 5000), ["not a byte count"]),  # int() refuses 4,300+ digits
         (binary_case(data=[[1, 2, 3, 4]] * 2), ["both ways"]),
         (binary_case(size=-8), ["binary_data_size is -8", "not a byte count"]),
         (binary_case(np.array([[5.1, 3.5, np.nan, 0.2]])), ["row 0, petal_length", "not finite"]),
