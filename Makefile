@@ -78,6 +78,8 @@ bench-http: $(VENV)/.installed-bench
 proto: $(VENV)/.installed-test
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
 		service/rpc/inference.proto
+	cd client && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+		iris_client/oip.proto
 
 screenshots: $(VENV)/.installed-bench
 	$(BIN)/python bench/screenshots.py

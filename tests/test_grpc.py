@@ -133,6 +133,14 @@ def test_the_generated_modules_are_those_of_the_proto(tmp_path: Path) -> None:
     for name in ("inference_pb2.py", "inference_pb2_grpc.py", "inference_pb2.pyi"):
         fresh = (tmp_path / "service" / "rpc" / name).read_text()
         assert fresh == (ROOT / "service" / "rpc" / name).read_text(), name
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-I.", f"--python_out={tmp_path}",
+         f"--pyi_out={tmp_path}", "iris_client/oip.proto"],
+        check=True, cwd=ROOT / "client",
+    )  # fmt: skip
+    for name in ("oip_pb2.py", "oip_pb2.pyi"):
+        fresh = (tmp_path / "iris_client" / name).read_text()
+        assert fresh == (ROOT / "client" / "iris_client" / name).read_text(), name
 
 
 # -- tritonclient.grpc at its defaults ----------------------------------------------------
@@ -414,3 +422,98 @@ def test_a_server_whose_model_is_corrupt_is_unavailable_and_not_serving(
             assert "sha256" in corrupt.value.details()
     finally:
         server.stop()
+
+
+# -- the iris client and command -----------------------------------------------------------------
+
+CLIENT_PROTO = ROOT / "client" / "iris_client" / "oip.proto"
+
+
+def test_the_clients_messages_are_the_protocols_field_for_field(tmp_path: Path) -> None:
+    ours = compiled(CLIENT_PROTO, tmp_path)
+    theirs = descriptor_pb2.FileDescriptorProto()
+    service_pb2.DESCRIPTOR.CopyToProto(theirs)
+    their_messages = {m.name: m for m in theirs.message_type}
+    assert {m.name for m in ours.message_type} == {
+        "InferParameter", "InferTensorContents", "ModelInferRequest", "ModelInferResponse"
+    }  # fmt: skip
+    for message in ours.message_type:
+        assert fields(message) == fields(their_messages[message.name]), message.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_client_infers_over_either_protocol_as_predict_answers(
+    server: ServerProcess, http: httpx.Client, protocol: str
+) -> None:
+    from iris_client import IrisClient
+
+    with IrisClient(server.url) as iris:
+        answer = iris.infer(RAW, protocol=protocol, grpc_url=grpc_address(server))
+    o_s, index, labels = predicted(http, RAW)
+    assert np.array_equal(answer.probabilities, o_s)
+    assert answer.class_index.tolist() == index
+    assert answer.labels == labels
+    assert answer.model_version == http.get("/models").json()["current"]
+
+
+@pytest.mark.slow
+def test_the_asyncio_client_infers_over_http(server: ServerProcess, http: httpx.Client) -> None:
+    import asyncio
+
+    from iris_client import AsyncIrisClient
+
+    async def infer() -> Any:
+        async with AsyncIrisClient(server.url) as iris:
+            return await iris.infer(RAW[:5])
+
+    answer = asyncio.run(infer())
+    assert np.array_equal(answer.probabilities, predicted(http, RAW[:5])[0])
+
+
+@pytest.mark.slow
+def test_the_client_names_grpc_refusals_as_http_ones(server: ServerProcess) -> None:
+    from iris_client import BadRequestError, ConnectionFailedError, IrisClient, NotFoundError
+
+    with IrisClient(server.url) as iris:
+        with pytest.raises(NotFoundError, match="no stored model version"):
+            iris.infer(
+                RAW[:1],
+                protocol="grpc",
+                grpc_url=grpc_address(server),
+                model_version="20000101T000000.000000Z-00000000",
+            )
+        with pytest.raises(BadRequestError, match="row 0, sepal_length"):
+            iris.infer([[-1.0, 3.5, 1.4, 0.2]], protocol="grpc", grpc_url=grpc_address(server))
+        with pytest.raises(BadRequestError, match="row 0, sepal_length"):
+            iris.infer([[-1.0, 3.5, 1.4, 0.2]])
+        with pytest.raises(ConnectionFailedError, match=r"cannot reach grpc://127\.0\.0\.1:"):
+            iris.infer(RAW[:1], protocol="grpc", grpc_url=f"127.0.0.1:{free_port()}")
+        with pytest.raises(ValueError, match=r"\(n, 4\)"):
+            iris.infer(np.ones((2, 3)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "protocol"), [("npy", "grpc"), ("csv", "http")])
+def test_iris_infer_reads_a_file_and_writes_what_predict_answers(
+    server: ServerProcess, http: httpx.Client, tmp_path: Path, kind: str, protocol: str
+) -> None:
+    rows = RAW[::15]
+    path = tmp_path / f"rows.{kind}"
+    if kind == "npy":
+        np.save(path, rows)
+    else:
+        path.write_text("\n".join(",".join(map(repr, row)) for row in rows.tolist()) + "\n")
+    iris = Path(sys.executable).with_name("iris")
+    done = subprocess.run(
+        [str(iris), "--url", server.url, "infer", str(path), "--protocol", protocol,
+         "--grpc-url", grpc_address(server)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "predicted_species,p_setosa,p_versicolor,p_virginica"
+    o_s, _, labels = predicted(http, rows)
+    assert [line.split(",")[0] for line in lines[1:]] == labels
+    shown = np.array([[float(v) for v in line.split(",")[1:]] for line in lines[1:]])
+    assert np.array_equal(shown, o_s)  # repr of a float reads back to the same float

@@ -66,6 +66,7 @@ __all__ = [
     "Gradients",
     "Health",
     "Hyperparameters",
+    "Inferred",
     "InputError",
     "IrisClient",
     "IrisError",

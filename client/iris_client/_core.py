@@ -82,6 +82,7 @@ class Call:
     auth: bool = False
     idempotent: bool = True
     expected: tuple[int, ...] = ()
+    headers: Mapping[str, str] | None = None  # the body's own (its type, its framing)
 
 
 @dataclass(frozen=True)

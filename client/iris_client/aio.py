@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 
-from iris_client import _core
+from iris_client import _core, _oip
 from iris_client._core import Answer, Call, ProgressCallback, RetryPolicy, Rows
+from iris_client._oip import Inferred
 from iris_client.errors import (
     LimitsWarning,
     NotFoundError,
@@ -129,7 +130,9 @@ class AsyncIrisClient:
                     call.path,
                     content=call.body,
                     params=call.params,
-                    headers=auth | ({"Content-Type": "application/json"} if call.body else {}),
+                    headers=auth
+                    | ({"Content-Type": "application/json"} if call.body else {})
+                    | dict(call.headers or {}),
                 ) as response,
             ):
                 body = _core.Body(response, self.max_answer_bytes)
@@ -203,6 +206,17 @@ class AsyncIrisClient:
                 raise
         rows_out: list[Prediction] = [p for part in parts for p in part.predictions]
         return Predictions(first.model_version, tuple(rows_out))
+
+    async def infer(self, rows: Any, *, model_version: str | None = None) -> Inferred:
+        """The Open Inference Protocol's inference over HTTP in the binary form, as
+        :meth:`IrisClient.infer` with ``protocol="http"`` (gRPC is the blocking client's)."""
+        data = _oip.measurements(rows)
+        body, headers = _oip.http_request(data)
+        answer = await self._send(Call("POST", _oip.path(model_version), body, headers=headers))
+        where = f"{self.url}{_oip.path(model_version)}"
+        return _oip.read_http_answer(
+            answer.content, answer.headers.get(_oip.HEADER), len(data), where
+        )
 
     async def gradients(
         self,

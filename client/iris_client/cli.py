@@ -539,6 +539,81 @@ def predict(
             console.print(predictions_table(table, answer))
 
 
+@cli.command()
+@click.argument("file", metavar="FILE.csv|FILE.npy|-")
+@click.option(
+    "--protocol",
+    type=click.Choice(["http", "grpc"]),
+    default="http",
+    show_default=True,
+    help="HTTP with binary tensors, or gRPC with raw contents (the Open Inference Protocol).",
+)
+@click.option(
+    "--grpc-url",
+    metavar="HOST:PORT",
+    default="grpc://127.0.0.1:8001",
+    show_default=True,
+    help="The server's gRPC address (its IRIS_GRPC_PORT), for --protocol grpc.",
+)
+@click.option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
+@click.option(
+    "--model-version",
+    metavar="VERSION",
+    shell_complete=complete_versions,
+    help="A stored version or a unique prefix (default: the served one).",
+)
+@click.pass_context
+def infer(
+    ctx: click.Context,
+    /,
+    *,
+    file: str,
+    protocol: str,
+    grpc_url: str,
+    output: str | None,
+    model_version: str | None,
+) -> None:
+    """The Open Inference Protocol's inference for a CSV or .npy file, in one call.
+
+    \b
+    A .npy file holds an (n, 4) array of measurements (cm); a CSV follows
+    the predict command's rule. The rows go as FP64 bytes and the answers
+    come back as bytes, over HTTP or gRPC: CSV output is one line a row,
+    predicted_species, p_setosa, p_versicolor, p_virginica, as 'iris
+    predict' writes them. The rows must fit the server's limits.
+    """
+    import numpy as np
+
+    from iris_client.errors import InputError
+    from iris_client.types import CLASSES, FEATURES
+
+    if file.endswith(".npy"):
+        try:
+            rows = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise InputError(f"{file}: not a NumPy array file ({error})") from None
+    else:
+        table = read_csv(file)
+        rows = np.array([[row[f] for f in FEATURES] for row in table.rows], dtype=np.float64)
+    opts = options(ctx)
+    with opts.client() as iris:
+        if model_version is not None:
+            model_version = version_of(iris, model_version)
+        try:
+            answer = iris.infer(
+                rows, model_version=model_version, protocol=protocol, grpc_url=grpc_url
+            )
+        except ValueError as error:
+            raise InputError(f"{file}: {error}") from None
+    head = ",".join(["predicted_species", *(f"p_{c}" for c in CLASSES)])
+    lines = [
+        ",".join([label, *(repr(float(p)) for p in probabilities)])
+        for label, probabilities in zip(answer.labels, answer.probabilities, strict=True)
+    ]
+    with opened_output(output) as stream:
+        emit("\n".join([head, *lines]) + "\n", stream)
+
+
 @contextmanager
 def progress_bar(what: str, total: int) -> Iterator[Callable[[int, int], None]]:
     """A Rich progress bar on stderr when it is a terminal; else a callback doing nothing."""

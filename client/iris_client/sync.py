@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 
-from iris_client import _core, _deadline
+from iris_client import _core, _deadline, _oip
 from iris_client._core import Answer, Call, ProgressCallback, RetryPolicy, Rows
+from iris_client._oip import Inferred
 from iris_client.errors import (
     LimitsWarning,
     NotFoundError,
@@ -24,6 +25,7 @@ from iris_client.errors import (
 )
 from iris_client.settings import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_GRPC_URL,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     MAX_ANSWER_BYTES,
@@ -141,7 +143,9 @@ class IrisClient:
                 call.path,
                 content=call.body,
                 params=call.params,
-                headers=auth | ({"Content-Type": "application/json"} if call.body else {}),
+                headers=auth
+                | ({"Content-Type": "application/json"} if call.body else {})
+                | dict(call.headers or {}),
             ) as response:
                 body = _core.Body(response, self.max_answer_bytes)
                 for chunk in response.iter_bytes():
@@ -237,6 +241,33 @@ class IrisClient:
                 for future in futures:
                     future.cancel()
                 raise
+
+    def infer(
+        self,
+        rows: Any,
+        *,
+        model_version: str | None = None,
+        protocol: str = "http",
+        grpc_url: str = DEFAULT_GRPC_URL,
+    ) -> Inferred:
+        """The Open Inference Protocol's inference for an (n, 4) array of measurements, FP64
+        in and every output out in binary: over HTTP (the binary tensor data extension) or
+        over gRPC (``protocol="grpc"``, raw contents, at ``grpc_url``). One call: the rows
+        must fit the server's limits (``limits()``). Needs NumPy; gRPC needs
+        ``iris-client[grpc]``."""
+        data = _oip.measurements(rows)
+        if protocol == "grpc":
+            return _oip.grpc_infer(_oip.grpc_target(grpc_url), data, model_version, self.timeout)
+        if protocol != "http":
+            raise ValueError(
+                f"protocol must be one of {', '.join(_oip.PROTOCOLS)}, not {protocol!r}"
+            )
+        body, headers = _oip.http_request(data)
+        answer = self._send(Call("POST", _oip.path(model_version), body, headers=headers))
+        where = f"{self.url}{_oip.path(model_version)}"
+        return _oip.read_http_answer(
+            answer.content, answer.headers.get(_oip.HEADER), len(data), where
+        )
 
     def gradients(
         self,
