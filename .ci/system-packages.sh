@@ -2,13 +2,13 @@
 # Installs the Debian packages that the test suite needs beyond Python: PostgreSQL and
 # HAProxy for the multi-replica tests, kubectl to render the Kubernetes manifests,
 # docker-compose to validate the compose files without an engine, Chromium and its driver
-# for the browser tests, and wrk for the HTTP benchmark.
+# for the browser tests, wrk for the HTTP benchmark and h2load (nghttp2-client) for gRPC load.
 # Run as root. Idempotent: what is installed is skipped, and apt-get update runs once, only
 # when something is missing.
 # Usage: .ci/system-packages.sh
 set -euo pipefail
 
-PACKAGES=(postgresql haproxy docker-compose chromium chromium-driver wrk)
+PACKAGES=(postgresql haproxy docker-compose chromium chromium-driver wrk nghttp2-client)
 
 say() { printf 'system-packages: %s\n' "$*"; }
 die() { printf 'system-packages: FAILED: %s\n' "$*" >&2; exit 1; }

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from harness.programs import require
 from harness.servers import ServerProcess, free_port, server_pool, wait_for
 from model.data import CLASSES, FEATURES, load_iris
 from model.persistence import ModelStore
@@ -517,3 +518,40 @@ def test_iris_infer_reads_a_file_and_writes_what_predict_answers(
     assert [line.split(",")[0] for line in lines[1:]] == labels
     shown = np.array([[float(v) for v in line.split(",")[1:]] for line in lines[1:]])
     assert np.array_equal(shown, o_s)  # repr of a float reads back to the same float
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_many_streams_at_once_are_all_answered(server: ServerProcess, tmp_path: Path) -> None:
+    """h2load (Debian's nghttp2-client) sends 2,000 one-row calls, 32 streams at a time on one
+    connection, the gRPC frames written by hand: every one is answered with grpc-status 0."""
+    h2load = require("h2load", "nghttp2-client")
+    request = service_pb2.ModelInferRequest(model_name="iris")
+    request.inputs.add(name="measurements", datatype="FP64", shape=[1, 4])
+    request.raw_input_contents.append(RAW[:1].astype("<f8").tobytes())
+    message = request.SerializeToString()
+    body = tmp_path / "call.bin"
+    body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)  # gRPC's 5-byte prefix
+    before = setosa_predictions(server)
+    done = subprocess.run(
+        [h2load, "-n", "2000", "-c", "1", "-m", "32",
+         "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body),
+         f"http://{grpc_address(server)}/inference.GRPCInferenceService/ModelInfer"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2000 succeeded, 0 failed, 0 errored, 0 timeout" in done.stdout, done.stdout
+    # h2load cannot read trailers: that each answer was a prediction, the core's counter says
+    assert setosa_predictions(server) - before == 2000
+
+
+def setosa_predictions(server: ServerProcess) -> float:
+    """The inference core's count of rows predicted setosa (GET /metrics)."""
+    text = httpx.get(f"{server.url}/metrics").text
+    line = next(line for line in text.splitlines() if line.startswith(SETOSA_COUNTER))
+    return float(line.rsplit(" ", 1)[1])
+
+
+SETOSA_COUNTER = 'iris_predictions_total{label="setosa"}'

@@ -67,7 +67,7 @@ MAX_MESSAGE = 1024
 # At most this many calls at once in a worker (each may hold a message of up to
 # IRIS_MAX_BODY_BYTES until the compute pool takes it), and this many on one connection.
 MAX_CONCURRENT_CALLS = 64
-MAX_STREAMS = 32
+MAX_STREAMS = 100
 IDLE_MS = 60_000  # a connection with no call for this long is closed
 
 
