@@ -9,6 +9,7 @@ from the .proto itself (compiled to a descriptor set) and held against tritoncli
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -555,3 +556,64 @@ def setosa_predictions(server: ServerProcess) -> float:
 
 
 SETOSA_COUNTER = 'iris_predictions_total{label="setosa"}'
+
+
+def test_the_client_checks_an_answer_whole_before_it_returns_it() -> None:
+    """Bytes a server (or anything on the way) sends are read only as the answer they must
+    be: all three outputs, n rows of 3 classes, labels that are the indices' classes, and
+    nothing past them."""
+    from iris_client import ProtocolError
+    from iris_client._oip import labels_of, read_http_answer
+
+    def answer(labels: bytes, extra: bytes = b"", index: int = 0) -> tuple[bytes, str]:
+        blobs = [np.array([[0.9, 0.05, 0.05]]).tobytes(), np.array([index], "<i8").tobytes()]
+        outputs = [
+            {"name": name, "parameters": {"binary_data_size": len(blob)}}
+            for name, blob in zip(OUTPUTS, [*blobs, labels], strict=True)
+        ]
+        head = json.dumps({"model_version": "v", "outputs": outputs}).encode()
+        return head + b"".join(blobs) + labels + extra, str(len(head))
+
+    setosa = (6).to_bytes(4, "little") + b"setosa"
+    good = read_http_answer(*answer(setosa), 1, "here")
+    assert good.labels == ["setosa"]
+    assert good.probabilities.shape == (1, 3)
+    for bad in (
+        answer((10).to_bytes(4, "little") + b"virgin"),  # a length past the end
+        answer(setosa, extra=b"junk"),  # bytes past the outputs
+        answer(setosa, index=2),  # the index says virginica
+        answer((6).to_bytes(4, "little") + b"daisy!"),  # not a class
+    ):
+        with pytest.raises(ProtocolError):
+            read_http_answer(*bad, 1, "here")
+    with pytest.raises(ProtocolError, match="not in the binary form"):
+        read_http_answer(b"{}", "\u00b2", 1, "here")  # a digit that is not ASCII
+    with pytest.raises(ProtocolError):
+        labels_of(setosa + b"\x01\x00", 1, "here")
+
+
+@pytest.mark.slow
+def test_iris_infer_names_a_bad_csv_line_and_refuses_a_bad_npy_file(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    iris = Path(sys.executable).with_name("iris")
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_text("# measurements\n5.1,3.5,1.4,0.2\n5.1,-3.5,1.4,0.2\n")
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    words = np.zeros((2, 4), dtype="U3")
+    np.save(tmp_path / "words.npy", words)
+    for path, protocol, expected in (
+        (csv_file, "grpc", (f"{csv_file} line 3: ", "row 1, sepal_width: -3.5 cm")),
+        (csv_file, "http", (f"{csv_file} line 3: ", "row 1, sepal_width: -3.5 cm")),
+        (empty, "http", ("not a NumPy array file",)),
+        (tmp_path / "words.npy", "grpc", ("rows must be numbers",)),
+    ):
+        done = subprocess.run(
+            [str(iris), "--url", server.url, "infer", str(path), "--protocol", protocol,
+             "--grpc-url", grpc_address(server)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, (path, done.stderr)
+        for words in expected:
+            assert words in done.stderr, done.stderr

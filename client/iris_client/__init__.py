@@ -9,8 +9,8 @@ with IrisClient("http://127.0.0.1:8000", token="...") as iris:
     ended = job.wait(progress=lambda j: print(j.progress.epoch))
 ```
 
-Speaks HTTP only: it imports nothing of the service or the model core. Names are loaded on
-first use, so ``iris --help`` does not pay for httpx.
+Speaks HTTP, and for ``infer`` gRPC too: it imports nothing of the service or the model
+core. Names are loaded on first use, so ``iris --help`` does not pay for httpx.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from iris_client._core import RetryPolicy
+    from iris_client._oip import Inferred
     from iris_client.aio import AsyncIrisClient, AsyncJobHandle
     from iris_client.errors import (
         AuthenticationError,

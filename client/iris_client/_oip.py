@@ -4,7 +4,8 @@ binary: nothing is written or read as text.
 
 The request and answer shapes live here, shared by the blocking and the asyncio client;
 gRPC (blocking only) is :func:`grpc_infer`. Needs NumPy (``iris-client[numpy]``), and for
-gRPC grpcio and protobuf (``iris-client[grpc]``).
+gRPC grpcio and protobuf (``iris-client[grpc]``). An answer is checked whole before it is
+returned: every output there, of the shapes the rows need, labels that are the classes'.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from iris_client.errors import ConnectionFailedError, ProtocolError, problem_class
+from iris_client.errors import ConnectionFailedError, InputError, ProtocolError, problem_class
+from iris_client.types import CLASSES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,13 +27,15 @@ INPUT = "measurements"
 FEATURES = 4
 HEADER = "Inference-Header-Content-Length"
 GRPC_CALL = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_PORT = 8001  # the server's default IRIS_GRPC_PORT
 PROTOCOLS = ("http", "grpc")
-# gRPC's status codes as the HTTP statuses the client's errors are keyed by.
+# gRPC's status codes, as the server sends them, as the HTTP statuses of the client's errors.
 GRPC_STATUS = {
     "INVALID_ARGUMENT": 400,
     "NOT_FOUND": 404,
     "FAILED_PRECONDITION": 409,
     "RESOURCE_EXHAUSTED": 413,
+    "INTERNAL": 500,
     "UNAVAILABLE": 503,
 }
 
@@ -47,16 +51,29 @@ class Inferred:
     labels: list[str]
 
 
-def measurements(rows: Any) -> NDArray[np.float64]:
-    """The rows as a C-ordered little-endian (n, 4) float64 array."""
-    import numpy as np
+def numpy() -> Any:
+    try:
+        import numpy as np
+    except ImportError:
+        raise InputError("inference takes NumPy arrays: pip install 'iris-client[numpy]'") from None
+    return np
 
-    array = np.ascontiguousarray(rows, dtype="<f8")
+
+def measurements(rows: Any) -> NDArray[np.float64]:
+    """The rows as a C-ordered little-endian (n, 4) float64 array; InputError otherwise."""
+    np = numpy()
+    if isinstance(rows, np.ndarray) and rows.dtype.kind not in "biuf":
+        raise InputError(f"rows must be numbers, not an array of {rows.dtype}")
+    try:
+        array = np.ascontiguousarray(rows, dtype="<f8")
+    except (TypeError, ValueError) as error:
+        raise InputError(f"rows must be an (n, {FEATURES}) array of numbers: {error}") from None
     if array.ndim != 2 or array.shape[1] != FEATURES or array.shape[0] == 0:
-        raise ValueError(
-            f"rows must be an (n, {FEATURES}) array of measurements, got {array.shape}"
+        raise InputError(
+            f"rows must be an (n, {FEATURES}) array of measurements, not {array.shape}"
         )
-    return array
+    checked: NDArray[Any] = array
+    return checked
 
 
 def path(model_version: str | None) -> str:
@@ -82,34 +99,46 @@ def http_request(rows: NDArray[np.float64]) -> tuple[bytes, dict[str, str]]:
     return head + data, {HEADER: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
-def labels_of(blob: bytes) -> list[str]:
-    """A BYTES tensor in binary: each element a 4-byte little-endian length, then its bytes."""
+def labels_of(blob: bytes, n: int, where: str) -> list[str]:
+    """A BYTES tensor of n elements in binary: each a 4-byte little-endian length, then its
+    bytes; the blob must hold exactly those."""
     found, at = [], 0
-    while at < len(blob):
+    for _ in range(n):
+        if at + 4 > len(blob):
+            break
         size = int.from_bytes(blob[at : at + 4], "little")
-        found.append(blob[at + 4 : at + 4 + size].decode())
+        if at + 4 + size > len(blob):
+            break
+        found.append(blob[at + 4 : at + 4 + size].decode("utf-8", "replace"))
         at += 4 + size
+    if len(found) != n or at != len(blob):
+        raise ProtocolError(f"{where}: the labels are not {n} BYTES elements")
     return found
 
 
-def read_outputs(version: str, n: int, blobs: dict[str, bytes], where: str) -> Inferred:
-    """The answer from each output's bytes; a missing or misshapen one is a ProtocolError."""
-    import numpy as np
-
+def read_outputs(version: Any, n: int, blobs: dict[str, bytes], where: str) -> Inferred:
+    """The answer from each output's bytes, checked: a missing, misshapen or inconsistent
+    output is a ProtocolError (what reaches the caller is what the model computes)."""
+    np = numpy()
     try:
-        o_s = np.frombuffer(blobs["probabilities"], dtype="<f8").reshape(n, -1)
-        index = np.frombuffer(blobs["class_index"], dtype="<i8")
-        labels = labels_of(blobs["label"])
-    except (KeyError, ValueError) as error:
-        raise ProtocolError(f"{where}: an inference answer without its outputs ({error})") from None
-    if len(index) != n or len(labels) != n:
-        raise ProtocolError(f"{where}: {len(index)} answers for {n} rows")
-    return Inferred(version, o_s.astype(np.float64), index.astype(np.int64), labels)
+        probabilities, index, labels = blobs["probabilities"], blobs["class_index"], blobs["label"]
+    except KeyError as error:
+        raise ProtocolError(f"{where}: an inference answer without its output {error}") from None
+    classes = len(CLASSES)
+    if not isinstance(version, str) or len(probabilities) != n * classes * 8 or len(index) != n * 8:
+        raise ProtocolError(f"{where}: not the answer for {n} rows of {classes} classes")
+    o_s = np.frombuffer(probabilities, dtype="<f8").reshape(n, classes).astype(np.float64)
+    k = np.frombuffer(index, dtype="<i8").astype(np.int64)
+    names = labels_of(labels, n, where)
+    if ((k < 0) | (k >= classes)).any() or names != [CLASSES[i] for i in k.tolist()]:
+        raise ProtocolError(f"{where}: class indices and labels that do not agree")
+    return Inferred(version, o_s, k, names)
 
 
 def read_http_answer(content: bytes, header: str | None, n: int, where: str) -> Inferred:
-    """An HTTP answer in the binary form: the JSON, then each output's bytes in its order."""
-    if header is None or not header.isdigit() or int(header) > len(content):
+    """An HTTP answer in the binary form: the JSON, then each output's bytes in its order,
+    nothing after them."""
+    if header is None or not (header.isascii() and header.isdigit()) or int(header) > len(content):
         raise ProtocolError(f"{where}: the answer is not in the binary form ({HEADER}: {header})")
     head = int(header)
     try:
@@ -117,31 +146,59 @@ def read_http_answer(content: bytes, header: str | None, n: int, where: str) -> 
         blobs, at = {}, head
         for output in answer["outputs"]:
             size = output["parameters"]["binary_data_size"]
+            if type(size) is not int or size < 0:
+                raise ValueError(f"binary_data_size {size!r}")
             blobs[output["name"]] = content[at : at + size]
             at += size
         version = answer["model_version"]
     except (ValueError, KeyError, TypeError) as error:
         raise ProtocolError(f"{where}: not an inference answer ({error})") from None
+    if at != len(content):
+        raise ProtocolError(f"{where}: {len(content) - at} bytes past the outputs it declares")
     return read_outputs(version, n, blobs, where)
 
 
 def grpc_target(url: str) -> str:
-    """``host:port`` from a gRPC URL or address (``grpc://host:port`` or ``host:port``)."""
+    """``host:port`` from a gRPC address: ``grpc://host:port`` or ``host:port``."""
+    if "://" in url and not url.startswith("grpc://"):
+        raise InputError(f"a gRPC address is grpc://HOST:PORT or HOST:PORT, not {url!r}")
     return url.removeprefix("grpc://").rstrip("/")
 
 
+def grpc_default(http_url: str) -> str:
+    """The gRPC address of the server at ``http_url``: its host, the default gRPC port."""
+    host = urlsplit(http_url).hostname or "127.0.0.1"
+    return f"[{host}]:{GRPC_PORT}" if ":" in host else f"{host}:{GRPC_PORT}"
+
+
 def grpc_infer(
-    target: str, rows: NDArray[np.float64], model_version: str | None, timeout: float
+    target: str,
+    rows: NDArray[np.float64],
+    model_version: str | None,
+    *,
+    timeout: float,
+    max_answer_bytes: int,
 ) -> Inferred:
-    """One ModelInfer call with raw contents; gRPC's errors as the client's."""
-    import grpc
+    """One ModelInfer call with raw contents, within ``timeout``; gRPC's errors as the
+    client's."""
+    try:
+        import grpc
+        from google.protobuf.runtime_version import VersionError
 
-    from iris_client import oip_pb2 as pb
-
+        try:
+            from iris_client import oip_pb2 as pb
+        except VersionError as error:
+            raise ImportError(str(error)) from None
+    except ImportError as error:
+        raise InputError(
+            f"gRPC needs grpcio and protobuf 6.33.5 or newer: pip install "
+            f"'iris-client[grpc]' ({error})"
+        ) from None
     request = pb.ModelInferRequest(model_name=MODEL, model_version=model_version or "")
     request.inputs.add(name=INPUT, datatype="FP64", shape=list(rows.shape))
     request.raw_input_contents.append(rows.tobytes())
-    with grpc.insecure_channel(target) as channel:
+    options = [("grpc.max_receive_message_length", min(max_answer_bytes, 2**31 - 1))]
+    with grpc.insecure_channel(target, options=options) as channel:
         call = channel.unary_unary(
             GRPC_CALL,
             request_serializer=pb.ModelInferRequest.SerializeToString,
@@ -151,19 +208,37 @@ def grpc_infer(
             answer = call(request, timeout=timeout)
         except grpc.RpcError as error:
             raise grpc_error(error, target) from None
-    blobs = {
-        output.name: blob
-        for output, blob in zip(answer.outputs, answer.raw_output_contents, strict=False)
-    }
-    return read_outputs(answer.model_version, len(rows), blobs, f"grpc://{target}")
+    where = f"grpc://{target}"
+    if len(answer.outputs) != len(answer.raw_output_contents):
+        raise ProtocolError(f"{where}: outputs without their raw contents")
+    blobs = dict(zip((o.name for o in answer.outputs), answer.raw_output_contents, strict=True))
+    return read_outputs(answer.model_version, len(rows), blobs, where)
+
+
+# How gRPC's channel words its own failures (no server sent these).
+CHANNEL_FAILURES = (
+    "failed to connect",
+    "errors resolving",
+    "dns resolution failed",
+    "socket closed",
+    "connection reset",
+    "connections to all backends failing",
+    "client: ",
+)
 
 
 def grpc_error(error: Any, target: str) -> Exception:
-    """A gRPC failure as the client's error: a refusal by its HTTP status, else unreachable."""
+    """A gRPC failure as the client's error: a status the server sent by its HTTP status;
+    one of the channel's own (no connection, a name that does not resolve, a closed socket,
+    the deadline, an answer over the size cap) as a connection or protocol failure."""
     code, details = error.code(), error.details() or ""
-    status = GRPC_STATUS.get(code.name)
-    if status is not None and not (code.name == "UNAVAILABLE" and "connect" in details.lower()):
-        return problem_class(status)(status, code.name.replace("_", " ").title(), details)
+    local = details.lower().startswith(CHANNEL_FAILURES)
+    where = f"grpc://{target}"
     if code.name == "DEADLINE_EXCEEDED":
-        return ConnectionFailedError(f"grpc://{target}: no answer within the timeout")
-    return ConnectionFailedError(f"cannot reach grpc://{target}: {details or code.name}")
+        return ConnectionFailedError(f"{where}: no answer within the timeout")
+    if code.name == "RESOURCE_EXHAUSTED" and local:
+        return ProtocolError(f"{where}: the answer is larger than max_answer_bytes ({details})")
+    status = GRPC_STATUS.get(code.name)
+    if status is not None and not local:
+        return problem_class(status)(status, code.name.replace("_", " ").title(), details)
+    return ConnectionFailedError(f"cannot reach {where}: {details or code.name}")

@@ -551,9 +551,8 @@ def predict(
 @click.option(
     "--grpc-url",
     metavar="HOST:PORT",
-    default="grpc://127.0.0.1:8001",
-    show_default=True,
-    help="The server's gRPC address (its IRIS_GRPC_PORT), for --protocol grpc.",
+    default=None,
+    help="The server's gRPC address, for --protocol grpc (default: --url's host, port 8001).",
 )
 @click.option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
 @click.option(
@@ -569,7 +568,7 @@ def infer(
     *,
     file: str,
     protocol: str,
-    grpc_url: str,
+    grpc_url: str | None,
     output: str | None,
     model_version: str | None,
 ) -> None:
@@ -582,16 +581,22 @@ def infer(
     predicted_species, p_setosa, p_versicolor, p_virginica, as 'iris
     predict' writes them. The rows must fit the server's limits.
     """
-    import numpy as np
+    import csv
+    import io
 
-    from iris_client.errors import InputError
+    from iris_client._oip import numpy
+    from iris_client.errors import BadRequestError, InputError
     from iris_client.types import CLASSES, FEATURES
 
+    np = numpy()
+    table = None
     if file.endswith(".npy"):
         try:
             rows = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError) as error:
             raise InputError(f"{file}: not a NumPy array file ({error})") from None
+        if not isinstance(rows, np.ndarray):  # an .npz under another name
+            raise InputError(f"{file}: an archive of arrays, not one (n, 4) array")
     else:
         table = read_csv(file)
         rows = np.array([[row[f] for f in FEATURES] for row in table.rows], dtype=np.float64)
@@ -603,15 +608,22 @@ def infer(
             answer = iris.infer(
                 rows, model_version=model_version, protocol=protocol, grpc_url=grpc_url
             )
-        except ValueError as error:
+        except InputError as error:
             raise InputError(f"{file}: {error}") from None
-    head = ",".join(["predicted_species", *(f"p_{c}" for c in CLASSES)])
-    lines = [
-        ",".join([label, *(repr(float(p)) for p in probabilities)])
-        for label, probabilities in zip(answer.labels, answer.probabilities, strict=True)
-    ]
+        except BadRequestError as error:
+            # "row N" of the request: named by its line in the CSV, as predict names them
+            found = re.search(r"\brow (\d+)\b", error.detail)
+            line = table.line_of(int(found.group(1))) if table and found else None
+            if table is None or line is None:
+                raise
+            raise CommandError(f"{table.name} line {line}: {error.detail}", USAGE) from None
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["predicted_species", *(f"p_{c}" for c in CLASSES)])
+    for label, probabilities in zip(answer.labels, answer.probabilities, strict=True):
+        writer.writerow([label, *(repr(float(p)) for p in probabilities)])
     with opened_output(output) as stream:
-        emit("\n".join([head, *lines]) + "\n", stream)
+        emit(text.getvalue(), stream)
 
 
 @contextmanager

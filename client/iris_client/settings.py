@@ -2,7 +2,6 @@
 
 __version__ = "0.1.0"
 DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_GRPC_URL = "grpc://127.0.0.1:8001"  # the server's IRIS_GRPC_PORT
 DEFAULT_TIMEOUT = 30.0
 # The most an answer may hold once decoded: a 10,000-row /predict answer is about 1.2 MB.
 MAX_ANSWER_BYTES = 64 * 2**20

@@ -25,7 +25,6 @@ from iris_client.errors import (
 )
 from iris_client.settings import (
     DEFAULT_CONCURRENCY,
-    DEFAULT_GRPC_URL,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     MAX_ANSWER_BYTES,
@@ -248,16 +247,24 @@ class IrisClient:
         *,
         model_version: str | None = None,
         protocol: str = "http",
-        grpc_url: str = DEFAULT_GRPC_URL,
+        grpc_url: str | None = None,
     ) -> Inferred:
         """The Open Inference Protocol's inference for an (n, 4) array of measurements, FP64
         in and every output out in binary: over HTTP (the binary tensor data extension) or
-        over gRPC (``protocol="grpc"``, raw contents, at ``grpc_url``). One call: the rows
-        must fit the server's limits (``limits()``). Needs NumPy; gRPC needs
+        over gRPC (``protocol="grpc"``, raw contents, at ``grpc_url``, by default this
+        client's host on port 8001). One call: the rows must fit the server's limits
+        (``limits()``); over gRPC it is not retried. Needs NumPy; gRPC needs
         ``iris-client[grpc]``."""
         data = _oip.measurements(rows)
         if protocol == "grpc":
-            return _oip.grpc_infer(_oip.grpc_target(grpc_url), data, model_version, self.timeout)
+            target = _oip.grpc_target(grpc_url or _oip.grpc_default(self.url))
+            return _oip.grpc_infer(
+                target,
+                data,
+                model_version,
+                timeout=self.timeout,
+                max_answer_bytes=self.max_answer_bytes,
+            )
         if protocol != "http":
             raise ValueError(
                 f"protocol must be one of {', '.join(_oip.PROTOCOLS)}, not {protocol!r}"
