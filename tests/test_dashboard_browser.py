@@ -668,6 +668,12 @@ def test_a_job_started_through_the_api_is_followed_by_a_freshly_opened_page(
         assert js(browser, "return document.getElementById('train-panel').dataset.following") == (
             job_id
         )
+        # the jobs list refreshes while the job runs: its row's epoch count moves too
+        row_epochs = (
+            "return document.querySelector('#jobs tbody tr td[data-label=epochs]')?.textContent"
+        )
+        shown = until(lambda: js(browser, row_epochs), "the job in the list")
+        until(lambda: js(browser, row_epochs) not in (None, shown), "the jobs list refreshed")
     finally:
         cancelled = api.post(f"/train/{job_id}/cancel", headers=server.auth()).json()
     # what a page opened now would show: the request is on the job's record

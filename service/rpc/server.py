@@ -31,11 +31,17 @@ from grpc_reflection.v1alpha import reflection
 from model.network import N_FEATURES
 from service import inference
 from service.deps import State
-from service.errors import ProblemError, public
+from service.errors import public
 from service.inference import OneRow
 from service.rpc import inference_pb2 as pb
-from service.v2.decode import binary_rows, check_datatype, check_measurements, check_shape
-from service.v2.errors import ProtocolError, bad_request, domain_status
+from service.v2.decode import (
+    binary_rows,
+    check_datatype,
+    check_measurements,
+    check_shape,
+    output_names,
+)
+from service.v2.errors import INTERNAL_ERROR, bad_request, protocol_status
 from service.v2.protocol import (
     EXTENSIONS,
     INPUT,
@@ -46,7 +52,7 @@ from service.v2.protocol import (
     SERVER_VERSION,
     UNSUPPORTED,
 )
-from service.v2.routes import _LABEL_BYTES, _LABELS, check_model
+from service.v2.routes import binary_tensor, check_model, outputs_data
 
 log = logging.getLogger("iris.grpc")
 T = TypeVar("T")
@@ -73,15 +79,11 @@ IDLE_MS = 60_000  # a connection with no call for this long is closed
 
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and message of an error, as HTTP's /v2 would word it."""
-    if isinstance(error, ProtocolError):
-        status, message = error.status, error.message
-    elif isinstance(error, ProblemError):
-        status, message = (400 if error.status == 422 else error.status), error.detail
-    elif (domain := domain_status(error)) is not None:
-        status, message = domain, str(error)
-    else:
+    found = protocol_status(error)
+    if found is None:
         log.error("unexpected error in a gRPC call", exc_info=error)
-        return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+        return grpc.StatusCode.INTERNAL, INTERNAL_ERROR
+    status, message, _ = found
     text = public(message)  # no data directory paths to clients, as over HTTP
     if len(text) > MAX_MESSAGE:
         text = text[: MAX_MESSAGE - 1] + "…"
@@ -141,33 +143,10 @@ def request_rows(request: pb.ModelInferRequest, limit: int) -> Any:
     return [rows[0].tolist()] if n == 1 else rows
 
 
-def output_names(request: pb.ModelInferRequest) -> list[str]:
-    """The outputs to answer, in the order asked; all of them when none are named."""
-    names: list[str] = []
-    if len(request.outputs) > len(OUTPUTS):
-        raise bad_request(
-            f"{len(request.outputs)} outputs requested; model {MODEL_NAME!r} has "
-            f"{len(OUTPUTS)}: {', '.join(OUTPUTS)}"
-        )
-    for output in request.outputs:
-        for name, message in UNSUPPORTED.items():
-            if name in output.parameters:
-                raise bad_request(message)
-        if output.name not in OUTPUTS:
-            raise bad_request(
-                f"unknown output {output.name[:80]!r}: model {MODEL_NAME!r} has outputs "
-                f"{', '.join(OUTPUTS)}"
-            )
-        if output.name in names:
-            raise bad_request(f"output {output.name!r} is requested more than once")
-        names.append(output.name)
-    return names or list(OUTPUTS)
-
-
 def infer(state: State, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
     """The whole of a ModelInfer call: its rows, the prediction, the answer."""
     rows = request_rows(request, state.inference.max_instances)
-    names = output_names(request)
+    names = output_names(request.outputs, [output.parameters for output in request.outputs])
     predicted = state.inference.predict(rows, request.model_version or None)
     if isinstance(predicted, OneRow):
         version, probabilities, k = predicted
@@ -176,26 +155,19 @@ def infer(state: State, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         version, o_s, index = predicted
     n = len(index)
     answer = pb.ModelInferResponse(model_name=MODEL_NAME, model_version=version, id=request.id)
-    raw = bool(request.raw_input_contents)
+    raw = bool(request.raw_input_contents)  # raw in, raw out; typed contents otherwise
+    typed = {} if raw else outputs_data(o_s, index, names)
     for name in names:
         datatype, shape = OUTPUTS[name]
         tensor = answer.outputs.add(name=name, datatype=datatype, shape=[n, *shape[1:]])
-        if name == "probabilities":
-            if raw:
-                answer.raw_output_contents.append(o_s.astype("<f8").tobytes())
-            else:
-                tensor.contents.fp64_contents.extend(o_s.ravel().tolist())
+        if raw:
+            answer.raw_output_contents.append(binary_tensor(name, o_s, index))
+        elif name == "probabilities":
+            tensor.contents.fp64_contents.extend(typed[name].tolist())
         elif name == "class_index":
-            if raw:
-                answer.raw_output_contents.append(index.astype("<i8").tobytes())
-            else:
-                tensor.contents.int64_contents.extend(index.tolist())
-        elif raw:
-            answer.raw_output_contents.append(b"".join(_LABEL_BYTES[index].tolist()))
+            tensor.contents.int64_contents.extend(typed[name].tolist())
         else:
-            tensor.contents.bytes_contents.extend(
-                label.encode() for label in _LABELS[index].tolist()
-            )
+            tensor.contents.bytes_contents.extend(label.encode() for label in typed[name])
     return answer
 
 
@@ -261,8 +233,7 @@ class InferenceService:
             except inference.NotLoadedError:
                 pass  # a pinned version to load from disk: in the pool, below
             except Exception as error:
-                code, message = status_of(error)
-                await context.abort(code, message)
+                await refuse(context, error)
             finally:
                 inference.ON_EVENT_LOOP.reset(token)
         return await self.in_pool(context, lambda: infer(self.state, request))
@@ -272,9 +243,14 @@ class InferenceService:
         try:
             return await inference.in_compute_pool(work)
         except Exception as error:
-            code, message = status_of(error)
-            await context.abort(code, message)
-            raise
+            await refuse(context, error)
+            raise  # refuse() raises: never reached
+
+
+async def refuse(context: aio.ServicerContext, error: Exception) -> None:
+    """End the call with the status and message of ``error`` (context.abort raises)."""
+    code, message = status_of(error)
+    await context.abort(code, message)
 
 
 METHODS = (

@@ -16,8 +16,8 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -534,18 +534,29 @@ def check_measurements(raw: np.ndarray[Any, Any]) -> None:
     raise bad_request(f"input {INPUT!r}, row {row}, {FEATURES[column]}: {value!r} {reason}")
 
 
-def refuse_extensions(parameters: dict[str, Any] | None) -> None:
+class Named(Protocol):
+    """A requested output as either transport gives it (a struct, a protobuf message)."""
+
+    name: str
+
+
+def refuse_extensions(parameters: Mapping[str, Any] | None) -> None:
     for name, message in UNSUPPORTED.items():
         if parameters and name in parameters:
             raise bad_request(message)
 
 
 def output_names(
-    requested: list[InferenceOutput], parameters: list[dict[str, Any] | None]
+    requested: Sequence[Named], parameters: Sequence[Mapping[str, Any] | None]
 ) -> list[str]:
     """The outputs to answer, in the order asked; all of them when none are named."""
     if not requested:
         return list(OUTPUTS)
+    if len(requested) > len(OUTPUTS):  # refused before any is read
+        raise bad_request(
+            f"{len(requested)} outputs requested; model {MODEL_NAME!r} has "
+            f"{len(OUTPUTS)}: {', '.join(OUTPUTS)}"
+        )
     names: list[str] = []
     for output, own in zip(requested, parameters, strict=True):
         refuse_extensions(own)

@@ -40,18 +40,28 @@ def domain_status(error: Exception) -> int | None:
     return next((code for kind, code in problems.DOMAIN_STATUS if isinstance(error, kind)), None)
 
 
-def protocol_error(request: Request, error: Exception) -> Response:
-    """The protocol's ``{"error": ...}`` answer for any exception a /v2 handler raised."""
+def protocol_status(error: Exception) -> tuple[int, str, dict[str, str] | None] | None:
+    """The protocol's status, message and headers for an expected error (over HTTP and
+    gRPC alike); None for an unexpected one."""
     if isinstance(error, ProtocolError):
-        return error_response(error.status, error.message, error.headers)
+        return error.status, error.message, error.headers
     if isinstance(error, ProblemError):  # the core's and shared checks speak native
         status = 400 if error.status == 422 else error.status  # the protocol has no 422
-        return error_response(status, error.detail, error.headers)
+        return status, error.detail, error.headers
     domain = domain_status(error)
-    if domain is not None:
-        return error_response(domain, str(error))
+    return None if domain is None else (domain, str(error), None)
+
+
+INTERNAL_ERROR = "internal error; the server log has the details"
+
+
+def protocol_error(request: Request, error: Exception) -> Response:
+    """The protocol's ``{"error": ...}`` answer for any exception a /v2 handler raised."""
+    found = protocol_status(error)
+    if found is not None:
+        return error_response(*found)
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
-    return error_response(500, "internal error; the server log has the details")
+    return error_response(500, INTERNAL_ERROR)
 
 
 class ErrorResponse(BaseModel):
