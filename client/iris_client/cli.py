@@ -454,6 +454,16 @@ def read_csv(path: str, *, need_species: bool = False) -> Table:
     return read_table(path, need_species=need_species)
 
 
+# Options several commands take, declared once.
+model_version_option = click.option(
+    "--model-version",
+    metavar="VERSION",
+    shell_complete=complete_versions,
+    help="A stored version or a unique prefix (default: the served one).",
+)
+output_option = click.option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
+
+
 def line_failure(error: Exception, table: Table) -> CommandError:
     """A 422 about one row, named by its line in the input file."""
     from iris_client._core import first_row
@@ -477,13 +487,8 @@ def line_failure(error: Exception, table: Table) -> CommandError:
     show_default=True,
     help="auto: by --output's extension, a table on a terminal, else CSV.",
 )
-@click.option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
-@click.option(
-    "--model-version",
-    metavar="VERSION",
-    shell_complete=complete_versions,
-    help="A stored version or a unique prefix (default: the served one).",
-)
+@output_option
+@model_version_option
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 16),
@@ -554,13 +559,8 @@ def predict(
     default=None,
     help="The server's gRPC address, for --protocol grpc (default: --url's host, port 8001).",
 )
-@click.option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
-@click.option(
-    "--model-version",
-    metavar="VERSION",
-    shell_complete=complete_versions,
-    help="A stored version or a unique prefix (default: the served one).",
-)
+@output_option
+@model_version_option
 @click.pass_context
 def infer(
     ctx: click.Context,
@@ -728,13 +728,8 @@ def predictions_table(table: Table, answer: Predictions) -> Any:
     type=click.Choice(["activations", "intermediates", "input"]),
     help="Also return these (repeat the option for several).",
 )
-@click.option(
-    "--model-version",
-    metavar="VERSION",
-    shell_complete=complete_versions,
-    help="A stored version or a unique prefix (default: the served one).",
-)
-@click.option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
+@model_version_option
+@output_option
 @click.pass_context
 def gradients(
     ctx: click.Context,
