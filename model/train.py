@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from model.data import CLASSES, Dataset
+from model.data import CLASSES, FEATURES, Dataset
 from model.errors import (
     HyperparameterError,
     TrainingCancelledError,
@@ -28,6 +28,7 @@ from model.network import (
     mean_gradients,
     one_hot,
 )
+from model.reference import input_reference
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ class TrainResult:
     stopped_early: bool = False
     best_epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)  # model.reference of the rows
 
     def record(self, hyperparameters: Hyperparameters) -> dict[str, Any]:
         """What model.json keeps of a training run."""
@@ -179,6 +181,7 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "best_epoch": self.best_epoch,
             "history": [asdict(stats) for stats in self.history],
+            "input_reference": self.reference,
         }
 
 
@@ -278,7 +281,8 @@ def train(
     metrics = final_metrics(model, train_set, validation) | {"initial_train_loss": initial_loss}
     if not metrics["train_loss"] < initial_loss:
         raise TrainingNotImprovedError(initial_loss, metrics["train_loss"])
-    return TrainResult(model, history, stopped_early, best_epoch, metrics)
+    reference = input_reference(dataset.raw, FEATURES)
+    return TrainResult(model, history, stopped_early, best_epoch, metrics, reference)
 
 
 def sgd_step(

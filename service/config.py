@@ -100,6 +100,23 @@ class Settings(BaseSettings):
         1, ge=1, le=256, description="BLAS threads per server and training process"
     )
     seed: int = Field(0, ge=0, description="seed of the default model trained at first start")
+    drift_window: int = Field(
+        1000,
+        ge=10,
+        le=1_000_000,
+        description="recent input rows, all workers and replicas together, whose drift "
+        "against the stable version's training data is measured",
+    )
+    drift_psi_threshold: float = Field(
+        0.2, gt=0, description="a feature whose population stability index exceeds it drifted"
+    )
+    monitor_flush_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="how often each worker adds its counts and recent rows to the shared "
+        "state (what a crash of the worker can lose), and reads the routing",
+    )
     graceful_shutdown_seconds: float = Field(
         8.0, ge=0, description="time in-flight requests get after SIGTERM"
     )

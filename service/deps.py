@@ -19,6 +19,8 @@ from service.errors import ProblemError
 from service.inference import Inference
 from service.launcher import Launcher
 from service.registry import Registry
+from service.rollout.store import RolloutStore
+from service.rollout.traffic import Traffic
 from service.stores import Backend, JobStoreLike, ModelStoreLike
 
 log = logging.getLogger("iris.auth")
@@ -35,6 +37,12 @@ class State:
     launcher: Launcher
     token: bytes
     inference: Inference
+    traffic: Traffic
+
+    @property
+    def rollout(self) -> RolloutStore:
+        assert self.backend.rollout is not None  # a server's backend always has one
+        return self.backend.rollout
 
     @property
     def store(self) -> ModelStoreLike:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
+from model.errors import ModelStoreError
 from model.network import (
     Cache,
     FloatArray,
@@ -38,6 +39,10 @@ from service import metrics
 from service.body import Rows
 from service.errors import ProblemError
 from service.registry import Registry
+from service.rollout.traffic import Traffic
+
+Headers = Iterable[tuple[Any, Any]] | None
+"""A request's raw headers (ASGI's or gRPC metadata's), read only for an X-Routing-Key."""
 
 T = TypeVar("T")
 
@@ -78,18 +83,29 @@ class Computed(NamedTuple):
 class Inference:
     """The core: predictions and gradients of rows, by version, within the limits."""
 
-    def __init__(self, registry: Registry, max_instances: int, max_answer_values: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        max_instances: int,
+        max_answer_values: int,
+        traffic: Traffic | None = None,
+    ) -> None:
         self.registry = registry
         self.max_instances = max_instances
         self.max_answer_values = max_answer_values
+        self.traffic = traffic
 
-    def predict(self, rows: Rows, version: str | None) -> OneRow | Batch:
+    def predict(self, rows: Rows, version: str | None, headers: Headers = None) -> OneRow | Batch:
         """The version that answers and its predictions for raw measurements (n, 4), counted
-        in the metrics. One row is computed with Python floats where the bits allow
-        (:func:`~model.network.predict_one`: a third of the NumPy calls), many as arrays."""
+        in the metrics and the rollout's tallies. A request that pins no version goes where
+        the routing sends it (``headers``, raw, may hold its X-Routing-Key). One row is
+        computed with Python floats where the bits allow (:func:`~model.network.predict_one`:
+        a third of the NumPy calls), many as arrays."""
         n = len(rows)
         check_rows(n, self.max_instances)
-        stored = served_model(self.registry, version)
+        stored = self.answering(version, headers)
+        active = self.registry.active
+        by_stable = active is not None and stored.version == active.version
         if n == 1:
             row = rows[0]
             probabilities = predict_one(
@@ -98,13 +114,31 @@ class Inference:
             p0, p1, p2 = probabilities
             k = 0 if p0 >= p1 and p0 >= p2 else 1 if p1 >= p2 else 2  # the first maximum
             metrics.count_prediction(k)
+            if self.traffic is not None:
+                self.traffic.served(stored.version, rows, k, by_stable)
             return OneRow(stored.version, probabilities, k)
         model = stored.model
         raw = np.asarray(rows, dtype=np.float64)
         o_s = forward(model.params, model.standardizer.transform(raw)).o_s
         classes = o_s.argmax(axis=1)
         metrics.count_predictions(classes)
+        if self.traffic is not None:
+            self.traffic.served(stored.version, raw, classes, by_stable)
         return Batch(stored.version, o_s, classes)
+
+    def answering(self, version: str | None, headers: Headers) -> StoredModel:
+        """The model that answers: the pinned version, or where the routing sends the
+        request (stable, when the canary it names cannot be loaded: a routed request never
+        fails for its canary)."""
+        if version is not None or self.traffic is None:
+            return served_model(self.registry, version)
+        routed = self.traffic.choose(headers)
+        if routed is None:
+            return served_model(self.registry, None)
+        try:
+            return served_model(self.registry, routed)
+        except ModelStoreError:
+            return served_model(self.registry, None)
 
     def gradients(
         self,
@@ -113,18 +147,22 @@ class Inference:
         version: str | None,
         reduction: Reduction,
         include: frozenset[str],
+        *,
+        headers: Headers = None,
     ) -> Computed:
         """The forward pass, the loss and every gradient of the derivation, for raw
         measurements (n, 4) and class indices y (n,); refused before any work when the
         answer would hold more than IRIS_MAX_ANSWER_VALUES numbers."""
         n = len(rows)
         check_rows(n, self.max_instances)
-        stored = served_model(self.registry, version)
+        stored = self.answering(version, headers)
         model = stored.model
         check_answer_size(n, model.params.hidden_units, reduction, include, self.max_answer_values)
         raw = np.asarray(rows, dtype=np.float64)
         cache = forward(model.params, model.standardizer.transform(raw))
         value = cross_entropy(cache, y, reduction)
+        if self.traffic is not None:
+            self.traffic.counted(stored.version, n)
         return Computed(stored, cache, value, backward(model.params, cache, y, reduction))
 
 

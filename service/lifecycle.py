@@ -26,6 +26,7 @@ from service.inference import Inference
 from service.job_store import JobError
 from service.launcher import Launcher
 from service.registry import Registry, ensure_default_model
+from service.rollout.traffic import Traffic
 from service.stores import Backend, open_backend
 from service.tuning import tune_process
 
@@ -82,8 +83,26 @@ def build_state(settings: Settings) -> State:
         max_training_seconds=settings.max_training_seconds,
         child_env=backend.child_env,
     )
-    inference = Inference(registry, settings.max_instances, settings.max_answer_values)
-    return State(settings, backend, registry, launcher, token, inference)
+    assert backend.rollout is not None
+    traffic = Traffic(
+        backend.rollout,
+        registry,
+        window=settings.drift_window,
+        flush_seconds=settings.monitor_flush_seconds,
+        threshold=settings.drift_psi_threshold,
+    )
+    inference = Inference(registry, settings.max_instances, settings.max_answer_values, traffic)
+    state = State(settings, backend, registry, launcher, token, inference, traffic)
+    follow_routing(state)
+    return state
+
+
+def follow_routing(state: State) -> None:
+    """The rollout's tables, and the routing plan applied (tried again by the flusher)."""
+    try:
+        state.traffic.prepare()
+    except ModelStoreError as error:
+        log.error("routing is unavailable: %s", error)
 
 
 def prepare(backend: Backend, registry: Registry, seed: int) -> None:

@@ -28,7 +28,8 @@ from service.config import Settings, get_settings
 from service.edge import HotRouteDispatch, Limits, RequestMetrics
 from service.lifecycle import build_state, follow_current, watch_parent
 from service.openapi import custom_openapi
-from service.routers import gradients, health, models, predict, train
+from service.rollout.plan import ROUTING_CHANGED
+from service.routers import gradients, health, models, predict, rollout, train
 from service.routing import HotRoutes
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from service.rpc.server import GrpcServer
 
 log = logging.getLogger("iris.service")
-NATIVE_ROUTERS = (train.router, models.router, health.router)
+NATIVE_ROUTERS = (train.router, models.router, rollout.router, health.router)
 HOT_ROUTES = HotRoutes([predict.ROUTE, gradients.ROUTE, *v2.INFER_ROUTES])
 """The body routes the edge answers before FastAPI: the one table of them."""
 
@@ -76,6 +77,15 @@ async def start_grpc(state: State, settings: Settings) -> GrpcServer | None:
     return server
 
 
+def notified(state: State, what: str | None) -> None:
+    """A notification from any replica: a version was activated, the routing changed, or
+    (None) the listener reconnected and either may have."""
+    if what != ROUTING_CHANGED:
+        state.registry.refresh()
+    if what is None or what == ROUTING_CHANGED:
+        state.traffic.reload()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -89,8 +99,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         follower = asyncio.create_task(follow_current(state))
         # The listener's thread loads a newly activated version itself (refresh is
-        # thread-safe), so the swap waits for neither the poll nor the event loop.
-        stop_listening = state.backend.listen(lambda version: state.registry.refresh())
+        # thread-safe), so the swap waits for neither the poll nor the event loop; a routing
+        # change is applied the same way.
+        stop_listening = state.backend.listen(lambda what: notified(state, what))
+        state.traffic.start()
         parent_watch = watch_parent()
         rpc = await start_grpc(state, settings)
         log.info(
@@ -107,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 parent_watch.set()
             if stop_listening is not None:
                 stop_listening()
+            await run_in_threadpool(state.traffic.stop)  # the last counts are flushed
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower

@@ -63,6 +63,18 @@ ACTIVE_MODEL = Gauge(
     multiprocess_mode="liveall",
 )
 
+DRIFT_PSI = Gauge(
+    "iris_drift_psi",
+    "Population stability index of the recent input rows against the stable version's "
+    "training data, by feature (0 while the window holds too few rows)",
+    ["feature"],
+    multiprocess_mode="livemostrecent",
+)
+SHADOW_DROPPED = Counter(
+    "iris_shadow_dropped_rows_total",
+    "Rows not computed by the shadow version because its queue was full",
+)
+
 
 # Label values come from closed sets, so no client can add series: a method outside these is
 # "other" (methods are case-sensitive: "get" is one), a path that matched no route is

@@ -355,3 +355,145 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+# -- the rollout: routing, feedback, monitoring ------------------------------------------------
+
+
+class CanarySpec(Closed):
+    version: Version
+    weight: float = Field(
+        gt=0, lt=1, strict=True, description="share of the requests that pin no version"
+    )
+    promote_after: Integer | None = Field(
+        None,
+        ge=1,
+        le=1_000_000_000,
+        description="feedback labels after which the rule promotes or rolls back the "
+        "canary; null: no rule, a person decides",
+    )
+    max_accuracy_drop: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        strict=True,
+        description="how much lower than stable's (on the same labelled rows) the canary's "
+        "accuracy may be and still be promoted",
+    )
+
+
+class ShadowSpec(Closed):
+    version: Version
+
+
+class RoutingRequest(Closed):
+    """PUT /routing: the whole plan but stable (omitted parts mean none)."""
+
+    canary: CanarySpec | None = None
+    shadow: ShadowSpec | None = None
+    stable: Version | None = Field(
+        None,
+        description="ignored when given (what GET /routing answered can be sent back): "
+        "stable is the active version, which POST /models/{version}/activate sets",
+    )
+    revision: Integer | None = Field(
+        None,
+        ge=0,
+        description="the revision the change was made from (GET /routing's): when given, "
+        "a 409 if the routing changed since",
+    )
+
+
+class Routing(BaseModel):
+    stable: str | None
+    canary: CanarySpec | None
+    shadow: ShadowSpec | None
+    revision: int
+
+
+class FeedbackRequest(Closed):
+    model_version: Version = Field(description="the version that answered these rows")
+    instances: list[Instance] = Field(
+        min_length=1, fail_fast=True, description="at most IRIS_MAX_INSTANCES rows"
+    )
+    labels: list[Species | ClassIndex] = Field(
+        min_length=1, fail_fast=True, description="their true species, by name or class index"
+    )
+
+    @model_validator(mode="after")
+    def one_label_per_instance(self) -> FeedbackRequest:
+        if len(self.labels) != len(self.instances):
+            raise ValueError(
+                f"labels: {len(self.labels)} labels for {len(self.instances)} instances; "
+                "give one label per instance"
+            )
+        return self
+
+
+class Decision(BaseModel):
+    event: str = Field(description="promoted, rolled_back or promotion_failed")
+    reason: str
+    figures: dict[str, Any] | None = None
+
+
+class FeedbackResponse(BaseModel):
+    model_version: str
+    count: int = Field(description="labels counted")
+    correct: int = Field(description="how many the version predicts right")
+    decision: Decision | None = Field(
+        description="what the rule decided of the canary upon this feedback, if anything"
+    )
+
+
+class FeedbackFigures(BaseModel):
+    count: int
+    correct: int
+    accuracy: float | None = Field(description="correct / count; null without feedback")
+
+
+class ShadowFigures(BaseModel):
+    count: int = Field(description="rows the version computed in shadow of stable")
+    agreed: int
+    agreement: float | None = Field(description="agreed / count")
+
+
+class VersionFigures(BaseModel):
+    role: Literal["stable", "canary", "shadow"] | None
+    served: int = Field(description="rows the version answered (predictions and gradients)")
+    feedback: FeedbackFigures
+    shadow: ShadowFigures | None
+
+
+class FeatureDrift(BaseModel):
+    psi: float | None = Field(description="null while the window holds too few rows")
+    drifted: bool
+
+
+class Drift(BaseModel):
+    reference: str = Field(description="the stable version, whose training data is compared")
+    reference_source: str | None = Field(
+        description="'training rows' (kept with the version), or 'normal approximation' "
+        "(a version whose training rows are not known)"
+    )
+    window: int = Field(description="IRIS_DRIFT_WINDOW")
+    rows: int = Field(description="rows in the window now")
+    threshold: float = Field(description="IRIS_DRIFT_PSI_THRESHOLD")
+    features: dict[str, FeatureDrift]
+
+
+class Monitoring(BaseModel):
+    versions: dict[str, VersionFigures]
+    drift: Drift
+
+
+class HistoryEntry(BaseModel):
+    id: int
+    at: str
+    event: str = Field(description="routing_changed, promoted, rolled_back, promotion_failed")
+    reason: str
+    routing: dict[str, Any] = Field(description="canary and shadow after the change")
+    figures: dict[str, Any] | None = Field(description="what decided it, for the rule's")
+
+
+class RoutingHistory(BaseModel):
+    history: list[HistoryEntry]

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from model.network import Model
 from model.persistence import ModelStore, StoredModel
 from service.job_store import JobSpec, JobStore
+from service.rollout.store import RolloutStore, SqliteConnector
 
 log = logging.getLogger("iris.stores")
 DATABASE_URL = "IRIS_DATABASE_URL"
@@ -73,6 +74,7 @@ class Backend:
     models: ModelStoreLike
     jobs: JobStoreLike
     child_args: list[str]
+    rollout: RolloutStore | None = None  # the routing and monitoring state (servers only)
     child_env: dict[str, str] = field(default_factory=dict)
     where: str = ""  # for the log: the data directory, or host:port/database
     schema_version: int | None = None
@@ -89,7 +91,8 @@ class Backend:
         return lock() if lock is not None else contextlib.nullcontext()
 
     def listen(self, callback: Callable[[str | None], object]) -> Callable[[], None] | None:
-        """Call ``callback`` when any replica activates a version; returns how to stop."""
+        """Call ``callback`` when any replica activates a version (with the version) or
+        changes the routing (with "routing"); returns how to stop."""
         if not self.shared:
             return None
         from service.postgres import Listener
@@ -107,6 +110,7 @@ def open_backend(data_dir: Path, database_url: str | None, heartbeat_timeout: fl
     directory. Opening never waits for a database: with it down, calls fail until it is back."""
     if database_url:
         from service.postgres import open_stores
+        from service.postgres.rollout import PostgresConnector
 
         stores = open_stores(
             database_url, heartbeat_timeout=heartbeat_timeout, instance=instance_name()
@@ -116,6 +120,7 @@ def open_backend(data_dir: Path, database_url: str | None, heartbeat_timeout: fl
             stores.models,
             stores.jobs,
             child_args=["postgresql"],
+            rollout=RolloutStore(PostgresConnector(stores.database)),
             child_env={DATABASE_URL: database_url},
             where=stores.database.where,
             close=stores.close,
@@ -126,6 +131,7 @@ def open_backend(data_dir: Path, database_url: str | None, heartbeat_timeout: fl
         ModelStore(models_dir),
         JobStore(jobs_db, heartbeat_timeout),
         child_args=["files", str(jobs_db), str(models_dir)],
+        rollout=RolloutStore(SqliteConnector(data_dir / "monitoring.sqlite3")),
         where=str(data_dir),
     )
 

@@ -15,6 +15,8 @@ Tables (see each step for the columns):
 - ``model_current``: one row, the active version (a foreign key: it never dangles).
 - ``model_activations``: every activation, in commit order.
 - ``jobs``: training jobs; a partial unique index admits one queued or running job.
+- ``routing``, ``routing_history``, ``version_counts``, ``paired_feedback``, ``drift_rows``:
+  the rollout (service/rollout/store.py writes them).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ log = logging.getLogger("iris.postgres")
 # pg_advisory_xact_lock key for schema changes: "iris" in ASCII, then "schema" as a tag.
 LOCK_KEY = 0x69726973_0005C4E3
 CHANNEL = "iris_model_activated"
-"""The LISTEN/NOTIFY channel; the payload is the version just made current."""
+"""The LISTEN/NOTIFY channel; the payload is the version just made current, or "routing"
+when the routing plan changed (service/rollout/plan.py's ROUTING_CHANGED)."""
 
 
 class Step(NamedTuple):
@@ -105,6 +108,50 @@ MIGRATIONS: tuple[Step, ...] = (
         "a training job's note",
         """
         ALTER TABLE jobs ADD COLUMN note text;  -- POST /train's note, at most 200 characters
+        """,
+    ),
+    Step(
+        4,
+        "the rollout: routing plan and history, counts per version, recent input rows",
+        """
+        CREATE TABLE routing (
+            name text PRIMARY KEY CHECK (name = 'routing'),
+            revision bigint NOT NULL,
+            canary text,   -- JSON of the canary, or NULL
+            shadow text,   -- JSON of the shadow, or NULL
+            changed_at double precision NOT NULL
+        );
+        INSERT INTO routing (name, revision, changed_at) VALUES ('routing', 0, 0);
+        CREATE TABLE routing_history (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at double precision NOT NULL,
+            event text NOT NULL,
+            reason text NOT NULL,
+            routing text NOT NULL,
+            figures text
+        );
+        CREATE TABLE version_counts (
+            version text PRIMARY KEY,
+            served bigint NOT NULL DEFAULT 0,
+            feedback bigint NOT NULL DEFAULT 0,
+            correct bigint NOT NULL DEFAULT 0,
+            shadowed bigint NOT NULL DEFAULT 0,
+            agreed bigint NOT NULL DEFAULT 0
+        );
+        CREATE TABLE paired_feedback (
+            version text NOT NULL,
+            stable text NOT NULL,
+            count bigint NOT NULL DEFAULT 0,
+            correct bigint NOT NULL DEFAULT 0,
+            stable_correct bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (version, stable)
+        );
+        CREATE TABLE drift_rows (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            rows integer NOT NULL,
+            data bytea NOT NULL,   -- rows x 4 little-endian float64
+            at double precision NOT NULL
+        );
         """,
     ),
 )

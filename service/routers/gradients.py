@@ -30,7 +30,7 @@ def gradients_body(request: Request, raw_body: bytes) -> bytes:
     include = frozenset(body.include)
     rows = native.instance_rows(body.instances)
     stored, cache, value, grads = st.inference.gradients(
-        rows, y, body.model_version, body.reduction, include
+        rows, y, body.model_version, body.reduction, include, headers=request.scope["headers"]
     )
     answer: dict[str, Any] = {
         "model_version": stored.version,

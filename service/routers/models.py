@@ -16,6 +16,7 @@ from service.deps import AppState, State, Token, state
 from service.errors import public
 from service.inference import in_compute_pool
 from service.responses import json_response, problem_responses
+from service.rollout import control
 
 router = APIRouter()
 
@@ -107,6 +108,7 @@ def history_view(st: State, version: str) -> Response:
 def activate_model(st: AppState, version: str) -> Response:
     st.store.activate(check_version_id(version))
     st.registry.refresh()
+    control.activated(st, version)  # a canary or shadow of it is stable now: cleared
     return json_response({"current": version, "serving": version})
 
 
@@ -131,6 +133,11 @@ def delete_model(st: AppState, version: str) -> Response:
             else "served by this worker in place of the current version, which it cannot load"
         )
         raise ModelInUseError(f"version {version} is {why}: activate another version first")
+    role = control.routed(st, version)
+    if role is not None:
+        raise ModelInUseError(
+            f"version {version} is the routing's {role}: clear it first (PUT /routing)"
+        )
     try:
         st.store.delete(version)
     except ModelNotFoundError:

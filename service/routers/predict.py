@@ -29,7 +29,7 @@ def predict_body(request: Request, body: bytes) -> bytes:
     st = state(request)
     check_media_type(request)
     rows, version = native.predict_input(body, st.inference.max_instances)
-    predicted = st.inference.predict(rows, version)
+    predicted = st.inference.predict(rows, version, request.scope["headers"])
     if isinstance(predicted, OneRow):
         return prediction_json(*predicted)
     return predictions_json(*predicted)

@@ -32,7 +32,7 @@ from model.network import N_FEATURES
 from service import inference
 from service.deps import State
 from service.errors import public
-from service.inference import OneRow
+from service.inference import Headers, OneRow
 from service.rpc import inference_pb2 as pb
 from service.v2.decode import (
     binary_rows,
@@ -143,11 +143,14 @@ def request_rows(request: pb.ModelInferRequest, limit: int) -> Any:
     return [rows[0].tolist()] if n == 1 else rows
 
 
-def infer(state: State, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-    """The whole of a ModelInfer call: its rows, the prediction, the answer."""
+def infer(
+    state: State, request: pb.ModelInferRequest, metadata: Headers = None
+) -> pb.ModelInferResponse:
+    """The whole of a ModelInfer call: its rows, the prediction, the answer; ``metadata`` may
+    hold its x-routing-key."""
     rows = request_rows(request, state.inference.max_instances)
     names = output_names(request.outputs, [output.parameters for output in request.outputs])
-    predicted = state.inference.predict(rows, request.model_version or None)
+    predicted = state.inference.predict(rows, request.model_version or None, metadata)
     if isinstance(predicted, OneRow):
         version, probabilities, k = predicted
         o_s, index = np.array([probabilities]), np.array([k])
@@ -226,17 +229,18 @@ class InferenceService:
         return await self.in_pool(context, metadata)
 
     async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        metadata = context.invocation_metadata()
         if values_in(request) <= INLINE_VALUES:
             token = inference.ON_EVENT_LOOP.set(True)
             try:
-                return infer(self.state, request)
+                return infer(self.state, request, metadata)
             except inference.NotLoadedError:
                 pass  # a pinned version to load from disk: in the pool, below
             except Exception as error:
                 await refuse(context, error)
             finally:
                 inference.ON_EVENT_LOOP.reset(token)
-        return await self.in_pool(context, lambda: infer(self.state, request))
+        return await self.in_pool(context, lambda: infer(self.state, request, metadata))
 
     async def in_pool(self, context: aio.ServicerContext, work: Callable[[], T]) -> T:
         """``work()`` in the compute pool, or the call aborted with its error's status."""

@@ -23,7 +23,7 @@ from model.network import N_FEATURES, FloatArray, IntArray
 from model.persistence import StoredModel
 from service import inference
 from service.deps import State, state
-from service.inference import OneRow
+from service.inference import Headers, OneRow
 from service.responses import json_response
 from service.routing import Answer, HotRoute, endpoint_for
 from service.v2.decode import inflated, request_input, split_binary
@@ -111,12 +111,16 @@ _BINARY_HEADER = BINARY_HEADER.encode()
 
 
 def infer_answer(
-    st: State, body: bytes, version: str | None, binary: memoryview | None = None
+    st: State,
+    body: bytes,
+    version: str | None,
+    binary: memoryview | None = None,
+    headers: Headers = None,
 ) -> bytes | Answer:
     """The answer to an inference request: its JSON (``body``, already inflated), and the
-    binary tensor data after it, if any."""
+    binary tensor data after it, if any; ``headers`` may hold its X-Routing-Key."""
     rows, names, as_binary, request_id = request_input(body, st.inference.max_instances, binary)
-    predicted = st.inference.predict(rows, version)
+    predicted = st.inference.predict(rows, version, headers)
     if isinstance(predicted, OneRow):
         served, probabilities, k = predicted
         if not any(as_binary):
@@ -307,7 +311,7 @@ def infer_request(request: Request, body: bytes) -> bytes | Answer:
             encoding = value.decode("latin-1")
     inflated_body = inflated(body, encoding, st.settings.max_body_bytes)
     json_part, binary = split_binary(inflated_body, header)
-    return infer_answer(st, json_part, version, binary)
+    return infer_answer(st, json_part, version, binary, request.scope["headers"])
 
 
 @router.get("/v2", summary="Server metadata: name, version, extensions")
