@@ -36,7 +36,9 @@ class Settings(BaseSettings):
         "0: no gRPC",
     )
     api_token: SecretStr | None = Field(
-        None, description="bearer token for train, cancel and activate; generated if unset"
+        None,
+        description="bearer token for train, cancel, activate, delete, routing and feedback; "
+        "generated if unset",
     )
     log_level: LogLevel = Field("info", description="what the server logs, from critical to debug")
     access_log: bool = Field(

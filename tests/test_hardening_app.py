@@ -40,15 +40,17 @@ def mode(path: Path) -> int:
 # -- file modes and the token -----------------------------------------------------------------
 
 
-def test_data_directory_token_and_jobs_database_are_private(tmp_path: Path) -> None:
+def test_data_directory_token_and_databases_are_private(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with make_client(data_dir) as client:
         assert client.get("/train").status_code == 200
         assert mode(data_dir) == 0o700
         assert mode(data_dir / "api_token") == 0o600
-        for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"):
-            if (data_dir / name).exists():
-                assert mode(data_dir / name) == 0o600, name
+        assert mode(data_dir / "monitoring.sqlite3") == 0o600
+        for base in ("jobs.sqlite3", "monitoring.sqlite3"):
+            for name in (base, f"{base}-wal", f"{base}-shm"):
+                if (data_dir / name).exists():
+                    assert mode(data_dir / name) == 0o600, name
 
 
 def test_the_generated_token_is_logged_once_by_the_process_that_created_it(
