@@ -21,6 +21,13 @@ UNSTATABLE: dict[str, list[tuple[int, str]]] = {
     "POST /gradients": [(422, "give one label per instance"), (422, "IRIS_MAX_INSTANCES")],
     "POST /train": [(422, "IRIS_MAX_TRAIN_ROWS"), (422, "every species needs at least")],
     "GET /models/{version}/regions": [(422, "must be two different features")],
+    # A version in a body must be stored (and, for the routing, not stable).
+    "POST /feedback": [
+        (422, "give one label per instance"),
+        (422, "IRIS_MAX_INSTANCES"),
+        (422, "no stored model version"),
+    ],
+    "PUT /routing": [(422, "no stored model version"), (422, "is the stable version")],
     **{
         label: [
             (400, "values, data has"),  # shape [n, 4] against the number of values

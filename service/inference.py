@@ -103,7 +103,8 @@ class Inference:
         a third of the NumPy calls), many as arrays."""
         n = len(rows)
         check_rows(n, self.max_instances)
-        stored = self.answering(version, headers)
+        stored = self.model_for(version, headers)
+        traffic = self.traffic
         active = self.registry.active
         by_stable = active is not None and stored.version == active.version
         if n == 1:
@@ -114,29 +115,35 @@ class Inference:
             p0, p1, p2 = probabilities
             k = 0 if p0 >= p1 and p0 >= p2 else 1 if p1 >= p2 else 2  # the first maximum
             metrics.count_prediction(k)
-            if self.traffic is not None:
-                self.traffic.served(stored.version, rows, k, by_stable)
+            if traffic is not None:
+                traffic.served(stored.version, rows, k, by_stable)
             return OneRow(stored.version, probabilities, k)
         model = stored.model
         raw = np.asarray(rows, dtype=np.float64)
         o_s = forward(model.params, model.standardizer.transform(raw)).o_s
         classes = o_s.argmax(axis=1)
         metrics.count_predictions(classes)
-        if self.traffic is not None:
-            self.traffic.served(stored.version, raw, classes, by_stable)
+        if traffic is not None:
+            traffic.served(stored.version, raw, classes, by_stable)
         return Batch(stored.version, o_s, classes)
 
-    def answering(self, version: str | None, headers: Headers) -> StoredModel:
-        """The model that answers: the pinned version, or where the routing sends the
-        request (stable, when the canary it names cannot be loaded: a routed request never
-        fails for its canary)."""
-        if version is not None or self.traffic is None:
-            return served_model(self.registry, version)
-        routed = self.traffic.choose(headers)
-        if routed is None:
+    def model_for(self, version: str | None, headers: Headers) -> StoredModel:
+        """The model that answers: the pinned version, else stable, or the canary where the
+        routing sends the request (read only while a canary is set)."""
+        traffic = self.traffic
+        if version is None and traffic is not None and traffic.canary is not None:
+            return self.routed(traffic, headers)
+        return served_model(self.registry, version)
+
+    def routed(self, traffic: Traffic, headers: Headers) -> StoredModel:
+        """The model the routing sends a request that pins no version to, while a canary is
+        set (stable when the canary cannot be loaded: a routed request never fails for its
+        canary)."""
+        version = traffic.choose(headers)
+        if version is None:
             return served_model(self.registry, None)
         try:
-            return served_model(self.registry, routed)
+            return served_model(self.registry, version)
         except ModelStoreError:
             return served_model(self.registry, None)
 
@@ -155,7 +162,7 @@ class Inference:
         answer would hold more than IRIS_MAX_ANSWER_VALUES numbers."""
         n = len(rows)
         check_rows(n, self.max_instances)
-        stored = self.answering(version, headers)
+        stored = self.model_for(version, headers)
         model = stored.model
         check_answer_size(n, model.params.hidden_units, reduction, include, self.max_answer_values)
         raw = np.asarray(rows, dtype=np.float64)

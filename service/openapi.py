@@ -25,6 +25,8 @@ def custom_openapi(app: FastAPI, hot: HotRoutes) -> dict[str, Any]:
         schemas.PredictRequest,
         schemas.GradientsRequest,
         schemas.TrainRequest,
+        schemas.RoutingRequest,
+        schemas.FeedbackRequest,
         schemas.Problem,
     )
     for body in bodies:

@@ -360,15 +360,18 @@ class Problem(BaseModel):
 # -- the rollout: routing, feedback, monitoring ------------------------------------------------
 
 
+# Constraints inside the type, so that the JSON Schema of the optional field keeps them.
+PromoteAfter = Annotated[int, Field(ge=1, le=1_000_000_000, strict=True), BeforeValidator(integral)]
+Revision = Annotated[int, Field(ge=0, strict=True), BeforeValidator(integral)]
+
+
 class CanarySpec(Closed):
     version: Version
     weight: float = Field(
         gt=0, lt=1, strict=True, description="share of the requests that pin no version"
     )
-    promote_after: Integer | None = Field(
+    promote_after: PromoteAfter | None = Field(
         None,
-        ge=1,
-        le=1_000_000_000,
         description="feedback labels after which the rule promotes or rolls back the "
         "canary; null: no rule, a person decides",
     )
@@ -396,9 +399,8 @@ class RoutingRequest(Closed):
         description="ignored when given (what GET /routing answered can be sent back): "
         "stable is the active version, which POST /models/{version}/activate sets",
     )
-    revision: Integer | None = Field(
+    revision: Revision | None = Field(
         None,
-        ge=0,
         description="the revision the change was made from (GET /routing's): when given, "
         "a 409 if the routing changed since",
     )

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import string
 import time
 from collections.abc import Iterator
@@ -973,6 +974,13 @@ def test_openapi_describes_every_endpoint_with_its_errors(shared: TestClient) ->
     schemas = spec["components"]["schemas"]
     for name in ("PredictRequest", "Instance", "GradientsRequest", "TrainRequest", "Problem"):
         assert name in schemas
+    # Every reference resolves: a body a route reads itself is in the document too.
+    refs = set(re.findall(r'"\$ref": ?"#/components/schemas/([^"]+)"', json.dumps(spec)))
+    assert refs - set(schemas) == set()
+    for path in ("/routing", "/routing/history", "/feedback", "/monitoring"):
+        assert path in paths, path
+    assert paths["/routing"]["put"]["security"] == [{"bearer": []}]
+    assert paths["/feedback"]["post"]["security"] == [{"bearer": []}]
 
 
 def test_token_is_generated_once_with_mode_0600(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from harness.models import random_model
 from harness.programs import require
 from harness.servers import ServerProcess, free_port, server_pool, wait_for
 from model.data import CLASSES, FEATURES, load_iris
@@ -216,6 +217,36 @@ def test_typed_contents_through_the_plain_generated_stub(
     assert [b.decode() for b in answer.outputs[0].contents.bytes_contents] == labels
     assert list(answer.outputs[1].contents.fp64_contents) == o_s.ravel().tolist()
     assert list(answer.outputs[1].shape) == [3, 3]
+
+
+@pytest.mark.slow
+def test_grpc_calls_follow_the_routing_key_and_the_pin_as_http_ones(
+    server: ServerProcess, channel: grpc.Channel, http: httpx.Client
+) -> None:
+    auth = {"Authorization": f"Bearer {(server.data_dir / 'api_token').read_text().strip()}"}
+    stable = http.get("/routing").json()["stable"]
+    canary = ModelStore(server.data_dir / "models").save(random_model(seed=31), {})
+    body = {"canary": {"version": canary, "weight": 0.5}}
+    assert http.put("/routing", json=body, headers=auth).status_code == 200
+    try:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        met: dict[str, set[str]] = {}
+        for i in range(40):
+            key = f"user-{i % 8}"
+            answer = stub.ModelInfer(raw(RAW[:1]), metadata=(("x-routing-key", key),))
+            met.setdefault(key, set()).add(answer.model_version)
+        assert all(len(versions) == 1 for versions in met.values()), met
+        for key, versions in met.items():  # HTTP meets the same version for the same key
+            row = {"instances": [dict(zip(FEATURES, RAW[0].tolist(), strict=True))]}
+            answer = http.post("/predict", json=row, headers={"X-Routing-Key": key})
+            assert {answer.json()["model_version"]} == versions
+        unkeyed = {stub.ModelInfer(raw(RAW[:1])).model_version for _ in range(60)}
+        assert unkeyed == {stable, canary}
+        pinned = raw(RAW[:1])
+        pinned.model_version = stable
+        assert {stub.ModelInfer(pinned).model_version for _ in range(30)} == {stable}
+    finally:
+        http.put("/routing", json={}, headers=auth)
 
 
 @pytest.mark.slow

@@ -95,11 +95,12 @@ class Hostile:
 
 
 def files(data_dir: Path) -> dict[str, str]:
-    """sha256 of every file under the data directory but the jobs database."""
+    """sha256 of every file under the data directory but the jobs and monitoring databases
+    (every answer adds to the monitoring counts)."""
     return {
         str(path.relative_to(data_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(data_dir.rglob("*"))
-        if path.is_file() and not path.name.startswith("jobs.sqlite3")
+        if path.is_file() and not path.name.startswith(("jobs.sqlite3", "monitoring.sqlite3"))
     }
 
 

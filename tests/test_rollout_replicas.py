@@ -3,6 +3,7 @@ decision."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from service.postgres import PostgresModelStore
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.haproxy]
 
 FOLLOW_SECONDS = 1.0  # the issue's bound: every replica applies a routing change within 1 s
+REQUESTS = 2000
+WEIGHT = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,30 @@ def test_a_routing_change_reaches_every_replica_within_a_second(
     routing = put(clients[1], {})
     assert all_follow(clients, routing["revision"], started) < FOLLOW_SECONDS
     assert all(c.get("/routing").json()["canary"] is None for c in clients)
+
+
+def test_the_split_and_the_keys_hold_through_the_balancer(
+    replicas: ReplicaSet, clients: list[httpx.Client]
+) -> None:
+    stable = clients[0].get("/routing").json()["stable"]
+    canary = new_version(replicas, 24)
+    routing = put(clients[0], {"canary": {"version": canary, "weight": WEIGHT}})
+    all_follow(clients, routing["revision"], time.monotonic())
+    with httpx.Client(base_url=replicas.balancer_url, timeout=10.0) as balancer:
+        served = Counter(
+            balancer.post("/predict", json=PREDICT).json()["model_version"] for _ in range(REQUESTS)
+        )
+        assert set(served) == {stable, canary}
+        share = served[canary] / REQUESTS
+        assert abs(share - WEIGHT) < 5 * math.sqrt(WEIGHT * (1 - WEIGHT) / REQUESTS), served
+        # Round robin sends a key's three requests to three replicas: one version still.
+        met: dict[str, set[str]] = {}
+        for i in range(300):
+            key = f"user-{i % 100}"
+            answer = balancer.post("/predict", json=PREDICT, headers={"X-Routing-Key": key})
+            met.setdefault(key, set()).add(answer.json()["model_version"])
+    assert all(len(versions) == 1 for versions in met.values())
+    put(clients[0], {})
 
 
 def test_every_replica_answers_monitoring_with_the_same_figures(

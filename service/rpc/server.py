@@ -229,7 +229,8 @@ class InferenceService:
         return await self.in_pool(context, metadata)
 
     async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
-        metadata = context.invocation_metadata()
+        # Read only while a canary is set: the metadata's one use is an x-routing-key.
+        metadata = context.invocation_metadata() if self.state.traffic.canary else None
         if values_in(request) <= INLINE_VALUES:
             token = inference.ON_EVENT_LOOP.set(True)
             try:
