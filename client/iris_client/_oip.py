@@ -3,18 +3,22 @@ binary tensor data extension, or over gRPC with raw contents. FP64 in, every out
 binary: nothing is written or read as text.
 
 The request and answer shapes live here, shared by the blocking and the asyncio client;
-gRPC (blocking only) is :func:`grpc_infer`. Needs NumPy (``iris-client[numpy]``), and for
-gRPC grpcio and protobuf (``iris-client[grpc]``). An answer is checked whole before it is
-returned: every output there, of the shapes the rows need, labels that are the classes'.
+gRPC (blocking only) is :func:`grpc_infer`, retried by the client's RetryPolicy as HTTP is
+(:func:`grpc_retry_delay` says which failures, and how long to wait). Needs NumPy
+(``iris-client[numpy]``), and for gRPC grpcio and protobuf (``iris-client[grpc]``). An answer
+is checked whole before it is returned: every output there, of the shapes the rows need,
+labels that are the classes'.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from iris_client._core import RetryPolicy, may_retry
 from iris_client.errors import ConnectionFailedError, InputError, ProtocolError, problem_class
 from iris_client.types import CLASSES
 
@@ -178,9 +182,18 @@ def grpc_infer(
     *,
     timeout: float,
     max_answer_bytes: int,
+    retry: RetryPolicy,
 ) -> Inferred:
-    """One ModelInfer call with raw contents, within ``timeout``; gRPC's errors as the
-    client's."""
+    """ModelInfer with raw contents, sent again as ``retry`` and :func:`grpc_retry_delay`
+    allow, every attempt within the one ``timeout`` of the whole call; gRPC's errors as the
+    client's.
+
+    Each attempt is given what is left of the deadline as its gRPC timeout, and a channel of
+    its own: one after a refused or broken connection connects at once, where the last
+    channel would fail it fast while it waits out its reconnection backoff (about a second).
+    ``wait_for_ready`` is off, so an attempt without a connection fails at once instead of
+    waiting for one.
+    """
     try:
         import grpc
         from google.protobuf.runtime_version import VersionError
@@ -198,16 +211,25 @@ def grpc_infer(
     request.inputs.add(name=INPUT, datatype="FP64", shape=list(rows.shape))
     request.raw_input_contents.append(rows.tobytes())
     options = [("grpc.max_receive_message_length", min(max_answer_bytes, 2**31 - 1))]
-    with grpc.insecure_channel(target, options=options) as channel:
-        call = channel.unary_unary(
-            GRPC_CALL,
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
+    deadline = time.monotonic() + timeout
+    retries = 0
+    while True:
         try:
-            answer = call(request, timeout=timeout)
+            with grpc.insecure_channel(target, options=options) as channel:
+                call = channel.unary_unary(
+                    GRPC_CALL,
+                    request_serializer=pb.ModelInferRequest.SerializeToString,
+                    response_deserializer=pb.ModelInferResponse.FromString,
+                )
+                left = max(0.0, deadline - time.monotonic())
+                answer = call(request, timeout=left, wait_for_ready=False)
+            break
         except grpc.RpcError as error:
-            raise grpc_error(error, target) from None
+            delay = grpc_retry_delay(error, retry, retries)
+            if delay is None or not may_retry(retry, retries, delay, deadline):
+                raise grpc_error(error, target) from None
+            time.sleep(delay)
+            retries += 1
     where = f"grpc://{target}"
     if len(answer.outputs) != len(answer.raw_output_contents):
         raise ProtocolError(f"{where}: outputs without their raw contents")
@@ -224,21 +246,78 @@ CHANNEL_FAILURES = (
     "connection reset",
     "connections to all backends failing",
     "client: ",
+    "stream removed (client: ",  # an answer over max_receive_message_length (grpcio 1.85)
 )
+# How a gRPC server refuses a call past its maximum_concurrent_rpcs (the service takes 64 at
+# once in a worker): busy, a refusal to retry, where other RESOURCE_EXHAUSTED are a message
+# too large.
+BUSY = "concurrent rpc limit exceeded"
+# gRPC's server pushback (its retry design, A6): milliseconds to wait before the next attempt;
+# negative or malformed, do not retry.
+PUSHBACK = "grpc-retry-pushback-ms"
+
+
+def channel_failure(details: str) -> bool:
+    return details.lower().startswith(CHANNEL_FAILURES)
+
+
+def pushback(error: Any) -> float | None:
+    """Seconds the server's ``grpc-retry-pushback-ms`` asks the client to wait; None when it
+    sent none; -1.0 when it is negative or malformed (the server says: do not retry)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == PUSHBACK:
+            text = value if isinstance(value, str) else value.decode("latin-1")
+            return int(text) / 1000 if text.isascii() and text.isdigit() else -1.0
+    return None
+
+
+def server_busy(error: Any) -> bool:
+    """A RESOURCE_EXHAUSTED the server sent to be retried: its concurrent-call limit, or any
+    with a pushback; not a message over a size limit (the request's or the answer's)."""
+    details = error.details() or ""
+    return (
+        error.code().name == "RESOURCE_EXHAUSTED"
+        and not channel_failure(details)
+        and (details.lower().startswith(BUSY) or pushback(error) is not None)
+    )
+
+
+def grpc_retry_delay(error: Any, policy: RetryPolicy, retries: int) -> float | None:
+    """Seconds to wait before ModelInfer is sent again after ``error``; None when it must not be.
+
+    ModelInfer changes nothing, so a call the server may have begun is sent again as safely as
+    one that never left: UNAVAILABLE (no connection, a reset or closed one, a server not ready
+    or going away) and a busy RESOURCE_EXHAUSTED (:func:`server_busy`), with the policy's
+    backoff, or the server's pushback as HTTP's Retry-After. A negative pushback, the whole
+    call's DEADLINE_EXCEEDED and every other status are final.
+    """
+    wait = pushback(error)
+    if wait is not None and wait < 0:
+        return None
+    if error.code().name == "UNAVAILABLE" or server_busy(error):
+        return policy.delay(retries, wait)
+    return None
 
 
 def grpc_error(error: Any, target: str) -> Exception:
-    """A gRPC failure as the client's error: a status the server sent by its HTTP status;
-    one of the channel's own (no connection, a name that does not resolve, a closed socket,
-    the deadline, an answer over the size cap) as a connection or protocol failure."""
+    """A gRPC failure as the client's error: a status the server sent by its HTTP status (a
+    busy RESOURCE_EXHAUSTED as UNAVAILABLE's 503); one of the channel's own (no connection, a
+    name that does not resolve, a closed socket, the deadline, an answer over the size cap)
+    as a connection or protocol failure."""
     code, details = error.code(), error.details() or ""
-    local = details.lower().startswith(CHANNEL_FAILURES)
+    local = channel_failure(details)
     where = f"grpc://{target}"
     if code.name == "DEADLINE_EXCEEDED":
         return ConnectionFailedError(f"{where}: no answer within the timeout")
     if code.name == "RESOURCE_EXHAUSTED" and local:
         return ProtocolError(f"{where}: the answer is larger than max_answer_bytes ({details})")
-    status = GRPC_STATUS.get(code.name)
+    status = 503 if server_busy(error) else GRPC_STATUS.get(code.name)
     if status is not None and not local:
-        return problem_class(status)(status, code.name.replace("_", " ").title(), details)
+        wait = pushback(error)
+        return problem_class(status)(
+            status,
+            code.name.replace("_", " ").title(),
+            details,
+            retry_after=wait if wait is not None and wait >= 0 else None,
+        )
     return ConnectionFailedError(f"cannot reach {where}: {details or code.name}")
