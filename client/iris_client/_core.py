@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import math
+import operator
 import os
 import random
 import re
@@ -33,7 +34,18 @@ from iris_client.errors import (
     field_errors,
     problem_class,
 )
-from iris_client.types import FEATURES, JOB_ID, Health, Hyperparameters, Job, Predictions
+from iris_client.types import (
+    CLASSES,
+    FEATURES,
+    JOB_ID,
+    Canary,
+    Feedback,
+    Health,
+    Hyperparameters,
+    Job,
+    Predictions,
+    RoutingEvent,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -468,3 +480,145 @@ def health(readyz: Answer) -> Health:
 
 def poll_interval(seconds: float) -> float:
     return min(max(seconds, MIN_POLL_SECONDS), MAX_POLL_SECONDS)
+
+
+# -- the rollout: routing, feedback ----------------------------------------------------------
+
+ROUTING_KEY_HEADER = "X-Routing-Key"
+MAX_ROUTING_KEY = 1024
+# Printable ASCII: what any HTTP stack carries in a header unchanged (no CR or LF to split it,
+# no space at either end, which HTTP trims).
+_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+
+def routing_headers(key: str | None) -> dict[str, str]:
+    """The ``X-Routing-Key`` header for ``key``: the same key always meets the same version."""
+    if key is None:
+        return {}
+    if not _HEADER_VALUE.fullmatch(key) or len(key) > MAX_ROUTING_KEY:
+        raise InputError(
+            f"routing key {key!r:.60}: expected 1 to {MAX_ROUTING_KEY} printable ASCII characters"
+        )
+    return {ROUTING_KEY_HEADER: key}
+
+
+def canary_json(canary: Canary | Mapping[str, Any]) -> dict[str, Any]:
+    return canary.to_json() if isinstance(canary, Canary) else dict(canary)
+
+
+def shadow_json(shadow: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A shadow as ``PUT /routing`` takes it, from a version or what ``GET /routing`` sent."""
+    return {"version": shadow} if isinstance(shadow, str) else dict(shadow)
+
+
+def routing_body(
+    canary: Canary | Mapping[str, Any] | None,
+    shadow: str | Mapping[str, Any] | None,
+    revision: int | None,
+) -> bytes:
+    """The ``PUT /routing`` body: the whole plan but stable (a part left None is cleared)."""
+    body: dict[str, Any] = {
+        "canary": canary_json(canary) if canary is not None else None,
+        "shadow": shadow_json(shadow) if shadow is not None else None,
+    }
+    if revision is not None:
+        body["revision"] = revision
+    return orjson.dumps(body)
+
+
+def feedback_labels(labels: Sequence[str | int], rows: int) -> list[str | int]:
+    """Labels checked to be species names or class indices, one per row (else InputError,
+    naming the label), so that no request of a split feedback is refused for them."""
+    found: list[str | int] = []
+    for i, label in enumerate(labels):
+        if isinstance(label, str) and label in CLASSES:
+            found.append(label)
+            continue
+        if not isinstance(label, (bool, str)):
+            with contextlib.suppress(TypeError):
+                index = operator.index(label)  # NumPy's integers too
+                if 0 <= index < len(CLASSES):
+                    found.append(index)
+                    continue
+        raise InputError(
+            f"label {i}: {label!r:.60} is neither a species ({', '.join(CLASSES)}) "
+            f"nor a class index (0 to {len(CLASSES) - 1})"
+        )
+    if len(found) != rows:
+        raise InputError(f"{len(found)} labels for {rows} rows; give one label per row")
+    return found
+
+
+def feedback_body(
+    version: str, rows: Sequence[Mapping[str, float]], labels: Sequence[str | int]
+) -> bytes:
+    return orjson.dumps({"model_version": version, "instances": list(rows), "labels": list(labels)})
+
+
+def feedback_requests(
+    version: str,
+    rows: Sequence[Mapping[str, float]],
+    labels: Sequence[str | int],
+    max_rows: int,
+    max_bytes: int,
+) -> list[tuple[range, bytes]]:
+    """The ``POST /feedback`` bodies of a feedback split by the server's limits, in order."""
+    bodies: dict[range, bytes] = {}
+
+    def size(start: int, stop: int) -> int:
+        bodies[range(start, stop)] = body = feedback_body(
+            version, rows[start:stop], labels[start:stop]
+        )
+        return len(body)
+
+    return [(chunk, bodies[chunk]) for chunk in plan_sized(len(rows), max_rows, max_bytes, size)]
+
+
+def feedback_answer(answer: Any, version: str, rows: int) -> Feedback:
+    """A ``/feedback`` answer that must have counted every label sent, for ``version``."""
+    found = Feedback.from_json(answer)
+    if found.count != rows or found.model_version != version:
+        raise ProtocolError(
+            f"feedback answer: {found.count} labels counted for {found.model_version!r:.80}, "
+            f"not the {rows} sent for {version!r:.80}"
+        )
+    return found
+
+
+def feedback_total(version: str, answers: Sequence[Feedback]) -> Feedback:
+    """The answers of a split feedback as one: counts added, the rule's decision kept."""
+    decisions = [a.decision for a in answers if a.decision is not None]
+    return Feedback(
+        version,
+        sum(a.count for a in answers),
+        sum(a.correct for a in answers),
+        decisions[0] if decisions else None,
+    )
+
+
+def plan_sized(
+    count: int, max_rows: int, max_bytes: int, size: Callable[[int, int], int]
+) -> list[range]:
+    """Consecutive ranges of at most ``max_rows`` of ``count`` items whose bodies, of
+    ``size(start, stop)`` bytes, fit in ``max_bytes`` (as :func:`plan_chunks` plans)."""
+    plan: list[range] = []
+    start = 0
+    step = max(1, max_rows)
+    while start < count:
+        stop = min(start + step, count)
+        found = size(start, stop) + BODY_MARGIN
+        if found > max_bytes and stop - start > 1:
+            step = max(1, math.floor((stop - start) * (max_bytes - BODY_MARGIN) / found))
+            continue
+        if found > max_bytes:
+            raise InputError(f"row {start}: one row is larger than the server's body limit")
+        plan.append(range(start, stop))
+        start = stop
+    return plan
+
+
+def history(answer: Any) -> list[RoutingEvent]:
+    entries = answer.get("history") if isinstance(answer, dict) else None
+    if not isinstance(entries, list):
+        raise ProtocolError("routing history answer: 'history' is not a list")
+    return [RoutingEvent.from_json(entry) for entry in entries]

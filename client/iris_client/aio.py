@@ -34,6 +34,8 @@ from iris_client.settings import (
 from iris_client.types import (
     DEFAULT_LIMITS,
     Activation,
+    Canary,
+    Feedback,
     Gradients,
     Health,
     Hyperparameters,
@@ -42,9 +44,12 @@ from iris_client.types import (
     Limits,
     ModelDetail,
     ModelList,
+    Monitoring,
     Prediction,
     Predictions,
     Reduction,
+    Routing,
+    RoutingEvent,
 )
 
 
@@ -282,6 +287,96 @@ class AsyncIrisClient:
     async def health(self) -> Health:
         await self._send(Call("GET", "/healthz"))
         return _core.health(await self._send(Call("GET", "/readyz", expected=(503,))))
+
+    # -- the rollout: routing, its history, feedback, monitoring --------------------------------
+
+    async def routing(self) -> Routing:
+        """As :meth:`iris_client.IrisClient.routing`."""
+        return Routing.from_json(await self._json(Call("GET", "/routing")))
+
+    async def set_routing(
+        self,
+        canary: Canary | Mapping[str, Any] | None = None,
+        shadow: str | Mapping[str, Any] | None = None,
+        revision: int | None = None,
+    ) -> Routing:
+        """As :meth:`iris_client.IrisClient.set_routing` (not sent twice once it may have
+        arrived: see there why)."""
+        body = _core.routing_body(canary, shadow, revision)
+        call = Call("PUT", "/routing", body, auth=True, idempotent=False)
+        return Routing.from_json(await self._json(call))
+
+    async def clear_routing(self, revision: int | None = None) -> Routing:
+        return await self.set_routing(None, None, revision)
+
+    async def routing_history(self, limit: int | None = None) -> list[RoutingEvent]:
+        params = {"limit": limit} if limit is not None else None
+        return _core.history(await self._json(Call("GET", "/routing/history", params=params)))
+
+    async def feedback(
+        self, model_version: str, rows: Rows, labels: Sequence[str | int]
+    ) -> Feedback:
+        """As :meth:`iris_client.IrisClient.feedback`: split by the server's limits, the
+        requests one after another, none sent twice once it may have arrived."""
+        data = _core.instances(rows)
+        given = _core.feedback_labels(labels, len(data))
+        limits = await self.limits()
+        answers: list[Feedback] = []
+        for chunk, body in _core.feedback_requests(
+            model_version, data, given, limits.max_instances, limits.max_body_bytes
+        ):
+            call = Call("POST", "/feedback", body, auth=True, idempotent=False)
+            try:
+                answer = await self._json(call)
+            except ProblemError as error:
+                raise _core.shifted(error, chunk.start) from None
+            answers.append(_core.feedback_answer(answer, model_version, len(chunk)))
+        return _core.feedback_total(model_version, answers)
+
+    async def monitoring(self) -> Monitoring:
+        return Monitoring.from_json(await self._json(Call("GET", "/monitoring")))
+
+    async def predict_batches(
+        self,
+        rows: Rows,
+        *,
+        model_version: str | None = None,
+        routing_key: str | None = None,
+        concurrency: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[Predictions]:
+        """As :meth:`iris_client.IrisClient.predict_batches`: each batch routed on its own."""
+        data = _core.instances(rows)
+        limits = await self.limits()
+        plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
+        headers = _core.routing_headers(routing_key)
+        done = 0
+        gate = asyncio.Semaphore(max(1, min(concurrency or self.concurrency, MAX_CONCURRENCY)))
+
+        async def send(chunk: range) -> Predictions:
+            nonlocal done
+            body = _core.predict_body(data[chunk.start : chunk.stop], model_version)
+            async with gate:
+                try:
+                    answer = _core.predictions(
+                        await self._json(Call("POST", "/predict", body, headers=headers)),
+                        len(chunk),
+                    )
+                except ProblemError as error:
+                    raise _core.shifted(error, chunk.start) from None
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(data))
+            return answer
+
+        tasks = [asyncio.ensure_future(send(chunk)) for chunk in plan]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
 
 class AsyncJobHandle:

@@ -21,6 +21,7 @@ that needs them, so ``iris --help`` stays fast.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -28,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -42,19 +43,41 @@ if TYPE_CHECKING:
     from iris_client.config import Login
     from iris_client.csvio import Table
     from iris_client.sync import IrisClient, JobHandle
-    from iris_client.types import Job, Predictions
+    from iris_client.types import (
+        Canary,
+        Decision,
+        Feedback,
+        Job,
+        Monitoring,
+        Predictions,
+        Routing,
+        RoutingEvent,
+    )
 
 T = TypeVar("T")
 OK, JOB_FAILED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
-# -o/--format of the commands that print one answer
-text_or_json = click.option(
-    "-o",
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
+
+
+def text_or_json(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``-o/--format text|json`` of the commands that print one answer; ``--json`` is
+    ``-o json``. The command gets ``fmt``."""
+
+    @functools.wraps(command)
+    def run(*args: Any, json_flag: bool, **kwargs: Any) -> Any:
+        if json_flag:
+            kwargs["fmt"] = "json"
+        return command(*args, **kwargs)
+
+    flagged = click.option("--json", "json_flag", is_flag=True, help="The same as -o json.")(run)
+    return click.option(
+        "-o",
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+    )(flagged)
+
 
 # (name, type, server default, allowed): the server's POST /train hyperparameters. The CLI
 # sends only the flags given, so the server's own defaults apply; tests compare this table
@@ -1247,6 +1270,502 @@ def limits(ctx: click.Context) -> None:
     with options(ctx).client() as iris:
         found = iris.limits()
     emit(json.dumps(asdict(found)) + "\n", None)
+
+
+# -- the rollout: routing, feedback, monitoring -------------------------------------------------
+
+
+def screen_console() -> Console:
+    """stdout for what people read: as wide as the terminal, else 80 columns."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=80)
+
+
+def show(console: Console, renderable: Any) -> None:
+    """On a terminal as Rich draws it; else without the spaces that pad its lines."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    click.echo("".join(f"{line.rstrip()}\n" for line in captured.get().splitlines()), nl=False)
+
+
+def json_line(data: Any) -> None:
+    import json
+
+    emit(json.dumps(data) + "\n", None)
+
+
+def short_of(versions: Sequence[str]) -> Callable[[str | None], str]:
+    """A version as tables show it (its 8 hex digits), told apart from the others given."""
+    from iris_client.ids import short_versions
+
+    short = short_versions(list(versions))
+    return lambda version: short.get(version, version) if version else ""
+
+
+def ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def rule_text(canary: Canary) -> str:
+    if canary.promote_after is None:
+        return (
+            "rule: none, a person decides (iris activate VERSION promotes it, "
+            "iris routing set --no-canary removes it)"
+        )
+    less = f" less {canary.max_accuracy_drop:g}" if canary.max_accuracy_drop else ""
+    return (
+        f"rule: after {canary.promote_after} feedback labels, promoted if its accuracy "
+        f"on them is at least stable's on the same rows{less}, else rolled back"
+    )
+
+
+def routing_view(found: Routing) -> Any:
+    """The plan as a two-column grid: what each role is, the canary's share and rule."""
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    grid = RichTable.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("stable", Text(printable(found.stable or "none (no version is active)")))
+    canary = found.canary
+    if canary is None:
+        grid.add_row("canary", "none")
+    else:
+        share = f"{canary.weight * 100:.4g}%"
+        grid.add_row("canary", Text(printable(canary.version)))
+        grid.add_row(
+            "", Text(f"weight {canary.weight:g}: {share} of the requests that name no version")
+        )
+        grid.add_row("", Text(printable(rule_text(canary))))
+    grid.add_row("shadow", Text(printable(found.shadow or "none")))
+    grid.add_row("revision", Text(str(found.revision)))
+    return grid
+
+
+def show_routing(found: Routing, fmt: str, headline: str | None = None) -> None:
+    if fmt == "json":
+        json_line(dict(found.raw))
+        return
+    if headline is not None:
+        click.echo(printable(headline))
+    show(screen_console(), routing_view(found))
+
+
+@cli.group(invoke_without_command=True)
+@text_or_json
+@click.pass_context
+def routing(ctx: click.Context, /, *, fmt: str) -> None:
+    """The traffic split: stable, a canary and its rule, a shadow.
+
+    \b
+    iris routing                 the plan (-o json: the server's answer)
+    iris routing set ...         a canary and its rule, a shadow (token)
+    iris routing clear           no canary, no shadow: stable answers all
+    iris routing history         every change, promotion and rollback
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with options(ctx).client() as iris:
+        found = iris.routing()
+    show_routing(found, fmt)
+
+
+@routing.command("set")
+@click.option(
+    "--canary",
+    "canary_version",
+    metavar="VERSION",
+    shell_complete=complete_versions,
+    help="The canary: a stored version (or a unique prefix) other than stable.",
+)
+@click.option(
+    "--weight",
+    type=float,
+    help="The canary's share of the requests that name no version, between 0 and 1.",
+)
+@click.option(
+    "--promote-after",
+    type=int,
+    metavar="N",
+    help="Feedback labels after which the rule promotes or rolls back the canary "
+    "(default: no rule, a person decides).",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    metavar="D",
+    help="How far below stable's the canary's accuracy may be, on the same rows, and "
+    "still be promoted (default 0).",
+)
+@click.option(
+    "--shadow",
+    "shadow_version",
+    metavar="VERSION",
+    shell_complete=complete_versions,
+    help="The shadow: a version (or a unique prefix) that computes every request stable "
+    "answers, off the request's path.",
+)
+@click.option("--no-canary", is_flag=True, help="Remove the canary.")
+@click.option("--no-shadow", is_flag=True, help="Remove the shadow.")
+@text_or_json
+@click.pass_context
+def set_routing(
+    ctx: click.Context,
+    /,
+    *,
+    canary_version: str | None,
+    weight: float | None,
+    promote_after: int | None,
+    max_accuracy_drop: float | None,
+    shadow_version: str | None,
+    no_canary: bool,
+    no_shadow: bool,
+    fmt: str,
+) -> None:
+    """Set the canary, the shadow or both; what is not named stays as it is.
+
+    \b
+    iris routing set --canary VERSION --weight 0.25 --promote-after 100
+    iris routing set --shadow VERSION
+    iris routing set --no-canary
+
+    --canary replaces the whole canary (its weight and rule). The change is
+    made from the routing read just before: if it changed meanwhile (the rule
+    decided, or someone else changed it), nothing is changed (HTTP 409, exit 2).
+    """
+    from iris_client.errors import ConflictError
+    from iris_client.types import Canary
+
+    canary_flags = (weight, promote_after, max_accuracy_drop)
+    if canary_version is None and any(flag is not None for flag in canary_flags):
+        raise click.UsageError(
+            "--weight, --promote-after and --max-accuracy-drop describe a canary: "
+            "give --canary VERSION too"
+        )
+    if canary_version is not None and weight is None:
+        raise click.UsageError(
+            "--canary needs --weight, its share of the requests (between 0 and 1)"
+        )
+    if canary_version is not None and no_canary:
+        raise click.UsageError("--canary and --no-canary contradict each other")
+    if shadow_version is not None and no_shadow:
+        raise click.UsageError("--shadow and --no-shadow contradict each other")
+    if canary_version is None and shadow_version is None and not (no_canary or no_shadow):
+        raise click.UsageError(
+            "nothing to set: give --canary VERSION --weight W, --shadow VERSION, --no-canary "
+            "or --no-shadow ('iris routing clear' removes both)"
+        )
+    with options(ctx).client() as iris:
+        current = iris.routing()
+        canary = None if no_canary else current.canary
+        if canary_version is not None and weight is not None:
+            canary = Canary(
+                version_of(iris, canary_version), weight, promote_after, max_accuracy_drop or 0.0
+            )
+        shadow = None if no_shadow else current.shadow
+        if shadow_version is not None:
+            shadow = version_of(iris, shadow_version)
+        try:
+            found = iris.set_routing(canary, shadow, revision=current.revision)
+        except ConflictError as error:
+            raise CommandError(
+                f"{error.detail} (HTTP 409); nothing was changed: run the command again"
+            ) from None
+    show_routing(found, fmt, f"routing set (revision {found.revision}):")
+
+
+@routing.command("clear")
+@text_or_json
+@click.pass_context
+def clear_routing(ctx: click.Context, /, *, fmt: str) -> None:
+    """Remove the canary and the shadow: stable answers every request."""
+    with options(ctx).client() as iris:
+        found = iris.clear_routing()
+    if fmt == "json":
+        json_line(dict(found.raw))
+        return
+    stable = found.stable or "stable"
+    click.echo(
+        printable(f"routing cleared: {stable} answers every request (revision {found.revision})")
+    )
+
+
+def after_event(event: RoutingEvent, short: Callable[[str | None], str]) -> str:
+    """The routing an event left, in a few words."""
+    parts = []
+    if event.canary is not None:
+        rule = (
+            f", rule after {event.canary.promote_after}"
+            if event.canary.promote_after is not None
+            else ""
+        )
+        parts.append(f"canary {short(event.canary.version)} at {event.canary.weight:g}{rule}")
+    if event.shadow is not None:
+        parts.append(f"shadow {short(event.shadow)}")
+    return "then: " + ("; ".join(parts) if parts else "stable alone")
+
+
+@routing.command("history")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="The newest N entries (default: the newest 1000).",
+)
+@text_or_json
+@click.pass_context
+def routing_history(ctx: click.Context, /, *, limit: int | None, fmt: str) -> None:
+    """Every routing change, promotion and rollback, oldest first, with its reason."""
+    from iris_client.listing import local_time
+
+    with options(ctx).client() as iris:
+        events = iris.routing_history(limit)
+    if fmt == "json":
+        json_line({"history": [dict(event.raw) for event in events]})
+        return
+    console = screen_console()
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    if not events:
+        click.echo("no routing changes yet")
+        return
+    named = [e.canary.version for e in events if e.canary] + [e.shadow for e in events if e.shadow]
+    short = short_of(named)
+    table = RichTable(box=None, pad_edge=False, header_style="bold")
+    table.add_column("TIME", no_wrap=True)
+    table.add_column("EVENT", no_wrap=True)
+    table.add_column("REASON", overflow="fold")
+    for event in events:
+        reason = Text(printable(event.reason))
+        reason.append("\n" + printable(after_event(event, short)), style="dim")
+        table.add_row(Text(printable(local_time(event.at))), Text(printable(event.event)), reason)
+    show(console, table)
+
+
+@cli.command()
+@click.argument("file", metavar="FILE.csv|-")
+@click.option(
+    "--routing-key",
+    metavar="KEY",
+    help="Sent as X-Routing-Key with every prediction: one key meets one version.",
+)
+@model_version_option
+@text_or_json
+@click.pass_context
+def feedback(
+    ctx: click.Context,
+    /,
+    *,
+    file: str,
+    routing_key: str | None,
+    model_version: str | None,
+    fmt: str,
+) -> None:
+    """Predict a labelled CSV, then send its species as feedback to the versions that
+    answered.
+
+    \b
+    The file holds the four measurements and species (as for train --data).
+    Its rows are predicted in requests of the server's rows-per-request limit,
+    each routed on its own (so a canary may answer some), or all by
+    --model-version; then each version gets the labels of the rows it
+    answered. Printed per version: rows, how many it predicts right, its
+    accuracy, and what the rule decided of the canary, if anything.
+    """
+    table = read_csv(file, need_species=True)
+    assert table.species is not None
+    species = table.species
+    with options(ctx).client() as iris:
+        if model_version is not None:
+            model_version = version_of(iris, model_version)
+        try:
+            with progress_bar("predicting", len(table.rows)) as advance:
+                batches = iris.predict_batches(
+                    table.rows,
+                    model_version=model_version,
+                    routing_key=routing_key,
+                    progress=advance,
+                )
+        except Exception as error:
+            raise line_failure(error, table) from None
+        groups: dict[str, list[int]] = {}  # version -> its rows, in order of first answer
+        start = 0
+        for batch in batches:
+            groups.setdefault(batch.model_version, []).extend(range(start, start + len(batch)))
+            start += len(batch)
+        sent: list[Feedback] = []
+        for version, rows in groups.items():
+            try:
+                sent.append(
+                    iris.feedback(
+                        version, [table.rows[i] for i in rows], [species[i] for i in rows]
+                    )
+                )
+            except Exception as error:
+                failure = failure_for(error)
+                if sent:
+                    counted = ", ".join(f"{f.count} for {f.model_version}" for f in sent)
+                    failure.message += f" (feedback already counted: {counted})"
+                raise failure from None
+    show_feedback(sent, fmt)
+
+
+def show_feedback(sent: Sequence[Feedback], fmt: str) -> None:
+    if fmt == "json":
+        json_line(
+            {
+                "versions": [
+                    {
+                        "model_version": f.model_version,
+                        "rows": f.count,
+                        "correct": f.correct,
+                        "accuracy": f.accuracy,
+                        "decision": asdict(f.decision) if f.decision else None,
+                    }
+                    for f in sent
+                ]
+            }
+        )
+        return
+    from rich.console import Group
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    console = screen_console()
+    table = RichTable(box=None, pad_edge=False, header_style="bold")
+    table.add_column("VERSION", no_wrap=True)
+    for header in ("ROWS", "CORRECT", "ACCURACY"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for f in sent:
+        table.add_row(
+            Text(printable(f.model_version)), str(f.count), str(f.correct), ratio(f.accuracy)
+        )
+    lines = [Text(printable(decision_line(f.decision))) for f in sent if f.decision is not None]
+    show(console, Group(table, *lines))
+
+
+def decision_line(decision: Decision) -> str:
+    canary = f"canary {decision.canary}" if decision.canary else "the canary"
+    if decision.event == "promotion_failed":
+        return f"{canary}: promotion failed: {decision.reason}"
+    return f"{canary}: {decision.reason}"
+
+
+def monitoring_view(found: Monitoring) -> Any:
+    """The versions' table, then the drift's: both within 80 columns."""
+    from rich.console import Group
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    drift = found.drift
+    short = short_of([*found.versions, drift.reference])
+    versions = RichTable(box=None, pad_edge=False, header_style="bold")
+    versions.add_column("VERSION", no_wrap=True)
+    versions.add_column("ROLE", no_wrap=True)
+    for header in ("SERVED", "FEEDBACK", "ACCURACY", "SHADOWED", "AGREEMENT"):
+        versions.add_column(header, justify="right", no_wrap=True)
+    for version, figures in found.versions.items():
+        shadow = figures.shadow
+        versions.add_row(
+            Text(printable(short(version))),
+            Text(printable(figures.role or "")),
+            str(figures.served),
+            str(figures.feedback.count),
+            ratio(figures.feedback.accuracy),
+            str(shadow.count) if shadow else "-",
+            ratio(shadow.agreement) if shadow else "-",
+        )
+    source = f", by its {drift.reference_source}" if drift.reference_source else ""
+    about = Text(
+        printable(
+            f"drift of the last {drift.rows} inputs (window {drift.window}) from "
+            f"{short(drift.reference)}{source}; drifted: PSI above {drift.threshold:g}"
+        )
+    )
+    features = RichTable(box=None, pad_edge=False, header_style="bold")
+    features.add_column("FEATURE", no_wrap=True)
+    features.add_column("PSI", justify="right", no_wrap=True)
+    features.add_column("DRIFTED", no_wrap=True)
+    for name, feature in drift.features.items():
+        features.add_row(
+            Text(printable(name)),
+            ratio(feature.psi),
+            "yes" if feature.drifted else "no",
+        )
+    parts: list[Any] = [versions, Text(""), about, features]
+    if any(f.psi is None for f in drift.features.values()):
+        parts.append(Text("(-: too few inputs in the window for a PSI yet)", style="dim"))
+    return Group(*parts)
+
+
+@cli.command()
+@click.option(
+    "--watch",
+    "-w",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    default=None,
+    help="Draw again every SECONDS until Ctrl-C (with -o json: a line each time).",
+)
+@text_or_json
+@click.pass_context
+def monitor(ctx: click.Context, /, *, watch: float | None, fmt: str) -> None:
+    """Per version: role, rows served, feedback and accuracy, shadow agreement; and
+    the drift of the inputs from stable's training data, by feature (PSI)."""
+    with options(ctx).client() as iris:
+        if watch is None:
+            show_monitoring(iris.monitoring(), fmt, screen_console())
+            return
+        try:
+            watch_monitoring(iris, watch, fmt)
+        except KeyboardInterrupt:
+            return  # Ctrl-C is how a watch ends
+
+
+def show_monitoring(found: Monitoring, fmt: str, console: Console) -> None:
+    if fmt == "json":
+        json_line(dict(found.raw))
+    else:
+        show(console, monitoring_view(found))
+
+
+def watch_monitoring(iris: IrisClient, every: float, fmt: str) -> None:
+    """The monitoring every ``every`` seconds: redrawn in place on a terminal, else printed
+    again under a line with the time (-o json: one line of JSON each time)."""
+    from datetime import datetime
+
+    from rich.console import Group
+    from rich.text import Text
+
+    console = screen_console()
+
+    def heading() -> Text:
+        now = datetime.now().astimezone()
+        return Text(f"every {every:g} s (Ctrl-C stops): {now:%Y-%m-%d %H:%M:%S %Z}", style="dim")
+
+    if fmt == "json" or not console.is_terminal:
+        while True:
+            found = iris.monitoring()
+            if fmt != "json":
+                show(console, heading())
+            show_monitoring(found, fmt, console)
+            if fmt != "json":
+                click.echo()
+            sys.stdout.flush()
+            time.sleep(every)
+    from rich.live import Live
+
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            live.update(Group(heading(), monitoring_view(iris.monitoring())), refresh=True)
+            time.sleep(every)
 
 
 # -- login ------------------------------------------------------------------------------------

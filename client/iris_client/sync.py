@@ -34,6 +34,8 @@ from iris_client.settings import (
 from iris_client.types import (
     DEFAULT_LIMITS,
     Activation,
+    Canary,
+    Feedback,
     Gradients,
     Health,
     Hyperparameters,
@@ -42,9 +44,12 @@ from iris_client.types import (
     Limits,
     ModelDetail,
     ModelList,
+    Monitoring,
     Prediction,
     Predictions,
     Reduction,
+    Routing,
+    RoutingEvent,
 )
 
 
@@ -53,9 +58,10 @@ class IrisClient:
 
     ``token`` is needed for ``train``, ``cancel``, ``delete_job``, ``activate`` and
     ``delete_model``.
-    Idempotent calls (reads, ``predict``, ``gradients``) are retried on connection errors
-    and 502/503/504 with backoff; a call that changes state is sent again only when the
-    connection was refused before the request left.
+    Idempotent calls (reads, ``predict``, ``gradients``, ``infer``) are retried on connection
+    errors and 502/503/504 (over gRPC, UNAVAILABLE and a busy server's RESOURCE_EXHAUSTED)
+    with backoff; a call that changes state is sent again only when the connection was
+    refused before the request left.
 
     Each request (a chunk of a split ``predict`` is one) gives up after ``timeout`` seconds in
     all, retries included, however slowly the server sends its answer; an answer longer than
@@ -253,8 +259,9 @@ class IrisClient:
         in and every output out in binary: over HTTP (the binary tensor data extension) or
         over gRPC (``protocol="grpc"``, raw contents, at ``grpc_url``, by default this
         client's host on port 8001). One call: the rows must fit the server's limits
-        (``limits()``); over gRPC it is not retried. Needs NumPy; gRPC needs
-        ``iris-client[grpc]``."""
+        (``limits()``). Either protocol is retried by ``retry`` within ``timeout``; over gRPC
+        on UNAVAILABLE and on a RESOURCE_EXHAUSTED that says the server is busy. Needs
+        NumPy; gRPC needs ``iris-client[grpc]``."""
         data = _oip.measurements(rows)
         if protocol == "grpc":
             target = _oip.grpc_target(grpc_url or _oip.grpc_default(self.url))
@@ -264,6 +271,7 @@ class IrisClient:
                 model_version,
                 timeout=self.timeout,
                 max_answer_bytes=self.max_answer_bytes,
+                retry=self.retry,
             )
         if protocol != "http":
             raise ValueError(
@@ -362,6 +370,109 @@ class IrisClient:
         self._send(Call("GET", "/healthz"))
         response = self._send(Call("GET", "/readyz", expected=(503,)))
         return _core.health(response)
+
+    # -- the rollout: routing, its history, feedback, monitoring --------------------------------
+
+    def routing(self) -> Routing:
+        """The traffic split: stable, the canary and its rule, the shadow (``GET /routing``)."""
+        return Routing.from_json(self._json(Call("GET", "/routing")))
+
+    def set_routing(
+        self,
+        canary: Canary | Mapping[str, Any] | None = None,
+        shadow: str | Mapping[str, Any] | None = None,
+        revision: int | None = None,
+    ) -> Routing:
+        """Set the whole plan but stable (token required): ``canary`` a :class:`Canary` or its
+        mapping, ``shadow`` a version; a part left None is cleared. With ``revision`` (what
+        ``routing()`` read) the change is made only if the routing is still at it, else
+        ConflictError (409). A canary or shadow that is stable or not stored: ValidationError.
+        """
+        # Sent again only when the connection was refused before the request left. PUT is
+        # idempotent in HTTP terms, but a replay of one that was applied is not harmless: with
+        # ``revision`` it finds the revision moved and reports a 409 for a change that took
+        # place; without, it can undo what happened in between (the rule rolling the canary
+        # back, another person's change), and each application adds a history entry.
+        body = _core.routing_body(canary, shadow, revision)
+        call = Call("PUT", "/routing", body, auth=True, idempotent=False)
+        return Routing.from_json(self._json(call))
+
+    def clear_routing(self, revision: int | None = None) -> Routing:
+        """No canary and no shadow: stable answers every request (token required)."""
+        return self.set_routing(None, None, revision)
+
+    def routing_history(self, limit: int | None = None) -> list[RoutingEvent]:
+        """Routing changes, promotions, rollbacks and failed promotions, oldest first (the
+        newest 1000, or ``limit``)."""
+        params = {"limit": limit} if limit is not None else None
+        return _core.history(self._json(Call("GET", "/routing/history", params=params)))
+
+    def feedback(self, model_version: str, rows: Rows, labels: Sequence[str | int]) -> Feedback:
+        """The true species of rows ``model_version`` answered (token required): ``rows`` as
+        ``predict`` takes them, ``labels`` species names or class indices, one per row.
+
+        Counts the labels and how many the version predicts right, and lets the rule judge
+        the canary; ``decision`` is what it decided upon this feedback, if anything. More rows
+        than the server's ``max_instances`` go in consecutive requests; a request is never
+        sent twice once it may have arrived (its labels would count twice), so after a
+        failure the requests before it are counted.
+        """
+        data = _core.instances(rows)
+        given = _core.feedback_labels(labels, len(data))
+        limits = self.limits()
+        answers: list[Feedback] = []
+        for chunk, body in _core.feedback_requests(
+            model_version, data, given, limits.max_instances, limits.max_body_bytes
+        ):
+            call = Call("POST", "/feedback", body, auth=True, idempotent=False)
+            try:
+                answer = self._json(call)
+            except ProblemError as error:
+                raise _core.shifted(error, chunk.start) from None
+            answers.append(_core.feedback_answer(answer, model_version, len(chunk)))
+        return _core.feedback_total(model_version, answers)
+
+    def monitoring(self) -> Monitoring:
+        """Per version: rows served, live accuracy, shadow agreement; the drift of the inputs."""
+        return Monitoring.from_json(self._json(Call("GET", "/monitoring")))
+
+    def predict_batches(
+        self,
+        rows: Rows,
+        *,
+        model_version: str | None = None,
+        routing_key: str | None = None,
+        concurrency: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[Predictions]:
+        """Predictions of consecutive batches of at most the server's ``max_instances`` rows,
+        in input order, each routed on its own: unlike ``predict``'s chunks none is pinned to
+        the version that answered another, so with a canary they may come from several
+        versions (each batch's ``model_version`` says which). ``model_version`` pins them all;
+        ``routing_key`` is sent as ``X-Routing-Key``, so one key meets one version.
+        """
+        data = _core.instances(rows)
+        limits = self.limits()
+        plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
+        headers = _core.routing_headers(routing_key)
+        done = 0
+        lock = threading.Lock()
+
+        def send(chunk: range, version: str | None) -> Predictions:
+            nonlocal done
+            body = _core.predict_body(data[chunk.start : chunk.stop], version)
+            call = Call("POST", "/predict", body, headers=headers)
+            try:
+                answer = _core.predictions(self._json(call), len(chunk))
+            except ProblemError as error:
+                raise _core.shifted(error, chunk.start) from None
+            with lock:
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(data))
+            return answer
+
+        return self._map(send, plan, model_version, concurrency)
 
 
 class JobHandle:

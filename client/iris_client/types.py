@@ -532,3 +532,292 @@ class Health:
     ready: bool
     model_version: str | None = None
     problem: str | None = None
+
+
+# -- the rollout: routing, its history, feedback, monitoring -----------------------------------
+
+
+def _count(data: Mapping[str, Any], key: str, what: str) -> int:
+    value = _get(data, key, int, what)
+    if value < 0:
+        raise ProtocolError(f"{what}: {key!r} is {value}, expected a count")
+    return value
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A version that answers ``weight`` (strictly between 0 and 1) of the requests that
+    name no version. With ``promote_after``, the rule judges it once it has that many
+    feedback labels: promoted when its accuracy on those rows is at least stable's on the
+    same rows less ``max_accuracy_drop``, rolled back otherwise; None: a person decides."""
+
+    version: str
+    weight: float
+    promote_after: int | None = None
+    max_accuracy_drop: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: Any, what: str = "canary") -> Canary:
+        d = _object(data, what)
+        weight = _number(d, "weight", what)
+        if weight is None:
+            raise ProtocolError(f"{what}: no 'weight'")
+        return cls(
+            version=_get(d, "version", str, what),
+            weight=weight,
+            promote_after=_opt(d, "promote_after", int, what),
+            max_accuracy_drop=_number(d, "max_accuracy_drop", what) or 0.0,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``PUT /routing`` form (``promote_after`` left out when None)."""
+        body: dict[str, Any] = {"version": self.version, "weight": self.weight}
+        if self.promote_after is not None:
+            body["promote_after"] = self.promote_after
+        body["max_accuracy_drop"] = self.max_accuracy_drop
+        return body
+
+
+def _shadow_version(data: Any, what: str) -> str | None:
+    if data is None:
+        return None
+    return _get(_object(data, what), "version", str, what)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """``GET /routing`` (and the answer of ``PUT /routing``): ``stable`` is the active version,
+    ``canary`` and ``shadow`` (a version) are None when unset, ``revision`` rises with every
+    change. ``raw`` is the answer as sent."""
+
+    stable: str | None
+    canary: Canary | None
+    shadow: str | None
+    revision: int
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Routing:
+        d = _object(data, "routing")
+        canary = d.get("canary")
+        return cls(
+            stable=_opt(d, "stable", str, "routing"),
+            canary=Canary.from_json(canary, "routing canary") if canary is not None else None,
+            shadow=_shadow_version(d.get("shadow"), "routing shadow"),
+            revision=_count(d, "revision", "routing"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class RoutingEvent:
+    """One entry of ``GET /routing/history``: when (ISO 8601, UTC), what (``routing_changed``,
+    ``promoted``, ``rolled_back``, ``promotion_failed``), why, the canary, shadow and
+    revision after it, and for the rule's decisions the figures that decided it."""
+
+    id: int
+    at: str
+    event: str
+    reason: str
+    canary: Canary | None
+    shadow: str | None
+    revision: int | None
+    figures: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> RoutingEvent:
+        d = _object(data, "routing history entry")
+        routing = _object(d.get("routing", {}), "routing history entry routing")
+        canary = routing.get("canary")
+        figures = d.get("figures")
+        return cls(
+            id=_get(d, "id", int, "routing history entry"),
+            at=_get(d, "at", str, "routing history entry"),
+            event=_get(d, "event", str, "routing history entry"),
+            reason=_get(d, "reason", str, "routing history entry"),
+            canary=Canary.from_json(canary, "history canary") if canary is not None else None,
+            shadow=_shadow_version(routing.get("shadow"), "history shadow"),
+            revision=_opt(routing, "revision", int, "routing history entry routing"),
+            figures=_object(figures, "history figures") if figures is not None else None,
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the rule decided of a canary: ``promoted``, ``rolled_back`` or
+    ``promotion_failed``, why, and the figures that decided it (None for a failure)."""
+
+    event: str
+    reason: str
+    figures: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Decision:
+        d = _object(data, "decision")
+        figures = d.get("figures")
+        return cls(
+            event=_get(d, "event", str, "decision"),
+            reason=_get(d, "reason", str, "decision"),
+            figures=_object(figures, "decision figures") if figures is not None else None,
+        )
+
+    @property
+    def canary(self) -> str | None:
+        """The canary decided of, as the figures name it."""
+        found = (self.figures or {}).get("canary")
+        return found if isinstance(found, str) else None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The answer to ``feedback``: the labels counted for ``model_version``, how many of them
+    it predicts right, and what the rule decided upon this feedback, if anything."""
+
+    model_version: str
+    count: int
+    correct: int
+    decision: Decision | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.count if self.count else None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Feedback:
+        d = _object(data, "feedback answer")
+        decision = d.get("decision")
+        found = cls(
+            model_version=_get(d, "model_version", str, "feedback answer"),
+            count=_count(d, "count", "feedback answer"),
+            correct=_count(d, "correct", "feedback answer"),
+            decision=Decision.from_json(decision) if decision is not None else None,
+        )
+        if found.correct > found.count:
+            raise ProtocolError(f"feedback answer: {found.correct} correct of {found.count}")
+        return found
+
+
+@dataclass(frozen=True)
+class FeedbackFigures:
+    """Labels counted for a version, how many it got right, and their fraction."""
+
+    count: int
+    correct: int
+    accuracy: float | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> FeedbackFigures:
+        d = _object(data, "monitoring feedback")
+        return cls(
+            count=_count(d, "count", "monitoring feedback"),
+            correct=_count(d, "correct", "monitoring feedback"),
+            accuracy=_number(d, "accuracy", "monitoring feedback"),
+        )
+
+
+@dataclass(frozen=True)
+class ShadowFigures:
+    """Rows a version computed in shadow of stable, how many agreed, and their fraction."""
+
+    count: int
+    agreed: int
+    agreement: float | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> ShadowFigures:
+        d = _object(data, "monitoring shadow")
+        return cls(
+            count=_count(d, "count", "monitoring shadow"),
+            agreed=_count(d, "agreed", "monitoring shadow"),
+            agreement=_number(d, "agreement", "monitoring shadow"),
+        )
+
+
+@dataclass(frozen=True)
+class VersionFigures:
+    """One version in ``GET /monitoring``: its role (``stable``, ``canary``, ``shadow`` or
+    None), rows it answered, its feedback and, when it ran in shadow, its agreement."""
+
+    version: str
+    role: str | None
+    served: int
+    feedback: FeedbackFigures
+    shadow: ShadowFigures | None = None
+
+    @classmethod
+    def from_json(cls, version: str, data: Any) -> VersionFigures:
+        d = _object(data, f"monitoring of {version:.60}")
+        shadow = d.get("shadow")
+        return cls(
+            version=version,
+            role=_opt(d, "role", str, "monitoring"),
+            served=_count(d, "served", "monitoring"),
+            feedback=FeedbackFigures.from_json(d.get("feedback")),
+            shadow=ShadowFigures.from_json(shadow) if shadow is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """A feature's population stability index (None while the window holds too few rows)."""
+
+    feature: str
+    psi: float | None
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The drift of the last ``rows`` inputs (of a ``window``) from the training data of
+    ``reference`` (stable), by feature; ``drifted`` above ``threshold``."""
+
+    reference: str
+    reference_source: str | None
+    window: int
+    rows: int
+    threshold: float
+    features: Mapping[str, FeatureDrift]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Drift:
+        d = _object(data, "drift")
+        features = _object(d.get("features"), "drift features")
+        threshold = _number(d, "threshold", "drift")
+        if threshold is None:
+            raise ProtocolError("drift: no 'threshold'")
+        found = {}
+        for name, value in features.items():
+            f = _object(value, f"drift of {name:.60}")
+            found[name] = FeatureDrift(
+                name, _number(f, "psi", "drift"), _get(f, "drifted", bool, "drift")
+            )
+        return cls(
+            reference=_get(d, "reference", str, "drift"),
+            reference_source=_opt(d, "reference_source", str, "drift"),
+            window=_count(d, "window", "drift"),
+            rows=_count(d, "rows", "drift"),
+            threshold=threshold,
+            features=found,
+        )
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """``GET /monitoring``: every counted version's figures (by version), and the drift of
+    recent inputs. ``raw`` is the answer as sent."""
+
+    versions: Mapping[str, VersionFigures]
+    drift: Drift
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Monitoring:
+        d = _object(data, "monitoring")
+        versions = _object(d.get("versions"), "monitoring versions")
+        return cls(
+            versions={v: VersionFigures.from_json(v, f) for v, f in versions.items()},
+            drift=Drift.from_json(d.get("drift")),
+            raw=d,
+        )
