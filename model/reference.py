@@ -20,16 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from model.network import FloatArray, Standardizer
+from model.network import FloatArray
 
 BINS = 10
 FLOOR = 1e-4
 _DECILES = np.linspace(0.0, 1.0, BINS + 1)[1:-1]
-# Deciles of the standard normal: the reference of a version whose training rows are not
-# known is the normal distribution with its standardizer's mean and standard deviation.
-_NORMAL_DECILES = (-1.2815515655446004, -0.8416212335729142, -0.5244005127080407,
-                   -0.2533471031357997, 0.0, 0.2533471031357997, 0.5244005127080407,
-                   0.8416212335729142, 1.2815515655446004)  # fmt: skip
 
 
 def input_reference(raw: FloatArray, features: tuple[str, ...]) -> dict[str, Any]:
@@ -41,18 +36,6 @@ def input_reference(raw: FloatArray, features: tuple[str, ...]) -> dict[str, Any
         edges = np.unique(np.quantile(column, _DECILES))
         columns[name] = {"edges": edges.tolist(), "fractions": fractions(column, edges).tolist()}
     return {"source": "training rows", "rows": int(raw.shape[0]), "features": columns}
-
-
-def normal_reference(standardizer: Standardizer, features: tuple[str, ...]) -> dict[str, Any]:
-    """A reference for a version stored without one and trained on rows no longer known:
-    each feature as a normal distribution of the standardizer's mean and deviation, in ten
-    bins of a tenth each."""
-    columns = {}
-    for j, name in enumerate(features):
-        mean, std = float(standardizer.mean[j]), float(standardizer.std[j])
-        edges = [mean + z * std for z in _NORMAL_DECILES]
-        columns[name] = {"edges": edges, "fractions": [1 / BINS] * BINS}
-    return {"source": "normal approximation", "rows": None, "features": columns}
 
 
 def fractions(column: FloatArray, edges: FloatArray) -> FloatArray:

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     seed: int = Field(0, ge=0, description="seed of the default model trained at first start")
     drift_window: int = Field(
         1000,
-        ge=10,
+        ge=200,
         le=1_000_000,
         description="recent input rows, all workers and replicas together, whose drift "
         "against the stable version's training data is measured",
@@ -115,9 +115,9 @@ class Settings(BaseSettings):
     monitor_flush_seconds: float = Field(
         0.5,
         gt=0,
-        le=60,
-        description="how often each worker adds its counts and recent rows to the shared "
-        "state (what a crash of the worker can lose), and reads the routing",
+        le=1,
+        description="how often each worker reads the routing, adds its counts and recent rows "
+        "to the shared state (what a crash of the worker can lose) and completes a promotion",
     )
     graceful_shutdown_seconds: float = Field(
         8.0, ge=0, description="time in-flight requests get after SIGTERM"

@@ -131,7 +131,7 @@ class Inference:
         """The model that answers: the pinned version, else stable, or the canary where the
         routing sends the request (read only while a canary is set)."""
         traffic = self.traffic
-        if version is None and traffic is not None and traffic.canary is not None:
+        if version is None and traffic is not None and traffic.plan.canary is not None:
             return self.routed(traffic, headers)
         return served_model(self.registry, version)
 
@@ -142,6 +142,9 @@ class Inference:
         version = traffic.choose(headers)
         if version is None:
             return served_model(self.registry, None)
+        stored = traffic.loaded.get(version)
+        if stored is not None:
+            return stored
         try:
             return served_model(self.registry, version)
         except ModelStoreError:
@@ -168,8 +171,10 @@ class Inference:
         raw = np.asarray(rows, dtype=np.float64)
         cache = forward(model.params, model.standardizer.transform(raw))
         value = cross_entropy(cache, y, reduction)
-        if self.traffic is not None:
-            self.traffic.counted(stored.version, n)
+        if self.traffic is not None:  # counted, kept and shadowed as predictions are
+            active = self.registry.active
+            by_stable = active is not None and stored.version == active.version
+            self.traffic.served(stored.version, raw, cache.o_s.argmax(axis=1), by_stable)
         return Computed(stored, cache, value, backward(model.params, cache, y, reduction))
 
 

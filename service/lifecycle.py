@@ -26,6 +26,7 @@ from service.inference import Inference
 from service.job_store import JobError
 from service.launcher import Launcher
 from service.registry import Registry, ensure_default_model
+from service.rollout.store import RolloutStore
 from service.rollout.traffic import Traffic
 from service.stores import Backend, open_backend
 from service.tuning import tune_process
@@ -78,7 +79,7 @@ def build_state(settings: Settings) -> State:
     launcher = Launcher(
         backend.jobs,
         backend.child_args,
-        on_finish=record_job,
+        on_finish=lambda job: record_job(job, backend.rollout),
         blas_threads=settings.blas_threads,
         max_training_seconds=settings.max_training_seconds,
         child_env=backend.child_env,
@@ -122,11 +123,19 @@ def prepare(backend: Backend, registry: Registry, seed: int) -> None:
     registry.refresh()
 
 
-def record_job(job: dict[str, Any]) -> None:
+def record_job(job: dict[str, Any], rollout: RolloutStore | None = None) -> None:
+    """A finished job in the metrics, and its activation in the routing's history."""
     metrics.JOBS.labels(outcome=job["status"]).inc()
     seconds = (job.get("metrics") or {}).get("training_seconds")
     if seconds is not None:
         metrics.JOB_DURATION.observe(seconds)
+    version = job.get("model_version")
+    if rollout is not None and job.get("activated") and version:
+        reason = f"{version} activated by training job {job['job_id']}"
+        try:
+            rollout.record("activated", reason, version)
+        except ModelStoreError as error:
+            log.warning("the routing history misses an activation (%s): %s", reason, error)
 
 
 async def follow_current(state: State) -> None:

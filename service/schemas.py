@@ -459,11 +459,19 @@ class ShadowFigures(BaseModel):
     agreement: float | None = Field(description="agreed / count")
 
 
+class TrialFigures(BaseModel):
+    labels: int = Field(description="feedback labels of the canary's trial, which the rule counts")
+    promote_after: int | None
+    canary_accuracy: float | None
+    stable_accuracy: float | None = Field(description="stable's, on the same labelled rows")
+
+
 class VersionFigures(BaseModel):
-    role: Literal["stable", "canary", "shadow"] | None
+    role: Literal["stable", "canary", "shadow", "promoted canary"] | None
     served: int = Field(description="rows the version answered (predictions and gradients)")
     feedback: FeedbackFigures
     shadow: ShadowFigures | None
+    trial: TrialFigures | None = Field(None, description="the canary's only")
 
 
 class FeatureDrift(BaseModel):
@@ -491,9 +499,11 @@ class Monitoring(BaseModel):
 class HistoryEntry(BaseModel):
     id: int
     at: str
-    event: str = Field(description="routing_changed, promoted, rolled_back, promotion_failed")
+    event: str = Field(
+        description="routing_changed, activated, promoted, rolled_back, promotion_failed"
+    )
     reason: str
-    routing: dict[str, Any] = Field(description="canary and shadow after the change")
+    routing: dict[str, Any] = Field(description="stable, canary and shadow after the change")
     figures: dict[str, Any] | None = Field(description="what decided it, for the rule's")
 
 

@@ -20,13 +20,15 @@ from harness.api import AUTH, ROW, assert_problem, instances, make_client
 from harness.models import random_model
 from harness.servers import wait_for
 from model.data import CLASSES, FEATURES, Dataset
+from model.errors import StoreWriteError
 from model.network import forward
 from model.persistence import ModelStore
-from model.reference import feature_psi, input_reference, normal_reference, psi
-from model.train import Hyperparameters, train
-from service.rollout.control import judge
+from model.reference import feature_psi, input_reference, psi
+from service.registry import Registry
 from service.rollout.plan import Canary, Shadow, key_point
+from service.rollout.rule import judge
 from service.rollout.store import Paired, RolloutStore, SqliteConnector
+from service.rollout.traffic import Traffic
 
 # -- the mathematics -----------------------------------------------------------------------
 
@@ -61,19 +63,6 @@ def test_the_training_rows_score_zero_and_a_shifted_petal_length_is_flagged_alon
     scores = feature_psi(reference, shifted, FEATURES)
     assert scores["petal_length"] > 0.2
     assert {name for name, score in scores.items() if score > 0} == {"petal_length"}
-
-
-def test_a_normal_reference_has_ten_bins_of_a_tenth(iris: Dataset) -> None:
-    model = train(iris, Hyperparameters(epochs=2)).model
-    reference = normal_reference(model.standardizer, FEATURES)
-    for j, name in enumerate(FEATURES):
-        edges = reference["features"][name]["edges"]
-        assert len(edges) == 9
-        assert edges[4] == pytest.approx(iris.raw[:, j].mean())  # the median of a normal
-    # Rows drawn from those normals score near 0.
-    rng = np.random.default_rng(0)
-    rows = model.standardizer.inverse(rng.standard_normal((20_000, 4)))
-    assert max(feature_psi(reference, rows, FEATURES).values()) < 0.01
 
 
 def test_routing_keys_land_at_fixed_points_spread_evenly() -> None:
@@ -145,7 +134,9 @@ def test_a_plan_changes_once_from_a_revision(rollout: RolloutStore) -> None:
 
     def change() -> None:
         barrier.wait()
-        results.append(rollout.change_plan(canary, Shadow("v2"), revision=0, event="e", reason="r"))
+        results.append(
+            rollout.change_plan(canary, Shadow("v2"), revision=0, stable="s", event="e", reason="r")
+        )
 
     threads = [threading.Thread(target=change) for _ in range(4)]
     for thread in threads:
@@ -234,7 +225,11 @@ def test_a_routed_version_cannot_be_deleted_and_activating_it_makes_it_stable(
     assert routing["canary"] is None
     assert routing["shadow"] == {"version": shadow}
     history = client.get("/routing/history").json()["history"]
-    assert history[-1]["reason"] == f"canary {canary} activated by hand: it is stable now"
+    assert history[-1]["event"] == "activated"
+    assert history[-1]["reason"] == (
+        f"{canary} activated by hand (POST /models/{canary}/activate): the canary is stable now"
+    )
+    assert history[-1]["routing"]["stable"] == canary
 
 
 def predicted_classes(model: Any, raw: np.ndarray[Any, Any]) -> Any:
@@ -390,13 +385,170 @@ def test_drift_of_the_recent_rows_is_in_monitoring_and_metrics(
     wait_for(gauge, 10.0, "the gauge set")
 
 
-def test_a_version_stored_without_a_reference_gets_one_on_load(
+@pytest.mark.parametrize(
+    ("info", "source"),
+    [
+        ({"data": {"source": "iris", "rows": 150}}, "training rows"),  # before data_sha256
+        ({"data": {"source": "request", "rows": 30}, "data_sha256": "0" * 64}, None),
+    ],
+)
+def test_a_version_stored_without_a_reference_gets_one_only_from_known_rows(
+    tmp_path: Path, iris: Dataset, info: dict[str, Any], source: str | None
+) -> None:
+    version = versions_of(tmp_path).save(random_model(seed=9), info, activate=True)
+    with make_client(tmp_path, **FLUSH) as client:
+        for _ in range(2):
+            assert (
+                client.post("/predict", json={"instances": instances(iris.raw)}).status_code == 200
+            )
+
+        def full() -> dict[str, Any] | None:
+            found = client.get("/monitoring").json()["drift"]
+            return found if found["rows"] == 200 else None
+
+        drift = wait_for(full, 10.0, "the window filled")
+    assert drift["reference"] == version
+    assert drift["reference_source"] == source
+    if source is None:  # rows it was trained on are not known: no figure rather than a guess
+        assert all(f == {"psi": None, "drifted": False} for f in drift["features"].values())
+    else:  # Iris rows against the Iris rows
+        assert all(f["psi"] is not None and not f["drifted"] for f in drift["features"].values())
+
+
+def test_a_canary_is_judged_on_its_own_trial_by_its_own_feedback(
+    client: TestClient, tmp_path: Path, iris: Dataset
+) -> None:
+    stable = stable_of(client)
+    bad = store_version(tmp_path, random_model(seed=3))
+    labelled = {"instances": instances(iris.raw[:60]), "labels": iris.y[:60].tolist()}
+    # Feedback before it is the canary, and a rolled-back trial, do not count for a new one.
+    assert (
+        client.post("/feedback", json={"model_version": bad} | labelled, headers=AUTH).json()[
+            "decision"
+        ]
+        is None
+    )
+    rule = {"version": bad, "weight": 0.5, "promote_after": 50}
+    assert put(client, {"canary": rule}).status_code == 200
+    on_stable = client.post("/feedback", json={"model_version": stable} | labelled, headers=AUTH)
+    assert on_stable.json()["decision"] is None  # stable's feedback judges no canary
+    first = client.post("/feedback", json={"model_version": bad} | labelled, headers=AUTH)
+    assert first.json()["decision"]["event"] == "rolled_back"
+    assert first.json()["decision"]["figures"]["labels"] == 60
+    assert put(client, {"canary": rule}).status_code == 200  # a second trial
+    few = {"instances": instances(iris.raw[:10]), "labels": iris.y[:10].tolist()}
+    again = client.post("/feedback", json={"model_version": bad} | few, headers=AUTH)
+    assert again.json()["decision"] is None
+    # A change of weight is the same trial: its labels are kept.
+    assert put(client, {"canary": rule | {"weight": 0.3}}).status_code == 200
+    rest = client.post("/feedback", json={"model_version": bad} | labelled, headers=AUTH)
+    assert rest.json()["decision"]["figures"]["labels"] == 70
+    history = client.get("/routing/history").json()["history"]
+    assert {entry["routing"]["stable"] for entry in history} == {stable}
+    assert history[0]["reason"] == (
+        f"set by PUT /routing: canary {bad} at weight 0.5, promoted or rolled back after 50 "
+        "feedback labels (max accuracy drop 0)"
+    )
+
+
+def test_a_promotion_written_but_not_carried_out_is_completed_by_the_flusher(
+    client: TestClient, tmp_path: Path
+) -> None:
+    # As if the worker that decided it died between the decision and the activation.
+    stable = stable_of(client)
+    promoted = store_version(tmp_path, random_model(seed=5))
+    rollout = RolloutStore(SqliteConnector(tmp_path / "monitoring.sqlite3"))
+    plan = rollout.plan()
+    assert rollout.change_plan(
+        None, None, revision=plan.revision, stable=promoted, event="promoted", reason="test",
+        promoting=promoted,
+    ) is not None  # fmt: skip
+    assert_problem(client.delete(f"/models/{promoted}", headers=AUTH), 409, "promoted canary")
+    assert_problem(client.put("/routing", json={}, headers=AUTH), 409, "being promoted")
+    wait_for(lambda: stable_of(client) == promoted or None, 10.0, "the promotion completed")
+    assert rollout.plan().promoting is None
+    assert versions_of(tmp_path).current() == promoted
+    assert stable != promoted
+
+
+def test_a_promoted_canary_that_cannot_be_activated_leaves_stable_and_says_why(
+    client: TestClient, tmp_path: Path
+) -> None:
+    stable = stable_of(client)
+    gone = store_version(tmp_path, random_model(seed=6))
+    rollout = RolloutStore(SqliteConnector(tmp_path / "monitoring.sqlite3"))
+    (tmp_path / "models" / gone / "weights.npz").write_bytes(b"damaged")
+    plan = rollout.plan()
+    rollout.change_plan(
+        None, None, revision=plan.revision, stable=gone, event="promoted", reason="test",
+        promoting=gone,
+    )  # fmt: skip
+
+    def failed() -> list[dict[str, Any]] | None:
+        history = client.get("/routing/history").json()["history"]
+        return history if history[-1]["event"] == "promotion_failed" else None
+
+    entry = wait_for(failed, 10.0, "the promotion given up")[-1]
+    assert entry["reason"].startswith(f"the canary {gone} was promoted but cannot be activated")
+    assert str(tmp_path) not in entry["reason"]  # no path of the data directory
+    assert entry["routing"]["stable"] == stable
+    assert stable_of(client) == stable
+    assert rollout.plan().promoting is None
+
+
+class RefusingWrites(RolloutStore):
+    """A store whose disk is full: reads work, every flush fails."""
+
+    def flush(self, *args: Any, **kwargs: Any) -> None:
+        raise StoreWriteError("record the monitoring counts: database or disk is full")
+
+
+def test_a_store_that_refuses_writes_still_has_its_routing_followed_and_stop_ends(
     tmp_path: Path, iris: Dataset
 ) -> None:
-    store = versions_of(tmp_path)
-    model = random_model(seed=9)
-    version = store.save(model, {"data_sha256": "0" * 64}, activate=True)
-    with make_client(tmp_path, **FLUSH) as client:
-        drift = client.get("/monitoring").json()["drift"]
-    assert drift["reference"] == version
-    assert drift["reference_source"] == "normal approximation"
+    models = versions_of(tmp_path)
+    stable = models.save(random_model(seed=1), {}, activate=True)
+    canary = models.save(random_model(seed=2), {})
+    registry = Registry(models)
+    registry.refresh()
+    store = RefusingWrites(SqliteConnector(tmp_path / "monitoring.sqlite3"))
+    store.initialize()
+    traffic = Traffic(store, registry, window=200, flush_seconds=0.05, threshold=0.2)
+    traffic.prepare()
+    traffic.start()
+    try:
+        traffic.served(stable, iris.raw[:10], np.zeros(10), by_stable=True)
+        rollout = RolloutStore(SqliteConnector(tmp_path / "monitoring.sqlite3"))
+        plan = rollout.change_plan(
+            Canary(canary, 0.5), None, revision=0, stable=stable, event="e", reason="r"
+        )
+        assert plan is not None
+        wait_for(lambda: traffic.plan.canary or None, 5.0, "the plan followed")
+        assert traffic.plan == plan
+        assert traffic.loaded[canary].version == canary
+    finally:
+        traffic.stop()  # its last flush fails: logged, and the stop goes on
+    assert traffic._served == {stable: 10}  # kept for a flush that never came
+
+
+def test_a_notification_reloads_what_it_names() -> None:
+    from service.main import notified
+
+    calls: list[str] = []
+
+    class Stub:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __getattr__(self, method: str) -> Any:
+            return lambda: calls.append(f"{self.name}.{method}")
+
+    state: Any = type("S", (), {"registry": Stub("registry"), "traffic": Stub("traffic")})()
+    for what in ("routing", "20261206T102432.759282Z-65448dc3", None):
+        calls.clear()
+        notified(state, what)
+        expected = {
+            "routing": ["traffic.reload"],
+            None: ["registry.refresh", "traffic.reload"],
+        }.get(what, ["registry.refresh"])
+        assert calls == expected, what

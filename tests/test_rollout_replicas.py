@@ -21,6 +21,7 @@ from harness.replicas import AUTH, PREDICT, ReplicaSet
 from harness.servers import wait_for
 from model.data import load_iris
 from service.postgres import PostgresModelStore
+from service.rollout.plan import key_point
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.haproxy]
 
@@ -71,30 +72,46 @@ def put(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def all_follow(clients: list[httpx.Client], revision: int, started: float) -> float:
-    """Seconds from ``started`` until every replica routes by ``revision``."""
+    """Seconds from ``started`` until every replica's GET /routing shows ``revision``."""
     for client in clients:
         wait_for(
             lambda c=client: c.get("/routing").json()["revision"] >= revision or None,
             5.0,
-            "a replica to follow the routing",
+            "a replica to show the routing",
         )
+    return time.monotonic() - started
+
+
+def canary_key(weight: float) -> str:
+    """A routing key whose requests go to a canary of ``weight``."""
+    return next(f"key-{i}" for i in range(1000) if key_point(f"key-{i}".encode()) < weight)
+
+
+def all_route(clients: list[httpx.Client], key: str, version: str, started: float) -> float:
+    """Seconds from ``started`` until a request with ``key`` is answered by ``version`` on
+    every replica: what each replica routes by, not what the database holds."""
+    for client in clients:
+
+        def answers(c: httpx.Client = client) -> bool | None:
+            found = c.post("/predict", json=PREDICT, headers={"X-Routing-Key": key})
+            return found.json()["model_version"] == version or None
+
+        wait_for(answers, 5.0, "a replica to route by the change", interval=0.01)
     return time.monotonic() - started
 
 
 def test_a_routing_change_reaches_every_replica_within_a_second(
     replicas: ReplicaSet, clients: list[httpx.Client]
 ) -> None:
+    stable = clients[0].get("/routing").json()["stable"]
     canary = new_version(replicas, 21)
+    key = canary_key(0.5)
     started = time.monotonic()
-    routing = put(clients[0], {"canary": {"version": canary, "weight": 0.5}})
-    assert all_follow(clients, routing["revision"], started) < FOLLOW_SECONDS
-    # And every replica routes by it: each one's answers include the canary.
-    for client in clients:
-        seen = {client.post("/predict", json=PREDICT).json()["model_version"] for _ in range(60)}
-        assert canary in seen
+    put(clients[0], {"canary": {"version": canary, "weight": 0.5}})
+    assert all_route(clients, key, canary, started) < FOLLOW_SECONDS
     started = time.monotonic()
-    routing = put(clients[1], {})
-    assert all_follow(clients, routing["revision"], started) < FOLLOW_SECONDS
+    put(clients[1], {})
+    assert all_route(clients, key, stable, started) < FOLLOW_SECONDS
     assert all(c.get("/routing").json()["canary"] is None for c in clients)
 
 
@@ -142,10 +159,7 @@ def test_every_replica_answers_monitoring_with_the_same_figures(
             return None
         return found
 
-    found = wait_for(figures, 10.0, "the same figures on every replica")
-    assert found[0]["drift"]["rows"] == min(
-        500, sum(v["served"] for v in found[0]["versions"].values())
-    )
+    wait_for(figures, 10.0, "the same figures on every replica")
 
 
 def test_feedback_on_three_replicas_at_the_threshold_is_decided_once(

@@ -117,8 +117,9 @@ MIGRATIONS: tuple[Step, ...] = (
         CREATE TABLE routing (
             name text PRIMARY KEY CHECK (name = 'routing'),
             revision bigint NOT NULL,
-            canary text,   -- JSON of the canary, or NULL
-            shadow text,   -- JSON of the shadow, or NULL
+            canary text,     -- JSON of the canary, or NULL
+            shadow text,     -- JSON of the shadow, or NULL
+            promoting text,  -- a promoted canary whose activation is pending, or NULL
             changed_at double precision NOT NULL
         );
         INSERT INTO routing (name, revision, changed_at) VALUES ('routing', 0, 0);

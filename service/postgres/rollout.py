@@ -28,7 +28,7 @@ class PostgresConnector:
         """The tables come with the schema's migrations (applied at start-up)."""
 
     @contextlib.contextmanager
-    def transaction(self, what: str) -> Iterator[Executor]:
+    def transaction(self, what: str, *, write: bool = True) -> Iterator[Executor]:
         try:
             with self.db.connection() as conn, conn.transaction():
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ROUTING_CHANGED = "routing"
@@ -36,20 +36,27 @@ class Shadow:
 
 @dataclass(frozen=True)
 class Plan:
+    """``promoting``: a canary the rule promoted whose activation is not yet done (any
+    replica completes it); it is the canary no more, and not yet stable."""
+
     canary: Canary | None = None
     shadow: Shadow | None = None
     revision: int = 0
+    promoting: str | None = None
 
     def versions(self) -> list[str]:
         """The versions the plan routes to besides stable."""
         return [part.version for part in (self.canary, self.shadow) if part is not None]
 
     def names(self, version: str) -> str | None:
-        """What the plan makes of ``version`` ("canary", "shadow"), or None."""
+        """What the plan makes of ``version`` ("canary", "shadow", "promoted canary"), or
+        None."""
         if self.canary is not None and self.canary.version == version:
             return "canary"
         if self.shadow is not None and self.shadow.version == version:
             return "shadow"
+        if self.promoting == version:
+            return "promoted canary"
         return None
 
     def view(self, stable: str | None) -> dict[str, Any]:
@@ -67,13 +74,22 @@ def encode(part: Canary | Shadow | None) -> str | None:
     return None if part is None else json.dumps(asdict(part))
 
 
-def decode(canary: str | None, shadow: str | None, revision: int) -> Plan:
-    """A plan from the store's columns."""
+def decode(
+    canary: str | None, shadow: str | None, revision: int, promoting: str | None = None
+) -> Plan:
+    """A plan from the store's columns. Keys this code does not know (written by a newer
+    replica) are left out, so an older replica keeps routing."""
     return Plan(
-        Canary(**json.loads(canary)) if canary else None,
-        Shadow(**json.loads(shadow)) if shadow else None,
+        Canary(**known(json.loads(canary), Canary)) if canary else None,
+        Shadow(**known(json.loads(shadow), Shadow)) if shadow else None,
         int(revision),
+        promoting,
     )
+
+
+def known(fields_: dict[str, Any], kind: type) -> dict[str, Any]:
+    names = {f.name for f in fields(kind)}
+    return {key: value for key, value in fields_.items() if key in names}
 
 
 def key_point(key: bytes) -> float:

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS routing (
     revision INTEGER NOT NULL,
     canary TEXT,
     shadow TEXT,
+    promoting TEXT,
     changed_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS routing_history (
@@ -133,7 +134,8 @@ DELETE FROM drift_rows WHERE id < (
 )
 """
 CHANGE_PLAN = """
-UPDATE routing SET revision = revision + 1, canary = %s, shadow = %s, changed_at = %s
+UPDATE routing
+SET revision = revision + 1, canary = %s, shadow = %s, promoting = %s, changed_at = %s
 WHERE name = 'routing' AND revision = %s
 """
 
@@ -141,7 +143,9 @@ WHERE name = 'routing' AND revision = %s
 class Connector(Protocol):
     """One backend's way to run statements in a transaction."""
 
-    def transaction(self, what: str) -> contextlib.AbstractContextManager[Executor]: ...
+    def transaction(
+        self, what: str, *, write: bool = True
+    ) -> contextlib.AbstractContextManager[Executor]: ...
     def initialize(self) -> None: ...
     def notify(self, run: Executor) -> None: ...
 
@@ -158,8 +162,10 @@ class RolloutStore:
     # -- the plan and its history -----------------------------------------------------------
 
     def plan(self) -> Plan:
-        with self.sql.transaction("read the routing") as run:
-            row = run("SELECT canary, shadow, revision FROM routing WHERE name = 'routing'")
+        with self.sql.transaction("read the routing", write=False) as run:
+            row = run(
+                "SELECT canary, shadow, revision, promoting FROM routing WHERE name = 'routing'"
+            )
             found = row.fetchone()
         return decode(*found) if found else Plan()
 
@@ -169,41 +175,73 @@ class RolloutStore:
         shadow: Shadow | None,
         *,
         revision: int,
+        stable: str,
         event: str,
         reason: str,
         figures: Mapping[str, Any] | None = None,
+        new_trial: bool = False,
+        promoting: str | None = None,
     ) -> Plan | None:
-        """Set the plan if it is still at ``revision``, and record why; None when another
-        change came first (nothing is written then)."""
+        """Set the plan if it is still at ``revision``, and record why (with ``stable``, the
+        active version then); None when another change came first (nothing is written then).
+        ``new_trial``: the canary's feedback against stable starts again from nothing (it
+        was not the canary before). ``promoting``: a promoted canary to activate."""
         now = time.time()
         with self.sql.transaction("change the routing") as run:
-            changed = run(CHANGE_PLAN, (encode(canary), encode(shadow), now, revision))
+            changed = run(CHANGE_PLAN, (encode(canary), encode(shadow), promoting, now, revision))
             if changed.rowcount != 1:
                 return None
-            plan = Plan(canary, shadow, revision + 1)
-            run(
-                "INSERT INTO routing_history (at, event, reason, routing, figures) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (now, event, reason, json.dumps(plan.view(None) | {"stable": None}),
-                 json.dumps(figures) if figures is not None else None),
+            plan = Plan(canary, shadow, revision + 1, promoting)
+            if new_trial and canary is not None:
+                run("DELETE FROM paired_feedback WHERE version = %s", (canary.version,))
+            self._history(
+                run, at=now, event=event, reason=reason, routing=plan.view(stable),
+                figures=figures,
             )  # fmt: skip
             self.sql.notify(run)
         return plan
 
-    def record(self, event: str, reason: str, figures: Mapping[str, Any] | None = None) -> None:
+    def promoted(self, version: str) -> bool:
+        """The activation of a promoted canary is done (or can never be): it is pending no
+        more. False when it was not pending (another replica finished it)."""
+        with self.sql.transaction("finish a promotion") as run:
+            done = run(
+                "UPDATE routing SET promoting = NULL WHERE name = 'routing' AND promoting = %s",
+                (version,),
+            )
+            return done.rowcount == 1
+
+    def record(
+        self, event: str, reason: str, stable: str, figures: Mapping[str, Any] | None = None
+    ) -> None:
         """A history entry that changes no plan (an activation, a failed promotion)."""
         plan = self.plan()
         with self.sql.transaction("record a routing event") as run:
-            run(
-                "INSERT INTO routing_history (at, event, reason, routing, figures) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (time.time(), event, reason, json.dumps(plan.view(None) | {"stable": None}),
-                 json.dumps(figures) if figures is not None else None),
+            self._history(
+                run, at=time.time(), event=event, reason=reason, routing=plan.view(stable),
+                figures=figures,
             )  # fmt: skip
+
+    @staticmethod
+    def _history(
+        run: Executor,
+        *,
+        at: float,
+        event: str,
+        reason: str,
+        routing: Mapping[str, Any],
+        figures: Mapping[str, Any] | None,
+    ) -> None:
+        run(
+            "INSERT INTO routing_history (at, event, reason, routing, figures) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (at, event, reason, json.dumps(routing),
+             json.dumps(figures) if figures is not None else None),
+        )  # fmt: skip
 
     def history(self, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
         """The newest ``limit`` entries, oldest first."""
-        with self.sql.transaction("read the routing history") as run:
+        with self.sql.transaction("read the routing history", write=False) as run:
             rows = run(
                 "SELECT id, at, event, reason, routing, figures FROM routing_history "
                 "ORDER BY id DESC LIMIT %s",
@@ -215,7 +253,7 @@ class RolloutStore:
                 "at": iso(row[1]),
                 "event": row[2],
                 "reason": row[3],
-                "routing": {k: v for k, v in json.loads(row[4]).items() if k != "stable"},
+                "routing": json.loads(row[4]),
                 "figures": json.loads(row[5]) if row[5] else None,
             }
             for row in reversed(rows)
@@ -255,7 +293,7 @@ class RolloutStore:
                 run(ADD_PAIRED, (version, stable, count, correct, stable_correct))
 
     def counts(self) -> dict[str, Counts]:
-        with self.sql.transaction("read the monitoring counts") as run:
+        with self.sql.transaction("read the monitoring counts", write=False) as run:
             rows = run(
                 "SELECT version, served, feedback, correct, shadowed, agreed "
                 "FROM version_counts ORDER BY version"
@@ -263,7 +301,7 @@ class RolloutStore:
         return {row[0]: Counts(*(int(v) for v in row[1:])) for row in rows}
 
     def paired(self, version: str, stable: str) -> Paired:
-        with self.sql.transaction("read the feedback of a canary") as run:
+        with self.sql.transaction("read the feedback of a canary", write=False) as run:
             row = run(
                 "SELECT count, correct, stable_correct FROM paired_feedback "
                 "WHERE version = %s AND stable = %s",
@@ -273,7 +311,7 @@ class RolloutStore:
 
     def window(self, size: int) -> FloatArray:
         """The newest ``size`` input rows (fewer while fewer came), oldest first."""
-        with self.sql.transaction("read the recent inputs") as run:
+        with self.sql.transaction("read the recent inputs", write=False) as run:
             batches = run("SELECT rows, data FROM drift_rows ORDER BY id DESC").fetchall()
         parts: list[FloatArray] = []
         held = 0
@@ -328,9 +366,11 @@ class SqliteConnector:
             db.close()
 
     @contextlib.contextmanager
-    def transaction(self, what: str) -> Iterator[Executor]:
+    def transaction(self, what: str, *, write: bool = True) -> Iterator[Executor]:
+        """A write takes the lock at once (``BEGIN IMMEDIATE``); a read is a deferred
+        transaction, which in WAL mode no writer blocks."""
         with self._connect(what) as db:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
             def run(sql: str, params: tuple[Any, ...] = ()) -> Cursor:
                 statement = self._statements.get(sql)

@@ -3,22 +3,27 @@
 **Choosing.** A request that pins no version goes to the canary with probability ``weight``;
 with an ``X-Routing-Key`` header, to the canary when the key's point
 (:func:`~service.rollout.plan.key_point`) is below ``weight``, so a key always meets the
-same version. Without a canary the choice is one attribute read.
+same version. The plan is one immutable object, replaced whole; without a canary the choice
+is one attribute read. The versions a plan routes to are loaded when it is applied, and held
+here, so a routed request never waits for a load.
 
 **Counting without a write per request.** Each answer adds to this worker's tallies in memory
 (rows served per version, the rows themselves for the drift window) under a lock held for a
-few assignments; requests stable answered are queued for the shadow. Two daemon threads do
-the rest off the requests' path:
+few assignments; rows stable answered are queued for the shadow. Two daemon threads do the
+rest off the requests' path:
 
-- the **shadow** thread computes the queued rows with the shadow version, a batch at a time,
-  and counts how many classes agree with stable's (a full queue drops rows, counted in
-  ``iris_shadow_dropped_rows_total``, and never blocks a request);
-- the **flusher** adds the tallies to the store every ``IRIS_MONITOR_FLUSH_SECONDS`` in one
-  transaction (a failed flush keeps them for the next), reloads the plan when it changed, and
-  recomputes the drift gauge.
+- the **shadow** thread computes the queued rows with the shadow version in batches (every
+  0.1 s, or at once past 1,000 rows) and counts how many classes agree with stable's; a full
+  queue drops rows, counted in ``iris_shadow_dropped_rows_total``, and never blocks a request;
+- the **flusher**, every ``IRIS_MONITOR_FLUSH_SECONDS`` (at most 1 s), reads the plan and
+  applies it when it changed, adds the tallies to the store in one transaction (a failed
+  flush keeps them for the next), judges the canary (the rule's backstop) and completes a
+  pending promotion, and every 5 s recomputes the drift gauge. Each step fails on its own:
+  a store that refuses writes still has its plan followed.
 
-A worker that dies loses at most one flush interval of counts and rows; never a plan change
-or a decision, which are written before they are applied.
+A worker killed outright loses what it counted since its last flush that succeeded (one flush
+interval while the store is up) and its shadow queue; never a plan change or a decision,
+which are written before they are applied.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,18 +42,21 @@ from model.data import FEATURES, load_iris
 from model.errors import ModelStoreError
 from model.network import FloatArray, forward
 from model.persistence import StoredModel
-from model.reference import feature_psi, input_reference, normal_reference
+from model.reference import feature_psi, input_reference
 from service import metrics
 from service.registry import NotReadyError, Registry
-from service.rollout.plan import Canary, Plan, key_point
+from service.rollout import rule
+from service.rollout.plan import Plan, key_point
 from service.rollout.store import RolloutStore
 
 log = logging.getLogger("iris.rollout")
 ROUTING_HEADER = "x-routing-key"
 _ROUTING_HEADER = ROUTING_HEADER.encode()
 SHADOW_QUEUE_ROWS = 20_000  # rows waiting for the shadow; more are dropped, and counted
+SHADOW_BATCH_ROWS = 1000  # the shadow thread is woken at once past this many queued rows
+SHADOW_WAIT_SECONDS = 0.1  # and otherwise computes what is queued this often
 DRIFT_EVERY_SECONDS = 5.0  # how often the flusher recomputes the drift gauge
-MIN_DRIFT_ROWS = 100  # fewer rows in the window (or the whole window, if smaller): no PSI
+MIN_DRIFT_ROWS = 300  # fewer rows in the window (or the whole window, if smaller): no PSI
 
 
 def routing_key(headers: Iterable[tuple[Any, Any]] | None) -> bytes | None:
@@ -77,9 +85,10 @@ class Traffic:
         self.window = window
         self.flush_seconds = flush_seconds
         self.threshold = threshold
-        self.plan = Plan()
-        self.canary: Canary | None = None
-        self.shadow: str | None = None
+        self.plan = Plan()  # replaced whole, never changed: a reader reads it once
+        self.loaded: dict[str, StoredModel] = {}  # the versions the plan routes to
+        self.ready = False
+        self._plan_lock = threading.Lock()
         self._lock = threading.Lock()
         self._served: dict[str, int] = {}
         self._chunks: deque[Any] = deque()  # recent input rows, in request order
@@ -90,15 +99,14 @@ class Traffic:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._references: dict[str, dict[str, Any]] = {}
-        self._failing = ""
-        self.ready = False
+        self._references: dict[str, dict[str, Any] | None] = {}
+        self._failing: dict[str, str] = {}
 
     # -- on the request's path --------------------------------------------------------------
 
     def choose(self, headers: Iterable[tuple[Any, Any]] | None) -> str | None:
         """The version a request that pins none goes to: the canary's, or None (stable)."""
-        canary = self.canary
+        canary = self.plan.canary
         if canary is None:
             return None
         key = routing_key(headers)
@@ -110,43 +118,43 @@ class Traffic:
         """Count the rows ``version`` answered; keep them for the drift window, and queue
         them for the shadow when stable answered (``classes``: stable's class indices)."""
         n = len(rows)
+        wake = False
         with self._lock:
             self._served[version] = self._served.get(version, 0) + n
             self._chunks.append(rows)
             self._rows += n
             while self._rows - len(self._chunks[0]) >= self.window:
                 self._rows -= len(self._chunks.popleft())
-            shadow = self.shadow
+            shadow = self.plan.shadow
             if by_stable and shadow is not None:
                 if self._queued + n <= SHADOW_QUEUE_ROWS:
-                    self._queue.append((shadow, rows, classes))
+                    self._queue.append((shadow.version, rows, classes))
                     self._queued += n
+                    wake = self._queued >= SHADOW_BATCH_ROWS
                 else:
                     metrics.SHADOW_DROPPED.inc(n)
-                    shadow = None
-        if by_stable and shadow is not None:
+        if wake:
             self._wake.set()
-
-    def counted(self, version: str, n: int) -> None:
-        """Count rows ``version`` answered that are not predictions (/gradients)."""
-        with self._lock:
-            self._served[version] = self._served.get(version, 0) + n
 
     # -- the plan ---------------------------------------------------------------------------
 
     def apply(self, plan: Plan) -> None:
-        """Route by ``plan`` from now on (a newer one than this worker's, or the same)."""
-        if plan.revision < self.plan.revision:
-            return
-        self.plan = plan
-        self.canary = plan.canary
-        self.shadow = plan.shadow.version if plan.shadow else None
-        for version in plan.versions():  # loaded now, not by the first request it answers
-            try:
-                self.registry.get(version)
-            except ModelStoreError as error:
-                log.warning("routing names version %s, which cannot be loaded: %s",
+        """Route by ``plan`` from now on, unless this worker already routes by a newer one.
+        The versions it routes to are loaded first (one that cannot be loaded sends its
+        share to stable)."""
+        with self._plan_lock:
+            if plan.revision < self.plan.revision:
+                return
+            loaded = {}
+            for version in plan.versions():
+                stored = self.loaded.get(version)
+                try:
+                    loaded[version] = stored or self.registry.get(version)
+                except ModelStoreError as error:
+                    log.warning("routing names version %s, which cannot be loaded: %s",
                                 version, error)  # fmt: skip
+            self.loaded = loaded
+            self.plan = plan
 
     def prepare(self) -> None:
         """The store's tables made, and the plan applied (the flusher retries until done)."""
@@ -170,32 +178,51 @@ class Traffic:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stop the threads; the shadow's last batch and one last flush are written."""
+        """Stop the threads; the shadow's last batch and one last flush are written (a store
+        that is down then loses them, as a crash would, and the stop goes on)."""
         self._stopping.set()
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5.0)
-        self._shadow_batch()
-        self.flush()
+        self._step("shadow", self._shadow_batch)
+        self._step("flush", self.flush)
 
     def _flush_loop(self) -> None:
         drift_at = 0.0
         while not self._stopping.wait(self.flush_seconds):
-            try:
-                if not self.ready:
-                    self.prepare()
-                self.flush()
-                self.reload()
-                if time.monotonic() >= drift_at:
-                    drift_at = time.monotonic() + DRIFT_EVERY_SECONDS
-                    self.drift()
-                self._failing = ""
-            except (ModelStoreError, NotReadyError) as error:
-                if str(error) != self._failing:  # once per outage, not once per tick
-                    self._failing = str(error)
-                    log.warning("monitoring: %s; counts are kept for the next flush", error)
-            except Exception:
-                log.exception("monitoring: the flush failed")
+            if not self.ready and not self._step("prepare", self.prepare):
+                continue
+            self._step("reload", self.reload)
+            self._step("flush", self.flush)
+            self._step("rule", self.judge)
+            if time.monotonic() >= drift_at:
+                drift_at = time.monotonic() + DRIFT_EVERY_SECONDS
+                self._step("drift", self.drift)
+
+    def _step(self, name: str, work: Callable[[], object]) -> bool:
+        """Run one step of the flusher; its failure is logged once while it lasts."""
+        try:
+            work()
+        except (ModelStoreError, NotReadyError) as error:
+            if self._failing.get(name) != str(error):
+                self._failing[name] = str(error)
+                log.warning("monitoring (%s): %s; tried again at the next flush", name, error)
+            return False
+        except Exception as error:
+            if self._failing.get(name) != repr(error):
+                self._failing[name] = repr(error)
+                log.exception("monitoring (%s) failed; tried again at the next flush", name)
+            return False
+        self._failing.pop(name, None)
+        return True
+
+    def judge(self) -> None:
+        """The rule's backstop, and a pending promotion completed."""
+        plan = self.plan
+        if plan.canary is not None and plan.canary.promote_after is not None:
+            rule.decide(self.store, self.registry, self)
+        if self.store.plan().promoting is not None:
+            rule.complete_promotion(self.store, self.registry, self)
 
     def flush(self) -> None:
         """Add this worker's tallies to the store; on failure they wait for the next."""
@@ -225,12 +252,9 @@ class Traffic:
 
     def _shadow_loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(1.0)
+            self._wake.wait(SHADOW_WAIT_SECONDS)
             self._wake.clear()
-            try:
-                self._shadow_batch()
-            except Exception:
-                log.exception("shadow: computing the queued rows failed")
+            self._step("shadow", self._shadow_batch)
 
     def _shadow_batch(self) -> None:
         """Compute every queued request with its shadow version; count the agreements."""
@@ -241,10 +265,12 @@ class Traffic:
         for shadow, rows, classes in queued:
             by_version.setdefault(shadow, []).append((rows, classes))
         for version, items in by_version.items():
-            try:
-                stored = self.registry.get(version)
-            except (ModelStoreError, NotReadyError):
-                continue  # deleted, or not loadable: a shadow never fails anything
+            stored = self.loaded.get(version)
+            if stored is None:
+                try:
+                    stored = self.registry.get(version)
+                except (ModelStoreError, NotReadyError):
+                    continue  # deleted, or not loadable: a shadow never fails anything
             X = stack([rows for rows, _ in items])
             expected = np.concatenate([np.asarray(c, dtype=np.int64).reshape(-1)
                                        for _, c in items])  # fmt: skip
@@ -255,30 +281,25 @@ class Traffic:
 
     # -- drift ------------------------------------------------------------------------------
 
-    def reference(self, stored: StoredModel) -> dict[str, Any]:
-        """The stable version's reference histogram: stored with it at training, or made now
-        for a version stored before references were (from the shipped data when it was
-        trained on them, else from its standardizer)."""
-        found = self._references.get(stored.version)
-        if found is None:
+    def reference(self, stored: StoredModel) -> dict[str, Any] | None:
+        """The stable version's reference histogram: stored with it at training, or, for a
+        version stored before references were, made now from the shipped data when it was
+        trained on them; None when its training rows are not known."""
+        if stored.version not in self._references:
             meta = stored.metadata
-            found = meta.get("input_reference")
-            if not found:
-                iris = load_iris()
-                if meta.get("data_sha256") == iris.sha256():
-                    found = input_reference(iris.raw, FEATURES)
-                else:
-                    found = normal_reference(stored.model.standardizer, FEATURES)
+            found = meta.get("input_reference") or None
+            if found is None and trained_on_iris(meta):
+                found = input_reference(load_iris().raw, FEATURES)
             self._references[stored.version] = found
-        return found
+        return self._references[stored.version]
 
     def drift(self) -> dict[str, Any]:
         """The window's PSI per feature against stable's reference (and the gauges set)."""
         stable = self.registry.get()
         reference = self.reference(stable)
         rows = self.store.window(self.window)
-        enough = len(rows) >= min(self.window, MIN_DRIFT_ROWS)
-        scores = feature_psi(reference, rows, FEATURES) if enough else {}
+        enough = reference is not None and len(rows) >= min(self.window, MIN_DRIFT_ROWS)
+        scores = feature_psi(reference, rows, FEATURES) if reference and enough else {}
         features = {}
         for name in FEATURES:
             score = scores.get(name)
@@ -286,12 +307,20 @@ class Traffic:
             metrics.DRIFT_PSI.labels(feature=name).set(score if score is not None else 0.0)
         return {
             "reference": stable.version,
-            "reference_source": reference.get("source"),
+            "reference_source": reference.get("source") if reference else None,
             "window": self.window,
             "rows": len(rows),
             "threshold": self.threshold,
             "features": features,
         }
+
+
+def trained_on_iris(meta: dict[str, Any]) -> bool:
+    """A version's metadata says it was trained on the shipped Iris data."""
+    data = meta.get("data") or {}
+    if meta.get("data_sha256") is not None:
+        return bool(meta["data_sha256"] == load_iris().sha256())
+    return isinstance(data, dict) and data.get("source") == "iris"
 
 
 def stack(chunks: Sequence[Any]) -> FloatArray:

@@ -49,8 +49,7 @@ def put_routing_body(request: Request, raw_body: bytes) -> dict[str, Any]:
     )
     canary = Canary(**body.canary.model_dump()) if body.canary else None
     shadow = Shadow(body.shadow.version) if body.shadow else None
-    plan = control.set_routing(st, canary, shadow, body.revision)
-    return plan.view(control.stable_version(st))
+    return control.set_routing(st, canary, shadow, body.revision)
 
 
 @router.put(

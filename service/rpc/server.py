@@ -230,7 +230,7 @@ class InferenceService:
 
     async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
         # Read only while a canary is set: the metadata's one use is an x-routing-key.
-        metadata = context.invocation_metadata() if self.state.traffic.canary else None
+        metadata = context.invocation_metadata() if self.state.traffic.plan.canary else None
         if values_in(request) <= INLINE_VALUES:
             token = inference.ON_EVENT_LOOP.set(True)
             try:
