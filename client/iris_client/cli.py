@@ -1544,7 +1544,8 @@ def routing_history(ctx: click.Context, /, *, limit: int | None, fmt: str) -> No
     table.add_column("REASON", overflow="fold")
     for event in events:
         reason = Text(printable(event.reason))
-        reason.append("\n" + printable(after_event(event, short)), style="dim")
+        if event.event != "routing_changed":  # whose reason says the routing it set
+            reason.append("\n" + printable(after_event(event, short)), style="dim")
         table.add_row(Text(printable(local_time(event.at))), Text(printable(event.event)), reason)
     show(console, table)
 
