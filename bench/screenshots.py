@@ -1,7 +1,9 @@
 """Screenshots of every dashboard panel at desktop and phone widths (``make screenshots``).
 
 Starts ``iris-serve`` on a free port of 127.0.0.1 with a fresh data directory, trains from
-the page itself when it shows Train (so Train and Models have something to show), and writes
+the page itself when it shows Train (so Train and Models have something to show), gives
+Monitor a rollout to show (a canary rolled back by its rule, another canary with feedback, a
+shadow, inputs that drift while the panel watches), and writes
 ``docs/screenshots/<panel>-desktop.png`` and ``<panel>-phone.png``. Needs Debian's chromium
 and chromium-driver.
 """
@@ -14,28 +16,41 @@ import io
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from harness.browser import DESKTOP, PHONE, READY, Browser, chromium, js, missing_browser, type_into
-from harness.servers import running_server, wait_for
+from harness.servers import ServerProcess, running_server, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "screenshot-token"
-PANELS = ("predict", "explain", "data", "train", "models")
+PANELS = ("predict", "explain", "data", "train", "models", "monitor")
+# Monitor drawn: the split, the versions' figures, the drift now and its chart.
+DRAWN = READY | {
+    "monitor": (
+        "return document.querySelectorAll('#split dd').length > 0"
+        " && document.querySelectorAll('#monitor-versions tbody tr').length > 0"
+        " && document.querySelectorAll('#drift-now li').length > 0"
+        " && document.querySelector('#drift-chart svg') !== null"
+    )
+}
+# Polls of the Monitor panel watched while the inputs drift, one batch of rows each.
+DRIFT_POLLS = 12
 FLOWER = {"sepal_length": "6.3", "sepal_width": "2.8", "petal_length": "4.9", "petal_width": "1.6"}
 CSV = (
     "sepal_length,sepal_width,petal_length,petal_width\n"
     "5.1,3.5,1.4,0.2\n6.3,2.8,4.9,1.6\n6.7,3.0,5.2,2.3\n"
 )
 MAX_HEIGHT = {"desktop": 1400, "phone": 2200}
+TALLER = {"monitor": {"desktop": 1800, "phone": 3400}}
 
 
 def ready(b: Browser, panel: str) -> None:
-    wait_for(lambda: js(b, READY[panel]) is True, 30, f"{panel} drawn")
+    wait_for(lambda: js(b, DRAWN[panel]) is True, 30, f"{panel} drawn")
     time.sleep(0.4)  # transitions
 
 
-def prepare(b: Browser, panel: str) -> None:
+def prepare(b: Browser, panel: str, server: ServerProcess) -> None:
     """Bring a panel into the state the screenshot shows."""
     wait_for(
         lambda: bool(js(b, "return document.querySelector('#species').dataset.label")),
@@ -56,7 +71,90 @@ def prepare(b: Browser, panel: str) -> None:
         from selenium.webdriver.support.ui import Select
 
         Select(b.driver.find_element("id", "true-species")).select_by_value("versicolor")
+    if panel == "monitor":
+        watch_drift(b, server)
     ready(b, panel)
+
+
+def roll_out(server: ServerProcess) -> None:
+    """A canary rolled back by its rule, then another canary with a rule and feedback, and a
+    shadow: what the Monitor panel shows."""
+    with server.client() as api:
+        samples = api.get("/datasets/iris").json()["samples"]
+        features = list(api.get("/datasets/iris").json()["features"])
+        rows = [{f: s[f] for f in features} for s in samples]
+        species = [s["species"] for s in samples]
+        models = api.get("/models").json()
+        stable = models["current"]
+        others = [m["version"] for m in models["models"] if m["version"] != stable]
+        body = {
+            "hyperparameters": {"epochs": 1, "hidden_units": 2},
+            "activate": False,
+            "note": "trained for one epoch",
+        }
+        job = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
+        poor = wait_for(
+            lambda: api.get(f"/train/{job}").json()["model_version"], 30, "the poor version"
+        )
+
+        def labels(version: str) -> list[str]:
+            answer = api.post("/predict", json={"instances": rows, "model_version": version})
+            return [p["label"] for p in answer.json()["predictions"]]
+
+        theirs = labels(stable)
+        wrong = [i for i, (a, b) in enumerate(zip(labels(poor), theirs, strict=True)) if a != b]
+        canary = {"version": poor, "weight": 0.1, "promote_after": len(wrong)}
+        api.put("/routing", json={"canary": canary}, headers=server.auth()).raise_for_status()
+        feedback = {
+            "model_version": poor,
+            "instances": [rows[i] for i in wrong],
+            "labels": [theirs[i] for i in wrong],
+        }
+        api.post("/feedback", json=feedback, headers=server.auth()).raise_for_status()
+        routing = {
+            "canary": {
+                "version": others[-1],
+                "weight": 0.2,
+                "promote_after": 500,
+                "max_accuracy_drop": 0.02,
+            },
+            "shadow": {"version": others[0]},
+        }
+        api.put("/routing", json=routing, headers=server.auth()).raise_for_status()
+        for _ in range(3):
+            api.post("/predict", json={"instances": rows}).raise_for_status()
+        for version in (stable, others[-1]):
+            body = {"model_version": version, "instances": rows, "labels": species}
+            api.post("/feedback", json=body, headers=server.auth()).raise_for_status()
+
+
+def drift_points(b: Browser) -> int:
+    return int(js(b, "return +document.getElementById('drift-chart').dataset.points"))
+
+
+def more_points(b: Browser, than: int) -> bool:
+    return drift_points(b) > than
+
+
+def watch_drift(b: Browser, server: ServerProcess) -> None:
+    """The flowers with petals a little wider at every poll of the panel, until it has drawn
+    DRIFT_POLLS points of them (the phone's page goes on from the desktop's, kept in the tab)."""
+    ready(b, "monitor")
+    with server.client() as api:
+        if api.get("/routing").json()["canary"] is None:  # the desktop's turn: not rolled out yet
+            roll_out(server)
+        iris = api.get("/datasets/iris").json()
+        samples, features = iris["samples"], iris["features"]
+        start = drift_points(b)
+        for k in range(DRIFT_POLLS):
+            if start > DRIFT_POLLS:
+                break  # drawn already (the desktop's points, kept in the tab)
+            grown = [
+                {f: s[f] for f in features} | {"petal_width": round(s["petal_width"] + k * 0.03, 2)}
+                for s in samples
+            ]
+            api.post("/predict", json={"instances": grown}).raise_for_status()
+            wait_for(partial(more_points, b, drift_points(b)), 15, "the next point")
 
 
 def train_from_the_page(b: Browser) -> None:
@@ -77,7 +175,9 @@ def train_from_the_page(b: Browser) -> None:
     wait_for(lambda: status.text.startswith("Job succeeded"), 60, "the job's end")
 
 
-def shoot(b: Browser, path: Path, size: tuple[int, int], max_height: int) -> None:
+def shoot(
+    b: Browser, path: Path, size: tuple[int, int], max_height: int, colors: int = 128
+) -> None:
     """The page from the top, as tall as its content (at most ``max_height``)."""
     width = size[0]
     height = min(int(js(b, "return document.documentElement.scrollHeight")), max_height)
@@ -88,7 +188,7 @@ def shoot(b: Browser, path: Path, size: tuple[int, int], max_height: int) -> Non
     time.sleep(0.2)
     js(b, "document.activeElement?.blur(); window.scrollTo(0, 0)")
     shot = b.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
-    small(base64.b64decode(shot["data"]), path)
+    small(base64.b64decode(shot["data"]), path, colors)
 
 
 def small(png: bytes, path: Path, colors: int = 128) -> None:
@@ -122,9 +222,11 @@ def main() -> int:
                     browser.resize(size)
                     browser.driver.get("about:blank")
                     browser.driver.get(f"{server.url}/#{panel}")
-                    prepare(browser, panel)
+                    prepare(browser, panel, server)
                     path = args.out / f"{panel}-{name}.png"
-                    shoot(browser, path, size, MAX_HEIGHT[name])
+                    tall = TALLER.get(panel, MAX_HEIGHT)[name]
+                    # Monitor's four feature colours need more of the palette to stay apart
+                    shoot(browser, path, size, tall, 256 if panel == "monitor" else 128)
                     print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} kB")
     return 0
 

@@ -40,6 +40,14 @@ VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.1, "pet
 SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 # A job of several seconds, so several heartbeats' points arrive before it ends: 30,000 steps
 # of 8 rows, 2.5-25 s of training on the machines seen.
+# The Monitor panel drawn: the split, the versions' figures, the drift now and its chart.
+MONITOR_READY = (
+    "return document.querySelectorAll('#split dd').length > 0"
+    " && document.querySelectorAll('#monitor-versions tbody tr').length > 0"
+    " && document.querySelectorAll('#drift-now li').length > 0"
+    " && document.querySelector('#drift-chart svg') !== null"
+)
+PANELS = {**READY, "monitor": MONITOR_READY}
 LONG_JOB = {
     "hidden_units": "256",
     "epochs": "2000",
@@ -497,7 +505,7 @@ def test_every_panel_loads_cleanly_and_fits(
 ) -> None:
     browser.resize(size)
     try:
-        for panel, ready in READY.items():
+        for panel, ready in PANELS.items():
             browser.reset()
             open_page(browser, server, panel)
             until(lambda ready=ready: js(browser, ready), f"{panel} drawn")
@@ -520,7 +528,7 @@ def test_the_tabs_work_with_the_keyboard(browser: Browser, server: ServerProcess
     assert active.get_attribute("aria-selected") == "true"
     assert js(browser, "return document.getElementById('explain-panel').hidden") is False
     active.send_keys(Keys.END)
-    assert browser.driver.switch_to.active_element.get_attribute("id") == "tab-models"
+    assert browser.driver.switch_to.active_element.get_attribute("id") == "tab-monitor"
     browser.driver.switch_to.active_element.send_keys(Keys.HOME)
     assert browser.driver.switch_to.active_element.get_attribute("id") == "tab-predict"
     # from the tab, Tab reaches the panel, then the first measurement
@@ -549,6 +557,8 @@ def test_the_token_stays_out_of_urls_and_storage_other_than_the_session(
     open_page(browser, server, "models")
     type_into(browser, "token", TOKEN)
     browser.driver.find_element("css selector", "#token-form button[type=submit]").click()
+    state = browser.driver.find_element("id", "token-state")
+    until(lambda: state.text.startswith("token accepted"), "the token checked")
     assert js(browser, "return sessionStorage.getItem('iris-api-token')") == TOKEN
     assert js(browser, "return localStorage.length") == 0
     assert js(browser, "return document.getElementById('token').value") == ""
@@ -732,8 +742,8 @@ def test_the_curve_of_a_3000_epoch_run_ends_on_a_tick_reading_3000(
 
 # -- every width ---------------------------------------------------------------------------------
 
-# Every SVG text inside its SVG; every visible text at least 11 px tall as drawn (SVG text
-# scaled by its drawing's width); every button within the viewport's width.
+# Every SVG text inside its SVG and clear of the others; every visible text at least 11 px tall
+# as drawn (SVG text scaled by its drawing's width); every button within the viewport's width.
 SVG_TEXT_OUTSIDE = """
 return [...document.querySelectorAll('svg text')]
   .filter(t => t.getClientRects().length).filter(t => {
@@ -756,6 +766,20 @@ return [...document.querySelectorAll('body *')]
   })
   .filter(([, , size]) => size < 11)
 """
+SVG_TEXT_OVERLAPPING = """
+const boxes = [...document.querySelectorAll('svg text')]
+  .filter(t => t.getClientRects().length && t.textContent.trim())
+  .map(t => [t, t.getBoundingClientRect()]);
+const found = [];
+boxes.forEach(([a, r], i) => boxes.slice(i + 1).forEach(([b, q]) => {
+  const x = Math.min(r.right, q.right) - Math.max(r.left, q.left);
+  const y = Math.min(r.bottom, q.bottom) - Math.max(r.top, q.top);
+  if (a.ownerSVGElement === b.ownerSVGElement && x > 1 && y > 1) {
+    found.push(a.textContent + ' / ' + b.textContent);
+  }
+}));
+return found
+"""
 BUTTONS_OUTSIDE = """
 return [...document.querySelectorAll('main button, header button, nav button')]
   .filter(b => b.getClientRects().length)
@@ -775,11 +799,12 @@ def test_every_panel_keeps_its_text_readable_and_its_actions_in_reach(
     two_versions(server, api)
     browser.resize(size)
     try:
-        for panel, ready in READY.items():
+        for panel, ready in PANELS.items():
             open_page(browser, server, panel)
             until(lambda ready=ready: js(browser, ready), f"{panel} drawn")
             settled(browser, f"{panel}: every request answered")
             assert js(browser, SVG_TEXT_OUTSIDE) == [], panel
+            assert js(browser, SVG_TEXT_OVERLAPPING) == [], panel
             assert js(browser, SMALL_TEXT) == [], panel
             assert js(browser, BUTTONS_OUTSIDE) == [], panel
             if panel == "models":
@@ -897,3 +922,313 @@ def test_a_version_is_deleted_from_the_page_after_its_question_and_shows_its_not
     assert not browser.driver.find_elements("css selector", f"button[data-delete='{served}']")
     js(browser, "sessionStorage.clear()")
     assert_clean(browser, server)
+
+
+# -- monitor -------------------------------------------------------------------------------------
+
+
+def a_poor_version(server: ServerProcess, api: httpx.Client) -> str:
+    """A stored version other than stable, trained too little to agree with it everywhere."""
+    for m in api.get("/models").json()["models"]:
+        if m["note"] == "a poor canary":
+            return str(m["version"])
+    body = {
+        "hyperparameters": {"epochs": 1, "hidden_units": 2},
+        "activate": False,
+        "note": "a poor canary",
+    }
+    job_id = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
+    job = until(
+        lambda: (j := api.get(f"/train/{job_id}").json())["status"] == "succeeded" and j,
+        "trained",
+        60,
+    )
+    return str(job["model_version"])
+
+
+def disagreeing_rows(
+    api: httpx.Client, canary: str, stable: str
+) -> tuple[list[dict[str, float]], list[str]]:
+    """Shipped flowers the canary classes differently from stable, with stable's species: on
+    them the canary is always wrong and stable always right."""
+    rows = [{f: s[f] for f in FEATURES} for s in api.get("/datasets/iris").json()["samples"]]
+
+    def labels(version: str) -> list[str]:
+        body = {"instances": rows, "model_version": version}
+        return [p["label"] for p in api.post("/predict", json=body).json()["predictions"]]
+
+    ours, theirs = labels(canary), labels(stable)
+    differ = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+    assert differ, "the poor version agrees with stable on every flower"
+    return [rows[i] for i in differ], [theirs[i] for i in differ]
+
+
+def open_monitor(b: Browser, server: ServerProcess) -> None:
+    open_page(b, server, "monitor")
+    until(lambda: js(b, MONITOR_READY), "the monitor drawn")
+
+
+def shown_split(b: Browser) -> dict[str, str]:
+    return dict(
+        js(
+            b,
+            "return [...document.querySelectorAll('#split dd[data-role]')]"
+            ".map(d => [d.dataset.role, d.dataset.version])",
+        )
+    )
+
+
+def history_rows(b: Browser) -> list[dict[str, str]]:
+    return list(
+        js(
+            b,
+            "return [...document.querySelectorAll('#routing-history tbody tr')].map(r => ({"
+            " kind: r.dataset.event, id: r.dataset.id, decided: r.classList.contains('decided'),"
+            " ...Object.fromEntries([...r.cells].map(c => [c.dataset.label, c.textContent]))}))",
+        )
+    )
+
+
+def test_a_canary_set_with_the_token_shows_in_the_split_the_figures_and_the_history(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    canary = a_poor_version(server, api)
+    stable = api.get("/models").json()["current"]
+    rows, labels = disagreeing_rows(api, canary, stable)
+    api.put("/routing", json={}, headers=server.auth()).raise_for_status()
+    try:
+        open_monitor(browser, server)
+        assert shown_split(browser) == {"stable": stable, "canary": "", "shadow": ""}
+        type_into(browser, "token", TOKEN)
+        browser.driver.find_element("css selector", "#token-form button[type=submit]").click()
+        state = browser.driver.find_element("id", "token-state")
+        until(lambda: state.text.startswith("token accepted"), "the token accepted")
+        offered = "return [...document.getElementById('canary-version').options].map(o => o.value)"
+        until(lambda: canary in js(browser, offered), "the version offered")
+        assert stable not in js(browser, offered)  # stable is never its own canary
+        Select(browser.driver.find_element("id", "canary-version")).select_by_value(canary)
+        type_into(browser, "canary-weight", "0.25")
+        type_into(browser, "canary-promote-after", str(len(rows)))
+        type_into(browser, "canary-max-drop", "0")
+        browser.driver.find_element("id", "canary-set").click()
+
+        # the split shows what the API now routes
+        until(lambda: shown_split(browser)["canary"] == canary, "the canary in the split")
+        routing = api.get("/routing").json()
+        assert routing["canary"] == {
+            "version": canary,
+            "weight": 0.25,
+            "promote_after": len(rows),
+            "max_accuracy_drop": 0.0,
+        }
+        split = browser.driver.find_element("id", "split").text
+        assert "25 % of the requests that name no version" in split
+        assert f"after {len(rows)} feedback label" in split
+        status = browser.driver.find_element("id", "routing-status")
+        assert status.text.startswith(f"Canary set: {canary} answers 25 %")
+        # the history, newest first, has the change as the API records it
+        entry = api.get("/routing/history").json()["history"][-1]
+        until(
+            lambda: history_rows(browser)[0]["id"] == str(entry["id"]), "the change in the history"
+        )
+        newest = history_rows(browser)[0]
+        assert (newest["kind"], newest["event"]) == ("routing_changed", "routing changed")
+        assert newest["reason"] == entry["reason"]
+        assert newest["routing after"] == f"stable {stable}; canary {canary} at 25 %"
+        assert not newest["decided"]
+        # the canary's trial, from /monitoring
+        trial = "return document.querySelector('#split .trial')?.textContent"
+        none_yet = f"Trial: 0 of {len(rows)} feedback labels so far."
+        until(lambda: js(browser, trial) == none_yet, "the trial, no labels yet")
+
+        # feedback the canary gets wrong: the rule rolls it back, and the page shows it
+        answer = api.post(
+            "/feedback",
+            json={"model_version": canary, "instances": rows, "labels": labels},
+            headers=server.auth(),
+        ).json()
+        assert answer["decision"]["event"] == "rolled_back"
+        until(lambda: history_rows(browser)[0]["kind"] == "rolled_back", "the rollback shown")
+        rollback = history_rows(browser)[0]
+        assert rollback["decided"]  # it stands out
+        assert rollback["event"] == "rolled back"
+        assert rollback["reason"] == answer["decision"]["reason"]
+        assert rollback["routing after"] == f"stable {stable}; no canary, no shadow"
+        assert history_rows(browser)[1]["id"] == str(entry["id"])
+        until(lambda: shown_split(browser)["canary"] == "", "the split without the canary")
+        # the canary's live accuracy, as /monitoring counts it
+        figures = api.get("/monitoring").json()["versions"][canary]
+        cell = (
+            "return document.querySelector("
+            f"`#monitor-versions tr[data-version='{canary}'] td[data-label='${{arguments[0]}}']`"
+            ")?.textContent"
+        )
+        until(lambda: js(browser, cell, "labels") == str(figures["feedback"]["count"]), "labels")
+        assert figures["feedback"]["accuracy"] == 0.0
+        assert js(browser, cell, "live accuracy") == "0.0000"
+        assert js(browser, cell, "served") == str(figures["served"])
+        if figures["shadow"] is None:  # never computed in shadow: a dash, not a number
+            assert js(browser, cell, "shadow agreement") == "\u2014"
+        assert_clean(browser, server)
+    finally:
+        api.put("/routing", json={}, headers=server.auth())
+        js(browser, "sessionStorage.clear()")
+
+
+def test_a_wrong_token_and_a_refused_weight_are_shown_next_to_the_routing_form(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    canary = a_poor_version(server, api)
+    api.put("/routing", json={}, headers=server.auth()).raise_for_status()
+    before = api.get("/routing").json()
+    open_monitor(browser, server)
+    js(browser, "sessionStorage.setItem('iris-api-token', 'not-the-token')")
+    until(
+        lambda: canary in js(browser, "return document.getElementById('canary-version').innerText"),
+        "the version offered",
+    )
+    Select(browser.driver.find_element("id", "canary-version")).select_by_value(canary)
+    type_into(browser, "canary-weight", "0.5")
+    browser.driver.find_element("id", "canary-set").click()
+    error = browser.driver.find_element("id", "canary-error")
+    detail = api.put(
+        "/routing",
+        json={"canary": {"version": canary, "weight": 0.5}},
+        headers=server.auth("not-the-token"),
+    ).json()["detail"]
+    until(lambda: error.text == detail, "the 401's detail next to the form")
+    assert detail.startswith("invalid bearer token")
+    assert error.value_of_css_property("color") == "rgba(185, 28, 28, 1)"  # the page's --bad
+    assert api.get("/routing").json() == before
+
+    # the right token, a weight the API refuses: its message next to the weight
+    js(browser, "sessionStorage.setItem('iris-api-token', arguments[0])", TOKEN)
+    type_into(browser, "canary-weight", "1.5")
+    browser.driver.find_element("id", "canary-set").click()
+    problem = api.put(
+        "/routing",
+        json={"canary": {"version": canary, "weight": 1.5}, "revision": before["revision"]},
+        headers=server.auth(),
+    ).json()
+    assert problem["status"] == 422
+    weight_error = browser.driver.find_element("id", "err-canary-weight")
+    until(lambda: weight_error.text == problem["errors"][0]["msg"], "the weight's message")
+    assert error.text == problem["detail"]
+    assert browser.driver.find_element("id", "canary-weight").get_attribute("aria-invalid") == (
+        "true"
+    )
+    # what the page can judge itself is said without asking
+    browser.reset()
+    type_into(browser, "canary-weight", "")
+    browser.driver.find_element("id", "canary-set").click()
+    until(lambda: weight_error.text == "enter a number", "the empty weight's message")
+    puts = [r for r in browser.collect().requests.values() if r.method == "PUT"]
+    assert puts == []
+    assert api.get("/routing").json() == before
+    js(browser, "sessionStorage.clear()")
+    assert_clean(browser, server, allowed_statuses=(401, 422))
+
+
+def test_the_drift_chart_draws_each_feature_against_the_threshold_and_flags_drift(
+    browser: Browser, server: ServerProcess, api: httpx.Client
+) -> None:
+    samples = api.get("/datasets/iris").json()["samples"]
+    rows = [{f: s[f] for f in FEATURES} for s in samples]
+    # petal lengths 3 cm longer than any seen in training: that feature drifts
+    shifted = [r | {"petal_length": round(r["petal_length"] + 3, 1)} for r in rows]
+    for batch in (rows, shifted, shifted, shifted):
+        assert api.post("/predict", json={"instances": batch}).status_code == 200
+    drifted = until(
+        lambda: (
+            (d := api.get("/monitoring").json()["drift"])["features"]["petal_length"]["drifted"]
+            and d
+        ),
+        "the drift counted",
+    )
+    open_monitor(browser, server)
+
+    def shown() -> dict[str, bool]:
+        items = js(
+            browser,
+            "return [...document.querySelectorAll('#drift-now li')]"
+            ".map(li => [li.dataset.feature, li.dataset.drifted])",
+        )
+        return {feature: flag == "true" for feature, flag in items}
+
+    def expected() -> dict[str, bool]:
+        features = api.get("/monitoring").json()["drift"]["features"]
+        return {f: d["drifted"] for f, d in features.items()}
+
+    until(lambda: shown() == expected(), "the features flagged as the API does")
+    assert list(shown()) == list(FEATURES)
+    flagged = browser.driver.find_element("css selector", "#drift-now li[data-drifted=true]")
+    assert "drifted" in flagged.find_element("css selector", ".badge").text
+    # a line per feature, from two polls on; the threshold across the drawing
+    paths = (
+        "return [...document.querySelectorAll('#drift-chart path.line')]"
+        ".map(p => ({series: p.dataset.series, points: p.dataset.points}))"
+    )
+    until(
+        lambda: (p := js(browser, paths)) and len(p) == 4 and all(int(d["points"]) >= 2 for d in p),
+        "two points a feature",
+    )
+    labels = [d["series"] for d in js(browser, paths)]
+    assert labels == ["Sepal length", "Sepal width", "Petal length", "Petal width"]
+    petal = js(
+        browser,
+        "return document.querySelector('#drift-chart path.f2').classList.contains('drifted')",
+    )
+    assert petal is True
+    rule = browser.driver.find_element("css selector", "#drift-chart line.rule.threshold")
+    assert float(rule.get_attribute("data-value")) == drifted["threshold"]
+    frame = browser.driver.find_element("css selector", "#drift-chart svg").rect
+    assert frame["y"] <= rule.rect["y"] <= frame["y"] + frame["height"]
+    caption = browser.driver.find_element("id", "drift-caption").text
+    assert drifted["reference"] in caption
+    # the points are the tab's: a reload draws on from them
+    before = int(js(browser, "return document.getElementById('drift-chart').dataset.points"))
+    open_monitor(browser, server)
+    until(
+        lambda: (
+            int(js(browser, "return document.getElementById('drift-chart').dataset.points"))
+            > before
+        ),
+        "the series kept over a reload",
+    )
+    js(browser, "sessionStorage.clear()")
+    assert_clean(browser, server)
+
+
+def test_the_monitor_stops_asking_while_the_service_is_away_and_goes_on_when_it_is_back(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    points = "return +document.getElementById('drift-chart').dataset.points"
+
+    def failed(path: str) -> int:
+        requests = browser.collect().requests.values()
+        return sum(urlsplit(r.url).path == path and r.failed is not None for r in requests)
+
+    with server_pool(tmp_path_factory.mktemp("monitor-offline")) as start:
+        own = start(None, {"IRIS_API_TOKEN": TOKEN})
+        open_monitor(browser, own)
+        until(lambda: js(browser, points) >= 2, "two polls")
+        own.stop()
+        banner = browser.driver.find_element("id", "banner")
+        until(banner.is_displayed, "the banner")
+        # the page looks for the service every two seconds; over those eight seconds and more
+        # the panel, which asks every three, does not (one poll may have been under way when
+        # the service went)
+        until(lambda: failed("/models") >= 5, "five looks for the service", seconds=30)
+        assert failed("/monitoring") <= 2
+        seen = js(browser, points)
+        own.restart()
+        until(lambda: not banner.is_displayed(), "the banner gone", seconds=30)
+        until(lambda: js(browser, points) > seen, "the panel asking again")
+        assert js(browser, "return document.body.classList.contains('stale')") is False
+        status = browser.driver.find_element("id", "monitor-status").text
+        assert status.startswith("Updated "), status
+    js(browser, "sessionStorage.clear()")

@@ -91,3 +91,8 @@ export const cancelJob = (jobId) =>
 export const jobEvents = (jobId) => new EventSource(`/train/${encodeURIComponent(jobId)}/events`);
 export const openapi = () => api("/openapi.json");
 export const limits = () => api("/limits");
+// The rollout: the traffic split, its history, the per-version figures and the drift.
+export const routing = () => api("/routing");
+export const setRouting = (body) => api("/routing", { method: "PUT", body, auth: true });
+export const routingHistory = (limit = 50) => api(`/routing/history?limit=${limit}`);
+export const monitoring = () => api("/monitoring");

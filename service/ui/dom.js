@@ -50,13 +50,23 @@ export function responsive(container, render, fallback = 420) {
 }
 
 // A line chart: series [{label, cls, dash, points: [[x, y], ...]}], with round ticks, labels
-// kept inside the drawing, and a readout of the nearest epoch under the pointer.
-export function lineChart(container, series, { xLabel = "epoch", yLabel = "", yMin, yMax, xMax } = {}) {
+// kept inside the drawing, and a readout of the nearest x under the pointer. A point whose y is
+// null breaks its line. `rules` are horizontal lines across the drawing ([{y, label, cls}], a
+// threshold); `xMin` null starts the axis at the first point, `xTicks` and `xFormat` make and
+// name the x ticks (a clock's, say), `xCount(width)` says how many steps fit, `readoutX` names
+// the x in the readout.
+export function lineChart(container, series, {
+  xLabel = "epoch", yLabel = "", yMin, yMax, xMin = 0, xMax, rules = [],
+  xTicks = niceTicks, xFormat = tickLabel, readoutX = (x) => `${xLabel} ${x}`,
+  xCount = (W) => (W < 360 ? 3 : 5),
+} = {}) {
   responsive(container, (W) => {
-    const H = 220, L = 12 + textWidth("0.000", FONT), R = 12, T = 10, B = 38;
+    const H = 220, L = 12 + textWidth("0.000", FONT), R = 12, T = 10, B = 42;
     const all = series.flatMap((s) => s.points);
-    const ys = all.map((p) => p[1]).filter(Number.isFinite);
-    const xt = niceTicks(0, Math.max(xMax || 0, ...all.map((p) => p[0]), 1), W < 360 ? 3 : 5);
+    const xs = all.map((p) => p[0]).filter(Number.isFinite);
+    const ys = [...all.map((p) => p[1]), ...rules.map((r) => r.y)].filter(Number.isFinite);
+    const lo = xMin ?? (xs.length ? Math.min(...xs) : 0);
+    const xt = xTicks(lo, Math.max(xMax ?? lo, ...xs, lo + 1), xCount(W));
     const yt = niceTicks(yMin ?? Math.min(0, ...ys), yMax ?? (ys.length ? Math.max(...ys) : 1), 4);
     const [x0, x1, y0, y1] = [xt[0], xt.at(-1), yt[0], yt.at(-1)];
     const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
@@ -67,18 +77,33 @@ export function lineChart(container, series, { xLabel = "epoch", yLabel = "", yM
       chart.append(svg("text", { x: L - 6, y: sy(v) + 4, "text-anchor": "end" }, tickLabel(v, yt)));
     }
     for (const v of xt) {
-      const text = tickLabel(v, xt);
-      chart.append(svg("text", { x: clampX(sx(v), text, FONT, W), y: H - B + 16, "text-anchor": "middle" }, text));
+      const text = xFormat(v, xt);
+      // low enough to clear the lowest y label when a wide one (a time) sits at the corner
+      chart.append(svg("text", { x: clampX(sx(v), text, FONT, W), y: H - B + 20, "text-anchor": "middle" }, text));
     }
     chart.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
     chart.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
     chart.append(svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, xLabel));
+    for (const r of rules) {
+      if (!Number.isFinite(r.y)) continue;
+      chart.append(svg("line", {
+        class: `rule ${r.cls || ""}`, x1: L, x2: W - R, y1: sy(r.y), y2: sy(r.y), "data-value": String(r.y),
+      }, svg("title", {}, `${r.label}: ${r.y}`)));
+    }
     const drawnSeries = [];
     for (const s of series) {
       const pts = s.points.filter((p) => Number.isFinite(p[1]));
       if (!pts.length) continue;
       drawnSeries.push({ ...s, points: pts });
-      const d = pts.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
+      // one stroke per run of points between nulls; a lone point is a stroke of no length,
+      // which a round line cap shows as a dot
+      const runs = [[]];
+      for (const p of s.points) {
+        if (Number.isFinite(p[1])) runs.at(-1).push(`${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`);
+        else if (runs.at(-1).length) runs.push([]);
+      }
+      const d = runs.filter((run) => run.length)
+        .map((run) => `M${run.join("L")}${run.length === 1 ? "h0" : ""}`).join("");
       chart.append(svg("path", {
         class: `line ${s.cls}`, d, "data-series": s.label, "data-points": pts.length,
         "stroke-dasharray": s.dash || null,
@@ -100,7 +125,7 @@ export function lineChart(container, series, { xLabel = "epoch", yLabel = "", yM
         const p = nearest(s.points, at[0]);
         return p && p[0] === at[0] ? `${s.label} ${fixed4(p[1])}` : null;
       }).filter(Boolean);
-      readout.textContent = `${xLabel} ${at[0]}: ${values.join(", ")}`;
+      readout.textContent = `${readoutX(at[0])}: ${values.join(", ")}`;
     };
     chart.addEventListener("pointermove", show);
     chart.addEventListener("pointerdown", show); // a tap on a phone
@@ -109,7 +134,8 @@ export function lineChart(container, series, { xLabel = "epoch", yLabel = "", yM
       readout.textContent = "\u00a0";
     });
     const legend = el("div", { class: "legend" },
-      drawnSeries.map((s) => el("span", {}, el("span", { class: `dot ${s.cls}${s.dash ? " dashed" : ""}` }), s.label)));
+      drawnSeries.map((s) => el("span", { "data-series": s.label }, el("span", { class: `dot ${s.cls}${s.dash ? " dashed" : ""}` }), s.label)),
+      rules.filter((r) => Number.isFinite(r.y)).map((r) => el("span", {}, el("span", { class: `dot dashed ${r.cls || ""}` }), `${r.label} ${r.y}`)));
     clear(container, chart, readout, legend);
   });
 }
@@ -144,10 +170,11 @@ export function heatmap(name, caption, rows, { rowLabels = [], colLabels = [], s
     el("div", { class: "scroll" }, el("table", { class: "heat" }, colLabels.length ? el("thead", {}, head) : null, el("tbody", {}, body))));
 }
 
-export function table(node, columns, rows) {
+// A table, one row an item; `rowAttrs(item)` gives a row its attributes (a class, data-*).
+export function table(node, columns, rows, rowAttrs = () => ({})) {
   clear(node,
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col" }, c.label)))),
-    el("tbody", {}, rows.map((row) => el("tr", {}, columns.map((c) => {
+    el("tbody", {}, rows.map((row) => el("tr", rowAttrs(row), columns.map((c) => {
       const value = c.value(row);
       return el("td", { class: c.num ? "num" : null, "data-label": c.label || null },
         value instanceof Node ? value : String(value ?? ""));

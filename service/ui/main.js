@@ -5,6 +5,7 @@ import { round } from "./lib.js";
 import { hideData, setupData, showData } from "./data.js";
 import { hideExplain, setupExplain, showExplain } from "./explain.js";
 import { hideModels, setupModels, showModels } from "./models.js";
+import { hideMonitor, setupMonitor, showMonitor } from "./monitor.js";
 import { refreshPrediction, setupPredict } from "./predict.js";
 import { emit, on, shared } from "./state.js";
 import { setupTrain, showTrain } from "./train.js";
@@ -15,6 +16,7 @@ const PANELS = {
   data: { show: showData, hide: hideData },
   train: { show: showTrain, hide: () => {} },
   models: { show: showModels, hide: hideModels },
+  monitor: { show: showMonitor, hide: hideMonitor },
 };
 // While the service cannot be reached, the page asks again this often and recovers by itself.
 const RETRY_MS = 2000;
@@ -153,6 +155,7 @@ async function start() {
   setupData();
   setupTrain();
   setupModels();
+  setupMonitor();
   select(location.hash.slice(1) || "predict");
 }
 
