@@ -64,9 +64,11 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench_train.py $(BENCH_ARGS)
 
 BENCH_HTTP_ARGS ?=
-# HTTP benchmark, about 11 minutes (BENCH_HTTP_ARGS=--quick: about 2.5). Needs wrk (apt-get
-# install wrk); uses PyTorch only if it is already importable. The first run installs the
-# peers (MLServer, KServe) into bench/.scratch/ (a few minutes; --no-peers leaves them out).
+# HTTP and gRPC benchmark, about 16 minutes (BENCH_HTTP_ARGS=--quick: about 3; "--only grpc":
+# the gRPC and binary-tensor section alone, about 5). Needs wrk (apt-get install wrk); its grpc
+# section needs h2load (apt-get install nghttp2-client) and is skipped without it; uses PyTorch
+# only if it is already importable. The first run installs the peers (MLServer, KServe) into
+# bench/.scratch/ (a few minutes; --no-peers leaves them out).
 bench-http: $(VENV)/.installed-bench
 	@command -v wrk >/dev/null || { echo "bench-http needs wrk: apt-get install wrk" >&2; exit 2; }
 	$(BIN)/python bench/bench_http.py $(BENCH_HTTP_ARGS)

@@ -44,21 +44,34 @@ Sections, in the order they run:
    in-process floor of a 10,000-row request (orjson parse, ``np.asarray``, forward pass,
    one ``orjson.dumps``). A peer that cannot be installed or started is skipped with the
    reason (``--no-peers`` skips them all).
-6. Memory: VmRSS of a fresh server (1 worker: the uvicorn process is the server) after
+6. gRPC and the binary tensors (``grpc``): ours over gRPC (``IRIS_GRPC_PORT``) beside
+   MLServer's gRPC on the same weights and beside a bare grpc.aio server that answers a
+   constant (``bench/grpc_ceiling.py``), loaded with ``h2load`` (one thread, one connection;
+   each call the file ``harness/h2load.py`` writes: one length-prefixed ModelInferRequest
+   with raw contents) at 32 streams for one row and 1 stream for 10,000 rows; and
+   ``/v2/models/iris/infer`` with binary tensors (``Inference-Header-Content-Length``, FP64
+   in, every output in binary; post.lua's header arguments) beside the same path's JSON, one
+   row at 32 connections and at 1, 10,000 rows at 1. Every path's answer on 150 rows is
+   checked first (gRPC and binary: /v2 JSON's to the bit; MLServer's: to 1e-12). h2load
+   cannot read a call's grpc-status, so the DATA bytes it received are held against the
+   answer's size. Plus the in-process split of each path (decode, read, predict, answer,
+   encode) set against the server's CPU per request under load.
+7. Memory: VmRSS of a fresh server (1 worker: the uvicorn process is the server) after
    1,000 one-row requests sent one by one, then under wrk until 100,000; the counts are
    the server's own (``iris_http_requests_total`` for /predict with status 200).
 
-Targets P1-P6, P1v2 and P2v2 (see ``TARGETS``) are printed PASS/MISS with their figures.
-``--quick``: one round of 2 s points (a smoke run; its figures are not the ones to quote).
-``--json PATH`` writes every sample; ``--only SECTIONS`` runs some of them (cold,
-inprocess, throughput, training, oip, memory). The first run with the peers installs their
-virtualenvs (a few minutes; about 300 and 410 MiB), later runs reuse them.
+Targets P1-P6, P1v2, P2v2, G1, G2, B1 and B2 (see ``TARGETS``) are printed PASS/MISS with
+their figures. ``--quick``: one round of 2 s points (a smoke run; its figures are not the
+ones to quote). ``--json PATH`` writes every sample; ``--only SECTIONS`` runs some of them
+(cold, inprocess, throughput, training, oip, grpc, memory). The first run with the peers
+installs their virtualenvs (a few minutes; about 300 and 410 MiB), later runs reuse them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import http.client
 import json
@@ -81,11 +94,14 @@ from typing import Any
 import ceiling
 import numpy as np
 import peer_servers
+from binary_vs_json import binary_request
 
+from harness import h2load
 from harness.api import instances, start_job, wait_job
 from harness.servers import (
     Launch,
     ServerProcess,
+    free_port,
     loadavg,
     rss_kib,
     tree_cpu_seconds,
@@ -129,6 +145,10 @@ TARGETS = {
     "P4": "per-sample gradients (10,000 rows) >= 2x faster than torch.func.vmap(grad)",
     "P5": "forward + backward, 100,000 rows, hidden 16: within 2.5x the memory traffic bound",
     "P6": "RSS after 100,000 requests within 10% of after 1,000; cold start (empty) < 1.5 s",
+    "G1": "gRPC ModelInfer one row, 32 streams on one connection: >= 2x MLServer's gRPC req/s",
+    "G2": "gRPC ModelInfer 10,000 rows (raw contents), 1 stream: >= 2x MLServer's gRPC req/s",
+    "B1": f"{OIP_PATH} binary tensors, 10,000 rows, 1 connection: >= 2x its JSON's req/s",
+    "B2": f"{OIP_PATH} binary tensors, one row, at 32 connections and at 1: >= its JSON's req/s",
     "A/B": "with --baseline REF: req/s within 10% of REF's, side by side: /predict and "
     f"{OIP_PATH} one row at 32 connections, 10,000 rows at 1",
 }
@@ -288,8 +308,11 @@ def servers_in(workdir: Path, token: str) -> Iterator[Servers]:
 # -- wrk -----------------------------------------------------------------------------------
 
 
-def wrk(url: str, body: Path, connections: int, seconds: int) -> dict[str, Any]:
-    """One wrk run with post.lua; its done() JSON plus the load average at the end."""
+def wrk(
+    url: str, body: Path, connections: int, seconds: int, headers: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One wrk run with post.lua; its done() JSON plus the load average at the end.
+    ``headers`` ("Name: value") go with every request (post.lua's arguments after the body)."""
     command = [
         shutil.which("wrk") or "/usr/bin/wrk",
         "-t1",
@@ -301,6 +324,7 @@ def wrk(url: str, body: Path, connections: int, seconds: int) -> dict[str, Any]:
         url,
         "--",
         str(body),
+        *headers,
     ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
     for line in out.stdout.splitlines():
@@ -323,7 +347,9 @@ class Point:
     path: str = "/predict"
 
 
-def measure(point: Point, server: ServerProcess, body: Path, plan: Plan) -> dict[str, Any]:
+def measure(
+    point: Point, server: ServerProcess, body: Path, plan: Plan, headers: Sequence[str] = ()
+) -> dict[str, Any]:
     """Warm-up, then the measured run; long enough for 10 answers per connection (<= 20 s).
 
     wrk counts the answers that arrive within its time, so a run that holds only a few
@@ -332,11 +358,11 @@ def measure(point: Point, server: ServerProcess, body: Path, plan: Plan) -> dict
     url = server.url + point.path
     seconds = plan.seconds
     if plan.warmup:
-        warm = wrk(url, body, point.connections, plan.warmup)
+        warm = wrk(url, body, point.connections, plan.warmup, headers)
         wanted = 10 * point.connections / max(warm["rps"], 1e-3)
         seconds = min(MAX_POINT_SECONDS, max(plan.seconds, math.ceil(wanted)))
     cpu = tree_cpu_seconds(server.pid)
-    result = wrk(url, body, point.connections, seconds)
+    result = wrk(url, body, point.connections, seconds, headers)
     result["rows_per_s"] = result["rps"] * point.rows
     result["server_cpu_us_per_request"] = (
         (tree_cpu_seconds(server.pid) - cpu) / max(result["requests"], 1) * 1e6
@@ -464,7 +490,7 @@ def core_predict(stored: Any) -> Callable[[Any], Any]:
 
     from service import inference
 
-    registry: Any = SimpleNamespace(cached=lambda version: stored)
+    registry: Any = SimpleNamespace(cached=lambda version: stored, active=stored)
     core = getattr(inference, "Inference", None)
     if core is None:
         return lambda raw: inference.predict(registry, raw, None)
@@ -794,20 +820,28 @@ def answer_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[flo
 
 
 def start_peers(
-    servers: Servers, service: ServerProcess, workdir: Path, scratch: Path, mlserver_workers: int
+    servers: Servers,
+    service: ServerProcess,
+    workdir: Path,
+    scratch: Path,
+    mlserver_workers: int,
+    *,
+    names: Sequence[str] | None = None,
 ) -> tuple[dict[str, ServerProcess], dict[str, Any]]:
-    """The peers that install, start and answer like the service; the rest with a reason."""
+    """The peers (those ``names``, default all) that install, start and answer like the
+    service; the rest with a reason."""
     from peer_servers import LAUNCHERS, PEERS, describe, ensure_venvs, export_weights
 
+    chosen = tuple(peer for peer in PEERS if names is None or peer.name in names)
     started = time.perf_counter()
-    venvs = ensure_venvs(scratch, lambda line: print(line, flush=True))
+    venvs = ensure_venvs(scratch, lambda line: print(line, flush=True), chosen)
     info: dict[str, Any] = {"venv_seconds": time.perf_counter() - started}
     weights = workdir / "peers" / "weights.npz"
     info["model_version"] = export_weights(service.data_dir, weights)
     check = oip_body(150)
     ours = oip_outputs(service, check)
     running: dict[str, ServerProcess] = {}
-    for peer in PEERS:
+    for peer in chosen:
         venv = venvs[peer.name]
         if not isinstance(venv, peer_servers.Venv):
             info[peer.name] = {"skipped": str(venv)}
@@ -948,7 +982,7 @@ def oip_route_steps(body: bytes, model: Any, plan: Plan) -> dict[str, float]:
     read = fast_request(body, OIP_ROWS[-1])
     if read is None:
         return {}
-    raw, names, _ = read
+    raw, names = read[0], read[1]  # (rows, outputs, ...): three fields in older builds, four now
     o_s = predict_proba(model, np.asarray(raw))
     data = outputs_data(o_s, o_s.argmax(axis=1))
 
@@ -1011,6 +1045,594 @@ def oip(
     result["points"] = [asdict(p) for p in points]
     result["results"] = results
     return result
+
+
+# -- 7. gRPC and the binary tensors, ours beside MLServer's gRPC -----------------------------
+
+GRPC_POINTS = ((1, 32), (10_000, 1))
+"""(rows, streams in flight on one HTTP/2 connection) of the gRPC points, ours and MLServer's."""
+BINARY_POINTS = ((1, 32), (1, 1), (10_000, 1))
+"""(rows, connections) of the /v2 points, JSON and binary tensors."""
+GRPC_CHECK_ROWS = 150
+H2LOAD_TIMEOUT_SECONDS = 60
+
+
+def rows_label(rows: int) -> str:
+    return "1 row" if rows == 1 else f"{rows:,} rows"
+
+
+def iris_rows(rows: int) -> Any:
+    """``rows`` Iris rows (cycled, in order), (rows, 4) float64."""
+    from model.data import load_iris
+
+    raw = load_iris().raw
+    return raw[np.arange(rows) % raw.shape[0]]
+
+
+def grpc_message(rows: int) -> bytes:
+    """``rows`` Iris rows as a serialised ModelInferRequest with raw contents, as
+    tritonclient.grpc sends them (the service's generated messages)."""
+    from service.rpc import inference_pb2 as pb
+
+    request = h2load.model_infer_request(pb.ModelInferRequest, iris_rows(rows))
+    message: bytes = request.SerializeToString()
+    return message
+
+
+def binary_headers(headers: dict[str, str]) -> tuple[str, ...]:
+    """post.lua's header arguments for a binary-tensor request."""
+    given = {"Content-Type": "application/octet-stream"} | headers
+    return tuple(f"{name}: {value}" for name, value in given.items())
+
+
+def grpc_call(address: str, message: bytes, timeout: float = 30.0) -> bytes:
+    """The serialised answer of one ModelInfer call (a fresh channel; bytes both ways)."""
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        answer: bytes = channel.unary_unary(h2load.MODEL_INFER)(message, timeout=timeout)
+    return answer
+
+
+def tensor_values(datatype: str, shape: list[int], blob: bytes) -> Any:
+    """An output's binary data as an array (FP64, INT64) or a list of strings (BYTES)."""
+    if datatype == "FP64":
+        return np.frombuffer(blob, "<f8").reshape(shape)
+    if datatype == "INT64":
+        return np.frombuffer(blob, "<i8").reshape(shape)
+    if datatype != "BYTES":
+        raise ValueError(f"unexpected datatype {datatype!r}")
+    labels, at = [], 0
+    while at < len(blob):
+        size = int.from_bytes(blob[at : at + 4], "little")
+        labels.append(blob[at + 4 : at + 4 + size].decode())
+        at += 4 + size
+    return labels
+
+
+def grpc_outputs(answer: bytes) -> dict[str, Any]:
+    """The outputs, by name, of a serialised ModelInferResponse with raw contents."""
+    from service.rpc import inference_pb2 as pb
+
+    message = pb.ModelInferResponse.FromString(answer)
+    return {
+        output.name: tensor_values(output.datatype, list(output.shape), blob)
+        for output, blob in zip(message.outputs, message.raw_output_contents, strict=True)
+    }
+
+
+def binary_outputs(port: int, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """The outputs, by name, of the service's answer to one binary-tensor request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", OIP_PATH, body, headers)
+        response = conn.getresponse()
+        answer = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"binary {OIP_PATH} answered {response.status}: {answer[:300]!r}")
+    size = int(response.getheader("Inference-Header-Content-Length") or 0)
+    at, found = size, {}
+    for output in json.loads(answer[:size])["outputs"]:
+        end = at + output["parameters"]["binary_data_size"]
+        found[output["name"]] = tensor_values(output["datatype"], output["shape"], answer[at:end])
+        at = end
+    return found
+
+
+def json_outputs(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """oip_outputs()'s JSON outputs as grpc_outputs() gives them."""
+    return {
+        "probabilities": np.array(outputs["probabilities"]["data"]).reshape(
+            outputs["probabilities"]["shape"]
+        ),
+        "class_index": np.array(outputs["class_index"]["data"]),
+        "label": outputs["label"]["data"],
+    }
+
+
+def outputs_differ(ours: dict[str, Any], theirs: dict[str, Any], tolerance: float) -> str | None:
+    """What differs between two sets of outputs (probabilities within ``tolerance``)."""
+    for name in OIP_OUTPUTS:
+        if name not in theirs:
+            return f"no output {name!r}"
+    if np.shape(theirs["probabilities"]) != np.shape(ours["probabilities"]):
+        return f"probabilities of shape {np.shape(theirs['probabilities'])}"
+    if list(theirs["class_index"]) != list(ours["class_index"]):
+        return "class_index differs"
+    if list(theirs["label"]) != list(ours["label"]):
+        return "label differs"
+    worst = float(np.max(np.abs(theirs["probabilities"] - ours["probabilities"])))
+    return None if worst <= tolerance else f"probabilities differ by {worst:.2e}"
+
+
+def h2load_run(
+    address: str, body: Path, streams: int, seconds: int, log: Path | None = None
+) -> Any:
+    """One h2load run (one thread, one connection, ``streams`` calls in flight): its summary."""
+    command = h2load.command(
+        shutil.which("h2load") or "/usr/bin/h2load",
+        body,
+        address,
+        streams=streams,
+        seconds=seconds,
+        log_file=log,
+    )
+    out = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + H2LOAD_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"h2load failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return h2load.summary(out.stdout)
+
+
+def measure_grpc(
+    point: Point,
+    server: ServerProcess,
+    address: str,
+    body: Path,
+    *,
+    answer_bytes: int,
+    plan: Plan,
+) -> dict[str, Any]:
+    """:func:`measure` with h2load: warm-up, then the measured run, long enough for 10
+    answers per stream; latencies from h2load's per-call log. h2load cannot read a call's
+    grpc-status (a trailer), so the DATA bytes it received are held against the size of one
+    answer (``answer_bytes``, framed): the calls they fall short of are counted as errors
+    (``not_answered``)."""
+    seconds = plan.seconds
+    if plan.warmup:
+        warm = h2load_run(address, body, point.connections, plan.warmup)
+        wanted = 10 * point.connections / max(warm["rps"], 1e-3)
+        seconds = min(MAX_POINT_SECONDS, max(plan.seconds, math.ceil(wanted)))
+    log = body.with_name(f"{body.stem}-{point.server}.log")
+    cpu = tree_cpu_seconds(server.pid)
+    result: dict[str, Any] = h2load_run(address, body, point.connections, seconds, log)
+    result["server_cpu_us_per_request"] = (
+        (tree_cpu_seconds(server.pid) - cpu) / max(result["requests"], 1) * 1e6
+    )
+    result |= h2load.percentiles_us(h2load.latencies_us(log))
+    log.unlink()
+    result["loadavg"] = loadavg()
+    result["rows_per_s"] = result["rps"] * point.rows
+    result["answer_bytes"] = answer_bytes
+    result["errors"] = {
+        "failed": result["failed"],
+        "errored": result["errored"],
+        "timeout": result["timeout"],
+        "not_answered": max(0, result["requests"] - result["data_bytes"] // answer_bytes),
+    }
+    result["error_count"] = sum(result["errors"].values())
+    return result
+
+
+def wire_steps(rows: int, state: Any) -> dict[str, dict[str, Callable[[], object]]]:
+    """The steps of one inference request of ``rows`` rows on each path, as the service
+    runs them: /v2 JSON (``request_input``, the core's predict, the whole of
+    ``infer_answer``), /v2 binary (``split_binary`` first) and gRPC (protobuf's parse,
+    ``request_rows``, the core's predict, the whole of ``infer``, protobuf's serialise)."""
+    from service.rpc import inference_pb2 as pb
+    from service.rpc.server import infer, request_rows
+    from service.v2.decode import request_input, split_binary
+    from service.v2.routes import infer_answer
+
+    core, limit = state.inference, state.inference.max_instances
+    json_body = oip_body(rows)
+    json_rows = request_input(json_body, limit).rows
+    body, headers = binary_request(iris_rows(rows))
+    head = headers["Inference-Header-Content-Length"]
+    json_part, binary = split_binary(body, head)
+    binary_rows = request_input(json_part, limit, binary).rows
+    message = grpc_message(rows)
+    request = pb.ModelInferRequest.FromString(message)
+    grpc_rows = request_rows(request, limit)
+    answer = infer(state, request)
+    return {
+        "/v2 JSON": {
+            "read": lambda: request_input(json_body, limit),
+            "predict": lambda: core.predict(json_rows, None),
+            "route": lambda: infer_answer(state, json_body, None),
+        },
+        "/v2 binary": {
+            "decode": lambda: split_binary(body, head),
+            "read": lambda: request_input(json_part, limit, binary),
+            "predict": lambda: core.predict(binary_rows, None),
+            "route": lambda: infer_answer(state, json_part, None, binary),
+        },
+        "gRPC": {
+            "decode": lambda: pb.ModelInferRequest.FromString(message),
+            "read": lambda: request_rows(request, limit),
+            "predict": lambda: core.predict(grpc_rows, None),
+            "route": lambda: infer(state, request),
+            "encode": answer.SerializeToString,
+        },
+    }
+
+
+def wire_split(plan: Plan, workdir: Path) -> dict[str, Any]:
+    """Where an inference request's CPU goes in-process, by path (/v2 JSON, /v2 binary,
+    gRPC) for 1 and 10,000 rows: decode (the binary split; protobuf's parse), read (the
+    request to rows, checked), predict (the inference core, as ``Inference`` with no
+    rollout: the server's also keeps the rollout's tallies, which fall in the rest), answer
+    (the rest of the
+    route's function: the route's whole less read and predict), encode (protobuf's
+    serialise); each the median CPU time of rounds, the steps timed apart in turn."""
+    from types import SimpleNamespace
+
+    from service.inference import Inference
+
+    stored = default_model(workdir / "wire-split")
+    registry: Any = SimpleNamespace(cached=lambda version: stored, active=stored)
+    state: Any = SimpleNamespace(inference=Inference(registry, OIP_ROWS[-1], 10**12))
+    print("  in-process: where an inference request's CPU goes (us, median of rounds)")
+    split: dict[str, Any] = {}
+    for rows in OIP_ROWS:
+        try:
+            paths = wire_steps(rows, state)
+        except ImportError as error:  # a build without these functions
+            print(f"    skipped ({error})", flush=True)
+            return {"skipped": str(error)}
+        for path, steps in paths.items():
+            found = step_medians(steps, plan)
+            found["answer"] = found["route"] - found["read"] - found["predict"]
+            found["total"] = found.get("decode", 0.0) + found["route"] + found.get("encode", 0.0)
+            split[f"{path}, {rows_label(rows)}"] = found
+            print(
+                f"    {path}, {rows_label(rows)}: "
+                + "  ".join(f"{name} {value * 1e6:,.1f}" for name, value in found.items()),
+                flush=True,
+            )
+    return split
+
+
+def start_grpc_peer(
+    servers: Servers,
+    service: ServerProcess,
+    workdir: Path,
+    scratch: Path,
+    mlserver_workers: int,
+    *,
+    check: tuple[bytes, dict[str, Any]],
+) -> tuple[ServerProcess | None, str, dict[str, Any]]:
+    """MLServer, installed, started and checked over HTTP (start_peers), then over gRPC: its
+    raw answer to ``check`` (a message) against ``check``'s outputs. (server, its gRPC
+    address, what was found); no server with a reason when any of that fails."""
+    peers, info = start_peers(
+        servers, service, workdir, scratch, mlserver_workers, names=(peer_servers.MLSERVER.name,)
+    )
+    server = peers.get(peer_servers.MLSERVER.name)
+    if server is None:
+        return None, "", info
+    found = info[peer_servers.MLSERVER.name]
+    address = f"127.0.0.1:{getattr(server.launch, 'grpc_port', None)}"
+    message, ours = check
+    try:
+        problem = outputs_differ(ours, grpc_outputs(grpc_call(address, message)), PEER_TOLERANCE)
+    except Exception as error:  # grpc.RpcError and anything a wrong answer raises
+        problem = f"{type(error).__name__}: {error}"[:500]
+    if problem is not None:
+        servers.stop(server.name)
+        found["skipped"] = f"gRPC: {problem}"
+        print(f"  peers: MLServer's gRPC skipped ({found['skipped']})", flush=True)
+        return None, "", info
+    found["grpc_address"] = address
+    print(f"  MLServer gRPC on {address}: the same raw answer as ours on 150 rows", flush=True)
+    return server, address, info
+
+
+GRPC_CEILING = "grpc-ceiling"
+GRPC_CEILING_NAME = "ceiling (bare grpc.aio)"
+
+
+def start_grpc_ceiling(servers: Servers, workdir: Path, answer: bytes) -> tuple[ServerProcess, str]:
+    """``bench/grpc_ceiling.py`` answering every call with ``answer``; the server and its
+    gRPC address."""
+    from grpc_ceiling import ANSWER_FILE_ENV
+
+    answer_file = workdir / "grpc-ceiling-answer.bin"
+    answer_file.write_bytes(answer)
+    port = free_port()
+    (workdir / GRPC_CEILING).mkdir(exist_ok=True)
+    server = server_process(
+        GRPC_CEILING,
+        workdir / GRPC_CEILING,
+        workdir / f"{GRPC_CEILING}.log",
+        env={"IRIS_GRPC_PORT": str(port), ANSWER_FILE_ENV: str(answer_file)},
+        command=[sys.executable, str(BENCH / "grpc_ceiling.py")],
+        ready_path="/",
+    )
+    servers.start(server)
+    address = f"127.0.0.1:{port}"
+    if grpc_call(address, b"") != answer:
+        raise RuntimeError("the gRPC ceiling does not answer its constant")
+    return server, address
+
+
+def grpc_binary(
+    servers: Servers,
+    plan: Plan,
+    workdir: Path,
+    scratch: Path,
+    *,
+    with_peers: bool,
+    mlserver_workers: int = 0,
+) -> dict[str, Any]:
+    """Ours over gRPC beside MLServer's gRPC and the bare grpc.aio ceiling (h2load), and /v2
+    binary beside /v2 JSON (wrk), in interleaved rounds; the in-process split of each path
+    first."""
+    result: dict[str, Any] = {"split": wire_split(plan, workdir)}
+    grpc_port = free_port()
+    service = servers.start(servers.new("grpc-service", IRIS_GRPC_PORT=str(grpc_port)))
+    addresses = {"service": f"127.0.0.1:{grpc_port}"}
+    running = {"service": service}
+    # Every path's answer on 150 rows is the /v2 JSON answer, to the bit.
+    reference = json_outputs(oip_outputs(service, oip_body(GRPC_CHECK_ROWS)))
+    check = grpc_message(GRPC_CHECK_ROWS)
+    body, headers = binary_request(iris_rows(GRPC_CHECK_ROWS))
+    answers: dict[str, Callable[[], dict[str, Any]]] = {
+        "gRPC": lambda: grpc_outputs(grpc_call(addresses["service"], check)),
+        "/v2 binary": lambda: binary_outputs(service.port, body, headers),
+    }
+    for path, outputs in answers.items():
+        problem = outputs_differ(reference, outputs(), 0.0)
+        if problem is not None:
+            raise RuntimeError(f"our {path} answer on 150 rows is not /v2 JSON's: {problem}")
+    if with_peers:
+        peer, address, result["peers"] = start_grpc_peer(
+            servers, service, workdir, scratch, mlserver_workers, check=(check, reference)
+        )
+        if peer is not None:
+            running[peer.name] = peer
+            addresses[peer.name] = address
+    else:
+        result["peers"] = {"skipped": "--no-peers"}
+        print("  peers: skipped (--no-peers)", flush=True)
+    ceiling, addresses[GRPC_CEILING] = start_grpc_ceiling(
+        servers, workdir, grpc_call(addresses["service"], grpc_message(1))
+    )
+    running[GRPC_CEILING] = ceiling
+    loads: dict[str, Callable[[], dict[str, Any]]] = {}
+    points: list[Point] = []
+    answer_bytes: dict[str, int] = {}
+    for rows, streams in GRPC_POINTS:
+        message = grpc_message(rows)
+        call = h2load.write_call(workdir / f"grpc-{rows}.bin", message)
+        for name, server in running.items():
+            if name == GRPC_CEILING and rows != 1:
+                continue  # its answer is the one-row answer
+            who = {"service": "ours gRPC", GRPC_CEILING: GRPC_CEILING_NAME}.get(
+                name, f"{name} gRPC"
+            )
+            point = Point(f"{who}, {rows_label(rows)}", name, rows, streams, h2load.MODEL_INFER)
+            size = len(h2load.framed(grpc_call(addresses[name], message)))
+            answer_bytes[key(point)] = size
+            loads[key(point)] = functools.partial(
+                measure_grpc, point, server, addresses[name], call, answer_bytes=size, plan=plan
+            )
+            points.append(point)
+    for rows, connections in BINARY_POINTS:
+        request_body, request_headers = binary_request(iris_rows(rows))
+        files = {
+            "JSON": (workdir / f"v2-json-{rows}.json", oip_body(rows), ()),
+            "binary": (
+                workdir / f"v2-binary-{rows}.bin",
+                request_body,
+                binary_headers(request_headers),
+            ),
+        }
+        for kind, (file, data, extra) in files.items():
+            file.write_bytes(data)
+            point = Point(
+                f"ours /v2 {kind}, {rows_label(rows)}", "service", rows, connections, OIP_PATH
+            )
+            loads[key(point)] = functools.partial(measure, point, service, file, plan, extra)
+            points.append(point)
+    results: dict[str, list[dict[str, Any]]] = {key(p): [] for p in points}
+    for round_ in range(plan.repeats):
+        print(f"  round {round_ + 1}/{plan.repeats}", flush=True)
+        for point in points if round_ % 2 == 0 else reversed(points):
+            found = loads[key(point)]()
+            results[key(point)].append(found)
+            show_point(point, found)
+    for server in running.values():
+        servers.stop(server.name)
+    result["answer_bytes"] = answer_bytes
+    result["points"] = [asdict(p) for p in points]
+    result["results"] = results
+    return result
+
+
+GRPC_TARGETS = (
+    ("G1", "gRPC 1 row, 32 streams", "ours gRPC, 1 row c32", "MLServer gRPC, 1 row c32", 2.0),
+    (
+        "G2",
+        "gRPC 10,000 rows (raw), 1 stream",
+        "ours gRPC, 10,000 rows c1",
+        "MLServer gRPC, 10,000 rows c1",
+        2.0,
+    ),
+    (
+        "B1",
+        "/v2 binary 10,000 rows, 1 conn.",
+        "ours /v2 binary, 10,000 rows c1",
+        "ours /v2 JSON, 10,000 rows c1",
+        2.0,
+    ),
+    (
+        "B2",
+        "/v2 binary 1 row, 32 conns",
+        "ours /v2 binary, 1 row c32",
+        "ours /v2 JSON, 1 row c32",
+        1.0,
+    ),
+    (
+        "B2",
+        "/v2 binary 1 row, 1 conn.",
+        "ours /v2 binary, 1 row c1",
+        "ours /v2 JSON, 1 row c1",
+        1.0,
+    ),
+)
+"""(target, what, ours, the reference, the least ratio of req/s): B2 is judged at both points."""
+
+
+def grpc_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target's comparison: req/s of ours and the reference, per-round ratios, verdict."""
+    results: dict[str, list[dict[str, Any]]] = section["results"]
+    found = []
+    for target, what, ours, reference, bar in GRPC_TARGETS:
+        row: dict[str, Any] = {"target": target, "what": what, "bar": bar, "reference": reference}
+        if ours not in results or reference not in results:
+            found.append(row | {"ok": None, "ratios": []})
+            continue
+        ratios = paired(results[ours], results[reference], lambda a, b: a["rps"] / b["rps"])
+        errors = sum(r["error_count"] for r in results[ours] + results[reference])
+        found.append(
+            row
+            | {
+                "ours_rps": [r["rps"] for r in results[ours]],
+                "reference_rps": [r["rps"] for r in results[reference]],
+                "ratios": ratios,
+                "errors": errors,
+                "ok": median(ratios) >= bar and errors == 0,
+            }
+        )
+    return found
+
+
+def grpc_verdicts(section: dict[str, Any]) -> list[Verdict]:
+    """G1, G2, B1 and B2 (both of its points) from the gRPC section."""
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for row in grpc_rows(section):
+        by_target.setdefault(row["target"], []).append(row)
+    out = []
+    for target, rows in by_target.items():
+        parts, oks, every = [], [], []
+        for row in rows:
+            who = row["reference"].split(",")[0].removeprefix("ours ")
+            if row["ok"] is None:
+                parts.append(f"{row['what']}: {who} not run")
+                continue
+            oks.append(row["ok"])
+            every += row["ratios"]
+            errors = f", {row['errors']} errors" if row["errors"] else ""
+            parts.append(
+                f"{row['what']}: ours {spread(row['ours_rps'])} req/s, {who} "
+                f"{spread(row['reference_rps'])} req/s: {spread(row['ratios'], 1, 2)}x "
+                f"(>= {row['bar']:g}x{errors})"
+            )
+        out.append(Verdict(target, all(oks) if oks else None, "; ".join(parts), every))
+    return out
+
+
+def print_grpc_targets(section: dict[str, Any]) -> None:
+    print()
+    print(
+        "gRPC and binary tensors: req/s, median [min-max] over rounds; ratio: median of per-round"
+    )
+    print(
+        f"  {'target':<7}{'point':<34}{'ours':>22}  {'reference':<14}{'req/s':>22}  "
+        f"{'ratio':>20}  {'bar':>6}  verdict"
+    )
+    for row in grpc_rows(section):
+        who = row["reference"].split(",")[0].removeprefix("ours ")
+        if row["ok"] is None:
+            print(f"  {row['target']:<7}{row['what']:<34}{'':>22}  {who:<14}{'not run':>22}")
+            continue
+        verdict = "PASS" if row["ok"] else "MISS"
+        print(
+            f"  {row['target']:<7}{row['what']:<34}{spread(row['ours_rps']):>22}  {who:<14}"
+            f"{spread(row['reference_rps']):>22}  {spread(row['ratios'], 1, 2) + 'x':>20}  "
+            f">= {row['bar']:g}x  {verdict}"
+            + (f" ({row['errors']} errors)" if row["errors"] else "")
+        )
+
+
+def print_grpc_ceiling(section: dict[str, Any]) -> None:
+    """One-row gRPC req/s against the bare grpc.aio ceiling's, per round."""
+    results = section["results"]
+    ceiling = results.get(f"{GRPC_CEILING_NAME}, 1 row c32")
+    if not ceiling:
+        return
+    parts = []
+    for who in ("ours gRPC", "MLServer gRPC"):
+        found = results.get(f"{who}, 1 row c32")
+        if found:
+            ratios = paired(found, ceiling, lambda a, b: a["rps"] / b["rps"])
+            cpu = median([r["server_cpu_us_per_request"] for r in found])
+            parts.append(f"{who.split()[0]} {spread(ratios, 1, 2)}x ({cpu:.0f} us a call)")
+    cpu = median([r["server_cpu_us_per_request"] for r in ceiling])
+    print(
+        f"  gRPC one row at 32 streams against the bare grpc.aio ceiling "
+        f"({spread([r['rps'] for r in ceiling])} req/s, {cpu:.0f} us of server CPU a call): "
+        + ", ".join(parts)
+    )
+
+
+def print_wire_split(section: dict[str, Any]) -> None:
+    split, results = section["split"], section["results"]
+    print()
+    print(
+        "where an inference request's CPU goes, in-process (us, median of rounds), against the "
+        "server's CPU per request under load"
+    )
+    print(
+        f"  {'request':<26}{'decode':>9}{'read':>9}{'predict':>9}{'answer':>9}{'encode':>9}"
+        f"{'total':>9}  {'server':>8}{'rest':>8}  (server: the point)"
+    )
+    under = {
+        "/v2 JSON": "ours /v2 JSON, {} c{}",
+        "/v2 binary": "ours /v2 binary, {} c{}",
+        "gRPC": "ours gRPC, {} c{}",
+    }
+    for name, s in split.items():
+        path, label = name.split(", ", 1)
+        connections = 32 if label == "1 row" else 1
+        point = under[path].format(label, connections)
+        found = results.get(point)
+        server = median([r["server_cpu_us_per_request"] for r in found]) if found else math.nan
+        cells = "".join(
+            f"{s[step] * 1e6:>9.1f}" if step in s else f"{'-':>9}"
+            for step in ("decode", "read", "predict", "answer", "encode", "total")
+        )
+        print(
+            f"  {name:<26}{cells}  {server:>8.0f}{server - s['total'] * 1e6:>8.0f}  "
+            f"({point.removeprefix('ours ')})"
+        )
+    for line in (
+        "decode: the binary split (split_binary), protobuf's parse; read: the request to rows,",
+        "checked; predict: the inference core (without the rollout's tallies); answer: the rest",
+        "of the route's function (its whole less read and predict); encode: protobuf's",
+        "serialise. rest: the server's CPU per request under load less the total: HTTP",
+        "(uvicorn, the edge) or gRPC (grpc's core, asyncio, the servicer), and the rollout's",
+        "tallies",
+    ):
+        print(f"  {line}")
 
 
 # -- 6. side by side with an earlier build -------------------------------------------------
@@ -1335,6 +1957,8 @@ def verdicts(report: dict[str, Any], plan: Plan) -> list[Verdict]:
         )
     if report.get("oip"):
         out.extend(oip_verdicts(report["oip"]))
+    if "points" in report.get("grpc", {}):
+        out.extend(grpc_verdicts(report["grpc"]))
     if report.get("side_by_side"):
         out.append(ab_verdict(report["side_by_side"]))
     tr = report.get("training")
@@ -1509,7 +2133,7 @@ def describe_machine() -> dict[str, Any]:
 # -- main ----------------------------------------------------------------------------------
 
 
-SECTIONS = ("cold", "inprocess", "throughput", "training", "oip", "memory")
+SECTIONS = ("cold", "inprocess", "throughput", "training", "oip", "grpc", "memory")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1532,7 +2156,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="MLServer's parallel_workers (default 0: one process, like the service's default)",
     )
     parser.add_argument(
-        "--no-peers", action="store_true", help="leave MLServer and KServe out of the oip section"
+        "--no-peers",
+        action="store_true",
+        help="leave MLServer and KServe out of the oip and grpc sections",
     )
     parser.add_argument(
         "--baseline",
@@ -1541,7 +2167,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default=",".join(SECTIONS),
         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
     )
     return parser.parse_args(argv)
@@ -1559,10 +2184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         memory_requests=10_000 if args.quick else 100_000,
         quick=args.quick,
     )
-    only = set(args.only.split(","))
+    only = set((args.only or ",".join(SECTIONS)).split(","))
     unknown = only - set(SECTIONS)
     if unknown:
         print(f"bench-http: unknown sections {sorted(unknown)}", file=sys.stderr)
+        return 2
+    no_h2load = "grpc" in only and shutil.which("h2load") is None
+    if no_h2load and args.only:
+        print("bench-http: grpc needs h2load (apt-get install nghttp2-client)", file=sys.stderr)
         return 2
     began = time.perf_counter()
     report: dict[str, Any] = {
@@ -1643,6 +2272,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     with_peers=not args.no_peers,
                     mlserver_workers=args.mlserver_parallel_workers,
                 )
+            if "grpc" in only and no_h2load:
+                print("gRPC and binary tensors: skipped (h2load is not installed: apt-get "
+                      "install nghttp2-client)", flush=True)  # fmt: skip
+                report["grpc"] = {"skipped": "h2load is not installed"}
+            elif "grpc" in only:
+                print(
+                    "gRPC and binary tensors: ours and MLServer's gRPC on the same weights (h2load "
+                    "-t1 -c1: 32 streams for one row, 1 for 10,000 rows), /v2 binary and JSON (wrk "
+                    f"-t1); {plan.warmup} s warm-up + {plan.seconds} s per point",
+                    flush=True,
+                )
+                report["grpc"] = grpc_binary(
+                    servers,
+                    plan,
+                    workdir,
+                    args.scratch,
+                    with_peers=not args.no_peers,
+                    mlserver_workers=args.mlserver_parallel_workers,
+                )
             if args.baseline:
                 print(f"side by side with {args.baseline} (wrk -t1, interleaved rounds)")
                 report["side_by_side"] = side_by_side(servers, plan, workdir, args.baseline)
@@ -1661,6 +2309,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "oip" in report:
         oip_points = [Point(**p) for p in report["oip"]["points"]]
         print_table(oip_points, report["oip"]["results"], "Open Inference Protocol and /predict")
+    if "points" in report.get("grpc", {}):
+        grpc_points = [Point(**p) for p in report["grpc"]["points"]]
+        print_table(
+            grpc_points,
+            report["grpc"]["results"],
+            "gRPC (conns: streams on one connection) and /v2 JSON and binary",
+        )
+        print_grpc_targets(report["grpc"])
+        print_grpc_ceiling(report["grpc"])
+        if "skipped" not in report["grpc"]["split"]:
+            print_wire_split(report["grpc"])
     if "side_by_side" in report:
         ab = report["side_by_side"]
         ab_points = [Point(**p) for p in ab["points"]]

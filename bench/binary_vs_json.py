@@ -4,9 +4,10 @@
 on a free port of 127.0.0.1 with a fresh data directory and POSTs the same rows to
 ``/v2/models/iris/infer`` as JSON and in binary (FP64 in, every output in binary), one
 request at a time on one kept-alive connection, in alternating rounds, and prints req/s and
-the median latency of each. Until ``make bench-http`` has its binary and gRPC section, this is
-the measure of the binary extension's targets: 10,000 rows at least 2x JSON's req/s, one row
-no slower than JSON.
+the median latency of each, as one Python client sees them. The binary extension's targets
+(10,000 rows at least 2x JSON's req/s, one row no slower than JSON) are judged by
+``bench/bench_http.py --only grpc``, under wrk; ``bench_http.py`` builds its binary requests
+with :func:`binary_request`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ runs as one process, like the service's default of one worker:
 - MLServer: ``mlserver start`` on a copy of ``bench/peers/mlserver_iris`` with
   ``parallel_workers`` 0 (inference in the server process; MLServer's default of 1 adds a
   worker process and a queue between the two); HTTP, gRPC and metrics on free ports of
-  127.0.0.1 (MLServer always starts the gRPC and metrics servers); everything else at
-  MLServer's defaults (``debug`` true, so uvicorn's access log is on, as the service's is).
+  127.0.0.1 (MLServer always starts the gRPC and metrics servers; the launcher keeps the
+  gRPC port, which ``bench_http.py --only grpc`` loads); everything else at MLServer's
+  defaults (``debug`` true, so uvicorn's access log is on, as the service's is).
 - KServe: ``bench/peers/kserve_iris.py`` (``kserve.ModelServer(...).start([model])``), one
   worker, gRPC off, everything else at KServe's defaults (uvicorn's access log and KServe's
   per-request latency log on).
@@ -194,12 +195,13 @@ def ensure_venv(peer: Peer, scratch: Path, log: Callable[[str], None] = print) -
 
 
 def ensure_venvs(
-    scratch: Path, log: Callable[[str], None] = print
+    scratch: Path, log: Callable[[str], None] = print, peers: tuple[Peer, ...] = PEERS
 ) -> dict[str, Venv | PeerUnavailableError]:
-    """Every peer's virtualenv, installed side by side where missing; failures as values."""
+    """The virtualenvs of ``peers`` (every peer by default), installed side by side where
+    missing; failures as values."""
     found: dict[str, Venv | PeerUnavailableError] = {}
-    with concurrent.futures.ThreadPoolExecutor(len(PEERS)) as pool:
-        futures = {peer.name: pool.submit(ensure_venv, peer, scratch, log) for peer in PEERS}
+    with concurrent.futures.ThreadPoolExecutor(len(peers)) as pool:
+        futures = {peer.name: pool.submit(ensure_venv, peer, scratch, log) for peer in peers}
         for name, future in futures.items():
             try:
                 found[name] = future.result()
@@ -229,12 +231,39 @@ def peer_env(extra: dict[str, str]) -> dict[str, str]:
     return env | {"PYTHONPATH": str(PEERS_SOURCE), **extra}
 
 
+class MLServerLaunch:
+    """``mlserver start`` on a run directory, with the ports of one start: HTTP as given,
+    gRPC and metrics on free ports. ``grpc_port`` is the gRPC port of the latest start (a
+    start retried on another port chooses again)."""
+
+    def __init__(self, venv: Venv, run_dir: Path) -> None:
+        self.venv = venv
+        self.run_dir = run_dir
+        self.grpc_port: int | None = None
+
+    def __call__(self, port: int) -> Launch:
+        self.grpc_port = free_port()
+        env = peer_env(
+            {
+                "MLSERVER_HTTP_PORT": str(port),
+                "MLSERVER_GRPC_PORT": str(self.grpc_port),
+                "MLSERVER_METRICS_PORT": str(free_port()),
+            }
+        )
+        return Launch(
+            [str(self.venv.bin / "mlserver"), "start", str(self.run_dir)], env, self.run_dir
+        )
+
+
 def mlserver_launcher(
     venv: Venv, weights: Path, run_dir: Path, parallel_workers: int = 0
-) -> Callable[[int], Launch]:
+) -> MLServerLaunch:
     """A copy of ``peers/mlserver_iris`` with the weights beside it; ports set per start.
 
     ``parallel_workers`` replaces the copy's setting (0: inference in the server process).
+    The model answers ``ModelInfer`` over gRPC as over HTTP, under the name ``iris``: raw
+    contents in (``raw_input_contents``), raw contents out (MLServer answers raw when asked
+    raw), the same three outputs.
     """
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(PEERS_SOURCE / "mlserver_iris", run_dir)
@@ -242,18 +271,7 @@ def mlserver_launcher(
     settings = json.loads((run_dir / "settings.json").read_text())
     settings["parallel_workers"] = parallel_workers
     (run_dir / "settings.json").write_text(json.dumps(settings, indent=2))
-
-    def launch(port: int) -> Launch:
-        env = peer_env(
-            {
-                "MLSERVER_HTTP_PORT": str(port),
-                "MLSERVER_GRPC_PORT": str(free_port()),
-                "MLSERVER_METRICS_PORT": str(free_port()),
-            }
-        )
-        return Launch([str(venv.bin / "mlserver"), "start", str(run_dir)], env, run_dir)
-
-    return launch
+    return MLServerLaunch(venv, run_dir)
 
 
 def kserve_launcher(venv: Venv, weights: Path, run_dir: Path) -> Callable[[int], Launch]:

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from harness import h2load
 from harness.models import random_model
 from harness.programs import require
 from harness.servers import ServerProcess, free_port, server_pool, wait_for
@@ -558,23 +559,19 @@ def test_iris_infer_reads_a_file_and_writes_what_predict_answers(
 @pytest.mark.slow
 def test_many_streams_at_once_are_all_answered(server: ServerProcess, tmp_path: Path) -> None:
     """h2load (Debian's nghttp2-client) sends 2,000 one-row calls, 32 streams at a time on one
-    connection, the gRPC frames written by hand: every one is answered with grpc-status 0."""
-    h2load = require("h2load", "nghttp2-client")
-    request = service_pb2.ModelInferRequest(model_name="iris")
-    request.inputs.add(name="measurements", datatype="FP64", shape=[1, 4])
-    request.raw_input_contents.append(RAW[:1].astype("<f8").tobytes())
-    message = request.SerializeToString()
-    body = tmp_path / "call.bin"
-    body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)  # gRPC's 5-byte prefix
+    connection, each the call harness/h2load.py writes: every one is answered with grpc-status 0."""
+    tool = require("h2load", "nghttp2-client")
+    request = h2load.model_infer_request(service_pb2.ModelInferRequest, RAW[:1])
+    body = h2load.write_call(tmp_path / "call.bin", request.SerializeToString())
     before = setosa_predictions(server)
     done = subprocess.run(
-        [h2load, "-n", "2000", "-c", "1", "-m", "32",
-         "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body),
-         f"http://{grpc_address(server)}/inference.GRPCInferenceService/ModelInfer"],
+        h2load.command(tool, body, grpc_address(server), streams=32, requests=2000),
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2000 succeeded, 0 failed, 0 errored, 0 timeout" in done.stdout, done.stdout
+    found = h2load.summary(done.stdout)
+    counts = [found[k] for k in ("requests", "succeeded", "failed", "errored", "timeout")]
+    assert counts == [2000, 2000, 0, 0, 0], done.stdout
     # h2load cannot read trailers: that each answer was a prediction, the core's counter says
     assert setosa_predictions(server) - before == 2000
 
