@@ -105,8 +105,6 @@ class Inference:
         check_rows(n, self.max_instances)
         stored = self.model_for(version, headers)
         traffic = self.traffic
-        active = self.registry.active
-        by_stable = active is not None and stored.version == active.version
         if n == 1:
             row = rows[0]
             probabilities = predict_one(
@@ -116,7 +114,7 @@ class Inference:
             k = 0 if p0 >= p1 and p0 >= p2 else 1 if p1 >= p2 else 2  # the first maximum
             metrics.count_prediction(k)
             if traffic is not None:
-                traffic.served(stored.version, rows, k, by_stable)
+                traffic.served(stored.version, rows, k)
             return OneRow(stored.version, probabilities, k)
         model = stored.model
         raw = np.asarray(rows, dtype=np.float64)
@@ -124,7 +122,7 @@ class Inference:
         classes = o_s.argmax(axis=1)
         metrics.count_predictions(classes)
         if traffic is not None:
-            traffic.served(stored.version, raw, classes, by_stable)
+            traffic.served(stored.version, raw, classes)
         return Batch(stored.version, o_s, classes)
 
     def model_for(self, version: str | None, headers: Headers) -> StoredModel:
@@ -172,9 +170,7 @@ class Inference:
         cache = forward(model.params, model.standardizer.transform(raw))
         value = cross_entropy(cache, y, reduction)
         if self.traffic is not None:  # counted, kept and shadowed as predictions are
-            active = self.registry.active
-            by_stable = active is not None and stored.version == active.version
-            self.traffic.served(stored.version, raw, cache.o_s.argmax(axis=1), by_stable)
+            self.traffic.served(stored.version, raw, cache.o_s.argmax(axis=1))
         return Computed(stored, cache, value, backward(model.params, cache, y, reduction))
 
 

@@ -206,9 +206,12 @@ class RolloutStore:
         more. False when it was not pending (another replica finished it)."""
         with self.sql.transaction("finish a promotion") as run:
             done = run(
-                "UPDATE routing SET promoting = NULL WHERE name = 'routing' AND promoting = %s",
+                "UPDATE routing SET promoting = NULL, revision = revision + 1 "
+                "WHERE name = 'routing' AND promoting = %s",
                 (version,),
             )
+            if done.rowcount == 1:
+                self.sql.notify(run)  # every worker's plan shows it pending no more
             return done.rowcount == 1
 
     def record(

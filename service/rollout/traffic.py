@@ -32,6 +32,7 @@ import logging
 import random
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -47,7 +48,7 @@ from service import metrics
 from service.registry import NotReadyError, Registry
 from service.rollout import rule
 from service.rollout.plan import Plan, key_point
-from service.rollout.store import RolloutStore
+from service.rollout.store import FEATURE_COUNT, RolloutStore
 
 log = logging.getLogger("iris.rollout")
 ROUTING_HEADER = "x-routing-key"
@@ -91,7 +92,10 @@ class Traffic:
         self._plan_lock = threading.Lock()
         self._lock = threading.Lock()
         self._served: dict[str, int] = {}
-        self._chunks: deque[Any] = deque()  # recent input rows, in request order
+        # Recent input rows: one-row requests' numbers, and many-row requests' rows in
+        # request order (the window's rows are the newest of both at each flush).
+        self._singles = array("d")
+        self._chunks: deque[Any] = deque()
         self._rows = 0
         self._queue: deque[tuple[str, Any, Any]] = deque()  # (shadow, rows, stable's classes)
         self._queued = 0
@@ -113,20 +117,24 @@ class Traffic:
         point = random.random() if key is None else key_point(key)
         return canary.version if point < canary.weight else None
 
-    def served(self, version: str, rows: Sequence[Any] | FloatArray, classes: Any,
-               by_stable: bool) -> None:  # fmt: skip
+    def served(self, version: str, rows: Sequence[Any] | FloatArray, classes: Any) -> None:
         """Count the rows ``version`` answered; keep them for the drift window, and queue
-        them for the shadow when stable answered (``classes``: stable's class indices)."""
+        them for the shadow when stable answered them (``classes``: its class indices)."""
         n = len(rows)
         wake = False
         with self._lock:
             self._served[version] = self._served.get(version, 0) + n
-            self._chunks.append(rows)
-            self._rows += n
-            while self._rows - len(self._chunks[0]) >= self.window:
-                self._rows -= len(self._chunks.popleft())
+            if n == 1:  # its four numbers, no object kept for the collector to walk
+                self._singles.extend(rows[0])
+                if len(self._singles) >= 2 * FEATURE_COUNT * self.window:
+                    del self._singles[: -FEATURE_COUNT * self.window]
+            else:
+                self._chunks.append(rows)
+                self._rows += n
+                while self._rows - len(self._chunks[0]) >= self.window:
+                    self._rows -= len(self._chunks.popleft())
             shadow = self.plan.shadow
-            if by_stable and shadow is not None:
+            if shadow is not None and self.by_stable(version):
                 if self._queued + n <= SHADOW_QUEUE_ROWS:
                     self._queue.append((shadow.version, rows, classes))
                     self._queued += n
@@ -135,6 +143,10 @@ class Traffic:
                     metrics.SHADOW_DROPPED.inc(n)
         if wake:
             self._wake.set()
+
+    def by_stable(self, version: str) -> bool:
+        active = self.registry.active
+        return active is not None and active.version == version
 
     # -- the plan ---------------------------------------------------------------------------
 
@@ -221,7 +233,7 @@ class Traffic:
         plan = self.plan
         if plan.canary is not None and plan.canary.promote_after is not None:
             rule.decide(self.store, self.registry, self)
-        if self.store.plan().promoting is not None:
+        if plan.promoting is not None:  # this worker's plan, read by the reload just before
             rule.complete_promotion(self.store, self.registry, self)
 
     def flush(self) -> None:
@@ -230,6 +242,9 @@ class Traffic:
             served, self._served = self._served, {}
             shadowed, self._shadowed = self._shadowed, {}
             chunks = list(self._chunks)
+            if self._singles:
+                chunks.append(np.frombuffer(self._singles.tobytes()).reshape(-1, FEATURE_COUNT))
+                self._singles = array("d")
             self._chunks.clear()
             self._rows = 0
         if not served and not shadowed and not chunks:
@@ -252,9 +267,12 @@ class Traffic:
 
     def _shadow_loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(SHADOW_WAIT_SECONDS)
+            # Without a shadow nothing is queued: a long wait (a plan with one is at most a
+            # second late in being computed, never dropped).
+            self._wake.wait(SHADOW_WAIT_SECONDS if self.plan.shadow else 1.0)
             self._wake.clear()
-            self._step("shadow", self._shadow_batch)
+            if self._queued:
+                self._step("shadow", self._shadow_batch)
 
     def _shadow_batch(self) -> None:
         """Compute every queued request with its shadow version; count the agreements."""
