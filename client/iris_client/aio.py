@@ -9,7 +9,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -51,6 +51,8 @@ from iris_client.types import (
     Routing,
     RoutingEvent,
 )
+
+T = TypeVar("T")
 
 
 class AsyncIrisClient:
@@ -175,21 +177,35 @@ class AsyncIrisClient:
         progress: ProgressCallback | None = None,
     ) -> Predictions:
         """As :meth:`iris_client.IrisClient.predict`: split, pinned to one version, in order."""
+        plan, send = await self._chunk_sender(rows, {}, progress, concurrency)
+        first = await send(plan[0], model_version)
+        version = model_version or first.model_version
+        parts = [first, *await gathered([send(chunk, version) for chunk in plan[1:]])]
+        rows_out: list[Prediction] = [p for part in parts for p in part.predictions]
+        return Predictions(first.model_version, tuple(rows_out))
+
+    async def _chunk_sender(
+        self,
+        rows: Rows,
+        headers: Mapping[str, str],
+        progress: ProgressCallback | None,
+        concurrency: int | None,
+    ) -> tuple[list[range], Callable[[range, str | None], Awaitable[Predictions]]]:
+        """As the blocking client's: the chunks, and how one is sent (``concurrency`` at a
+        time at most)."""
         data = _core.instances(rows)
         limits = await self.limits()
         plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
         done = 0
-        workers = max(1, min(concurrency or self.concurrency, MAX_CONCURRENCY))
-        gate = asyncio.Semaphore(workers)
+        gate = asyncio.Semaphore(max(1, min(concurrency or self.concurrency, MAX_CONCURRENCY)))
 
         async def send(chunk: range, version: str | None) -> Predictions:
             nonlocal done
             body = _core.predict_body(data[chunk.start : chunk.stop], version)
+            call = Call("POST", "/predict", body, headers=headers or None)
             async with gate:
                 try:
-                    answer = _core.predictions(
-                        await self._json(Call("POST", "/predict", body)), len(chunk)
-                    )
+                    answer = _core.predictions(await self._json(call), len(chunk))
                 except ProblemError as error:
                     raise _core.shifted(error, chunk.start) from None
             done += len(chunk)
@@ -197,20 +213,7 @@ class AsyncIrisClient:
                 progress(done, len(data))
             return answer
 
-        first = await send(plan[0], model_version)
-        parts = [first]
-        if len(plan) > 1:
-            version = model_version or first.model_version
-            tasks = [asyncio.ensure_future(send(chunk, version)) for chunk in plan[1:]]
-            try:
-                parts += await asyncio.gather(*tasks)
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
-        rows_out: list[Prediction] = [p for part in parts for p in part.predictions]
-        return Predictions(first.model_version, tuple(rows_out))
+        return list(plan), send
 
     async def infer(self, rows: Any, *, model_version: str | None = None) -> Inferred:
         """The Open Inference Protocol's inference over HTTP in the binary form, as
@@ -346,37 +349,9 @@ class AsyncIrisClient:
         progress: ProgressCallback | None = None,
     ) -> list[Predictions]:
         """As :meth:`iris_client.IrisClient.predict_batches`: each batch routed on its own."""
-        data = _core.instances(rows)
-        limits = await self.limits()
-        plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
         headers = _core.routing_headers(routing_key)
-        done = 0
-        gate = asyncio.Semaphore(max(1, min(concurrency or self.concurrency, MAX_CONCURRENCY)))
-
-        async def send(chunk: range) -> Predictions:
-            nonlocal done
-            body = _core.predict_body(data[chunk.start : chunk.stop], model_version)
-            async with gate:
-                try:
-                    answer = _core.predictions(
-                        await self._json(Call("POST", "/predict", body, headers=headers)),
-                        len(chunk),
-                    )
-                except ProblemError as error:
-                    raise _core.shifted(error, chunk.start) from None
-            done += len(chunk)
-            if progress is not None:
-                progress(done, len(data))
-            return answer
-
-        tasks = [asyncio.ensure_future(send(chunk)) for chunk in plan]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        plan, send = await self._chunk_sender(rows, headers, progress, concurrency)
+        return await gathered([send(chunk, model_version) for chunk in plan])
 
 
 class AsyncJobHandle:
@@ -428,3 +403,15 @@ class AsyncJobHandle:
     async def cancel(self) -> Job:
         self.job = await self.client.cancel(self.job_id)
         return self.job
+
+
+async def gathered(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """The results of ``calls`` run at once, in order; the first failure cancels the rest."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -200,6 +200,19 @@ class IrisClient:
         answered the first, so one model predicts the whole input. ``progress(done, total)``
         is called as rows are answered.
         """
+        plan, send = self._chunk_sender(rows, {}, progress)
+        first = send(plan[0], model_version)
+        parts: list[Predictions] = [first]
+        if len(plan) > 1:
+            parts += self._map(send, plan[1:], model_version or first.model_version, concurrency)
+        rows_out: list[Prediction] = [p for part in parts for p in part.predictions]
+        return Predictions(first.model_version, tuple(rows_out))
+
+    def _chunk_sender(
+        self, rows: Rows, headers: Mapping[str, str], progress: ProgressCallback | None
+    ) -> tuple[list[range], Callable[[range, str | None], Predictions]]:
+        """The chunks of ``rows`` within the server's limits, and how one is sent to
+        /predict (asking for a version, or None), ``progress`` told as rows are answered."""
         data = _core.instances(rows)
         limits = self.limits()
         plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
@@ -208,9 +221,8 @@ class IrisClient:
 
         def send(chunk: range, version: str | None) -> Predictions:
             nonlocal done
-            call = Call(
-                "POST", "/predict", _core.predict_body(data[chunk.start : chunk.stop], version)
-            )
+            body = _core.predict_body(data[chunk.start : chunk.stop], version)
+            call = Call("POST", "/predict", body, headers=headers or None)
             try:
                 answer = _core.predictions(self._json(call), len(chunk))
             except ProblemError as error:
@@ -221,12 +233,7 @@ class IrisClient:
                     progress(done, len(data))
             return answer
 
-        first = send(plan[0], model_version)
-        parts: list[Predictions] = [first]
-        if len(plan) > 1:
-            parts += self._map(send, plan[1:], model_version or first.model_version, concurrency)
-        rows_out: list[Prediction] = [p for part in parts for p in part.predictions]
-        return Predictions(first.model_version, tuple(rows_out))
+        return list(plan), send
 
     def _map(
         self,
@@ -451,27 +458,7 @@ class IrisClient:
         versions (each batch's ``model_version`` says which). ``model_version`` pins them all;
         ``routing_key`` is sent as ``X-Routing-Key``, so one key meets one version.
         """
-        data = _core.instances(rows)
-        limits = self.limits()
-        plan = _core.plan_chunks(data, limits.max_instances, limits.max_body_bytes)
-        headers = _core.routing_headers(routing_key)
-        done = 0
-        lock = threading.Lock()
-
-        def send(chunk: range, version: str | None) -> Predictions:
-            nonlocal done
-            body = _core.predict_body(data[chunk.start : chunk.stop], version)
-            call = Call("POST", "/predict", body, headers=headers)
-            try:
-                answer = _core.predictions(self._json(call), len(chunk))
-            except ProblemError as error:
-                raise _core.shifted(error, chunk.start) from None
-            with lock:
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, len(data))
-            return answer
-
+        plan, send = self._chunk_sender(rows, _core.routing_headers(routing_key), progress)
         return self._map(send, plan, model_version, concurrency)
 
 
