@@ -666,6 +666,11 @@ def test_migrations_create_the_schema_once(empty_url: str) -> None:
         "model_current",
         "model_activations",
         "jobs",
+        "routing",
+        "routing_history",
+        "version_counts",
+        "paired_feedback",
+        "drift_rows",
     }
     jobs = PostgresJobStore(empty_url)
     try:

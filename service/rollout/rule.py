@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from model.errors import (
     CorruptModelError,
@@ -34,12 +34,19 @@ from model.errors import (
     ModelStoreError,
 )
 from service.errors import public
-from service.rollout.plan import Canary
+from service.rollout.plan import Canary, Plan
 from service.rollout.store import Paired, RolloutStore
 
 if TYPE_CHECKING:
     from service.registry import Registry
-    from service.rollout.traffic import Traffic
+
+
+class Follower(Protocol):
+    """What routes by the plan (a worker's :class:`~service.rollout.traffic.Traffic`)."""
+
+    def apply(self, plan: Plan) -> None: ...
+    def reload(self) -> Plan: ...
+
 
 log = logging.getLogger("iris.rollout")
 ATTEMPTS = 3  # plan changes lost to another change (not a decision) before giving up
@@ -81,7 +88,7 @@ def judge(canary: Canary, stable: str, paired: Paired) -> Verdict | None:
 
 
 def decide(
-    store: RolloutStore, registry: Registry, traffic: Traffic, canary_version: str | None = None
+    store: RolloutStore, registry: Registry, traffic: Follower, canary_version: str | None = None
 ) -> dict[str, Any] | None:
     """Judge the canary (only if it is ``canary_version``, when given) and write its verdict
     once; carry out a promotion. Returns the decision this call wrote, or None."""
@@ -129,7 +136,7 @@ def decide(
 
 
 def complete_promotion(
-    store: RolloutStore, registry: Registry, traffic: Traffic
+    store: RolloutStore, registry: Registry, traffic: Follower
 ) -> dict[str, Any] | None:
     """Activate the promoted canary the plan marks, if any, and clear the mark. Returns the
     failure when it can never be activated; a store that is unavailable leaves the mark for
