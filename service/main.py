@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
+from model.errors import ModelStoreError
 from service import dashboard, insights, problems, v2
 from service.access_log import AccessLog
 from service.admission import Admission
@@ -83,7 +84,9 @@ def notified(state: State, what: str | None) -> None:
     if what != ROUTING_CHANGED:
         state.registry.refresh()
     if what is None or what == ROUTING_CHANGED:
-        state.traffic.reload()
+        # A store that is down again at once: the flusher reads the plan within a second.
+        with contextlib.suppress(ModelStoreError):
+            state.traffic.reload()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -20,7 +20,7 @@ from harness.api import AUTH, ROW, assert_problem, instances, make_client
 from harness.models import random_model
 from harness.servers import wait_for
 from model.data import CLASSES, FEATURES, Dataset
-from model.errors import StoreWriteError
+from model.errors import StoreUnavailableError, StoreWriteError
 from model.network import forward
 from model.persistence import ModelStore
 from model.reference import feature_psi, input_reference, psi
@@ -558,3 +558,10 @@ def test_a_notification_reloads_what_it_names() -> None:
             None: ["registry.refresh", "traffic.reload"],
         }.get(what, ["registry.refresh"])
         assert calls == expected, what
+
+    class Down:
+        def reload(self) -> None:
+            raise StoreUnavailableError("read the routing: the database is unavailable")
+
+    state.traffic = Down()  # a reconnection while the store is down again: no traceback
+    notified(state, None)
