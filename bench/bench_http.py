@@ -1651,7 +1651,9 @@ def baseline_tree(ref: str, workdir: Path) -> Path:
     return tree
 
 
-def side_by_side(servers: Servers, plan: Plan, workdir: Path, ref: str) -> dict[str, Any]:
+def side_by_side(
+    servers: Servers, plan: Plan, workdir: Path, ref: str, rows_only: int | None = None
+) -> dict[str, Any]:
     """This build and ``ref``'s, each as ``iris-serve`` at its default settings, on the same
     points in interleaved rounds (the order reversed every other round). ``ref``'s server
     imports its own ``service`` and ``model`` (PYTHONPATH), with this environment's
@@ -1664,6 +1666,8 @@ def side_by_side(servers: Servers, plan: Plan, workdir: Path, ref: str) -> dict[
     bodies: dict[tuple[str, int], Path] = {}
     points = []
     for rows, connections in AB_POINTS:
+        if rows_only is not None and rows != rows_only:
+            continue
         label = "1 row" if rows == 1 else f"{rows:,} rows"
         for path, write in (("/predict", predict_body), (OIP_PATH, oip_body)):
             bodies[path, rows] = workdir / f"ab-{rows}-{path.count('/')}.json"
@@ -2166,6 +2170,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run this build and git revision REF's side by side (the A/B section)",
     )
     parser.add_argument(
+        "--ab-rows",
+        type=int,
+        choices=[rows for rows, _ in AB_POINTS],
+        help="with --baseline: only the points of this many rows (more rounds in the time)",
+    )
+    parser.add_argument(
         "--only",
         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
     )
@@ -2293,7 +2303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             if args.baseline:
                 print(f"side by side with {args.baseline} (wrk -t1, interleaved rounds)")
-                report["side_by_side"] = side_by_side(servers, plan, workdir, args.baseline)
+                report["side_by_side"] = side_by_side(
+                    servers, plan, workdir, args.baseline, args.ab_rows
+                )
             if "memory" in only:
                 print(f"memory (one-row /predict; {plan.memory_requests:,} requests)")
                 report["memory"] = memory(servers, bodies[1], plan)
