@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from harness import h2load
+from harness.modules import load_module
 from harness.programs import require
 from harness.servers import free_port
 from model.data import load_iris
@@ -102,18 +102,6 @@ def test_the_command_is_the_grpc_call_and_h2load_output_is_read() -> None:
     with pytest.raises(ValueError, match="no summary"):
         h2load.summary("connect failed")
     assert h2load.percentiles_us([100, 200, 300])["p50_us"] == 200
-
-
-def load_module(path: Path) -> ModuleType:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_mlserver_launcher_says_which_grpc_port_it_gave(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from harness.models import random_model
+from harness.modules import load_module
 from harness.servers import free_port
 from model.data import CLASSES, Dataset
 from model.network import Model, predict_proba
@@ -31,18 +32,6 @@ from model.persistence import weights_bytes
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 PEERS = BENCH / "peers"
-
-
-def load_module(path: Path) -> ModuleType:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
