@@ -183,8 +183,10 @@ def test_feedback_on_three_replicas_at_the_threshold_is_decided_once(
 
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(send, range(3)))
+    # Decided once: by the request whose labels completed the count, or in the same instant
+    # by another replica's backstop (then no answer says so); the history has it once.
     decisions = [a["decision"] for a in answers if a["decision"] is not None]
-    assert [d["event"] for d in decisions] == ["rolled_back"]
+    assert [d["event"] for d in decisions] in (["rolled_back"], [])
     history = clients[2].get("/routing/history").json()["history"]
     assert [e["event"] for e in history].count("rolled_back") == 1
     assert history[-1]["figures"]["labels"] == 90

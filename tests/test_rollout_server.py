@@ -101,6 +101,12 @@ def monitoring_when(client: httpx.Client, done: Callable[[dict[str, Any]], bool]
     return wait_for(probe, 15.0, "the monitoring figures")
 
 
+def last_event(client: httpx.Client) -> dict[str, Any]:
+    """The routing history's newest entry."""
+    entry: dict[str, Any] = client.get("/routing/history").json()["history"][-1]
+    return entry
+
+
 def test_the_canary_split_keys_and_pins_counted_across_both_workers(
     server: ServerProcess,
     client: httpx.Client,
@@ -204,9 +210,11 @@ def test_feedback_shadow_and_the_rule_decided_once(
         return result
 
     answers = in_threads(4, send, server.url)
+    # Decided once: by the request whose labels completed the count, which says so, or in
+    # the same instant by the other worker's backstop; the history has it either way.
     decisions = [a["decision"] for a in answers if a["decision"] is not None]
-    assert len(decisions) == 1
-    assert decisions[0]["event"] == "rolled_back"
+    assert [d["event"] for d in decisions] in (["rolled_back"], [])
+    assert last_event(client)["event"] == "rolled_back"
     labelled = np.concatenate(parts)
     correct = int(np.count_nonzero(classes(bad_model, iris.raw[labelled]) == iris.y[labelled]))
     accuracy = monitoring_when(client, lambda f: True)["versions"][bad]["feedback"]
@@ -224,7 +232,8 @@ def test_feedback_shadow_and_the_rule_decided_once(
         "instances": instances(iris.raw),
         "labels": iris.y.tolist(),
     }
-    decision = client.post("/feedback", json=labelled_all, headers=AUTH).json()["decision"]
+    assert client.post("/feedback", json=labelled_all, headers=AUTH).status_code == 200
+    decision = last_event(client)
     assert decision["event"] == "promoted"
     assert decision["figures"]["canary_correct"] == decision["figures"]["stable_correct"]
 

@@ -169,13 +169,14 @@ def feedback(st: State, version: str, rows: FloatArray, y: IntArray) -> dict[str
     paired = None
     if stable.version != version:
         paired = (stable.version, int(np.count_nonzero(classes_of(stable, rows) == y)))
-    st.rollout.add_feedback(version, len(y), correct, paired)
-    try:
-        decision = rule.decide(st.rollout, st.registry, st.traffic, canary_version=version)
-    except ModelStoreError as error:
-        log.warning("feedback for %s counted; the rule is left to the flusher: %s", version,
-                    error)  # fmt: skip
-        decision = None
+    with st.traffic.deciding:
+        st.rollout.add_feedback(version, len(y), correct, paired)
+        try:
+            decision = rule.decide(st.rollout, st.registry, st.traffic, canary_version=version)
+        except ModelStoreError as error:
+            log.warning("feedback for %s counted; the rule is left to the flusher: %s",
+                        version, error)  # fmt: skip
+            decision = None
     return {"model_version": version, "count": len(y), "correct": correct, "decision": decision}
 
 

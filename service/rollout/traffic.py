@@ -90,6 +90,10 @@ class Traffic:
         self.loaded: dict[str, StoredModel] = {}  # the versions the plan routes to
         self.ready = False
         self._plan_lock = threading.Lock()
+        # Held by a feedback request from its labels to its judgement, and by the flusher's
+        # backstop: this worker's backstop never takes the decision from the request whose
+        # labels completed the count (that request reports it).
+        self.deciding = threading.Lock()
         self._lock = threading.Lock()
         self._served: dict[str, int] = {}
         # Recent input rows: one-row requests' numbers, and many-row requests' rows in
@@ -232,7 +236,8 @@ class Traffic:
         """The rule's backstop, and a pending promotion completed."""
         plan = self.plan
         if plan.canary is not None and plan.canary.promote_after is not None:
-            rule.decide(self.store, self.registry, self)
+            with self.deciding:
+                rule.decide(self.store, self.registry, self)
         if plan.promoting is not None:  # this worker's plan, read by the reload just before
             rule.complete_promotion(self.store, self.registry, self)
 
