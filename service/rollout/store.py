@@ -19,7 +19,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from model.errors import StoreUnavailableError, StoreWriteError
 from model.network import FloatArray
+from service.job_store import iso
 from service.rollout.plan import Canary, Plan, Shadow, decode, encode
 
 FEATURE_COUNT = 4
@@ -163,10 +163,12 @@ class RolloutStore:
 
     def plan(self) -> Plan:
         with self.sql.transaction("read the routing", write=False) as run:
-            row = run(
-                "SELECT canary, shadow, revision, promoting FROM routing WHERE name = 'routing'"
-            )
-            found = row.fetchone()
+            return self._plan(run)
+
+    @staticmethod
+    def _plan(run: Executor) -> Plan:
+        row = run("SELECT canary, shadow, revision, promoting FROM routing WHERE name = 'routing'")
+        found = row.fetchone()
         return decode(*found) if found else Plan()
 
     def change_plan(
@@ -218,11 +220,10 @@ class RolloutStore:
         self, event: str, reason: str, stable: str, figures: Mapping[str, Any] | None = None
     ) -> None:
         """A history entry that changes no plan (an activation, a failed promotion)."""
-        plan = self.plan()
         with self.sql.transaction("record a routing event") as run:
             self._history(
-                run, at=time.time(), event=event, reason=reason, routing=plan.view(stable),
-                figures=figures,
+                run, at=time.time(), event=event, reason=reason,
+                routing=self._plan(run).view(stable), figures=figures,
             )  # fmt: skip
 
     @staticmethod
@@ -327,10 +328,6 @@ class RolloutStore:
         if not parts:
             return np.empty((0, FEATURE_COUNT))
         return np.concatenate(parts[::-1]).astype(np.float64)
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(float(timestamp), UTC).isoformat()
 
 
 # -- SQLite ---------------------------------------------------------------------------------
