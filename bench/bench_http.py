@@ -1792,12 +1792,15 @@ def training_rounds(
                 # falls inside the training.
                 result = wrk(url, body, TRAINING_CONNECTIONS, plan.seconds)
                 with server.client() as client:
-                    status = client.get(f"/train/{job_id}").json()["status"]
+                    record = client.get(f"/train/{job_id}").json()
+                    status = record["status"]
                     if status == "running":  # its end is not what is measured
                         client.post(
                             f"/train/{job_id}/cancel", headers={"Authorization": f"Bearer {token}"}
                         )
                 result["still_training_after"] = status == "running"
+                # Training takes only CPUs no task waits for: how far it got meanwhile.
+                result["epochs_trained"] = (record.get("progress") or {}).get("epoch", 0)
                 with server.client() as client:
                     done = wait_job(client, job_id, {"succeeded", "cancelled"}, 300)
                 result["training_seconds"] = time.perf_counter() - started
@@ -1806,7 +1809,10 @@ def training_rounds(
             show_point(Point(f"/predict, {kind}", "service", 1, TRAINING_CONNECTIONS), result)
             if kind == "training":
                 overlap = "" if result["still_training_after"] else "  (JOB ENDED FIRST)"
-                print(f"      training lasted {result['training_seconds']:.1f} s{overlap}")
+                print(
+                    f"      training lasted {result['training_seconds']:.1f} s, "
+                    f"{result['epochs_trained']} of {epochs} epochs during the point{overlap}"
+                )
     return idle, busy
 
 

@@ -212,6 +212,7 @@ def train(
     *,
     on_epoch: Callable[[EpochStats], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    between_steps: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train a new network on ``dataset`` by mini-batch SGD.
 
@@ -219,10 +220,11 @@ def train(
     velocity v <- momentum * v - learning_rate * dL/dtheta), on batches drawn from a fresh
     permutation every epoch. The standardisation is fitted on the training part only.
     ``on_epoch`` is called after every epoch; when ``should_stop`` returns True training
-    raises :class:`TrainingCancelledError`. A NaN or infinite loss raises
-    :class:`TrainingDivergedError`; a final training loss that is not below the loss of the
-    initial parameters raises :class:`TrainingNotImprovedError` (a diverging run must not
-    pass for a trained model). The same seed and data give bit-identical weights.
+    raises :class:`TrainingCancelledError`; ``between_steps`` is called after every SGD step
+    (it may wait, to give the CPU away; the result is the same). A NaN or infinite loss
+    raises :class:`TrainingDivergedError`; a final training loss that is not below the loss
+    of the initial parameters raises :class:`TrainingNotImprovedError` (a diverging run must
+    not pass for a trained model). The same seed and data give bit-identical weights.
     """
     hp = hyperparameters or Hyperparameters()
     rng = np.random.default_rng(hp.seed)
@@ -254,6 +256,8 @@ def train(
             for start in range(0, n, hp.batch_size):
                 stop = start + hp.batch_size
                 params = sgd_step(params, velocity, X_epoch[start:stop], Y_epoch[start:stop], hp)
+                if between_steps is not None:
+                    between_steps()
             model = Model(params=params, standardizer=standardizer)
             cache = forward(params, X)  # X is standardised already
             train_loss = float(loss(cache, y))

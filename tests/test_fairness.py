@@ -16,6 +16,8 @@ import os
 import signal
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,6 +314,54 @@ def test_the_training_process_yields_to_serving(tmp_path: Path) -> None:
             http.post(f"/train/{job_id}/cancel", headers=server.auth())
     finally:
         server.stop()
+
+
+def test_training_naps_while_other_tasks_want_the_cpus(tmp_path: Path) -> None:
+    """A spinner at normal priority for every CPU, beside a running job, for half a second
+    of CPU each: the job naps through it (SCHED_IDLE alone would take the CPU between their
+    slices), then finishes, its metrics counting the naps."""
+    server = start(tmp_path)
+    spin = "import sys; print(flush=True); sys.stdout.close()\nwhile True: pass"
+    try:
+        with server.client() as http:
+            hyperparameters = {"hidden_units": 64, "epochs": 5000}
+            job_id = http.post(
+                "/train", json={"hyperparameters": hyperparameters}, headers=server.auth()
+            ).json()["job_id"]
+            wait_for(lambda: job_running(http, job_id), 60, "the job to run")
+            spinners = [
+                subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE)
+                for _ in range(os.cpu_count() or 1)
+            ]
+            try:
+                for spinner in spinners:
+                    assert spinner.stdout is not None
+                    spinner.stdout.readline()
+                spun = {spinner.pid: cpu_seconds(spinner.pid) for spinner in spinners}
+                wait_for(
+                    lambda: all(cpu_seconds(pid) - spun[pid] >= 0.5 for pid in spun) or None,
+                    30,
+                    "the spinners to spin",
+                )
+            finally:
+                for spinner in spinners:
+                    spinner.kill()
+                    spinner.communicate()
+            done = wait_for(lambda: finished(http, job_id), 60, "the job to finish")
+            assert done["status"] == "succeeded", done
+            assert done["metrics"]["yielded_seconds"] >= 0.3, done["metrics"]
+    finally:
+        server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def finished(http: httpx.Client, job_id: str) -> dict[str, object] | None:
+    job: dict[str, object] = http.get(f"/train/{job_id}").json()
+    return job if job["status"] not in ("queued", "running") else None
 
 
 def io_priority(thread: int) -> int:

@@ -332,6 +332,24 @@ def test_on_epoch_is_called_after_every_epoch(iris: Dataset) -> None:
     assert [s.epoch for s in seen] == [1, 2, 3, 4, 5, 6]
 
 
+def test_between_steps_is_called_after_every_step_and_changes_nothing(iris: Dataset) -> None:
+    """120 training rows (a fifth held out) in batches of 16: 8 steps an epoch, the last of
+    8 rows; the weights are those of a run without the hook, to the bit."""
+    hp = Hyperparameters(epochs=5, validation_fraction=0.2, batch_size=16, seed=3)
+    steps: list[int] = []
+    epochs: list[int] = []
+    hooked = train(
+        iris,
+        hp,
+        on_epoch=lambda stats: epochs.append(len(steps)),
+        between_steps=lambda: steps.append(1),
+    )
+    assert epochs == [8, 16, 24, 32, 40]
+    plain = all_arrays(train(iris, hp))
+    for name, array in all_arrays(hooked).items():
+        assert np.array_equal(array, plain[name]), name
+
+
 def test_should_stop_cancels_training(iris: Dataset) -> None:
     seen: list[EpochStats] = []
     with pytest.raises(TrainingCancelledError) as raised:

@@ -1,0 +1,143 @@
+"""Training gives its CPU to any task that wants one: service.worker.YieldToWaiting, and the
+test it asks (service.tuning.cpu_wanted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from service.tuning import cpu_wanted
+from service.worker import TimeLimitError, YieldToWaiting
+
+
+class Machine:
+    """A clock that the naps move, and whether a CPU is wanted read off a script, one a look
+    (1: wanted, 0: not; not wanted once the script ends)."""
+
+    def __init__(self, wants: list[int]) -> None:
+        self.wants = wants
+        self.looks = 0
+        self.now = 100.0
+        self.naps: list[float] = []
+
+    def wanted(self) -> bool:
+        self.looks += 1
+        return bool(self.wants.pop(0)) if self.wants else False
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+        self.now += seconds
+
+
+def yielding(machine: Machine, stop: bool = False) -> YieldToWaiting:
+    return YieldToWaiting(
+        machine.wanted,
+        lambda: stop,
+        check_seconds=0.0005,
+        naps_seconds=(0.001, 0.008),
+        clock=machine.clock,
+        sleep=machine.sleep,
+    )
+
+
+def test_training_naps_while_a_cpu_is_wanted() -> None:
+    """Naps, each twice the last, until no task wants a CPU."""
+    machine = Machine([1, 1, 1, 0])
+    step = yielding(machine)
+    step()
+    assert machine.naps == [0.001, 0.002, 0.004]
+    assert step.yielded_seconds == pytest.approx(0.007)
+    assert machine.looks == 4
+
+
+def test_no_nap_while_no_task_wants_a_cpu() -> None:
+    machine = Machine([0, 0, 0])
+    step = yielding(machine)
+    for _ in range(3):
+        step()
+        machine.now += 0.001  # a step of training
+    assert machine.naps == []
+    assert step.yielded_seconds == 0.0
+    assert machine.looks == 3
+
+
+def test_naps_grow_to_the_longest_while_the_machine_stays_busy_and_shrink_as_it_trains() -> None:
+    machine = Machine([1] * 6 + [0] + [1, 0] + [0, 0, 0] + [1, 0])
+    step = yielding(machine)
+    step()  # six busy looks, the seventh free
+    assert machine.naps == [0.001, 0.002, 0.004, 0.008, 0.008, 0.008]
+    machine.now += 0.001
+    step()  # busy again: the nap goes on from where it was
+    assert machine.naps[6:] == [0.008]
+    for _ in range(3):  # three free looks as it trains: 8 -> 4 -> 2 -> 1 ms
+        machine.now += 0.001
+        step()
+    machine.now += 0.001
+    step()
+    assert machine.naps[7:] == [0.001]
+    assert step.yielded_seconds == pytest.approx(0.040)
+
+
+def test_looks_at_most_once_a_check_period() -> None:
+    """Steps of 0.1 ms: one look every 0.5 ms of training, not one a step."""
+    machine = Machine([])
+    step = yielding(machine)
+    for _ in range(50):  # 5 ms
+        step()
+        machine.now += 0.0001
+    assert 9 <= machine.looks <= 11
+
+
+def test_stop_ends_the_wait() -> None:
+    """A cancel or the time limit: training goes on to the epoch's end, where it stops."""
+    machine = Machine([1] * 100)
+    step = yielding(machine, stop=True)
+    step()
+    assert machine.naps == []
+    assert machine.looks == 1
+
+
+def test_the_time_limit_message_says_how_long_training_waited() -> None:
+    assert "12.5 s of it waiting for busy CPUs" in str(TimeLimitError(3, 70.0, 60.0, 12.5))
+    assert "waiting" not in str(TimeLimitError(3, 70.0, 60.0, 0.0))
+
+
+def spinning(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` processes that spin at normal priority once they have said so."""
+    spin = "import sys; print(flush=True); sys.stdout.close()\nwhile True: pass"
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE) for _ in range(count)
+    ]
+    for spinner in spinners:
+        assert spinner.stdout is not None
+        spinner.stdout.readline()
+    return spinners
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="getrusage's RUSAGE_THREAD is Linux's")
+def test_a_cpu_is_wanted_while_more_tasks_spin_than_there_are_cpus() -> None:
+    """Back to back, most looks find nothing (one may catch a passing task); with a spinner
+    for every CPU beside it, this thread is preempted or one of them waits at every look."""
+    wanted = cpu_wanted()
+    assert wanted is not None
+    assert not all(wanted() for _ in range(1000))
+    spinners = spinning(os.cpu_count() or 1)
+    try:
+        looks = []
+        for _ in range(20):
+            deadline = time.perf_counter() + 0.002
+            while time.perf_counter() < deadline:  # busy, as training is
+                pass
+            looks.append(wanted())
+        assert all(looks), looks
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.communicate()
