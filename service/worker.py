@@ -48,9 +48,11 @@ T = TypeVar("T")
 TRAINING_NICE = 19
 # Between SGD steps, at most this often, training looks whether another task wants a CPU;
 # while one does, it sleeps, its naps doubling from the shortest to the longest while that
-# lasts and halving again as it trains (see YieldToWaiting).
+# lasts and halving again as it trains; after each nap it trains for at least the share
+# below of the time, so a job still ends on a machine kept busy (see YieldToWaiting).
 YIELD_CHECK_SECONDS = 0.0005
 YIELD_NAPS_SECONDS = (0.001, 0.1)
+YIELD_MIN_SHARE = 0.05
 
 
 class TimeLimitError(Exception):
@@ -122,9 +124,11 @@ class YieldToWaiting:
     2.4 ms with no job, 5.6 ms while a job trained under SCHED_IDLE, and 2.5 ms while the
     same job was stopped (SIGSTOP): the harm is training holding a CPU, whatever its
     priority. The naps grow while the want lasts, so that a busy machine is not woken a
-    thousand times a second to be asked again. So training runs on CPUs nobody wants; on a
-    machine kept busy it makes little progress (``yielded_seconds`` in the job's metrics
-    counts the naps), and ``stop()`` (a cancel, the time limit) ends the wait.
+    thousand times a second to be asked again. After a nap, training goes on for at least
+    ``min_share`` of the time before it looks again (5 ms after a 100 ms nap), so a job still
+    ends on a machine that serving keeps busy for good, at that pace. So training runs on
+    CPUs nobody wants, and little on a busy machine (``yielded_seconds`` in the job's
+    metrics counts the naps); ``stop()`` (a cancel, the time limit) ends a wait.
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class YieldToWaiting:
         *,
         check_seconds: float = YIELD_CHECK_SECONDS,
         naps_seconds: tuple[float, float] = YIELD_NAPS_SECONDS,
+        min_share: float = YIELD_MIN_SHARE,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -142,6 +147,7 @@ class YieldToWaiting:
         self.check_seconds = check_seconds
         self.shortest, self.longest = naps_seconds
         self.nap = self.shortest
+        self.min_share = min_share
         self.clock = clock
         self.sleep = sleep
         self.next_check = 0.0
@@ -153,16 +159,19 @@ class YieldToWaiting:
             return
         if not self.wanted():
             self.nap = max(self.shortest, self.nap / 2)
-        else:
-            began = now
-            while not self.stop():
-                self.sleep(self.nap)
-                self.nap = min(self.longest, self.nap * 2)
-                if not self.wanted():
-                    break
-            now = self.clock()
-            self.yielded_seconds += now - began
-        self.next_check = now + self.check_seconds
+            self.next_check = now + self.check_seconds
+            return
+        if self.stop():
+            self.next_check = now + self.check_seconds
+            return
+        self.sleep(self.nap)
+        after = self.clock()
+        self.yielded_seconds += after - now
+        # Train for at least min_share of the nap and the training together before the next
+        # look; the next nap, if a CPU is still wanted then, is twice as long.
+        train = (after - now) * self.min_share / (1 - self.min_share)
+        self.next_check = after + max(self.check_seconds, train)
+        self.nap = min(self.longest, self.nap * 2)
 
 
 def finish(jobs: JobStoreLike, job_id: str, status: str, **fields: Any) -> bool:
