@@ -104,6 +104,7 @@ from harness.servers import (
     free_port,
     loadavg,
     rss_kib,
+    spinning,
     tree_cpu_seconds,
     uptime,
 )
@@ -1737,20 +1738,6 @@ def calibrate_epochs(server: ServerProcess, token: str, plan: Plan) -> tuple[int
     return min(10_000, max(200, math.ceil(want / per_epoch))), per_epoch
 
 
-@contextlib.contextmanager
-def cpu_load(processes: int) -> Iterator[None]:
-    """Other load on the machine: ``processes`` busy loops at normal priority."""
-    burners = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)
-    ]
-    try:
-        yield
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
-
-
 def while_training(server: ServerProcess, token: str, body: Path, plan: Plan) -> dict[str, Any]:
     """/predict at TRAINING_CONNECTIONS idle and while a job trains, in alternating rounds; on
     a quiet machine, then with LOAD_PROCESSES busy loops beside (the training child runs at
@@ -1766,7 +1753,7 @@ def while_training(server: ServerProcess, token: str, body: Path, plan: Plan) ->
     for load in (0, LOAD_PROCESSES):
         if load:
             print(f"  with {load} busy process(es) beside", flush=True)
-        with cpu_load(load):
+        with spinning(load):
             idle, busy = training_rounds(server, token, body, plan, point=point, epochs=epochs)
         prefix = "loaded_" if load else ""
         found[f"{prefix}idle"], found[f"{prefix}training"] = idle, busy

@@ -152,6 +152,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+@contextlib.contextmanager
+def spinning(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` busy loops at normal priority (other load on the machine), each spinning
+    once it has said so; killed on the way out."""
+    spin = "import sys; print(flush=True); sys.stdout.close()\nwhile True: pass"
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE) for _ in range(count)
+    ]
+    try:
+        for spinner in spinners:
+            assert spinner.stdout is not None
+            spinner.stdout.readline()
+        yield spinners
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.communicate()
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and every live process below it."""
     total = 0.0

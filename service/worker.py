@@ -157,11 +157,8 @@ class YieldToWaiting:
         now = self.clock()
         if now < self.next_check:
             return
-        if not self.wanted():
+        if not self.wanted() or self.stop():
             self.nap = max(self.shortest, self.nap / 2)
-            self.next_check = now + self.check_seconds
-            return
-        if self.stop():
             self.next_check = now + self.check_seconds
             return
         self.sleep(self.nap)
@@ -218,15 +215,11 @@ def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
         past = limit is not None and time.perf_counter() - started > limit
         return past or beat.cancel.is_set()
 
-    wanted = cpu_wanted()  # of this thread, the one that trains
-    yielding = YieldToWaiting(wanted or (lambda: False), stop_waiting)
+    # cpu_wanted() is of the calling thread: this one, which trains.
+    yielding = YieldToWaiting(cpu_wanted() or (lambda: False), stop_waiting)
     try:
         result = train(
-            dataset,
-            hp,
-            on_epoch=on_epoch,
-            should_stop=beat.cancel.is_set,
-            between_steps=yielding if wanted is not None else None,
+            dataset, hp, on_epoch=on_epoch, should_stop=beat.cancel.is_set, between_steps=yielding
         )
         seconds = time.perf_counter() - started
         gate = header["min_validation_accuracy"]

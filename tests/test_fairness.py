@@ -16,8 +16,6 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.api import wait_job
 from harness.clients import LONG_JOB
 from harness.fairness import ROW_BODY, MiB, Probe, Upload, exchange, status_of, unharmed
-from harness.servers import ServerProcess, job_pid, open_fds, wait_for
+from harness.servers import ServerProcess, cpu_seconds, job_pid, open_fds, spinning, wait_for
 from service.tuning import (
     IOPRIO_CLASS_IDLE,
     IOPRIO_CLASS_SHIFT,
@@ -321,7 +320,6 @@ def test_training_naps_while_other_tasks_want_the_cpus(tmp_path: Path) -> None:
     of CPU each: the job naps through it (SCHED_IDLE alone would take the CPU between their
     slices), then finishes, its metrics counting the naps."""
     server = start(tmp_path)
-    spin = "import sys; print(flush=True); sys.stdout.close()\nwhile True: pass"
     try:
         with server.client() as http:
             hyperparameters = {"hidden_units": 64, "epochs": 5000}
@@ -329,39 +327,17 @@ def test_training_naps_while_other_tasks_want_the_cpus(tmp_path: Path) -> None:
                 "/train", json={"hyperparameters": hyperparameters}, headers=server.auth()
             ).json()["job_id"]
             wait_for(lambda: job_running(http, job_id), 60, "the job to run")
-            spinners = [
-                subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE)
-                for _ in range(os.cpu_count() or 1)
-            ]
-            try:
-                for spinner in spinners:
-                    assert spinner.stdout is not None
-                    spinner.stdout.readline()
+            with spinning(os.cpu_count() or 1) as spinners:
                 spun = {spinner.pid: cpu_seconds(spinner.pid) for spinner in spinners}
                 wait_for(
                     lambda: all(cpu_seconds(pid) - spun[pid] >= 0.5 for pid in spun) or None,
                     30,
                     "the spinners to spin",
                 )
-            finally:
-                for spinner in spinners:
-                    spinner.kill()
-                    spinner.communicate()
-            done = wait_for(lambda: finished(http, job_id), 60, "the job to finish")
-            assert done["status"] == "succeeded", done
+            done = wait_job(http, job_id, {"succeeded"}, 60)
             assert done["metrics"]["yielded_seconds"] >= 0.3, done["metrics"]
     finally:
         server.stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def finished(http: httpx.Client, job_id: str) -> dict[str, object] | None:
-    job: dict[str, object] = http.get(f"/train/{job_id}").json()
-    return job if job["status"] not in ("queued", "running") else None
 
 
 def io_priority(thread: int) -> int:

@@ -4,12 +4,12 @@ test it asks (service.tuning.cpu_wanted)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
 import pytest
 
+from harness.servers import spinning
 from service.tuning import cpu_wanted
 from service.worker import TimeLimitError, YieldToWaiting
 
@@ -110,18 +110,6 @@ def test_the_time_limit_message_says_how_long_training_waited() -> None:
     assert "waiting" not in str(TimeLimitError(3, 70.0, 60.0, 0.0))
 
 
-def spinning(count: int) -> list[subprocess.Popen[bytes]]:
-    """``count`` processes that spin at normal priority once they have said so."""
-    spin = "import sys; print(flush=True); sys.stdout.close()\nwhile True: pass"
-    spinners = [
-        subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE) for _ in range(count)
-    ]
-    for spinner in spinners:
-        assert spinner.stdout is not None
-        spinner.stdout.readline()
-    return spinners
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="getrusage's RUSAGE_THREAD is Linux's")
 def test_a_cpu_is_wanted_while_more_tasks_spin_than_there_are_cpus() -> None:
     """Back to back, most looks find nothing (one may catch a passing task); with a spinner
@@ -129,16 +117,11 @@ def test_a_cpu_is_wanted_while_more_tasks_spin_than_there_are_cpus() -> None:
     wanted = cpu_wanted()
     assert wanted is not None
     assert not all(wanted() for _ in range(1000))
-    spinners = spinning(os.cpu_count() or 1)
-    try:
+    with spinning(os.cpu_count() or 1):
         looks = []
         for _ in range(20):
             deadline = time.perf_counter() + 0.002
             while time.perf_counter() < deadline:  # busy, as training is
                 pass
             looks.append(wanted())
-        assert all(looks), looks
-    finally:
-        for spinner in spinners:
-            spinner.kill()
-            spinner.communicate()
+    assert all(looks), looks
