@@ -22,7 +22,6 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from model.errors import ModelStoreError
 from model.network import (
     Cache,
     FloatArray,
@@ -135,18 +134,12 @@ class Inference:
 
     def routed(self, traffic: Traffic, headers: Headers) -> StoredModel:
         """The model the routing sends a request that pins no version to, while a canary is
-        set (stable when the canary cannot be loaded: a routed request never fails for its
-        canary)."""
+        set: one the plan loaded when it was applied, else stable (a canary that could not
+        be loaded is tried again at the next flush; a routed request never fails for it, and
+        never waits for a load)."""
         version = traffic.choose(headers)
-        if version is None:
-            return served_model(self.registry, None)
-        stored = traffic.loaded.get(version)
-        if stored is not None:
-            return stored
-        try:
-            return served_model(self.registry, version)
-        except ModelStoreError:
-            return served_model(self.registry, None)
+        stored = None if version is None else traffic.loaded.get(version)
+        return stored or served_model(self.registry, None)
 
     def gradients(
         self,

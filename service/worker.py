@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import threading
@@ -58,7 +59,7 @@ YIELD_MIN_SHARE = 0.05
 class TimeLimitError(Exception):
     """Training ran past IRIS_MAX_TRAINING_SECONDS (checked at every epoch boundary)."""
 
-    def __init__(self, epoch: int, elapsed: float, limit: float, yielded: float = 0.0) -> None:
+    def __init__(self, epoch: int, elapsed: float, limit: float, yielded: float) -> None:
         self.epoch = epoch
         waited = f", {yielded:.1f} s of it waiting for busy CPUs" if yielded >= 0.05 else ""
         super().__init__(
@@ -128,7 +129,8 @@ class YieldToWaiting:
     ``min_share`` of the time before it looks again (5 ms after a 100 ms nap), so a job still
     ends on a machine that serving keeps busy for good, at that pace. So training runs on
     CPUs nobody wants, and little on a busy machine (``yielded_seconds`` in the job's
-    metrics counts the naps); ``stop()`` (a cancel, the time limit) ends a wait.
+    metrics counts the naps); once ``stop()`` (a cancel, the time limit) says so, no nap
+    starts, and training runs to the epoch's end, where it stops.
     """
 
     def __init__(
@@ -203,20 +205,24 @@ def run(payload: bytes, backend: Backend, interval: float, parent: int) -> int:
     hp = Hyperparameters(**header["hyperparameters"])
     data_sha256 = dataset.sha256()  # of the rows as sent, before training reads them
     started = time.perf_counter()
-    limit = header.get("max_training_seconds")
+    given = header.get("max_training_seconds")
+    limit: float = math.inf if given is None else given
+
+    def overran() -> float | None:
+        """The seconds training has run, once past the limit."""
+        elapsed = time.perf_counter() - started
+        return elapsed if elapsed > limit else None
 
     def on_epoch(stats: EpochStats) -> None:
         beat.progress = asdict(stats)
-        elapsed = time.perf_counter() - started
-        if limit is not None and elapsed > limit and stats.epoch < stats.epochs:
+        elapsed = overran()
+        if elapsed is not None and stats.epoch < stats.epochs:
             raise TimeLimitError(stats.epoch, elapsed, limit, yielding.yielded_seconds)
 
-    def stop_waiting() -> bool:
-        past = limit is not None and time.perf_counter() - started > limit
-        return past or beat.cancel.is_set()
-
     # cpu_wanted() is of the calling thread: this one, which trains.
-    yielding = YieldToWaiting(cpu_wanted() or (lambda: False), stop_waiting)
+    yielding = YieldToWaiting(
+        cpu_wanted() or (lambda: False), lambda: overran() is not None or beat.cancel.is_set()
+    )
     try:
         result = train(
             dataset, hp, on_epoch=on_epoch, should_stop=beat.cancel.is_set, between_steps=yielding

@@ -502,6 +502,49 @@ def test_a_promoted_canary_that_cannot_be_activated_leaves_stable_and_says_why(
     assert rollout.plan().promoting is None
 
 
+def test_a_canary_that_cannot_be_loaded_sends_its_share_to_stable_until_it_can(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Its weights damaged when the plan is applied (written to the store directly, past
+    PUT's check): every request is answered by stable, none fails; once the file is whole
+    again, the next flush loads it and the canary answers its share."""
+    traffic: Traffic = client.app.state.iris.traffic  # type: ignore[attr-defined]
+    stable = stable_of(client)
+    canary = store_version(tmp_path, random_model(seed=7))
+    weights = tmp_path / "models" / canary / "weights.npz"
+    whole = weights.read_bytes()
+    weights.write_bytes(b"damaged")
+    rollout = RolloutStore(SqliteConnector(tmp_path / "monitoring.sqlite3"))
+    plan = rollout.plan()
+    assert rollout.change_plan(
+        Canary(canary, 0.99), None, revision=plan.revision, stable=stable,
+        event="routing_changed", reason="test",
+    ) is not None  # fmt: skip
+    wait_for(lambda: traffic.plan.canary is not None or None, 10.0, "the plan applied")
+    registry = traffic.registry
+    asked: list[str | None] = []
+    real_get = registry.get
+
+    def get(version: str | None = None) -> Any:
+        if threading.current_thread().name != "iris-flush":  # the flusher may try again
+            asked.append(version)
+        return real_get(version)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, "get", get)
+        answers = [client.post("/predict", json={"instances": [ROW]}) for _ in range(20)]
+    assert [a.status_code for a in answers] == [200] * 20
+    assert {a.json()["model_version"] for a in answers} == {stable}
+    assert canary not in asked  # no request loads it
+    weights.write_bytes(whole)
+
+    def canary_answers() -> bool | None:
+        found = client.post("/predict", json={"instances": [ROW]}).json()["model_version"]
+        return found == canary or None
+
+    wait_for(canary_answers, 10.0, "the canary loaded at a flush")
+
+
 class RefusingWrites(RolloutStore):
     """A store whose disk is full: reads work, every flush fails."""
 

@@ -167,8 +167,9 @@ class Traffic:
                 try:
                     loaded[version] = stored or self.registry.get(version)
                 except ModelStoreError as error:
-                    log.warning("routing names version %s, which cannot be loaded: %s",
-                                version, error)  # fmt: skip
+                    if version not in self.plan.versions():  # said once, not at every retry
+                        log.warning("routing names version %s, which cannot be loaded: %s",
+                                    version, error)  # fmt: skip
             self.loaded = loaded
             self.plan = plan
 
@@ -179,9 +180,11 @@ class Traffic:
         self.ready = True
 
     def reload(self) -> Plan:
-        """Read the plan from the store and apply it if it changed."""
+        """Read the plan from the store and apply it if it changed, or if a version it routes
+        to could not be loaded last time (a file being written, a store briefly down)."""
         plan = self.store.plan()
-        if plan.revision != self.plan.revision:
+        loaded = self.loaded
+        if plan.revision != self.plan.revision or any(v not in loaded for v in plan.versions()):
             self.apply(plan)
         return plan
 
@@ -290,10 +293,7 @@ class Traffic:
         for version, items in by_version.items():
             stored = self.loaded.get(version)
             if stored is None:
-                try:
-                    stored = self.registry.get(version)
-                except (ModelStoreError, NotReadyError):
-                    continue  # deleted, or not loadable: a shadow never fails anything
+                continue  # not loadable when the plan was applied: a shadow fails nothing
             X = stack([rows for rows, _ in items])
             expected = np.concatenate([np.asarray(c, dtype=np.int64).reshape(-1)
                                        for _, c in items])  # fmt: skip
