@@ -74,6 +74,15 @@ def species_of(n: int) -> list[str]:
     return [CLASSES[i % 3] for i in range(n)]
 
 
+def one_line_error(stderr: str) -> str:
+    """The single stderr line of a failed ``iris`` command (no usage block, no traceback)."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("iris: error: "), stderr
+    return lines[0]
+
+
 def wait_running(server: ServerProcess, job_id: str) -> dict[str, Any]:
     """The job once it trains (an epoch done), polled over plain HTTP."""
 

@@ -32,6 +32,7 @@ from harness.clients import (
     client_server,
     expected_probabilities,
     flowers,
+    one_line_error,
     species_of,
     wait_idle,
     wait_running,
@@ -84,15 +85,6 @@ def run_script(
     return subprocess.run(
         [*script(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def one_line_error(stderr: str) -> str:
-    """The single stderr line of a failed command (no usage block, no traceback)."""
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert lines[0].startswith("iris: error: "), stderr
-    return lines[0]
 
 
 def parsed_csv(text: str) -> list[dict[str, str]]:

@@ -331,21 +331,10 @@ def predict_body(rows: Sequence[Mapping[str, float]], version: str | None) -> by
 
 def plan_chunks(rows: Sequence[Mapping[str, float]], max_rows: int, max_bytes: int) -> list[range]:
     """Consecutive row ranges of at most ``max_rows`` rows whose bodies fit in ``max_bytes``."""
-    plan: list[range] = []
-    start = 0
-    step = max(1, max_rows)
-    while start < len(rows):
-        stop = min(start + step, len(rows))
-        size = len(predict_body(rows[start:stop], None)) + BODY_MARGIN
-        if size > max_bytes and stop - start > 1:
-            # shrink to what fits, judged by this chunk's bytes per row
-            step = max(1, math.floor((stop - start) * (max_bytes - BODY_MARGIN) / size))
-            continue
-        if size > max_bytes:
-            raise InputError(f"row {start}: one row is larger than the server's body limit")
-        plan.append(range(start, stop))
-        start = stop
-    return plan
+    planned = plan_bodies(
+        len(rows), max_rows, max_bytes, lambda start, stop: predict_body(rows[start:stop], None)
+    )
+    return [chunk for chunk, _ in planned]
 
 
 _INSTANCE = re.compile(r"\binstances\.(\d+)")
@@ -563,15 +552,12 @@ def feedback_requests(
     max_bytes: int,
 ) -> list[tuple[range, bytes]]:
     """The ``POST /feedback`` bodies of a feedback split by the server's limits, in order."""
-    bodies: dict[range, bytes] = {}
-
-    def size(start: int, stop: int) -> int:
-        bodies[range(start, stop)] = body = feedback_body(
-            version, rows[start:stop], labels[start:stop]
-        )
-        return len(body)
-
-    return [(chunk, bodies[chunk]) for chunk in plan_sized(len(rows), max_rows, max_bytes, size)]
+    return plan_bodies(
+        len(rows),
+        max_rows,
+        max_bytes,
+        lambda start, stop: feedback_body(version, rows[start:stop], labels[start:stop]),
+    )
 
 
 def feedback_answer(answer: Any, version: str, rows: int) -> Feedback:
@@ -596,23 +582,25 @@ def feedback_total(version: str, answers: Sequence[Feedback]) -> Feedback:
     )
 
 
-def plan_sized(
-    count: int, max_rows: int, max_bytes: int, size: Callable[[int, int], int]
-) -> list[range]:
-    """Consecutive ranges of at most ``max_rows`` of ``count`` items whose bodies, of
-    ``size(start, stop)`` bytes, fit in ``max_bytes`` (as :func:`plan_chunks` plans)."""
-    plan: list[range] = []
+def plan_bodies(
+    count: int, max_rows: int, max_bytes: int, body: Callable[[int, int], bytes]
+) -> list[tuple[range, bytes]]:
+    """Consecutive ranges of at most ``max_rows`` of ``count`` items whose bodies,
+    ``body(start, stop)``, fit in ``max_bytes``, each with its body."""
+    plan: list[tuple[range, bytes]] = []
     start = 0
     step = max(1, max_rows)
     while start < count:
         stop = min(start + step, count)
-        found = size(start, stop) + BODY_MARGIN
-        if found > max_bytes and stop - start > 1:
-            step = max(1, math.floor((stop - start) * (max_bytes - BODY_MARGIN) / found))
+        found = body(start, stop)
+        size = len(found) + BODY_MARGIN
+        if size > max_bytes and stop - start > 1:
+            # shrink to what fits, judged by this chunk's bytes per row
+            step = max(1, math.floor((stop - start) * (max_bytes - BODY_MARGIN) / size))
             continue
-        if found > max_bytes:
+        if size > max_bytes:
             raise InputError(f"row {start}: one row is larger than the server's body limit")
-        plan.append(range(start, stop))
+        plan.append((range(start, stop), found))
         start = stop
     return plan
 
