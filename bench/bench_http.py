@@ -351,19 +351,31 @@ class Point:
 def measure(
     point: Point, server: ServerProcess, body: Path, plan: Plan, headers: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """Warm-up, then the measured run; long enough for 10 answers per connection (<= 20 s).
-
-    wrk counts the answers that arrive within its time, so a run that holds only a few
-    request times per connection undercounts (the answers in flight at the end are lost).
-    """
+    """A point loaded by wrk (:func:`timed`)."""
     url = server.url + point.path
+    return timed(
+        point, server, plan, lambda seconds, _: wrk(url, body, point.connections, seconds, headers)
+    )
+
+
+def timed(
+    point: Point, server: ServerProcess, plan: Plan, run: Callable[[int, bool], dict[str, Any]]
+) -> dict[str, Any]:
+    """Warm-up, then the measured run (``run(seconds, measured)``, the load generator's
+    result), long enough for 10 answers per connection (<= 20 s); with the rows per second
+    and the server's CPU per request.
+
+    A load generator counts the answers that arrive within its time, so a run that holds
+    only a few request times per connection undercounts (the answers in flight at the end
+    are lost).
+    """
     seconds = plan.seconds
     if plan.warmup:
-        warm = wrk(url, body, point.connections, plan.warmup, headers)
+        warm = run(plan.warmup, False)
         wanted = 10 * point.connections / max(warm["rps"], 1e-3)
         seconds = min(MAX_POINT_SECONDS, max(plan.seconds, math.ceil(wanted)))
     cpu = tree_cpu_seconds(server.pid)
-    result = wrk(url, body, point.connections, seconds, headers)
+    result = run(seconds, True)
     result["rows_per_s"] = result["rps"] * point.rows
     result["server_cpu_us_per_request"] = (
         (tree_cpu_seconds(server.pid) - cpu) / max(result["requests"], 1) * 1e6
@@ -1206,21 +1218,15 @@ def measure_grpc(
     grpc-status (a trailer), so the DATA bytes it received are held against the size of one
     answer (``answer_bytes``, framed): the calls they fall short of are counted as errors
     (``not_answered``)."""
-    seconds = plan.seconds
-    if plan.warmup:
-        warm = h2load_run(address, body, point.connections, plan.warmup)
-        wanted = 10 * point.connections / max(warm["rps"], 1e-3)
-        seconds = min(MAX_POINT_SECONDS, max(plan.seconds, math.ceil(wanted)))
     log = body.with_name(f"{body.stem}-{point.server}.log")
-    cpu = tree_cpu_seconds(server.pid)
-    result: dict[str, Any] = h2load_run(address, body, point.connections, seconds, log)
-    result["server_cpu_us_per_request"] = (
-        (tree_cpu_seconds(server.pid) - cpu) / max(result["requests"], 1) * 1e6
-    )
+
+    def run(seconds: int, measured: bool) -> dict[str, Any]:
+        return h2load_run(address, body, point.connections, seconds, log if measured else None)
+
+    result = timed(point, server, plan, run)
     result |= h2load.percentiles_us(h2load.latencies_us(log))
     log.unlink()
     result["loadavg"] = loadavg()
-    result["rows_per_s"] = result["rps"] * point.rows
     result["answer_bytes"] = answer_bytes
     result["errors"] = {
         "failed": result["failed"],

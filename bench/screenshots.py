@@ -19,21 +19,13 @@ import time
 from functools import partial
 from pathlib import Path
 
+from harness.api import a_poor_version, disagreeing_rows
 from harness.browser import DESKTOP, PHONE, READY, Browser, chromium, js, missing_browser, type_into
 from harness.servers import ServerProcess, running_server, wait_for
+from model.data import FEATURES
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "screenshot-token"
-PANELS = ("predict", "explain", "data", "train", "models", "monitor")
-# Monitor drawn: the split, the versions' figures, the drift now and its chart.
-DRAWN = READY | {
-    "monitor": (
-        "return document.querySelectorAll('#split dd').length > 0"
-        " && document.querySelectorAll('#monitor-versions tbody tr').length > 0"
-        " && document.querySelectorAll('#drift-now li').length > 0"
-        " && document.querySelector('#drift-chart svg') !== null"
-    )
-}
 # Polls of the Monitor panel watched while the inputs drift, one batch of rows each.
 DRIFT_POLLS = 12
 FLOWER = {"sepal_length": "6.3", "sepal_width": "2.8", "petal_length": "4.9", "petal_width": "1.6"}
@@ -46,7 +38,7 @@ TALLER = {"monitor": {"desktop": 1800, "phone": 3400}}
 
 
 def ready(b: Browser, panel: str) -> None:
-    wait_for(lambda: js(b, DRAWN[panel]) is True, 30, f"{panel} drawn")
+    wait_for(lambda: js(b, READY[panel]) is True, 30, f"{panel} drawn")
     time.sleep(0.4)  # transitions
 
 
@@ -81,35 +73,16 @@ def roll_out(server: ServerProcess) -> None:
     shadow: what the Monitor panel shows."""
     with server.client() as api:
         samples = api.get("/datasets/iris").json()["samples"]
-        features = list(api.get("/datasets/iris").json()["features"])
-        rows = [{f: s[f] for f in features} for s in samples]
+        rows = [{f: s[f] for f in FEATURES} for s in samples]
         species = [s["species"] for s in samples]
         models = api.get("/models").json()
         stable = models["current"]
         others = [m["version"] for m in models["models"] if m["version"] != stable]
-        body = {
-            "hyperparameters": {"epochs": 1, "hidden_units": 2},
-            "activate": False,
-            "note": "trained for one epoch",
-        }
-        job = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
-        poor = wait_for(
-            lambda: api.get(f"/train/{job}").json()["model_version"], 30, "the poor version"
-        )
-
-        def labels(version: str) -> list[str]:
-            answer = api.post("/predict", json={"instances": rows, "model_version": version})
-            return [p["label"] for p in answer.json()["predictions"]]
-
-        theirs = labels(stable)
-        wrong = [i for i, (a, b) in enumerate(zip(labels(poor), theirs, strict=True)) if a != b]
+        poor = a_poor_version(api, server.auth(), "trained for one epoch")
+        wrong, theirs = disagreeing_rows(api, poor, stable)
         canary = {"version": poor, "weight": 0.1, "promote_after": len(wrong)}
         api.put("/routing", json={"canary": canary}, headers=server.auth()).raise_for_status()
-        feedback = {
-            "model_version": poor,
-            "instances": [rows[i] for i in wrong],
-            "labels": [theirs[i] for i in wrong],
-        }
+        feedback = {"model_version": poor, "instances": wrong, "labels": theirs}
         api.post("/feedback", json=feedback, headers=server.auth()).raise_for_status()
         routing = {
             "canary": {
@@ -145,10 +118,9 @@ def watch_drift(b: Browser, server: ServerProcess) -> None:
             roll_out(server)
         iris = api.get("/datasets/iris").json()
         samples, features = iris["samples"], iris["features"]
-        start = drift_points(b)
+        if drift_points(b) > DRIFT_POLLS:
+            return  # drawn already (the desktop's points, kept in the tab)
         for k in range(DRIFT_POLLS):
-            if start > DRIFT_POLLS:
-                break  # drawn already (the desktop's points, kept in the tab)
             grown = [
                 {f: s[f] for f in features} | {"petal_width": round(s["petal_width"] + k * 0.03, 2)}
                 for s in samples
@@ -217,7 +189,7 @@ def main() -> int:
             running_server(data_dir, log, {"IRIS_API_TOKEN": TOKEN}) as server,
             chromium(DESKTOP) as browser,
         ):
-            for panel in PANELS:
+            for panel in READY:
                 for name, size in (("desktop", DESKTOP), ("phone", PHONE)):
                     browser.resize(size)
                     browser.driver.get("about:blank")
@@ -227,7 +199,8 @@ def main() -> int:
                     tall = TALLER.get(panel, MAX_HEIGHT)[name]
                     # Monitor's four feature colours need more of the palette to stay apart
                     shoot(browser, path, size, tall, 256 if panel == "monitor" else 128)
-                    print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} kB")
+                    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                    print(f"{shown}: {path.stat().st_size // 1024} kB")
     return 0
 
 

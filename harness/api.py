@@ -90,6 +90,34 @@ def wait_job(
     return job
 
 
+def a_poor_version(client: httpx.Client, headers: dict[str, str], note: str) -> str:
+    """A stored version other than stable, trained too little (one epoch of 2 hidden units)
+    to agree with it everywhere: the one noted ``note``, trained now if there is none."""
+    for found in client.get("/models").json()["models"]:
+        if found["note"] == note:
+            return str(found["version"])
+    body = {"hyperparameters": {"epochs": 1, "hidden_units": 2}, "activate": False, "note": note}
+    job = wait_job(client, start_job(client, body, headers), {"succeeded"})
+    return str(job["model_version"])
+
+
+def disagreeing_rows(
+    client: httpx.Client, canary: str, stable: str
+) -> tuple[list[dict[str, float]], list[str]]:
+    """Shipped flowers the canary classes differently from stable, with stable's species: on
+    them the canary is always wrong and stable always right."""
+    rows = [{f: s[f] for f in FEATURES} for s in client.get("/datasets/iris").json()["samples"]]
+
+    def labels(version: str) -> list[str]:
+        body = {"instances": rows, "model_version": version}
+        return [p["label"] for p in client.post("/predict", json=body).json()["predictions"]]
+
+    ours, theirs = labels(canary), labels(stable)
+    differ = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+    assert differ, "the poor version agrees with stable on every flower"
+    return [rows[i] for i in differ], [theirs[i] for i in differ]
+
+
 def end_job(app: Any, job_id: str, seconds: float = 20.0) -> None:
     """End a job an in-process ``app`` started, before it trains: its process is killed.
 

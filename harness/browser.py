@@ -181,6 +181,13 @@ READY = {
         "document.querySelectorAll('#compare table.confusion').length === 2"
         " || document.querySelectorAll('#model-table tbody tr').length === 1)"
     ),
+    # the split, the versions' figures, the drift now and its chart
+    "monitor": (
+        "return document.querySelectorAll('#split dd').length > 0"
+        " && document.querySelectorAll('#monitor-versions tbody tr').length > 0"
+        " && document.querySelectorAll('#drift-now li').length > 0"
+        " && document.querySelector('#drift-chart svg') !== null"
+    ),
 }
 
 

@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from tritonclient.grpc import service_pb2
 from harness import h2load
 from harness.modules import load_module
 from harness.programs import require
-from harness.servers import free_port
+from harness.servers import free_port, wait_for
 from model.data import load_iris
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,20 +231,19 @@ def test_the_grpc_ceiling_answers_h2load_with_its_constant(tmp_path: Path) -> No
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def ready() -> bool | None:
+            assert proc.poll() is None, (tmp_path / "ceiling.log").read_text()
+            conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=1)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=1)
-                try:
-                    conn.request("GET", "/")
-                    assert conn.getresponse().status == 200
-                finally:
-                    conn.close()
-                break
+                conn.request("GET", "/")
+                return conn.getresponse().status == 200 or None
             except OSError:
-                assert proc.poll() is None, (tmp_path / "ceiling.log").read_text()
-                assert time.monotonic() < deadline, "the ceiling did not start"
-                time.sleep(0.05)
+                return None
+            finally:
+                conn.close()
+
+        wait_for(ready, 20, "the ceiling to start")
         log_file = tmp_path / "calls.tsv"
         done = subprocess.run(
             h2load.command(tool, call, f"127.0.0.1:{grpc_port}", streams=8, requests=200,

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from harness.api import VIRGINICA
+from harness.api import VIRGINICA, a_poor_version, disagreeing_rows
 from harness.browser import (
     DESKTOP,
     PHONE,
@@ -38,16 +38,9 @@ FIRST_LOAD_PATHS = frozenset({"/", "/ui/main.js", "/ui/app.css", "/datasets/iris
 WAIT_SECONDS = 20.0
 VERSICOLOR = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.1, "petal_width": 1.2}
 SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+POOR = "a poor canary"  # the note of the version a_poor_version trains
 # A job of several seconds, so several heartbeats' points arrive before it ends: 30,000 steps
 # of 8 rows, 2.5-25 s of training on the machines seen.
-# The Monitor panel drawn: the split, the versions' figures, the drift now and its chart.
-MONITOR_READY = (
-    "return document.querySelectorAll('#split dd').length > 0"
-    " && document.querySelectorAll('#monitor-versions tbody tr').length > 0"
-    " && document.querySelectorAll('#drift-now li').length > 0"
-    " && document.querySelector('#drift-chart svg') !== null"
-)
-PANELS = {**READY, "monitor": MONITOR_READY}
 LONG_JOB = {
     "hidden_units": "256",
     "epochs": "2000",
@@ -505,7 +498,7 @@ def test_every_panel_loads_cleanly_and_fits(
 ) -> None:
     browser.resize(size)
     try:
-        for panel, ready in PANELS.items():
+        for panel, ready in READY.items():
             browser.reset()
             open_page(browser, server, panel)
             until(lambda ready=ready: js(browser, ready), f"{panel} drawn")
@@ -799,7 +792,7 @@ def test_every_panel_keeps_its_text_readable_and_its_actions_in_reach(
     two_versions(server, api)
     browser.resize(size)
     try:
-        for panel, ready in PANELS.items():
+        for panel, ready in READY.items():
             open_page(browser, server, panel)
             until(lambda ready=ready: js(browser, ready), f"{panel} drawn")
             settled(browser, f"{panel}: every request answered")
@@ -927,45 +920,9 @@ def test_a_version_is_deleted_from_the_page_after_its_question_and_shows_its_not
 # -- monitor -------------------------------------------------------------------------------------
 
 
-def a_poor_version(server: ServerProcess, api: httpx.Client) -> str:
-    """A stored version other than stable, trained too little to agree with it everywhere."""
-    for m in api.get("/models").json()["models"]:
-        if m["note"] == "a poor canary":
-            return str(m["version"])
-    body = {
-        "hyperparameters": {"epochs": 1, "hidden_units": 2},
-        "activate": False,
-        "note": "a poor canary",
-    }
-    job_id = api.post("/train", json=body, headers=server.auth()).json()["job_id"]
-    job = until(
-        lambda: (j := api.get(f"/train/{job_id}").json())["status"] == "succeeded" and j,
-        "trained",
-        60,
-    )
-    return str(job["model_version"])
-
-
-def disagreeing_rows(
-    api: httpx.Client, canary: str, stable: str
-) -> tuple[list[dict[str, float]], list[str]]:
-    """Shipped flowers the canary classes differently from stable, with stable's species: on
-    them the canary is always wrong and stable always right."""
-    rows = [{f: s[f] for f in FEATURES} for s in api.get("/datasets/iris").json()["samples"]]
-
-    def labels(version: str) -> list[str]:
-        body = {"instances": rows, "model_version": version}
-        return [p["label"] for p in api.post("/predict", json=body).json()["predictions"]]
-
-    ours, theirs = labels(canary), labels(stable)
-    differ = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
-    assert differ, "the poor version agrees with stable on every flower"
-    return [rows[i] for i in differ], [theirs[i] for i in differ]
-
-
 def open_monitor(b: Browser, server: ServerProcess) -> None:
     open_page(b, server, "monitor")
-    until(lambda: js(b, MONITOR_READY), "the monitor drawn")
+    until(lambda: js(b, READY["monitor"]), "the monitor drawn")
 
 
 def shown_split(b: Browser) -> dict[str, str]:
@@ -994,7 +951,7 @@ def test_a_canary_set_with_the_token_shows_in_the_split_the_figures_and_the_hist
 ) -> None:
     from selenium.webdriver.support.ui import Select
 
-    canary = a_poor_version(server, api)
+    canary = a_poor_version(api, server.auth(), POOR)
     stable = api.get("/models").json()["current"]
     rows, labels = disagreeing_rows(api, canary, stable)
     api.put("/routing", json={}, headers=server.auth()).raise_for_status()
@@ -1082,7 +1039,7 @@ def test_a_wrong_token_and_a_refused_weight_are_shown_next_to_the_routing_form(
 ) -> None:
     from selenium.webdriver.support.ui import Select
 
-    canary = a_poor_version(server, api)
+    canary = a_poor_version(api, server.auth(), POOR)
     api.put("/routing", json={}, headers=server.auth()).raise_for_status()
     before = api.get("/routing").json()
     open_monitor(browser, server)

@@ -22,7 +22,7 @@ IMPORT = re.compile(r'^import .* from "\./([a-z]+)\.js";$', re.MULTILINE)
 
 
 def test_the_page_helpers_pass_their_node_tests() -> None:
-    for name in ("lib", "rollout"):
+    for name in HELPERS:
         output = node_tests(Path(__file__).with_name("js") / f"{name}.test.mjs")
         assert re.search(r"^# pass [1-9]", output, re.MULTILINE), output
 
