@@ -54,8 +54,8 @@ Sections, in the order they run:
    row at 32 connections and at 1, 10,000 rows at 1. Every path's answer on 150 rows is
    checked first (gRPC and binary: /v2 JSON's to the bit; MLServer's: to 1e-12). h2load
    cannot read a call's grpc-status, so the DATA bytes it received are held against the
-   answer's size. Plus the in-process split of each path (decode, read, predict, answer,
-   encode) set against the server's CPU per request under load.
+   answer's size. Plus the in-process split of each path (decode, read, predict, answer)
+   set against the server's CPU per request under load.
 7. Memory: VmRSS of a fresh server (1 worker: the uvicorn process is the server) after
    1,000 one-row requests sent one by one, then under wrk until 100,000; the counts are
    the server's own (``iris_http_requests_total`` for /predict with status 200).
@@ -1242,7 +1242,7 @@ def wire_steps(rows: int, state: Any) -> dict[str, dict[str, Callable[[], object
     """The steps of one inference request of ``rows`` rows on each path, as the service
     runs them: /v2 JSON (``request_input``, the core's predict, the whole of
     ``infer_answer``), /v2 binary (``split_binary`` first) and gRPC (protobuf's parse,
-    ``request_rows``, the core's predict, the whole of ``infer``, protobuf's serialise)."""
+    ``request_rows``, the core's predict, the whole of ``infer``: its answer serialised)."""
     from service.rpc import inference_pb2 as pb
     from service.rpc.server import infer, request_rows
     from service.v2.decode import request_input, split_binary
@@ -1258,7 +1258,6 @@ def wire_steps(rows: int, state: Any) -> dict[str, dict[str, Callable[[], object
     message = grpc_message(rows)
     request = pb.ModelInferRequest.FromString(message)
     grpc_rows = request_rows(request, limit)
-    answer = infer(state, request)
     return {
         "/v2 JSON": {
             "read": lambda: request_input(json_body, limit),
@@ -1276,7 +1275,6 @@ def wire_steps(rows: int, state: Any) -> dict[str, dict[str, Callable[[], object
             "read": lambda: request_rows(request, limit),
             "predict": lambda: core.predict(grpc_rows, None),
             "route": lambda: infer(state, request),
-            "encode": answer.SerializeToString,
         },
     }
 
@@ -1287,8 +1285,8 @@ def wire_split(plan: Plan, workdir: Path) -> dict[str, Any]:
     request to rows, checked), predict (the inference core, as ``Inference`` with no
     rollout: the server's also keeps the rollout's tallies, which fall in the rest), answer
     (the rest of the
-    route's function: the route's whole less read and predict), encode (protobuf's
-    serialise); each the median CPU time of rounds, the steps timed apart in turn."""
+    route's function: the route's whole less read and predict, gRPC's answer serialised);
+    each the median CPU time of rounds, the steps timed apart in turn."""
     from types import SimpleNamespace
 
     from service.inference import Inference
@@ -1307,7 +1305,7 @@ def wire_split(plan: Plan, workdir: Path) -> dict[str, Any]:
         for path, steps in paths.items():
             found = step_medians(steps, plan)
             found["answer"] = found["route"] - found["read"] - found["predict"]
-            found["total"] = found.get("decode", 0.0) + found["route"] + found.get("encode", 0.0)
+            found["total"] = found.get("decode", 0.0) + found["route"]
             split[f"{path}, {rows_label(rows)}"] = found
             print(
                 f"    {path}, {rows_label(rows)}: "
@@ -1609,7 +1607,7 @@ def print_wire_split(section: dict[str, Any]) -> None:
         "server's CPU per request under load"
     )
     print(
-        f"  {'request':<26}{'decode':>9}{'read':>9}{'predict':>9}{'answer':>9}{'encode':>9}"
+        f"  {'request':<26}{'decode':>9}{'read':>9}{'predict':>9}{'answer':>9}"
         f"{'total':>9}  {'server':>8}{'rest':>8}  (server: the point)"
     )
     under = {
@@ -1625,7 +1623,7 @@ def print_wire_split(section: dict[str, Any]) -> None:
         server = median([r["server_cpu_us_per_request"] for r in found]) if found else math.nan
         cells = "".join(
             f"{s[step] * 1e6:>9.1f}" if step in s else f"{'-':>9}"
-            for step in ("decode", "read", "predict", "answer", "encode", "total")
+            for step in ("decode", "read", "predict", "answer", "total")
         )
         print(
             f"  {name:<26}{cells}  {server:>8.0f}{server - s['total'] * 1e6:>8.0f}  "
@@ -1634,8 +1632,8 @@ def print_wire_split(section: dict[str, Any]) -> None:
     for line in (
         "decode: the binary split (split_binary), protobuf's parse; read: the request to rows,",
         "checked; predict: the inference core (without the rollout's tallies); answer: the rest",
-        "of the route's function (its whole less read and predict); encode: protobuf's",
-        "serialise. rest: the server's CPU per request under load less the total: HTTP",
+        "of the route's function (its whole less read and predict; gRPC's answer serialised).",
+        "rest: the server's CPU per request under load less the total: HTTP",
         "(uvicorn, the edge) or gRPC (grpc's core, asyncio, the servicer), and the rollout's",
         "tallies",
     ):

@@ -32,7 +32,14 @@ from service.inference import check_rows
 from service.v2 import decode
 from service.v2.errors import ProtocolError
 from service.v2.protocol import OUTPUTS
-from service.v2.routes import answer_json, row_answer_json
+from service.v2.routes import (
+    answer_json,
+    binary_answer,
+    binary_tensor,
+    row_answer_json,
+    row_binary_answer,
+    row_binary_tensor,
+)
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VERSION = "20261128T004614.062920Z-7483c053"
@@ -553,6 +560,33 @@ def test_a_one_row_answer_is_written_as_any_other(
     version = "20261202T185857.137780Z-1e63eedf"
     expected = answer_json(version, request_id, names, 1, data)
     assert row_answer_json(version, request_id, names, probabilities, k) == expected
+
+
+@given(
+    names=st.permutations(list(OUTPUTS)).flatmap(
+        lambda names: st.sampled_from([names[:k] for k in range(1, len(names) + 1)])
+    ),
+    binary=st.lists(st.booleans(), min_size=3, max_size=3),
+    request_id=st.one_of(st.none(), st.text(max_size=20)),
+    probabilities=st.lists(st.floats(0, 1), min_size=3, max_size=3),
+    k=st.integers(0, 2),
+)
+@FAST
+def test_a_one_row_binary_answer_is_written_as_any_other(
+    names: list[str], binary: list[bool], request_id: str | None, probabilities: list[float], k: int
+) -> None:
+    """The one-row binary answer (and each output's bytes, which gRPC's raw answer shares),
+    written from Python values, is the general answer's bytes, written from arrays."""
+    as_binary = binary[: len(names)]
+    if not any(as_binary):
+        as_binary[0] = True
+    o_s, index = np.array([probabilities]), np.array([k])
+    version = "20261202T185857.137780Z-1e63eedf"
+    expected = binary_answer(version, request_id, names, as_binary, o_s=o_s, index=index)
+    row = row_binary_answer(version, request_id, names, as_binary, probabilities=probabilities, k=k)
+    assert row == expected
+    for name in names:
+        assert row_binary_tensor(name, probabilities, k) == binary_tensor(name, o_s, index)
 
 
 def test_an_output_named_by_an_object_is_a_400_naming_it() -> None:

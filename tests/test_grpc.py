@@ -25,7 +25,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor
 
 from harness import h2load
 from harness.models import random_model
@@ -218,6 +218,82 @@ def test_typed_contents_through_the_plain_generated_stub(
     assert [b.decode() for b in answer.outputs[0].contents.bytes_contents] == labels
     assert list(answer.outputs[1].contents.fp64_contents) == o_s.ravel().tolist()
     assert list(answer.outputs[1].shape) == [3, 3]
+
+
+# In a child process, which may import service.rpc: every one-row answer service/rpc/wire.py
+# writes, against protobuf's serialisation of the message the general path builds.
+ONE_ROW_WIRE = """
+import itertools, json
+import numpy as np
+from service.rpc import server, wire
+outputs = ("probabilities", "class_index", "label")
+versions = ("20261206T151149.147088Z-97148420", "v" * 200)
+ids = ("", "7", "\u00e9\u00e8", "x" * 200)
+rows = ([0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [5e-324, 1.0, 2.5e-300])
+checked, wrong = 0, []
+for count in (1, 2, 3):
+    for names, raw, k, version, request_id, p in itertools.product(
+        itertools.permutations(outputs, count), (True, False), range(3), versions, ids, rows
+    ):
+        names = list(names)
+        fast = wire.one_row_answer(version, request_id, names, raw, probabilities=p, k=k)
+        message = server.answer_message(
+            version, request_id, names, raw, o_s=np.array([p]), index=np.array([k])
+        )
+        checked += 1
+        if fast != message.SerializeToString():
+            wrong.append([names, raw, k, version, request_id, p])
+print(json.dumps({"checked": checked, "wrong": wrong[:3]}))
+"""
+
+
+def test_a_one_row_grpc_answer_is_the_bytes_protobuf_writes() -> None:
+    """service/rpc/wire.py (for speed only) writes each one-row answer, every choice and order
+    of outputs, raw or typed, with any id, to the bytes protobuf writes for the general
+    path's message."""
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_ROW_WIRE],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["wrong"] == []
+    assert found["checked"] == 15 * 2 * 3 * 2 * 4 * 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("picked", [[0], [75], [140], [0, 75, 140, 1, 51]], ids=str)
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_one_row_and_many_answer_as_predict_raw_or_typed(
+    channel: grpc.Channel, http: httpx.Client, picked: list[int], raw: bool
+) -> None:
+    """One row is answered from Python values, many from arrays: each class, raw or typed,
+    every output says what /predict says."""
+    rows = RAW[picked]
+    n = len(rows)
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    request = service_pb2.ModelInferRequest(model_name="iris")
+    tensor = request.inputs.add(name="measurements", datatype="FP64", shape=[n, 4])
+    if raw:
+        request.raw_input_contents.append(rows.astype("<f8").tobytes())
+    else:
+        tensor.contents.fp64_contents.extend(rows.ravel().tolist())
+    answer = stub.ModelInfer(request)
+    o_s, index, labels = predicted(http, rows)
+    assert [o.name for o in answer.outputs] == list(OUTPUTS)
+    assert [list(o.shape) for o in answer.outputs] == [[n, 3], [n], [n]]
+    assert [o.datatype for o in answer.outputs] == ["FP64", "INT64", "BYTES"]
+    if raw:
+        probabilities, classes, named = answer.raw_output_contents
+        assert np.array_equal(np.frombuffer(probabilities, "<f8").reshape(n, 3), o_s)
+        assert np.frombuffer(classes, "<i8").tolist() == index
+        assert [label.decode() for label in deserialize_bytes_tensor(named)] == labels
+    else:
+        assert not answer.raw_output_contents
+        contents = [o.contents for o in answer.outputs]
+        assert list(contents[0].fp64_contents) == o_s.ravel().tolist()
+        assert list(contents[1].int64_contents) == index
+        assert [label.decode() for label in contents[2].bytes_contents] == labels
 
 
 @pytest.mark.slow

@@ -253,13 +253,30 @@ def _described(name: str, size: int) -> bytes:
     return orjson.dumps(described | {"parameters": {"binary_data_size": size}})
 
 
-# One row's binary outputs, written once: (JSON, bytes) by class index where they differ.
-_ROW_BINARY_PROBABILITIES = _described("probabilities", 3 * 8)
-_ROW_BINARY_CLASS_INDEX = [
-    (_described("class_index", 8), k.to_bytes(8, "little")) for k in range(len(CLASSES))
-]
-_ROW_BINARY_LABEL = [(_described("label", len(blob)), blob) for blob in _LABEL_BYTES.tolist()]
 _THREE_DOUBLES = struct.Struct("<3d")
+# One row's class index and label in binary, by class index.
+_ROW_BLOBS: dict[str, list[bytes]] = {
+    "class_index": [k.to_bytes(8, "little") for k in range(len(CLASSES))],
+    "label": _LABEL_BYTES.tolist(),
+}
+
+
+def row_binary_tensor(name: str, probabilities: list[float], k: int) -> bytes:
+    """:func:`binary_tensor` of one row: its probabilities and class index k (the same bytes,
+    without arrays)."""
+    if name == "probabilities":
+        return _THREE_DOUBLES.pack(*probabilities)
+    return _ROW_BLOBS[name][k]
+
+
+# One row's binary outputs described, written once: by class index (a label's size varies).
+_ROW_DESCRIBED = {
+    name: [
+        _described(name, len(row_binary_tensor(name, [0.0] * len(CLASSES), k)))
+        for k in range(len(CLASSES))
+    ]
+    for name in OUTPUTS
+}
 
 
 def row_binary_answer(
@@ -274,17 +291,11 @@ def row_binary_answer(
     """:func:`binary_answer` of one row, its pieces written once and joined (the same bytes)."""
     outputs, blobs = [], []
     for name, binary in zip(names, as_binary, strict=True):
-        if not binary:
-            outputs.append(row_output_json(name, probabilities, k))
-        elif name == "probabilities":
-            outputs.append(_ROW_BINARY_PROBABILITIES)
-            blobs.append(_THREE_DOUBLES.pack(*probabilities))
+        if binary:
+            outputs.append(_ROW_DESCRIBED[name][k])
+            blobs.append(row_binary_tensor(name, probabilities, k))
         else:
-            described, blob = (
-                _ROW_BINARY_CLASS_INDEX if name == "class_index" else _ROW_BINARY_LABEL
-            )[k]
-            outputs.append(described)
-            blobs.append(blob)
+            outputs.append(row_output_json(name, probabilities, k))
     named = b"" if request_id is None else b',"id":' + orjson.dumps(request_id)
     head = b'%s%s%s,"outputs":[%s]}' % (
         _ANSWER_HEAD,
