@@ -6,7 +6,7 @@ The app runs in this process under ``uvicorn.Server`` as ``iris-serve`` runs it
 (``uvicorn_options`` and the ``create_app`` factory: the bounded protocol, no access log), on
 a free port of 127.0.0.1 with a temporary data directory; cProfile records the event-loop
 thread, which is where a one-row /predict runs (bodies under
-``service.edge.dispatch.INLINE_BODY_BYTES`` skip the executor). ``wrk`` with
+``service.inference.INLINE_BYTES`` skip the executor). ``wrk`` with
 ``bench/post.lua`` drives it from a separate process. The profile's overhead
 inflates Python-heavy code more than C code, so read the shares, not the absolute times.
 Not part of ``make bench-http``.

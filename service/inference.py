@@ -207,6 +207,10 @@ def in_compute_pool(call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
     return asyncio.get_running_loop().run_in_executor(_pool, call, *args)
 
 
+INLINE_BYTES = 16 * 1024
+"""A request body or gRPC message up to this size is decoded and answered on the event loop
+(no thread hop); a larger one in the compute pool, so it never holds the loop."""
+
 ON_EVENT_LOOP: ContextVar[bool] = ContextVar("on_event_loop", default=False)
 """Set while a handler runs on the event loop: :func:`served_model` then loads nothing from
 disk (it raises :class:`NotLoadedError`, for the caller to move the work to the pool)."""

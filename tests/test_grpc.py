@@ -261,6 +261,36 @@ def test_a_one_row_grpc_answer_is_the_bytes_protobuf_writes() -> None:
     assert found["checked"] == 15 * 2 * 3 * 2 * 4 * 4
 
 
+# In a child process: where ModelInfer runs the work of messages of each size.
+WHERE_INFER_RUNS = """
+import asyncio, json
+from types import SimpleNamespace
+from service import inference
+from service.rpc import server
+ran = []
+server.infer = lambda state, request, metadata=None: ran.append(inference.ON_EVENT_LOOP.get())
+plan = SimpleNamespace(canary=None)
+servicer = server.InferenceService(SimpleNamespace(traffic=SimpleNamespace(plan=plan)))
+async def main():
+    for size in (60, inference.INLINE_BYTES, inference.INLINE_BYTES + 1, 10**7):
+        await servicer.ModelInfer(None, None, size)
+asyncio.run(main())
+print(json.dumps({"on_loop": ran, "inline_bytes": inference.INLINE_BYTES}))
+"""
+
+
+def test_a_large_message_is_answered_in_the_compute_pool_a_small_one_on_the_loop() -> None:
+    """As for HTTP bodies: a message up to INLINE_BYTES (16 KiB) on the event loop, a larger
+    one in the compute pool, so that it never holds the loop."""
+    done = subprocess.run(
+        [sys.executable, "-c", WHERE_INFER_RUNS],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found == {"on_loop": [True, True, False, False], "inline_bytes": 16 * 1024}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("picked", [[0], [75], [140], [0, 75, 140, 1, 51]], ids=str)
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])

@@ -8,12 +8,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.edge.limits import no_receive
 from service.edge.request_metrics import ROUTE
 from service.errors import ProblemError
-from service.inference import ON_EVENT_LOOP, NotLoadedError, in_compute_pool
+from service.inference import INLINE_BYTES, ON_EVENT_LOOP, NotLoadedError, in_compute_pool
 from service.routing import Answer, BodyHandler, HotRoute, HotRoutes
-
-# Bodies above this size are decoded and computed in the compute pool, so a large request
-# never holds the event loop; small ones skip the thread hop.
-INLINE_BODY_BYTES = 16 * 1024
 
 
 class HotRouteDispatch:
@@ -74,7 +70,7 @@ async def run(handler: BodyHandler, request: Request, body: bytes) -> bytes | An
     """Run a body handler inline for a small plain body, in the compute pool otherwise (a
     compressed body may inflate to many times its size; a pinned version may need loading
     from disk: the inline run gives way to the pool when it does)."""
-    if len(body) > INLINE_BODY_BYTES:
+    if len(body) > INLINE_BYTES:
         return await in_compute_pool(handler, request, body)
     for name, _ in request.scope["headers"]:
         if name == b"content-encoding":

@@ -65,9 +65,6 @@ CODES = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
-# A request with more values than this is decoded and answered in the compute pool, as a
-# large HTTP body is; fewer, on the event loop.
-INLINE_VALUES = 256
 HEALTH_SECONDS = 0.5  # how often the health service looks at readiness
 # A status message is metadata, which clients cap at 8-16 KiB: what a request echoes is cut.
 MAX_MESSAGE = 1024
@@ -194,16 +191,6 @@ def answer_message(
     return answer
 
 
-def values_in(request: pb.ModelInferRequest) -> int:
-    """How many values a request carries (what decoding it costs grows with), at a glance:
-    a request of many parts goes to the pool, where its refusal costs the loop nothing."""
-    if len(request.inputs) != 1 or len(request.raw_input_contents) > 1:
-        return INLINE_VALUES + 1
-    raw = sum(len(part) for part in request.raw_input_contents) // 4
-    contents = request.inputs[0].contents
-    return raw + len(contents.fp64_contents) + len(contents.fp32_contents)
-
-
 class InferenceService:
     """The protocol's calls, answered from the worker's state."""
 
@@ -248,10 +235,14 @@ class InferenceService:
 
         return await self.in_pool(context, metadata)
 
-    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> bytes:  # noqa: N802
+    async def ModelInfer(  # noqa: N802
+        self, request: Any, context: aio.ServicerContext, size: int
+    ) -> bytes:
+        """``size``: the message's bytes. A small message is answered on the event loop, a
+        large one in the compute pool, as HTTP bodies are (INLINE_BYTES)."""
         # Read only while a canary is set: the metadata's one use is an x-routing-key.
         metadata = context.invocation_metadata() if self.state.traffic.plan.canary else None
-        if values_in(request) <= INLINE_VALUES:
+        if size <= inference.INLINE_BYTES:
             token = inference.ON_EVENT_LOOP.set(True)
             try:
                 return infer(self.state, request, metadata)
@@ -288,6 +279,8 @@ METHODS = (
 )
 SERIALISED = frozenset({"ModelInfer"})
 """The calls that return their answer's bytes, serialised already."""
+SIZED = frozenset({"ModelInfer"})
+"""The calls told their message's size in bytes (how much decoding it costs grows with)."""
 
 
 def handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
@@ -299,12 +292,16 @@ def handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
         call = getattr(servicer, name)
         kind, answer = getattr(pb, f"{name}Request"), getattr(pb, f"{name}Response")
 
+        sized = name in SIZED
+
         async def handle(data: bytes, context: aio.ServicerContext) -> Any:
             try:
                 request = kind.FromString(data)
             except DecodeError as error:
                 message = f"the {kind.__name__} message is not valid protobuf: {error}"
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message[:MAX_MESSAGE])
+            if sized:
+                return await call(request, context, len(data))
             return await call(request, context)
 
         serialise = None if name in SERIALISED else answer.SerializeToString
