@@ -220,6 +220,16 @@ def test_typed_contents_through_the_plain_generated_stub(
     assert list(answer.outputs[1].shape) == [3, 3]
 
 
+def in_child(script: str) -> Any:
+    """What a child Python, which may import service.rpc, printed last: one line of JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 # In a child process, which may import service.rpc: every one-row answer service/rpc/wire.py
 # writes, against protobuf's serialisation of the message the general path builds.
 ONE_ROW_WIRE = """
@@ -251,12 +261,7 @@ def test_a_one_row_grpc_answer_is_the_bytes_protobuf_writes() -> None:
     """service/rpc/wire.py (for speed only) writes each one-row answer, every choice and order
     of outputs, raw or typed, with any id, to the bytes protobuf writes for the general
     path's message."""
-    done = subprocess.run(
-        [sys.executable, "-c", ONE_ROW_WIRE],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout.splitlines()[-1])
+    found = in_child(ONE_ROW_WIRE)
     assert found["wrong"] == []
     assert found["checked"] == 15 * 2 * 3 * 2 * 4 * 4
 
@@ -282,12 +287,7 @@ print(json.dumps({"on_loop": ran, "inline_bytes": inference.INLINE_BYTES}))
 def test_a_large_message_is_answered_in_the_compute_pool_a_small_one_on_the_loop() -> None:
     """As for HTTP bodies: a message up to INLINE_BYTES (16 KiB) on the event loop, a larger
     one in the compute pool, so that it never holds the loop."""
-    done = subprocess.run(
-        [sys.executable, "-c", WHERE_INFER_RUNS],
-        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout.splitlines()[-1])
+    found = in_child(WHERE_INFER_RUNS)
     assert found == {"on_loop": [True, True, False, False], "inline_bytes": 16 * 1024}
 
 
