@@ -60,7 +60,9 @@ _RAW_BY_CLASS = {
 }
 # Typed: each output with its contents by class index, and the probabilities' up to their
 # 24 bytes.
-_TYPED_PROBABILITIES = field(5, _described("probabilities") + field(5, field(7, bytes(24))))[:-24]
+_TYPED_PROBABILITIES = field(
+    5, _described("probabilities") + field(5, field(7, bytes(_DOUBLES.size)))
+)[: -_DOUBLES.size]
 _TYPED_BY_CLASS = {
     "class_index": [
         field(5, _described("class_index") + field(5, field(3, varint(k))))
