@@ -36,6 +36,7 @@ from service.v2.routes import (
     answer_json,
     binary_answer,
     binary_tensor,
+    label_bytes,
     row_answer_json,
     row_binary_answer,
     row_binary_tensor,
@@ -587,6 +588,25 @@ def test_a_one_row_binary_answer_is_written_as_any_other(
     assert row == expected
     for name in names:
         assert row_binary_tensor(name, probabilities, k) == binary_tensor(name, o_s, index)
+
+
+def bytes_elements(index: Iterator[int] | list[int]) -> bytes:
+    """Labels as the binary extension writes BYTES: each its length (4 bytes, little-endian),
+    then its UTF-8."""
+    return b"".join(len(CLASSES[k]).to_bytes(4, "little") + CLASSES[k].encode() for k in index)
+
+
+@given(index=st.lists(st.integers(0, len(CLASSES) - 1), max_size=60))
+@FAST
+def test_labels_in_binary_are_each_rows_one_after_the_other(index: list[int]) -> None:
+    """label_bytes (four rows at a time, for speed) writes each row's label, in order, for
+    any count of rows, not only fours."""
+    assert label_bytes(np.array(index, dtype=np.int64)) == bytes_elements(index)
+
+
+def test_ten_thousand_labels_in_binary_are_each_rows_one_after_the_other() -> None:
+    index = np.random.default_rng(7).integers(0, len(CLASSES), 10_003)
+    assert label_bytes(index) == bytes_elements(index.tolist())
 
 
 def test_an_output_named_by_an_object_is_a_400_naming_it() -> None:

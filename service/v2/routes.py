@@ -7,6 +7,7 @@ the version from the path.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
@@ -146,7 +147,25 @@ def binary_tensor(name: str, o_s: FloatArray, index: IntArray) -> bytes:
         return np.ascontiguousarray(o_s, dtype="<f8").tobytes()
     if name == "class_index":
         return index.astype("<i8").tobytes()
-    return b"".join(_LABEL_BYTES[index].tolist())
+    return label_bytes(index)
+
+
+# Every run of four labels as BYTES elements, by its class indices read as a base-3 number.
+_LABELS_BY_FOUR = np.array(
+    [b"".join(four) for four in itertools.product(_LABEL_BYTES.tolist(), repeat=4)], dtype=object
+)
+_BASE = len(CLASSES) ** np.arange(3, -1, -1)
+
+
+def label_bytes(index: IntArray) -> bytes:
+    """The labels of class indices ``index`` as BYTES elements, in order: what
+    ``b"".join(_LABEL_BYTES[index].tolist())`` writes, joined four rows at a time from the
+    table of every four labels (a third of the time at 10,000 rows; tests/test_decoders.py
+    holds the two equal)."""
+    whole = len(index) - len(index) % 4
+    parts = _LABELS_BY_FOUR[index[:whole].reshape(-1, 4) @ _BASE].tolist()
+    parts += _LABEL_BYTES[index[whole:]].tolist()
+    return b"".join(parts)
 
 
 def binary_answer(
