@@ -277,10 +277,9 @@ METHODS = (
     "ModelMetadata",
     "ModelInfer",
 )
-SERIALISED = frozenset({"ModelInfer"})
-"""The calls that return their answer's bytes, serialised already."""
-SIZED = frozenset({"ModelInfer"})
-"""The calls told their message's size in bytes (how much decoding it costs grows with)."""
+BYTES_CALLS = frozenset({"ModelInfer"})
+"""The calls told their message's size in bytes (how much decoding it costs grows with),
+which return their answer serialised already."""
 
 
 def handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
@@ -291,8 +290,7 @@ def handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
     def method(name: str) -> grpc.RpcMethodHandler:
         call = getattr(servicer, name)
         kind, answer = getattr(pb, f"{name}Request"), getattr(pb, f"{name}Response")
-
-        sized = name in SIZED
+        in_bytes = name in BYTES_CALLS
 
         async def handle(data: bytes, context: aio.ServicerContext) -> Any:
             try:
@@ -300,13 +298,14 @@ def handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
             except DecodeError as error:
                 message = f"the {kind.__name__} message is not valid protobuf: {error}"
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message[:MAX_MESSAGE])
-            if sized:
+            if in_bytes:
                 return await call(request, context, len(data))
             return await call(request, context)
 
-        serialise = None if name in SERIALISED else answer.SerializeToString
         return grpc.unary_unary_rpc_method_handler(
-            handle, request_deserializer=None, response_serializer=serialise
+            handle,
+            request_deserializer=None,
+            response_serializer=None if in_bytes else answer.SerializeToString,
         )
 
     return grpc.method_handlers_generic_handler(SERVICE, {name: method(name) for name in METHODS})

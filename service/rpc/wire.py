@@ -14,7 +14,6 @@ and, for the length-delimited type 2 used here, its byte length as a varint, the
 from __future__ import annotations
 
 import functools
-import struct
 
 from model.data import CLASSES
 from service.v2.protocol import MODEL_NAME, OUTPUTS
@@ -40,7 +39,7 @@ def field(number: int, payload: bytes) -> bytes:
 # Its InferOutputTensor: name 1, datatype 2, shape 3 (packed), contents 5. InferTensorContents:
 # int64_contents 3 (packed), fp64_contents 7 (packed), bytes_contents 8.
 _MODEL = field(1, MODEL_NAME.encode())
-_DOUBLES = struct.Struct("<3d")
+_PROBABILITIES = 8 * len(CLASSES)  # their bytes: FP64, little-endian
 
 
 def _described(name: str) -> bytes:
@@ -53,7 +52,7 @@ def _described(name: str) -> bytes:
 # Raw: each output without contents, and its raw_output_contents entry by class index (the
 # probabilities' entry is this prefix and their 24 bytes).
 _RAW_OUTPUT = {name: field(5, _described(name)) for name in OUTPUTS}
-_RAW_PROBABILITIES = field(6, bytes(_DOUBLES.size))[: -_DOUBLES.size]
+_RAW_PROBABILITIES = field(6, bytes(_PROBABILITIES))[:-_PROBABILITIES]
 _RAW_BY_CLASS = {
     name: [field(6, row_binary_tensor(name, [], k)) for k in range(len(CLASSES))]
     for name in ("class_index", "label")
@@ -61,8 +60,8 @@ _RAW_BY_CLASS = {
 # Typed: each output with its contents by class index, and the probabilities' up to their
 # 24 bytes.
 _TYPED_PROBABILITIES = field(
-    5, _described("probabilities") + field(5, field(7, bytes(_DOUBLES.size)))
-)[: -_DOUBLES.size]
+    5, _described("probabilities") + field(5, field(7, bytes(_PROBABILITIES)))
+)[:-_PROBABILITIES]
 _TYPED_BY_CLASS = {
     "class_index": [
         field(5, _described("class_index") + field(5, field(3, varint(k))))
@@ -98,13 +97,13 @@ def one_row_answer(
             parts.append(_RAW_OUTPUT[name])
         for name in names:
             if name == "probabilities":
-                parts.append(_RAW_PROBABILITIES + _DOUBLES.pack(*probabilities))
+                parts.append(_RAW_PROBABILITIES + row_binary_tensor(name, probabilities, k))
             else:
                 parts.append(_RAW_BY_CLASS[name][k])
     else:
         for name in names:
             if name == "probabilities":
-                parts.append(_TYPED_PROBABILITIES + _DOUBLES.pack(*probabilities))
+                parts.append(_TYPED_PROBABILITIES + row_binary_tensor(name, probabilities, k))
             else:
                 parts.append(_TYPED_BY_CLASS[name][k])
     return b"".join(parts)
