@@ -462,16 +462,23 @@ def running_server(
 
 
 def post_fresh_connection(
-    server: ServerProcess, path: str, body: dict[str, Any], workers: set[int] | None = None
+    server: ServerProcess,
+    path: str,
+    body: dict[str, Any],
+    workers: set[int] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], int | None]:
-    """POST on a new TCP connection; returns status, JSON body and the worker pid that answered.
+    """POST on a new TCP connection (with ``headers`` besides the JSON content type); returns
+    status, JSON body and the worker pid that answered.
 
     The worker (one of ``workers``, default every process below the server) is found while
     the connection is still open: the server keeps it alive after answering.
     """
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10.0)
     try:
-        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        conn.request(
+            "POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})}
+        )
         response = conn.getresponse()
         payload = json.loads(response.read())
         client_port = conn.sock.getsockname()[1] if conn.sock is not None else -1

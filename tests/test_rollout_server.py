@@ -25,6 +25,7 @@ from model.data import FEATURES, Dataset, load_iris
 from model.network import Model, forward
 from model.persistence import ModelStore
 from model.train import Hyperparameters, train
+from service.rollout.plan import key_point
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +108,25 @@ def last_event(client: httpx.Client) -> dict[str, Any]:
     return entry
 
 
+def every_worker_routes_to(server: ServerProcess, canary: str, weight: float) -> None:
+    """Wait until both workers route by the plan just put: a routing key the plan sends to
+    ``canary`` is answered by it on each. The worker that took the PUT applies the plan at
+    once, the other at its next flush. These requests are no shadow's: the canary's answers
+    are not shadowed, and a worker still on the old plan (none here) has no shadow."""
+    key = next(f"key-{i}" for i in range(1000) if key_point(f"key-{i}".encode()) < weight)
+    routed: set[int] = set()
+
+    def both() -> bool:
+        _, payload, worker = post_fresh_connection(
+            server, "/predict", {"instances": [ROW]}, headers={"X-Routing-Key": key}
+        )
+        if payload["model_version"] == canary and worker is not None:
+            routed.add(worker)
+        return len(routed) == 2
+
+    wait_for(both, 10.0, "both workers routing by the plan", interval=0.01)
+
+
 def test_the_canary_split_keys_and_pins_counted_across_both_workers(
     server: ServerProcess,
     client: httpx.Client,
@@ -172,6 +192,7 @@ def test_feedback_shadow_and_the_rule_decided_once(
     rule = {"weight": 0.5, "promote_after": 100, "max_accuracy_drop": 0.02}
     body = {"canary": {"version": bad} | rule, "shadow": {"version": shadow}}
     assert client.put("/routing", json=body, headers=AUTH).status_code == 200
+    every_worker_routes_to(server, bad, rule["weight"])
 
     # Predictions in batches of 10: stable's rows go to the shadow too.
     batches = [iris.raw[i : i + 10] for i in range(0, 150, 10)] * 4
