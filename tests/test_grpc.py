@@ -272,15 +272,26 @@ import asyncio, json
 from types import SimpleNamespace
 from service import inference
 from service.rpc import server
+from service.rpc import inference_pb2 as pb
 ran = []
-server.infer = lambda state, request, metadata=None: ran.append(inference.ON_EVENT_LOOP.get())
+def infer(state, request, metadata=None, message=b""):
+    ran.append([inference.ON_EVENT_LOOP.get(), len(request.SerializeToString())])
+    return b""
+server.infer = infer
 plan = SimpleNamespace(canary=None)
 servicer = server.InferenceService(SimpleNamespace(traffic=SimpleNamespace(plan=plan)))
+def message(size):  # a request of exactly ``size`` bytes: its id makes up the length
+    k = size
+    while len(pb.ModelInferRequest(id="x" * k).SerializeToString()) > size:
+        k -= 1
+    found = pb.ModelInferRequest(id="x" * k).SerializeToString()
+    assert len(found) == size, (size, len(found))
+    return found
 async def main():
     for size in (60, inference.INLINE_BYTES, inference.INLINE_BYTES + 1, 10**7):
-        await servicer.ModelInfer(None, None, size)
+        await servicer.ModelInfer(message(size), None)
 asyncio.run(main())
-print(json.dumps({"on_loop": ran, "inline_bytes": inference.INLINE_BYTES}))
+print(json.dumps({"ran": ran, "inline_bytes": inference.INLINE_BYTES}))
 """
 
 
@@ -288,7 +299,9 @@ def test_a_large_message_is_answered_in_the_compute_pool_a_small_one_on_the_loop
     """As for HTTP bodies: a message up to INLINE_BYTES (16 KiB) on the event loop, a larger
     one in the compute pool, so that it never holds the loop."""
     found = in_child(WHERE_INFER_RUNS)
-    assert found == {"on_loop": [True, True, False, False], "inline_bytes": 16 * 1024}
+    inline = 16 * 1024
+    assert found["inline_bytes"] == inline
+    assert found["ran"] == [[True, 60], [True, inline], [False, inline + 1], [False, 10**7]]
 
 
 @pytest.mark.slow
@@ -378,6 +391,116 @@ def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
+
+
+# In a child: what service/rpc/wire.py remembers of a one-row message, against the plain
+# reading (protobuf, request_rows, output_names) of each message it then answers.
+KNOWN_ROWS = """
+import itertools, json, struct
+from service.rpc import wire
+from service.rpc import inference_pb2 as pb
+from service.rpc.server import request_rows
+from service.v2.decode import output_names
+def request(row, version="", rid="", outputs=(), datatype="FP64", shape=(1, 4)):
+    r = pb.ModelInferRequest(model_name="iris", model_version=version, id=rid)
+    r.inputs.add(name="measurements", datatype=datatype, shape=list(shape))
+    for name in outputs:
+        r.outputs.add(name=name)
+    r.raw_input_contents.append(struct.pack("<4d", *row))
+    return r.SerializeToString()
+def plain(message):
+    r = pb.ModelInferRequest.FromString(message)
+    names = output_names(r.outputs, [o.parameters for o in r.outputs])
+    return [r.model_version, r.id, names], request_rows(r, 1000)
+rows = [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5], [100.0, 5e-324, 1.0, 99.99]]
+checked, wrong = 0, []
+for version, rid, outputs in itertools.product(
+    ("", "v1"), ("", "id-7", "é" * 100), ((), ("label",), ("label", "probabilities"))
+):
+    first = request(rows[0], version, rid, outputs)
+    asked, _ = plain(first)
+    wire.remember(first, wire.Asked(*asked))
+    for row in rows:
+        message = request(row, version, rid, outputs)
+        found = wire.known_row(message)
+        checked += 1
+        if found is None or [list(found[0]), found[1]] != [asked, plain(message)[1]]:
+            wrong.append([version, rid, outputs, row])
+seen = request(rows[0])
+unknown = [
+    wire.known_row(request(rows[0], "never-seen")),
+    *(wire.known_row(request([5.1, 3.5, v, 0.2])) for v in (0.0, -1.0, 100.5, float("nan"),
+                                                          float("inf"))),
+]
+# The last 34 bytes look like the row's field but sit inside another (an unknown field 15):
+# never remembered, whatever follows.
+row_bytes = struct.pack("<4d", *rows[1])
+inside = seen + wire.field(15, b"abc" + wire.field(7, row_bytes))
+wire.remember(inside, wire.Asked("", "", []))
+# The bytes before the row already hold raw contents: never remembered.
+twice = seen + wire.field(7, row_bytes)
+wire.remember(twice, wire.Asked("", "", []))
+long = request(rows[0], rid="x" * wire.KNOWN_BYTES)
+wire.remember(long, wire.Asked("", "", []))
+refused = [wire.known_row(m) for m in (inside, twice, long)]
+for i in range(wire.KNOWN_REQUESTS + 1):
+    message = request(rows[0], rid=str(i))
+    wire.remember(message, wire.Asked("", str(i), []))
+newest = wire.known_row(message)
+print(json.dumps({
+    "checked": checked, "wrong": wrong[:3], "unknown": unknown, "refused": refused,
+    "remembered": len(wire._known), "newest": [list(newest[0]), newest[1]],
+}))
+"""
+
+
+def test_a_remembered_one_row_message_is_read_as_protobuf_reads_it() -> None:
+    """service/rpc/wire.py (for speed only) reads a one-row message it has seen before but
+    for its row: what it asks and its row as protobuf and the plain checks read them, for
+    every version, id and outputs; a message never seen, a value out of range, a lookalike
+    field inside another, a message with raw contents before the row or too long is left to
+    the plain path; and what is remembered is bounded."""
+    found = in_child(KNOWN_ROWS)
+    assert found["wrong"] == []
+    assert found["checked"] == 2 * 3 * 3 * 3
+    assert found["unknown"] == [None] * 6
+    assert found["refused"] == [None] * 3
+    assert 1 <= found["remembered"] <= 256
+    assert found["newest"] == [["", "256", []], [[5.1, 3.5, 1.4, 0.2]]]
+
+
+@pytest.mark.slow
+def test_a_message_sent_again_with_other_rows_answers_as_predict(
+    channel: grpc.Channel, http: httpx.Client
+) -> None:
+    """The same message but for its row, again and again (as a client sends it): every
+    answer is /predict's for that row, bit for bit; FP32 rows that fill the same 32 bytes
+    are read as FP32; a value out of range is refused with the plain path's message."""
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    for i in range(0, 150, 7):
+        answer = stub.ModelInfer(raw(RAW[i : i + 1]))
+        o_s, index, _ = predicted(http, RAW[i : i + 1])
+        probabilities, classes, _ = answer.raw_output_contents
+        assert np.array_equal(np.frombuffer(probabilities, "<f8").reshape(1, 3), o_s), i
+        assert np.frombuffer(classes, "<i8").tolist() == index
+    # Two FP32 rows, every other value such that the 32 bytes read as FP64 would be one
+    # row of measurements in range too.
+    for pair in ([[5.0, 2.5, 1.5, 3.0], [4.0, 2.0, 0.5, 2.25]],
+                 [[6.0, 2.5, 1.0, 3.0], [4.5, 2.0, 0.7, 2.25]]):  # fmt: skip
+        fp32 = np.array(pair, dtype="<f4")
+        as_fp64 = np.frombuffer(fp32.tobytes(), "<f8")
+        assert ((as_fp64 > 0) & (as_fp64 <= 100)).all()
+        request = raw(RAW[:1], shape=[2, 4], data=fp32.tobytes())
+        request.inputs[0].datatype = "FP32"
+        answer = stub.ModelInfer(request)
+        o_s, _, _ = predicted(http, fp32.astype(np.float64))
+        assert list(answer.outputs[0].shape) == [2, 3]
+        got = np.frombuffer(answer.raw_output_contents[0], "<f8").reshape(2, 3)
+        assert np.array_equal(got, o_s)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ModelInfer(raw([[5.1, -3.5, 1.4, 0.2]]))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "row 0, sepal_width" in refused.value.details()
 
 
 # -- errors: the status codes and HTTP's messages -----------------------------------------------

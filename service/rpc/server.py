@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 
 from model.network import N_FEATURES, FloatArray, IntArray
 from service import inference
+from service.body import Rows
 from service.deps import State
 from service.errors import public
 from service.inference import Headers, OneRow
@@ -144,9 +145,12 @@ def request_rows(request: pb.ModelInferRequest, limit: int) -> Any:
     return [rows[0].tolist()] if n == 1 else rows
 
 
-def infer(state: State, request: pb.ModelInferRequest, metadata: Headers = None) -> bytes:
+def infer(
+    state: State, request: pb.ModelInferRequest, metadata: Headers = None, message: bytes = b""
+) -> bytes:
     """The whole of a ModelInfer call: its rows, the prediction, the serialised answer;
-    ``metadata`` may hold its x-routing-key. Raw in, raw out; typed contents otherwise."""
+    ``metadata`` may hold its x-routing-key. Raw in, raw out; typed contents otherwise.
+    ``message``: the request's bytes, remembered when it is one FP64 row in raw contents."""
     rows = request_rows(request, state.inference.max_instances)
     outputs = request.outputs
     names = output_names(outputs, [output.parameters for output in outputs])
@@ -154,6 +158,8 @@ def infer(state: State, request: pb.ModelInferRequest, metadata: Headers = None)
     raw = bool(request.raw_input_contents)
     if isinstance(predicted, OneRow):
         version, probabilities, k = predicted
+        if raw and message:  # one row of FP64 when its raw contents end the message
+            wire.remember(message, wire.Asked(request.model_version, request.id, names))
         return wire.one_row_answer(
             version, request.id, names, raw, probabilities=probabilities, k=k
         )
@@ -161,6 +167,18 @@ def infer(state: State, request: pb.ModelInferRequest, metadata: Headers = None)
     answer = answer_message(version, request.id, names, raw, o_s=o_s, index=index)
     serialised: bytes = answer.SerializeToString()
     return serialised
+
+
+def infer_known(state: State, asked: wire.Asked, rows: Rows, metadata: Headers = None) -> bytes:
+    """:func:`infer` of a remembered message (service/rpc/wire.py), given what it asks and
+    its row: the same answer, with no protobuf read."""
+    predicted = state.inference.predict(rows, asked.version or None, metadata)
+    if not isinstance(predicted, OneRow):
+        raise TypeError("a remembered message holds one row")
+    version, probabilities, k = predicted
+    return wire.one_row_answer(
+        version, asked.id, asked.outputs, True, probabilities=probabilities, k=k
+    )
 
 
 def answer_message(
@@ -235,24 +253,37 @@ class InferenceService:
 
         return await self.in_pool(context, metadata)
 
-    async def ModelInfer(  # noqa: N802
-        self, request: Any, context: aio.ServicerContext, size: int
-    ) -> bytes:
-        """``size``: the message's bytes. A small message is answered on the event loop, a
-        large one in the compute pool, as HTTP bodies are (INLINE_BYTES)."""
+    async def ModelInfer(self, message: bytes, context: aio.ServicerContext) -> bytes:  # noqa: N802
+        """A message remembered (service/rpc/wire.py) or small is answered on the event
+        loop, a large one in the compute pool, as HTTP bodies are (INLINE_BYTES)."""
         # Read only while a canary is set: the metadata's one use is an x-routing-key.
         metadata = context.invocation_metadata() if self.state.traffic.plan.canary else None
-        if size <= inference.INLINE_BYTES:
-            token = inference.ON_EVENT_LOOP.set(True)
-            try:
-                return infer(self.state, request, metadata)
-            except inference.NotLoadedError:
-                pass  # a pinned version to load from disk: in the pool, below
-            except Exception as error:
-                await refuse(context, error)
-            finally:
-                inference.ON_EVENT_LOOP.reset(token)
-        return await self.in_pool(context, lambda: infer(self.state, request, metadata))
+        known = wire.known_row(message)
+        if known is not None:
+            answer = await self.inline(context, lambda: infer_known(self.state, *known, metadata))
+            if answer is not None:
+                return answer
+        request = await parsed(pb.ModelInferRequest, message, context)
+        if len(message) > inference.INLINE_BYTES:
+            return await self.in_pool(context, lambda: infer(self.state, request, metadata))
+        answer = await self.inline(context, lambda: infer(self.state, request, metadata, message))
+        if answer is None:  # a pinned version to load from disk: in the pool
+            return await self.in_pool(context, lambda: infer(self.state, request, metadata))
+        return answer
+
+    async def inline(self, context: aio.ServicerContext, work: Callable[[], T]) -> T | None:
+        """``work()`` on the event loop, or the call aborted with its error's status; None
+        when it needs a version loaded from disk first (then the pool is the place)."""
+        token = inference.ON_EVENT_LOOP.set(True)
+        try:
+            return work()
+        except inference.NotLoadedError:
+            return None
+        except Exception as error:
+            await refuse(context, error)
+            raise  # refuse() raises: never reached
+        finally:
+            inference.ON_EVENT_LOOP.reset(token)
 
     async def in_pool(self, context: aio.ServicerContext, work: Callable[[], T]) -> T:
         """``work()`` in the compute pool, or the call aborted with its error's status."""
@@ -278,14 +309,24 @@ METHODS = (
     "ModelInfer",
 )
 BYTES_CALLS = frozenset({"ModelInfer"})
-"""The calls told their message's size in bytes (how much decoding it costs grows with),
+"""The calls given their message as bytes (they parse it themselves, when they need to),
 which return their answer serialised already."""
 
 
+async def parsed(kind: Any, data: bytes, context: aio.ServicerContext) -> Any:
+    """The message of type ``kind`` in ``data``; a message that is not valid protobuf is
+    INVALID_ARGUMENT naming it (grpc's own parsing would answer UNKNOWN and log a traceback
+    for every such call)."""
+    try:
+        return kind.FromString(data)
+    except DecodeError as error:
+        message = f"the {kind.__name__} message is not valid protobuf: {error}"
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message[:MAX_MESSAGE])
+
+
 def handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
-    """The service's calls, each taking its message as bytes and parsing it itself: a
-    message that is not valid protobuf is INVALID_ARGUMENT naming it (grpc's own parsing
-    would answer UNKNOWN and log a traceback for every such call)."""
+    """The service's calls, each taking its message as bytes and parsing it itself
+    (:func:`parsed`)."""
 
     def method(name: str) -> grpc.RpcMethodHandler:
         call = getattr(servicer, name)
@@ -293,14 +334,9 @@ def handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
         in_bytes = name in BYTES_CALLS
 
         async def handle(data: bytes, context: aio.ServicerContext) -> Any:
-            try:
-                request = kind.FromString(data)
-            except DecodeError as error:
-                message = f"the {kind.__name__} message is not valid protobuf: {error}"
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message[:MAX_MESSAGE])
             if in_bytes:
-                return await call(request, context, len(data))
-            return await call(request, context)
+                return await call(data, context)
+            return await call(await parsed(kind, data, context), context)
 
         return grpc.unary_unary_rpc_method_handler(
             handle,

@@ -1,11 +1,22 @@
-"""One row's ModelInfer answer written as protobuf bytes: for speed only.
+"""One row's ModelInfer call read and answered as protobuf bytes: for speed only.
 
-A one-row answer is a few fields whose bytes hardly change: the model's name, the version,
-each output's name, datatype and shape, the class index's and the label's bytes by class.
-They are written once here, and an answer is joined from them and its three probabilities.
-It is the bytes protobuf writes for the message :func:`service.rpc.server.answer_message`
-builds (fields in number order, packed repeated numbers); tests/test_grpc.py holds the
-two equal for every choice and order of outputs, raw or typed, with and without an id.
+**The answer.** A one-row answer is a few fields whose bytes hardly change: the model's
+name, the version, each output's name, datatype and shape, the class index's and the
+label's bytes by class. They are written once here, and an answer is joined from them and
+its three probabilities. It is the bytes protobuf writes for the message
+:func:`service.rpc.server.answer_message` builds (fields in number order, packed repeated
+numbers); tests/test_grpc.py holds the two equal for every choice and order of outputs, raw
+or typed, with and without an id.
+
+**The request.** A client sends the same message again and again but for its
+measurements: one FP64 row in ``raw_input_contents`` is the message's last field, 32 bytes
+after its tag and length (protobuf writes fields in number order, and this one is the
+highest). Once the plain path has accepted such a message, what it asks (version, id,
+outputs) is remembered under the bytes before that field, which are checked to be a whole
+message on their own without raw contents; a message that is those bytes and 32 others asks
+the same, for the row the 32 bytes hold. Such a row is read here with no protobuf and no
+checks but the values' range (a value out of it, or a message never seen, takes the plain
+path, which names the problem). tests/test_grpc.py holds both paths to the same answers.
 
 The wire format (protobuf's encoding guide): a field is its tag (number << 3 | wire type)
 and, for the length-delimited type 2 used here, its byte length as a varint, then its bytes.
@@ -14,8 +25,14 @@ and, for the length-delimited type 2 used here, its byte length as a varint, the
 from __future__ import annotations
 
 import functools
+import struct
+from typing import NamedTuple
 
-from model.data import CLASSES
+from google.protobuf.message import DecodeError
+
+from model.data import CLASSES, MAX_MEASUREMENT_CM
+from service.body import Rows
+from service.rpc import inference_pb2 as pb
 from service.v2.protocol import MODEL_NAME, OUTPUTS
 from service.v2.routes import row_binary_tensor
 
@@ -107,3 +124,57 @@ def one_row_answer(
             else:
                 parts.append(_TYPED_BY_CLASS[name][k])
     return b"".join(parts)
+
+
+# -- the request ----------------------------------------------------------------------------
+
+KNOWN_REQUESTS = 256  # messages remembered; past this many, they are forgotten and relearned
+KNOWN_BYTES = 1024  # a longer message is never remembered
+_ROW = struct.Struct("<4d")  # one row of FP64 measurements, little-endian
+_ROW_FIELD = field(7, bytes(_ROW.size))[: -_ROW.size]  # raw_input_contents' tag and length
+_SUFFIX = len(_ROW_FIELD) + _ROW.size
+
+
+class Asked(NamedTuple):
+    """What a remembered message asks: the version pinned ("" for none), its id, its outputs."""
+
+    version: str
+    id: str
+    outputs: list[str]
+
+
+_known: dict[bytes, Asked] = {}
+
+
+def remember(message: bytes, asked: Asked) -> None:
+    """Remember what ``message`` asks, after the plain path answered it as one FP64 row in
+    raw_input_contents: when that row is its last field, and the bytes before it a message
+    with no raw contents (so that any 32 bytes after them are that row, and nothing else)."""
+    if len(message) > KNOWN_BYTES or message[-_SUFFIX : -_ROW.size] != _ROW_FIELD:
+        return
+    head = message[:-_SUFFIX]
+    if head in _known:
+        return
+    try:
+        alone = pb.ModelInferRequest.FromString(head)
+    except DecodeError:  # the 34 bytes were not a field of their own
+        return
+    if alone.raw_input_contents:
+        return
+    if len(_known) >= KNOWN_REQUESTS:
+        _known.clear()
+    _known[head] = asked
+
+
+def known_row(message: bytes) -> tuple[Asked, Rows] | None:
+    """What a remembered message asks and its one row (measurements in cm), or None: not
+    remembered, or a value outside (0, MAX_MEASUREMENT_CM] (the plain path says which)."""
+    if message[-_SUFFIX : -_ROW.size] != _ROW_FIELD:
+        return None
+    asked = _known.get(message[:-_SUFFIX])
+    if asked is None:
+        return None
+    row = list(_ROW.unpack_from(message, len(message) - _ROW.size))
+    if not all(0 < value <= MAX_MEASUREMENT_CM for value in row):
+        return None
+    return asked, [row]
