@@ -630,3 +630,83 @@ def test_occurrences_counts_as_bytes_count_does(text: bytes, byte: bytes) -> Non
     padded = text + byte * (body_module.COUNTED_BY_NUMPY // 2)  # both sides of the threshold
     for sample in (text, padded):
         assert body_module.occurrences(sample, byte) == sample.count(byte)
+
+
+def read_or_error(read: Callable[..., Any], body: bytes, limit: int, data: bytes) -> Any:
+    """What a reading of a binary request returns, or the message of the 400 it raises."""
+    try:
+        rows, outputs, binary, request_id = read(body, limit, memoryview(data))
+    except (ProtocolError, ProblemError) as error:
+        return type(error).__name__, str(error)
+    return np.asarray(rows).tolist(), outputs, binary, request_id
+
+
+@given(
+    n=st.integers(1, 12),
+    datatype=st.sampled_from(["FP64", "FP32"]),
+    outputs=st.lists(
+        st.fixed_dictionaries(
+            {"name": st.sampled_from(list(OUTPUTS))},
+            optional={"parameters": st.fixed_dictionaries({"binary_data": st.booleans()})},
+        ),
+        max_size=3,
+        unique_by=lambda output: output["name"],
+    ),
+    request_id=st.one_of(st.none(), st.text(max_size=12)),
+    everything_binary=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+@FAST
+def test_a_binary_request_with_json_seen_before_is_read_as_any_other(
+    *,
+    n: int,
+    datatype: str,
+    outputs: list[dict[str, Any]],
+    request_id: str | None,
+    everything_binary: bool,
+    seed: int,
+) -> None:
+    """service/v2/known.py (for speed only) reads a binary request whose JSON it has seen as
+    the plain path reads it: the same rows, outputs, binary flags and id, or the same 400
+    for binary data of the wrong size or with a value out of range; under another row limit
+    as that limit says."""
+    from service.v2 import known
+
+    width = 8 if datatype == "FP64" else 4
+    head: dict[str, Any] = {
+        "inputs": [{"name": "measurements", "shape": [n, 4], "datatype": datatype,
+                    "parameters": {"binary_data_size": n * 4 * width}}],
+    }  # fmt: skip
+    if outputs:
+        head["outputs"] = outputs
+    if request_id is not None:
+        head["id"] = request_id
+    if everything_binary:
+        head["parameters"] = {"binary_data_output": True}
+    body = json.dumps(head).encode()
+    rng = np.random.default_rng(seed)
+    dtype = "<f8" if datatype == "FP64" else "<f4"
+    datas = [rng.uniform(0.1, 99.0, (n, 4)).astype(dtype).tobytes() for _ in range(3)]
+    bad = np.full((n, 4), 5.0, dtype=dtype)
+    bad[n - 1, 2] = -1.0
+    datas += [bad.tobytes(), datas[0][:-width], datas[0] + bytes(width)]
+    for limit in (100, 100, n - 1):
+        for data in datas:
+            fast = read_or_error(known.request_input, body, limit, data)
+            assert fast == read_or_error(decode.request_input, body, limit, data)
+    assert body in known._known
+
+
+def test_what_is_remembered_of_binary_requests_is_bounded() -> None:
+    from service.v2 import known
+
+    one_row = bytes(np.full(4, 5.0, dtype="<f8"))
+    for i in range(known.KNOWN_REQUESTS + 1):
+        head = {"id": str(i), "inputs": [{"name": "measurements", "shape": [1, 4],
+                "datatype": "FP64", "parameters": {"binary_data_size": 32}}]}  # fmt: skip
+        known.request_input(json.dumps(head).encode(), 10, memoryview(one_row))
+    assert 1 <= len(known._known) <= known.KNOWN_REQUESTS
+    assert json.dumps(head).encode() in known._known
+    long = head | {"id": "x" * known.KNOWN_BYTES}
+    known.request_input(json.dumps(long).encode(), 10, memoryview(one_row))
+    assert json.dumps(long).encode() not in known._known

@@ -98,8 +98,25 @@ def split_binary(body: bytes, header: str | None) -> tuple[bytes, memoryview | N
     return body[:size], memoryview(body)[size:]
 
 
+class BinaryInput(NamedTuple):
+    """How an input sent in binary is read: its datatype, rows and byte size."""
+
+    datatype: str
+    n: int
+    size: int
+
+
 def request_input(body: bytes, limit: int, binary: memoryview | None = None) -> Asked:
-    """The rows, outputs and id of an inference request body (inflated), or its 400.
+    """The rows, outputs and id of an inference request body (inflated), or its 400
+    (:func:`read_request`)."""
+    return read_request(body, limit, binary)[0]
+
+
+def read_request(
+    body: bytes, limit: int, binary: memoryview | None = None
+) -> tuple[Asked, BinaryInput | None]:
+    """The rows, outputs and id of an inference request body (inflated), or its 400; and,
+    when its input came in binary, how it was read (the rest depends on ``body`` alone).
 
     ``body`` is the request's JSON; ``binary``, the bytes after it when the request used
     the binary tensor data extension (:func:`split_binary`).
@@ -164,7 +181,8 @@ def request_input(body: bytes, limit: int, binary: memoryview | None = None) -> 
         rows = tensor_data(bytes(tensor.data), n)
     request_id = request.id if type(request.id) is str else None
     names = output_names(outputs, asked)
-    return Asked(rows, names, binary_outputs(top, outputs, asked, names), request_id)
+    found = Asked(rows, names, binary_outputs(top, outputs, asked, names), request_id)
+    return found, None if size is None else BinaryInput(tensor.datatype, n, size)
 
 
 def flag(parameters: dict[str, Any] | None, name: str, where: str) -> bool | None:

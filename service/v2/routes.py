@@ -27,8 +27,9 @@ from service.deps import State, state
 from service.inference import Headers, OneRow
 from service.responses import json_response
 from service.routing import Answer, HotRoute, endpoint_for
-from service.v2.decode import inflated, request_input, split_binary
+from service.v2.decode import inflated, split_binary
 from service.v2.errors import ProtocolError, bad_request, error_responses, protocol_error
+from service.v2.known import request_input
 from service.v2.protocol import (
     BINARY_HEADER,
     EXTENSIONS,
