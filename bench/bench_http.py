@@ -1240,11 +1240,15 @@ def measure_grpc(
 
 def wire_steps(rows: int, state: Any) -> dict[str, dict[str, Callable[[], object]]]:
     """The steps of one inference request of ``rows`` rows on each path, as the service
-    runs them: /v2 JSON (``request_input``, the core's predict, the whole of
-    ``infer_answer``), /v2 binary (``split_binary`` first) and gRPC (protobuf's parse,
-    ``request_rows``, the core's predict, the whole of ``infer``: its answer serialised)."""
+    runs them for a client sending it again: /v2 JSON (``request_input``, the core's
+    predict, the whole of ``infer_answer``), /v2 binary (``split_binary`` first; its JSON
+    remembered) and gRPC (protobuf's parse, ``request_rows``, the core's predict, the whole
+    of ``infer``: its answer serialised; a one-row message remembered, read without
+    protobuf)."""
     from service.rpc import inference_pb2 as pb
-    from service.rpc.server import infer, request_rows
+    from service.rpc import wire
+    from service.rpc.server import infer, infer_known, request_rows
+    from service.v2 import known
     from service.v2.decode import request_input, split_binary
     from service.v2.routes import infer_answer
 
@@ -1254,10 +1258,23 @@ def wire_steps(rows: int, state: Any) -> dict[str, dict[str, Callable[[], object
     body, headers = binary_request(iris_rows(rows))
     head = headers["Inference-Header-Content-Length"]
     json_part, binary = split_binary(body, head)
-    binary_rows = request_input(json_part, limit, binary).rows
+    binary_rows = known.request_input(json_part, limit, binary).rows
     message = grpc_message(rows)
     request = pb.ModelInferRequest.FromString(message)
     grpc_rows = request_rows(request, limit)
+    infer(state, request, None, message)  # a one-row message is remembered
+    grpc: dict[str, Callable[[], object]] = {
+        "decode": lambda: pb.ModelInferRequest.FromString(message),
+        "read": lambda: request_rows(request, limit),
+        "predict": lambda: core.predict(grpc_rows, None),
+        "route": lambda: infer(state, request),
+    }
+    if wire.known_row(message) is not None:
+        grpc = {
+            "read": lambda: wire.known_row(message),
+            "predict": lambda: core.predict(grpc_rows, None),
+            "route": lambda: infer_known(state, *wire.known_row(message)),
+        }
     return {
         "/v2 JSON": {
             "read": lambda: request_input(json_body, limit),
@@ -1266,16 +1283,11 @@ def wire_steps(rows: int, state: Any) -> dict[str, dict[str, Callable[[], object
         },
         "/v2 binary": {
             "decode": lambda: split_binary(body, head),
-            "read": lambda: request_input(json_part, limit, binary),
+            "read": lambda: known.request_input(json_part, limit, binary),
             "predict": lambda: core.predict(binary_rows, None),
             "route": lambda: infer_answer(state, json_part, None, binary),
         },
-        "gRPC": {
-            "decode": lambda: pb.ModelInferRequest.FromString(message),
-            "read": lambda: request_rows(request, limit),
-            "predict": lambda: core.predict(grpc_rows, None),
-            "route": lambda: infer(state, request),
-        },
+        "gRPC": grpc,
     }
 
 
@@ -1633,6 +1645,8 @@ def print_wire_split(section: dict[str, Any]) -> None:
         "decode: the binary split (split_binary), protobuf's parse; read: the request to rows,",
         "checked; predict: the inference core (without the rollout's tallies); answer: the rest",
         "of the route's function (its whole less read and predict; gRPC's answer serialised).",
+        "Each request as a client sends it again: a binary request's JSON and a one-row gRPC",
+        "message seen before are not decoded again (service/v2/known.py, service/rpc/wire.py).",
         "rest: the server's CPU per request under load less the total: HTTP",
         "(uvicorn, the edge) or gRPC (grpc's core, asyncio, the servicer), and the rollout's",
         "tallies",
