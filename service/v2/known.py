@@ -14,11 +14,17 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from service.v2 import decode
-from service.v2.decode import Asked, BinaryInput, binary_rows
+from service.v2.decode import (
+    UNCOUNTED_BODY_BYTES,
+    Asked,
+    BinaryInput,
+    binary_rows,
+    read_request,
+)
+from service.v2.decode import request_input as plain_input
 
 KNOWN_REQUESTS = 256  # JSONs remembered; past this many, they are forgotten and relearned
-KNOWN_BYTES = decode.UNCOUNTED_BODY_BYTES  # a longer JSON is never remembered
+KNOWN_BYTES = UNCOUNTED_BODY_BYTES  # a longer JSON is never remembered
 
 
 class Known(NamedTuple):
@@ -37,13 +43,13 @@ _known: dict[bytes, Known] = {}
 def request_input(body: bytes, limit: int, binary: memoryview | None = None) -> Asked:
     """:func:`service.v2.decode.request_input`, with the JSON of a binary request remembered."""
     if binary is None or len(body) > KNOWN_BYTES:
-        return decode.request_input(body, limit, binary)
+        return plain_input(body, limit, binary)
     known = _known.get(body)
     if known is not None and known.limit == limit:
         datatype, n, size = known.given
         rows = binary_rows(binary, size, datatype, n)
         return Asked(rows, known.outputs, known.binary, known.id)
-    asked, read = decode.read_request(body, limit, binary)
+    asked, read = read_request(body, limit, binary)
     if read is not None:
         if len(_known) >= KNOWN_REQUESTS:
             _known.clear()
