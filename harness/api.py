@@ -229,3 +229,10 @@ def instances(raw: np.ndarray[Any, Any]) -> list[dict[str, float]]:
 
 def probabilities(prediction: dict[str, Any]) -> list[float]:
     return [prediction["probabilities"][label] for label in CLASSES]
+
+
+def canary_key(weight: float) -> str:
+    """A routing key whose requests go to a canary of ``weight`` (its point below it)."""
+    from service.rollout.plan import key_point
+
+    return next(f"key-{i}" for i in range(1000) if key_point(f"key-{i}".encode()) < weight)

@@ -14,14 +14,13 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.api import instances
+from harness.api import canary_key, instances
 from harness.models import random_model
 from harness.postgres import PgCluster
 from harness.replicas import AUTH, PREDICT, ReplicaSet
 from harness.servers import wait_for
 from model.data import load_iris
 from service.postgres import PostgresModelStore
-from service.rollout.plan import key_point
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.haproxy]
 
@@ -80,11 +79,6 @@ def all_follow(clients: list[httpx.Client], revision: int, started: float) -> fl
             "a replica to show the routing",
         )
     return time.monotonic() - started
-
-
-def canary_key(weight: float) -> str:
-    """A routing key whose requests go to a canary of ``weight``."""
-    return next(f"key-{i}" for i in range(1000) if key_point(f"key-{i}".encode()) < weight)
 
 
 def all_route(clients: list[httpx.Client], key: str, version: str, started: float) -> float:

@@ -18,14 +18,13 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.api import ROW, instances
+from harness.api import ROW, canary_key, instances
 from harness.models import random_model
 from harness.servers import ServerProcess, post_fresh_connection, wait_for
 from model.data import FEATURES, Dataset, load_iris
 from model.network import Model, forward
 from model.persistence import ModelStore
 from model.train import Hyperparameters, train
-from service.rollout.plan import key_point
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +112,7 @@ def every_worker_routes_to(server: ServerProcess, canary: str, weight: float) ->
     ``canary`` is answered by it on each. The worker that took the PUT applies the plan at
     once, the other at its next flush. These requests are no shadow's: the canary's answers
     are not shadowed, and a worker still on the old plan (none here) has no shadow."""
-    key = next(f"key-{i}" for i in range(1000) if key_point(f"key-{i}".encode()) < weight)
+    key = canary_key(weight)
     routed: set[int] = set()
 
     def both() -> bool:
