@@ -419,7 +419,9 @@ def test_retry_after_seconds_are_read_and_a_past_time_is_now(value: str, seconds
 def test_a_malformed_retry_after_is_retried_with_backoff_and_exits_3(value: str) -> None:
     answer = whole(503, problem(503, "loading"), {"Retry-After": value})
     with Hostile(routes({"/train": answer})) as server:
-        result = iris(server.url, "jobs", timeout=1.0)
+        # Time for every attempt (backoff of at most 0.25 + 0.5 + 1 s between four), so that
+        # a slow machine cannot leave the last retry without an answer.
+        result = iris(server.url, "jobs", timeout=4.0)
     line = one_line_error(result, 3)
     assert "loading (HTTP 503" in line
     assert len(server.requests) >= 2  # retried, within the timeout
